@@ -1,0 +1,120 @@
+"""Audio front end: decoding any audio to 16 kHz mono, and Wav2Lip's mel spectrogram.
+
+The mel parameters are those the published Wav2Lip / AttnWav2Lip checkpoints were trained with
+(16 kHz, preemphasis 0.97, n_fft 800, hop 200, 80 mels 55-7600 Hz, dB with ref 20 / min -100,
+symmetric normalisation to [-4, 4]). 80 mel frames per second of audio.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+
+import numpy as np
+
+from .errors import InputError
+
+SAMPLE_RATE = 16000
+N_FFT = 800
+HOP = 200
+WIN = 800
+N_MELS = 80
+FMIN = 55.0
+FMAX = 7600.0
+PREEMPHASIS = 0.97
+REF_LEVEL_DB = 20.0
+MIN_LEVEL_DB = -100.0
+MAX_ABS_VALUE = 4.0
+MEL_FPS = SAMPLE_RATE // HOP  # 80 mel frames per second
+MEL_STEP = 16  # mel frames per generator window (0.2 s)
+
+
+@dataclass
+class Audio:
+    samples: np.ndarray  # float32 mono at SAMPLE_RATE
+    source_rate: int
+    source_channels: int
+
+    @property
+    def duration(self) -> float:
+        return len(self.samples) / SAMPLE_RATE
+
+
+def load_audio(path: str) -> Audio:
+    """Decode the first audio stream of any file ffmpeg reads (wav, mp3, m4a, a video's track).
+
+    Decoding keeps the native rate and channels; the downmix is the mean of the channels and the
+    resampling is soxr "high quality": exactly what librosa.load does, so the mel matches the
+    reference implementation for the same file.
+    """
+    from . import media  # local import: media imports nothing from here, keeps audio light
+
+    info = media.probe(path)
+    if info.audio is None:
+        raise InputError(f"{path}: no audio stream found")
+    raw = media.decode_audio_f32(path, info.audio.channels)
+    if raw.size == 0:
+        raise InputError(f"{path}: the audio stream is empty")
+    mono = raw.reshape(-1, info.audio.channels).mean(axis=1, dtype=np.float32)
+    if info.audio.rate != SAMPLE_RATE:
+        import librosa
+
+        mono = librosa.resample(mono, orig_sr=info.audio.rate, target_sr=SAMPLE_RATE, res_type="soxr_hq")
+    mono = np.ascontiguousarray(mono, dtype=np.float32)
+    if len(mono) < HOP:
+        raise InputError(f"{path}: the audio is too short ({len(mono) / SAMPLE_RATE * 1000:.0f} ms)")
+    return Audio(mono, info.audio.rate, info.audio.channels)
+
+
+_MEL_BASIS: np.ndarray | None = None
+
+
+def _mel_basis() -> np.ndarray:
+    global _MEL_BASIS
+    if _MEL_BASIS is None:
+        import librosa
+
+        _MEL_BASIS = librosa.filters.mel(sr=SAMPLE_RATE, n_fft=N_FFT, n_mels=N_MELS, fmin=FMIN, fmax=FMAX)
+    return _MEL_BASIS
+
+
+def melspectrogram(wav: np.ndarray) -> np.ndarray:
+    """Wav2Lip's normalised log-mel spectrogram, shape (80, n_frames), values in [-4, 4].
+
+    The STFT pads with reflection as librosa did when the published models were trained (librosa
+    0.10 changed its default to zeros, which shifts the first and last frames).
+    """
+    import librosa
+    from scipy.signal import lfilter
+
+    emphasised = lfilter([1.0, -PREEMPHASIS], [1.0], wav)
+    spec = np.abs(librosa.stft(y=emphasised, n_fft=N_FFT, hop_length=HOP, win_length=WIN, pad_mode="reflect"))
+    mel = _mel_basis() @ spec
+    min_level = np.exp(MIN_LEVEL_DB / 20.0 * np.log(10.0))
+    db = 20.0 * np.log10(np.maximum(min_level, mel)) - REF_LEVEL_DB
+    norm = (2.0 * MAX_ABS_VALUE) * ((db - MIN_LEVEL_DB) / -MIN_LEVEL_DB) - MAX_ABS_VALUE
+    return np.clip(norm, -MAX_ABS_VALUE, MAX_ABS_VALUE).astype(np.float32)
+
+
+def window_start(frame_index: int, fps: Fraction | float, n_mel_frames: int) -> int:
+    """First mel frame of the 16-frame window that drives video frame `frame_index`.
+
+    int(i * 80 / fps) with the true (possibly fractional) frame rate, in floating point exactly as
+    the reference inference computes it; windows past the end use the final 16 frames.
+    """
+    start = int(frame_index * (MEL_FPS / float(fps)))
+    return max(0, min(start, n_mel_frames - MEL_STEP))
+
+
+def mel_windows(mel: np.ndarray, fps: Fraction | float, frame_indices) -> np.ndarray:
+    """Stack the (80, 16) windows for the given output frame indices -> (n, 80, 16)."""
+    n = mel.shape[1]
+    if n < MEL_STEP:  # very short audio: pad with silence-level values so a window exists
+        mel = np.pad(mel, ((0, 0), (0, MEL_STEP - n)), constant_values=-MAX_ABS_VALUE)
+        n = MEL_STEP
+    return np.stack([mel[:, s : s + MEL_STEP] for s in (window_start(i, fps, n) for i in frame_indices)])
+
+
+def output_frame_count(duration_s: float, fps: Fraction | float) -> int:
+    """Frames needed so that the video lasts as long as the audio (to the nearest frame)."""
+    return max(1, int(round(duration_s * float(fps))))

@@ -1,0 +1,390 @@
+"""Media I/O over ffmpeg: probing, streaming frame decode and encode, audio decode, atomic outputs.
+
+ffmpeg commands are built with ffmpeg-python and run against whichever ffmpeg binary is found:
+$LIPSYNC_FFMPEG, then `ffmpeg` on PATH, then the static binary of the imageio-ffmpeg wheel (so a
+plain `pip install` works on machines with no system ffmpeg). Only the ffmpeg binary is needed:
+probing reads ffmpeg's stream header and a packet listing (framemd5 with stream copy), which gives
+exact timestamps without ffprobe and without decoding.
+
+Frames are uint8 BGR arrays (H, W, 3), the colour order the published Wav2Lip models were trained on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import threading
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Iterator
+
+import ffmpeg  # ffmpeg-python
+import numpy as np
+
+from .errors import InputError, LipsyncError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
+
+
+def ffmpeg_binary() -> str:
+    env = os.environ.get("LIPSYNC_FFMPEG")
+    if env:
+        return env
+    found = shutil.which("ffmpeg")
+    if found:
+        return found
+    try:
+        import imageio_ffmpeg
+
+        return imageio_ffmpeg.get_ffmpeg_exe()
+    except Exception as exc:  # pragma: no cover - only without the wheel
+        raise LipsyncError("ffmpeg not found: install ffmpeg or `pip install imageio-ffmpeg`") from exc
+
+
+# ----------------------------------------------------------------------------------------------
+# Probing
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    width: int  # as displayed (rotation applied), which is what decoding yields
+    height: int
+    rotation: int  # degrees from the container's display matrix
+    fps: Fraction  # exact frame rate; for variable-rate input the average rate
+    frame_count: int
+    duration: float
+    variable_rate: bool
+    codec: str
+
+    @property
+    def is_still(self) -> bool:
+        return self.frame_count == 1
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    rate: int
+    channels: int
+    codec: str
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    path: str
+    format_name: str
+    video: VideoInfo | None
+    audio: AudioInfo | None
+
+
+_LAYOUT_CHANNELS = {
+    "mono": 1, "stereo": 2, "2.1": 3, "3.0": 3, "3.0(back)": 3, "4.0": 4, "quad": 4, "quad(side)": 4,
+    "3.1": 4, "5.0": 5, "5.0(side)": 5, "4.1": 5, "5.1": 6, "5.1(side)": 6, "6.0": 6, "6.0(front)": 6,
+    "hexagonal": 6, "6.1": 7, "6.1(back)": 7, "6.1(front)": 7, "7.0": 7, "7.0(front)": 7, "7.1": 8,
+    "7.1(wide)": 8, "7.1(wide-side)": 8, "octagonal": 8, "downmix": 2,
+}
+
+
+def _run_ffmpeg(args: list[str], timeout: float | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [ffmpeg_binary(), "-hide_banner", "-nostdin", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout,
+    )
+
+
+def probe(path: str | os.PathLike) -> MediaInfo:
+    """Streams, exact frame rate and frame count of a media file. Raises InputError for files
+    that do not exist or that ffmpeg cannot read."""
+    path = str(path)
+    if not os.path.exists(path):
+        raise InputError(f"{path}: no such file")
+    if os.path.isdir(path):
+        raise InputError(f"{path}: is a folder, not a media file")
+    if not os.access(path, os.R_OK):
+        raise InputError(f"{path}: permission denied")
+    # One pass: the header (stderr) and a listing of every video packet with its timestamps
+    # (stdout). Stream copy means nothing is decoded, so this is fast even for long files.
+    proc = _run_ffmpeg(["-i", path, "-map", "0:v:0?", "-c", "copy", "-f", "framemd5", "pipe:1"])
+    header = proc.stderr.decode("utf-8", "replace")
+    m = re.search(r"Input #0, ([^,]+(?:,[^,\s]+)*), from", header)
+    if m is None:
+        reason = header.strip().splitlines()[-1] if header.strip() else "unknown error"
+        raise InputError(f"{path}: not a media file ffmpeg can read ({reason.split(': ')[-1]})")
+    format_name = m.group(1)
+    return MediaInfo(path, format_name, _parse_video(header, proc.stdout.decode("ascii", "replace")), _parse_audio(header))
+
+
+def _stream_line(header: str, kind: str) -> str | None:
+    for line in header.splitlines():
+        if re.match(rf"\s*Stream #0:\d+.*?: {kind}: ", line):
+            return line
+    return None
+
+
+def _parse_audio(header: str) -> AudioInfo | None:
+    line = _stream_line(header, "Audio")
+    if line is None:
+        return None
+    m = re.search(r"Audio: (\w+).*?, (\d+) Hz, ([^,]+)", line)
+    if m is None:
+        return None
+    layout = m.group(3).strip()
+    n = re.match(r"(\d+) channels", layout)
+    channels = int(n.group(1)) if n else _LAYOUT_CHANNELS.get(layout, 0)
+    if channels == 0:
+        return None
+    return AudioInfo(rate=int(m.group(2)), channels=channels, codec=m.group(1))
+
+
+def _parse_video(header: str, listing: str) -> VideoInfo | None:
+    line = _stream_line(header, "Video")
+    if line is None:
+        return None
+    size = re.search(r", (\d{1,5})x(\d{1,5})", line)
+    codec = re.search(r"Video: (\w+)", line)
+    if size is None:
+        return None
+    width, height = int(size.group(1)), int(size.group(2))
+    rot = re.search(r"rotation of (-?[\d.]+) degrees", header, re.IGNORECASE) or re.search(r"rotate\s*:\s*(-?\d+)", header)
+    rotation = int(round(float(rot.group(1)))) % 360 if rot else 0
+    if rotation in (90, 270):
+        width, height = height, width
+
+    tb_match = re.search(r"#tb 0: (\d+)/(\d+)", listing)
+    pts, durations = [], []
+    for row in listing.splitlines():
+        if row.startswith("#") or not row.strip():
+            continue
+        cols = [c.strip() for c in row.split(",")]
+        if len(cols) >= 4 and cols[0] == "0":
+            pts.append(int(cols[2]))
+            durations.append(int(cols[3]))
+    if tb_match is None or not pts:
+        return VideoInfo(width, height, rotation, Fraction(25), 0, 0.0, False, codec.group(1) if codec else "?")
+    tb = Fraction(int(tb_match.group(1)), int(tb_match.group(2)))
+    pts.sort()
+    steps = np.diff(pts) if len(pts) > 1 else np.array([], dtype=np.int64)
+    known = [d for d in durations if d > 0]
+    if len(pts) == 1:
+        fps = Fraction(25)
+        duration = float(known[0] * tb) if known else 1 / 25
+        return VideoInfo(width, height, rotation, fps, 1, duration, False, codec.group(1) if codec else "?")
+    typical = int(np.median(steps))
+    last = known[-1] if known else typical
+    span = (pts[-1] - pts[0] + last) * tb
+    variable = bool(np.any(np.abs(steps - typical) > max(1, typical // 100)))
+    if not variable and typical > 0:
+        fps = 1 / (typical * tb)
+    else:  # variable frame rate: resample to the average rate when decoding
+        fps = Fraction(len(pts)) / span
+    fps = fps.limit_denominator(1001)
+    return VideoInfo(width, height, rotation, fps, len(pts), float(span), variable, codec.group(1) if codec else "?")
+
+
+# ----------------------------------------------------------------------------------------------
+# Decoding
+
+
+def decode_audio_f32(path: str, channels: int) -> np.ndarray:
+    """The first audio stream as interleaved float32 at its native rate and channel count."""
+    args = ffmpeg.input(path).output("pipe:1", format="f32le", acodec="pcm_f32le", map="0:a:0", ac=channels).get_args()
+    proc = _run_ffmpeg(["-v", "error", *args])
+    if proc.returncode != 0:
+        msg = proc.stderr.decode("utf-8", "replace").strip().splitlines()
+        raise InputError(f"{path}: cannot decode audio ({msg[-1] if msg else 'ffmpeg failed'})")
+    return np.frombuffer(proc.stdout, dtype=np.float32)
+
+
+def read_image(path: str) -> np.ndarray:
+    """A still image as BGR, with its EXIF orientation applied."""
+    import cv2
+
+    img = cv2.imread(path, cv2.IMREAD_COLOR)
+    if img is None:
+        raise InputError(f"{path}: cannot read the image")
+    return img
+
+
+class FrameReader:
+    """Streams decoded BGR frames from the first video stream, `chunk` frames at a time.
+
+    Variable-frame-rate input is resampled to `info.fps` (its average rate) so frame i sits at
+    i / fps on the output timeline and audio windows stay in sync. Rotation is applied by ffmpeg.
+    """
+
+    def __init__(self, info: MediaInfo, chunk: int = 16):
+        assert info.video is not None
+        self.info = info
+        self.video = info.video
+        self.chunk = chunk
+        self.frame_bytes = self.video.width * self.video.height * 3
+        self._proc: subprocess.Popen | None = None
+        self._stderr = tempfile.TemporaryFile()
+
+    def _command(self) -> list[str]:
+        video = ffmpeg.input(self.info.path)["v:0"]
+        if self.video.variable_rate:
+            video = video.filter("fps", fps=str(self.video.fps))
+        args = ffmpeg.output(video, "pipe:1", format="rawvideo", pix_fmt="bgr24").get_args()
+        return [ffmpeg_binary(), "-hide_banner", "-nostdin", "-v", "error", *args]
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        self._proc = subprocess.Popen(self._command(), stdout=subprocess.PIPE, stderr=self._stderr, bufsize=0)
+        want = self.frame_bytes * self.chunk
+        self.frames_read = 0
+        try:
+            while True:
+                data = _read_exactly(self._proc.stdout, want)
+                if not data:
+                    break
+                n = len(data) // self.frame_bytes
+                if n == 0:
+                    break
+                self.frames_read += n
+                yield np.frombuffer(data, dtype=np.uint8, count=n * self.frame_bytes).reshape(
+                    n, self.video.height, self.video.width, 3
+                )
+                if len(data) < want:
+                    break
+            rc = self._proc.wait()
+            if rc != 0 and self.frames_read == 0:
+                self._stderr.seek(0)
+                lines = self._stderr.read().decode("utf-8", "replace").strip().splitlines()
+                raise InputError(f"{self.info.path}: cannot decode video ({lines[-1] if lines else 'ffmpeg failed'})")
+        finally:
+            self.close()
+
+    def close(self):
+        if self._proc is not None:
+            if self._proc.poll() is None:
+                self._proc.kill()
+            self._proc.wait()
+            self._proc.stdout.close()
+            self._proc = None
+
+
+def _read_exactly(pipe, n: int) -> bytes:
+    buf = bytearray(n)
+    view = memoryview(buf)
+    got = 0
+    while got < n:
+        k = pipe.readinto(view[got:])
+        if not k:
+            break
+        got += k
+    return bytes(view[:got]) if got < n else bytes(buf)
+
+
+# ----------------------------------------------------------------------------------------------
+# Encoding
+
+
+class FrameWriter:
+    """Encodes BGR frames (fed in order) plus the audio of `audio_path` into one file in a single
+    ffmpeg pass: H.264 yuv420p + AAC, nothing lossy in between. Odd sizes lose their last row or
+    column (yuv420p needs even dimensions)."""
+
+    def __init__(self, path: str, width: int, height: int, fps: Fraction, audio_path: str | None,
+                 crf: int = 18, preset: str = "veryfast", audio_bitrate: str = "192k"):
+        video_in = ffmpeg.input("pipe:0", format="rawvideo", pix_fmt="bgr24", s=f"{width}x{height}", r=str(fps))
+        v = video_in.video
+        if width % 2 or height % 2:
+            v = v.filter("crop", width - width % 2, height - height % 2, 0, 0)
+        streams = [v]
+        out_kwargs = dict(vcodec="libx264", pix_fmt="yuv420p", crf=crf, preset=preset, r=str(fps))
+        if audio_path is not None:
+            streams.append(ffmpeg.input(audio_path).audio)
+            out_kwargs.update(acodec="aac", audio_bitrate=audio_bitrate)
+        if path.lower().endswith((".mp4", ".mov", ".m4v")):
+            out_kwargs["movflags"] = "+faststart"
+        args = ffmpeg.output(*streams, path, **out_kwargs).global_args("-y").get_args()
+        self._stderr = tempfile.TemporaryFile()
+        self._proc = subprocess.Popen(
+            [ffmpeg_binary(), "-hide_banner", "-nostdin", "-v", "error", *args],
+            stdin=subprocess.PIPE, stderr=self._stderr,
+        )
+        self.frames_written = 0
+
+    def write(self, frame: np.ndarray):
+        try:
+            self._proc.stdin.write(np.ascontiguousarray(frame).data)
+        except BrokenPipeError:
+            raise LipsyncError(f"the encoder stopped: {self._error_text()}") from None
+        self.frames_written += 1
+
+    def _error_text(self) -> str:
+        self._stderr.seek(0)
+        lines = self._stderr.read().decode("utf-8", "replace").strip().splitlines()
+        return lines[-1] if lines else "ffmpeg failed"
+
+    def close(self):
+        with contextlib.suppress(BrokenPipeError):
+            self._proc.stdin.close()
+        rc = self._proc.wait()
+        if rc != 0:
+            raise LipsyncError(f"encoding failed: {self._error_text()}")
+
+    def abort(self):
+        if self._proc.poll() is None:
+            self._proc.kill()
+        with contextlib.suppress(Exception):
+            self._proc.stdin.close()
+        self._proc.wait()
+
+
+# ----------------------------------------------------------------------------------------------
+# Outputs
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike, force: bool = False) -> Iterator[str]:
+    """Yields a temporary path beside `path`; renames it over `path` only if the block succeeds.
+    Any failure (including Ctrl-C) removes the temporary file, so no half-written output remains."""
+    final = Path(path)
+    if final.exists() and not force:
+        raise InputError(f"{final}: already exists (use --force to overwrite)")
+    if final.is_dir():
+        raise InputError(f"{final}: is a folder")
+    folder = final.parent if str(final.parent) else Path(".")
+    if not folder.exists():
+        raise InputError(f"{folder}: output folder does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise InputError(f"{folder}: output folder is not writable")
+    tmp = folder / f".{final.stem}.partial-{os.getpid()}{final.suffix}"
+    try:
+        yield str(tmp)
+        os.replace(tmp, final)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+class FrameSpill:
+    """Raw frames kept on disk (not in memory) so a short video can be replayed, forwards or
+    backwards, when the audio is longer than the video."""
+
+    def __init__(self, width: int, height: int):
+        self.shape = (height, width, 3)
+        self.frame_bytes = width * height * 3
+        self._file = tempfile.TemporaryFile(prefix="lipsync-frames-")
+        self._lock = threading.Lock()
+        self.count = 0
+
+    def append(self, frames: np.ndarray):
+        with self._lock:
+            self._file.seek(self.count * self.frame_bytes)
+            self._file.write(np.ascontiguousarray(frames).data)
+            self.count += len(frames)
+
+    def read(self, index: int) -> np.ndarray:
+        with self._lock:
+            self._file.seek(index * self.frame_bytes)
+            data = self._file.read(self.frame_bytes)
+        return np.frombuffer(data, dtype=np.uint8).reshape(self.shape)
+
+    def close(self):
+        self._file.close()

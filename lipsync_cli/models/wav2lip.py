@@ -1,0 +1,158 @@
+"""The Wav2Lip generator, and AttnWav2Lip (the same generator with channel + spatial attention).
+
+Layer names and shapes are those of the published wav2lip.pth / wav2lip_gan.pth, so those files
+load unchanged. AttnWav2Lip adds `face_encoder_attention.{0..6}` and `face_decoder_attention.{0..6}`
+after each face-encoder block and each decoder block; no attention is applied to the raw input.
+
+Inputs: mel (B, 1, 80, 16) and faces (B, 6, 96, 96) in [0, 1] (masked target + reference, BGR
+as the published models were trained on OpenCV images); a time axis (B, T, ...) / (B, 6, T, ...)
+is folded into the batch as in the reference. Output: (B, 3, 96, 96), sigmoid.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .blocks import AttentionBlock, Conv2d, Conv2dTranspose
+
+ENCODER_CHANNELS = (16, 32, 64, 128, 256, 512, 512)
+DECODER_CHANNELS = (512, 512, 512, 384, 256, 128, 64)
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+    channel_attention: bool = False
+    spatial_attention: bool = False
+
+    @property
+    def name(self) -> str:
+        if self.channel_attention and self.spatial_attention:
+            return "attnwav2lip"
+        if self.spatial_attention:
+            return "attnwav2lip-spatial"
+        if self.channel_attention:
+            return "attnwav2lip-channel"
+        return "wav2lip"
+
+    @classmethod
+    def from_name(cls, name: str) -> "GeneratorConfig":
+        table = {
+            "wav2lip": cls(False, False),
+            "attnwav2lip": cls(True, True),
+            "attnwav2lip-spatial": cls(False, True),
+            "attnwav2lip-channel": cls(True, False),
+        }
+        if name not in table:
+            raise ValueError(f"unknown generator {name!r}; choose from {', '.join(table)}")
+        return table[name]
+
+
+GENERATOR_NAMES = ("wav2lip", "attnwav2lip", "attnwav2lip-spatial", "attnwav2lip-channel")
+
+
+def _face_encoder() -> nn.ModuleList:
+    def down(cin, cout, n_res):  # a stride-2 conv then residual convs
+        return nn.Sequential(
+            Conv2d(cin, cout, 3, 2, 1), *[Conv2d(cout, cout, 3, 1, 1, residual=True) for _ in range(n_res)]
+        )
+
+    return nn.ModuleList(
+        [
+            nn.Sequential(Conv2d(6, 16, 7, 1, 3)),  # 96
+            down(16, 32, 2),  # 48
+            down(32, 64, 3),  # 24
+            down(64, 128, 2),  # 12
+            down(128, 256, 2),  # 6
+            down(256, 512, 1),  # 3
+            nn.Sequential(Conv2d(512, 512, 3, 1, 0), Conv2d(512, 512, 1, 1, 0)),  # 1
+        ]
+    )
+
+
+def _audio_encoder() -> nn.Sequential:
+    return nn.Sequential(
+        Conv2d(1, 32, 3, 1, 1),
+        Conv2d(32, 32, 3, 1, 1, residual=True),
+        Conv2d(32, 32, 3, 1, 1, residual=True),
+        Conv2d(32, 64, 3, (3, 1), 1),
+        Conv2d(64, 64, 3, 1, 1, residual=True),
+        Conv2d(64, 64, 3, 1, 1, residual=True),
+        Conv2d(64, 128, 3, 3, 1),
+        Conv2d(128, 128, 3, 1, 1, residual=True),
+        Conv2d(128, 128, 3, 1, 1, residual=True),
+        Conv2d(128, 256, 3, (3, 2), 1),
+        Conv2d(256, 256, 3, 1, 1, residual=True),
+        Conv2d(256, 512, 3, 1, 0),
+        Conv2d(512, 512, 1, 1, 0),
+    )
+
+
+def _face_decoder() -> nn.ModuleList:
+    def up(cin, cout, stride=2, padding=1, output_padding=1, n_res=2):
+        return nn.Sequential(
+            Conv2dTranspose(cin, cout, 3, stride, padding, output_padding),
+            *[Conv2d(cout, cout, 3, 1, 1, residual=True) for _ in range(n_res)],
+        )
+
+    return nn.ModuleList(
+        [
+            nn.Sequential(Conv2d(512, 512, 1, 1, 0)),  # 1
+            up(1024, 512, stride=1, padding=0, output_padding=0, n_res=1),  # 3
+            up(1024, 512),  # 6
+            up(768, 384),  # 12
+            up(512, 256),  # 24
+            up(320, 128),  # 48
+            up(160, 64),  # 96
+        ]
+    )
+
+
+class Wav2LipGenerator(nn.Module):
+    def __init__(self, config: GeneratorConfig = GeneratorConfig()):
+        super().__init__()
+        self.config = config
+        self.face_encoder_blocks = _face_encoder()
+        self.audio_encoder = _audio_encoder()
+        self.face_decoder_blocks = _face_decoder()
+        self.output_block = nn.Sequential(Conv2d(80, 32, 3, 1, 1), nn.Conv2d(32, 3, 1, 1, 0), nn.Sigmoid())
+        if config.channel_attention or config.spatial_attention:
+            kw = dict(channel=config.channel_attention, spatial=config.spatial_attention)
+            self.face_encoder_attention = nn.ModuleList([AttentionBlock(c, **kw) for c in ENCODER_CHANNELS])
+            self.face_decoder_attention = nn.ModuleList([AttentionBlock(c, **kw) for c in DECODER_CHANNELS])
+        else:
+            self.face_encoder_attention = None
+            self.face_decoder_attention = None
+
+    def forward(self, audio_sequences: torch.Tensor, face_sequences: torch.Tensor) -> torch.Tensor:
+        batch = audio_sequences.size(0)
+        timed = face_sequences.dim() > 4
+        if timed:  # (B, T, 1, 80, 16) and (B, 6, T, H, W): fold time into the batch
+            audio_sequences = torch.cat([audio_sequences[:, i] for i in range(audio_sequences.size(1))], dim=0)
+            face_sequences = torch.cat([face_sequences[:, :, i] for i in range(face_sequences.size(2))], dim=0)
+
+        x = self.audio_encoder(audio_sequences)
+        feats = []
+        f = face_sequences
+        for i, block in enumerate(self.face_encoder_blocks):
+            f = block(f)
+            if self.face_encoder_attention is not None:
+                f = self.face_encoder_attention[i](f)
+            feats.append(f)
+
+        for i, block in enumerate(self.face_decoder_blocks):
+            x = block(x)
+            if self.face_decoder_attention is not None:
+                x = self.face_decoder_attention[i](x)
+            x = torch.cat((x, feats.pop()), dim=1)
+
+        out = self.output_block(x)
+        if timed:  # back to (B, 3, T, H, W)
+            out = torch.stack(torch.split(out, batch, dim=0), dim=2)
+        return out
+
+
+def build_generator(name: str = "wav2lip") -> Wav2LipGenerator:
+    return Wav2LipGenerator(GeneratorConfig.from_name(name))

@@ -78,17 +78,37 @@ def _mel_basis() -> np.ndarray:
     return _MEL_BASIS
 
 
+def _preemphasis(x: np.ndarray) -> np.ndarray:
+    """y[n] = x[n] - 0.97 x[n-1] (a first-order FIR filter from rest, as scipy's lfilter gives)."""
+    y = np.empty_like(x)
+    y[0] = x[0]
+    np.subtract(x[1:], PREEMPHASIS * x[:-1], out=y[1:])
+    return y
+
+
+def _stft(x: np.ndarray) -> np.ndarray:
+    """Centred STFT with a periodic Hann window and reflection padding, as librosa.stft with
+    pad_mode="reflect" computes it; plain numpy, which spares the second of import time that
+    librosa's STFT costs on first use."""
+    pad = N_FFT // 2
+    if len(x) <= pad:  # reflection needs more samples than the pad
+        x = np.pad(x, (0, pad + 1 - len(x)))
+    padded = np.pad(x, pad, mode="reflect")
+    n_frames = 1 + (len(padded) - N_FFT) // HOP
+    frames = np.lib.stride_tricks.as_strided(
+        padded, shape=(n_frames, N_FFT), strides=(padded.strides[0] * HOP, padded.strides[0])
+    )
+    window = 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(WIN) / WIN)
+    return np.fft.rfft(frames * window, axis=1).T
+
+
 def melspectrogram(wav: np.ndarray) -> np.ndarray:
     """Wav2Lip's normalised log-mel spectrogram, shape (80, n_frames), values in [-4, 4].
 
     The STFT pads with reflection as librosa did when the published models were trained (librosa
     0.10 changed its default to zeros, which shifts the first and last frames).
     """
-    import librosa
-    from scipy.signal import lfilter
-
-    emphasised = lfilter([1.0, -PREEMPHASIS], [1.0], wav)
-    spec = np.abs(librosa.stft(y=emphasised, n_fft=N_FFT, hop_length=HOP, win_length=WIN, pad_mode="reflect"))
+    spec = np.abs(_stft(_preemphasis(np.asarray(wav, dtype=np.float64))))
     mel = _mel_basis() @ spec
     min_level = np.exp(MIN_LEVEL_DB / 20.0 * np.log(10.0))
     db = 20.0 * np.log10(np.maximum(min_level, mel)) - REF_LEVEL_DB

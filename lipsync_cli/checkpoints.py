@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import zipfile
 
 import torch
 
@@ -47,7 +46,7 @@ def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
                 f"{path}: refused: it holds Python objects, not only weights (weights_only=True); {first[:120]}"
             ) from None
         raise CheckpointError(f"{path}: not a PyTorch checkpoint") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, AttributeError):
+    except Exception:  # torch.load raises many types on foreign files (IndexError, RuntimeError, ...)
         raise CheckpointError(f"{path}: not a PyTorch checkpoint (unreadable or truncated)") from None
     extras: dict = {}
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
@@ -123,3 +122,38 @@ def save_published(module: torch.nn.Module, path: str | os.PathLike, optimizer=N
     tmp = f"{path}.partial"
     torch.save(payload, tmp)
     os.replace(tmp, path)
+
+
+def published_keys() -> dict[str, dict[str, list[int]]]:
+    """The exact state_dict keys and shapes of the published checkpoints, by kind."""
+    import json
+    from importlib import resources
+
+    return json.loads(resources.files("lipsync_cli").joinpath("published_keys.json").read_text())
+
+
+def structure_problems(path: str | os.PathLike, kind: str | None = None) -> list[str]:
+    """Compare a checkpoint's keys and shapes with the architecture it should hold."""
+    try:
+        state, _ = read_state_dict(path)
+    except CheckpointError as exc:
+        return [str(exc)]
+    found = identify(state)
+    if found is None:
+        return ["not a checkpoint of any known network"]
+    if kind is not None and found != kind:
+        return [f"holds {KIND_DESCRIPTIONS[found]}, expected {KIND_DESCRIPTIONS.get(kind, kind)}"]
+    if found == "wav2lip_generator" and generator_variant(state) != "wav2lip":
+        from .models.wav2lip import build_generator
+
+        expected = {k: list(v.shape) for k, v in build_generator(generator_variant(state)).state_dict().items()}
+    else:
+        expected = published_keys()[found]
+    problems = []
+    missing = [k for k in expected if k not in state]
+    extra = [k for k in state if k not in expected]
+    wrong = [k for k in expected if k in state and list(state[k].shape) != expected[k]]
+    for label, keys in (("missing keys", missing), ("unexpected keys", extra), ("wrong shapes", wrong)):
+        if keys:
+            problems.append(f"{len(keys)} {label} (e.g. {keys[0]})")
+    return problems

@@ -1,0 +1,218 @@
+"""The `lipsync` command line: argument parsing and reporting only; the work is in pipelines/."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from fractions import Fraction
+from pathlib import Path
+from typing import Optional, Tuple
+
+import typer
+from rich.console import Console
+
+from .errors import LipsyncError
+
+app = typer.Typer(
+    help="Offline lip-sync dubbing (Wav2Lip / AttnWav2Lip) for the command line.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+weights_app = typer.Typer(help="The registry of known checkpoints: list, fetch, verify.", no_args_is_help=True)
+app.add_typer(weights_app, name="weights")
+
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+out = Console(highlight=False, soft_wrap=True)
+_state = {"debug": bool(os.environ.get("LIPSYNC_DEBUG"))}
+
+
+def _report_errors(fn):
+    """User errors become one line on stderr and an exit code, never a traceback (unless --debug)."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from .detect import DetectorUnavailable
+
+        if kwargs.get("debug"):
+            _state["debug"] = True
+        try:
+            return fn(*args, **kwargs)
+        except (typer.Exit, typer.Abort, typer.BadParameter):
+            raise
+        except KeyboardInterrupt:
+            err.print("interrupted: no output was written", markup=False)
+            raise typer.Exit(130)
+        except Exception as exc:
+            if _state["debug"]:
+                traceback.print_exc()
+            if isinstance(exc, (LipsyncError, DetectorUnavailable)):
+                err.print(f"error: {exc}", markup=False)
+                raise typer.Exit(getattr(exc, "exit_code", 1))
+            err.print(f"error: {type(exc).__name__}: {exc} (run with --debug for the traceback)", markup=False)
+            raise typer.Exit(1)
+
+    return wrapper
+
+
+def _progress(quiet: bool, label: str):
+    """A rich progress bar with rate and ETA, or nothing under --quiet / no terminal."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    if quiet:
+        return None, None
+    progress = Progress(
+        TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]} frames/s"), TimeRemainingColumn(), console=err, transient=False,
+    )
+    task = progress.add_task(label, total=None, rate="-", start=False)
+
+    def update(done: int, total: int):
+        if not progress.live.is_started:  # shown from the first frame on, not before errors
+            progress.start()
+            progress.start_task(task)
+        t = progress.tasks[task]
+        elapsed = t.elapsed or 0.0
+        rate = f"{done / elapsed:.1f}" if elapsed > 0 else "-"
+        progress.update(task, completed=done, total=total, rate=rate)
+
+    return progress, update
+
+
+def _parse_fps(text: str) -> Fraction:
+    try:
+        value = Fraction(text)
+    except (ValueError, ZeroDivisionError):
+        raise typer.BadParameter(f"{text!r} is not a frame rate (e.g. 25, 29.97 or 30000/1001)")
+    if value <= 0:
+        raise typer.BadParameter("the frame rate must be positive")
+    return value.limit_denominator(1001)
+
+
+@app.command()
+@_report_errors
+def dub(
+    video: Path = typer.Argument(..., help="Talking-head video, or a still image of a face."),
+    audio: Path = typer.Argument(..., help="Speech: any audio ffmpeg reads (wav, mp3, m4a, or a video's audio track)."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output video [default: VIDEO_STEM_dubbed.mp4 in the current folder]."),
+    checkpoint: Optional[str] = typer.Option(None, "--checkpoint", "-c", help="Generator checkpoint: a path, or a name from `lipsync weights list` [default: wav2lip_gan]."),
+    model: Optional[str] = typer.Option(None, help="Override the architecture read from the checkpoint: wav2lip, attnwav2lip, attnwav2lip-spatial, attnwav2lip-channel."),
+    detector: str = typer.Option("retinaface", help="Face detector: retinaface (built in, offline) or s3fd (face-alignment; needs its weights)."),
+    box: Optional[Tuple[int, int, int, int]] = typer.Option(None, "--box", help="Fixed face box Y1 Y2 X1 X2 in pixels: skips detection.", show_default=False),
+    pads: Tuple[int, int, int, int] = typer.Option((0, 10, 0, 0), "--pads", help="Padding of the detected box: TOP BOTTOM LEFT RIGHT pixels."),
+    face_index: Optional[int] = typer.Option(None, help="Which face when there are several, counted left to right from 0 [default: the largest]."),
+    on_no_face: str = typer.Option("skip", help="Frames without a face: skip (left unchanged, counted) or error (abort)."),
+    paste: str = typer.Option("feather", help="feather: blend the lower face softly into the frame; hard: paste the whole box back exactly like the reference Wav2Lip inference."),
+    loop: bool = typer.Option(False, "--loop", help="When the audio is longer than the video, repeat the video from the start [default: play it back and forth]."),
+    fps: str = typer.Option("25", help="Frame rate of the output for a still image."),
+    no_smooth: bool = typer.Option(False, "--no-smooth", help="Do not smooth face boxes over time."),
+    detect_size: int = typer.Option(480, help="Detect faces on frames downscaled to this longer side (pixels)."),
+    s3fd_weights: Optional[Path] = typer.Option(None, help="Local S3FD weights file (s3fd-619a316812.pth) for --detector s3fd."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    precision: str = typer.Option("auto", help="auto (fp16 on CUDA, fp32 on CPU), fp32, fp16 or bf16."),
+    batch_size: Optional[int] = typer.Option(None, help="Frames per generator batch [default: 16 on CPU, 128 on CUDA, halved on out-of-memory]."),
+    crf: int = typer.Option(18, help="H.264 quality (lower is better, 0-51)."),
+    force: bool = typer.Option(False, "--force", "-f", help="Overwrite OUTPUT if it exists."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object on stdout."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+):
+    """Re-sync the mouth in VIDEO (or a still image) to AUDIO."""
+    from .pipelines.dub import DubOptions, dub as run_dub
+    from .weights import resolve_checkpoint
+
+    if output is None:
+        output = Path.cwd() / f"{video.stem}_dubbed.mp4"
+    opts = DubOptions(
+        checkpoint=resolve_checkpoint(checkpoint), model=model, detector=detector,
+        box=tuple(box) if box else None, pads=tuple(pads), face_index=face_index,
+        detect_max_side=detect_size, s3fd_weights=str(s3fd_weights) if s3fd_weights else None,
+        smooth=not no_smooth, on_no_face=on_no_face, paste=paste, replay="loop" if loop else "pingpong",
+        still_fps=_parse_fps(fps), device=device, precision=precision, batch_size=batch_size, crf=crf,
+    )
+    progress, update = _progress(quiet or as_json, "dubbing")
+    try:
+        result = run_dub(str(video), str(audio), str(output), opts, force=force, progress=update)
+    finally:
+        if progress is not None and progress.live.is_started:
+            progress.stop()
+    if as_json:
+        print(json.dumps(result.as_dict()))
+    elif not quiet:
+        note = f", {result.frames_without_face} frames without a face left unchanged" if result.frames_without_face else ""
+        err.print(
+            f"wrote {result.output}: {result.frames} frames at {float(result.fps):.3f} fps "
+            f"({result.duration:.2f} s), {result.model} on {result.device}, {result.seconds:.1f} s{note}"
+        )
+
+
+@weights_app.command("list")
+@_report_errors
+def weights_list(as_json: bool = typer.Option(False, "--json", help="JSON on stdout.")):
+    """Known checkpoints, and which are present in the weights folder."""
+    from rich.table import Table
+
+    from .weights import local_path, registry, weights_dir
+
+    rows = [dict(name=e.name, file=e.file, architecture=e.architecture, present=local_path(e).exists(),
+                 path=str(local_path(e)), url=e.url, description=e.description) for e in registry()]
+    if as_json:
+        print(json.dumps(rows))
+        return
+    table = Table(title=f"checkpoints (folder: {weights_dir()})")
+    for col in ("name", "architecture", "present", "description"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["name"], r["architecture"], "yes" if r["present"] else "no", r["description"])
+    out.print(table)
+
+
+@weights_app.command("fetch")
+@_report_errors
+def weights_fetch(name: str = typer.Argument(..., help="A name from `lipsync weights list`."),
+                  force: bool = typer.Option(False, "--force", help="Download again if present.")):
+    """Download a known checkpoint into the weights folder (needs network)."""
+    from .weights import fetch
+
+    path = fetch(name, force=force)
+    err.print(f"saved {path}")
+
+
+@weights_app.command("verify")
+@_report_errors
+def weights_verify(target: str = typer.Argument(..., help="A registry name or a checkpoint file.")):
+    """Check a checkpoint: size and sha256 where recorded, exact keys and shapes always."""
+    from .errors import InputError
+    from .weights import entry, local_path, verify_file
+
+    if os.path.exists(target):
+        path, e = target, None
+    else:
+        e = entry(target)
+        path = str(local_path(e))
+        if not os.path.exists(path):
+            raise InputError(f"{e.name}: not present at {path}")
+    problems = verify_file(path, e)
+    if problems:
+        raise LipsyncError(f"{path}: does not verify: {'; '.join(problems)}")
+    err.print(f"{path}: OK")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the app; returns the exit code (usage errors: 2, user errors: 2, failures: 1, Ctrl-C: 130)."""
+    try:
+        app(args=argv, standalone_mode=True)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    return 0
+
+
+def entry_point():  # console script
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry_point()

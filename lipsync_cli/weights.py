@@ -1,0 +1,128 @@
+"""The registry of known checkpoints (weights/registry.json) and where their files live."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from .errors import InputError, LipsyncError
+
+
+@dataclass(frozen=True)
+class WeightEntry:
+    name: str
+    file: str
+    architecture: str
+    kind: str
+    description: str
+    source: str
+    url: str | None
+    size: int | None
+    sha256: str | None
+    sha256_prefix: str | None
+    license: str
+
+
+def registry() -> list[WeightEntry]:
+    text = resources.files("lipsync_cli.weights_registry").joinpath("registry.json").read_text()
+    return [WeightEntry(**entry) for entry in json.loads(text)["weights"]]
+
+
+def entry(name: str) -> WeightEntry:
+    for e in registry():
+        if e.name == name or e.file == name:
+            return e
+    known = ", ".join(e.name for e in registry())
+    raise InputError(f"unknown checkpoint name {name!r}; known: {known} (or give a file path)")
+
+
+def weights_dir() -> Path:
+    env = os.environ.get("LIPSYNC_WEIGHTS")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "lipsync" / "weights"
+
+
+def local_path(e: WeightEntry) -> Path:
+    return weights_dir() / e.file
+
+
+def resolve_checkpoint(spec: str | None, default: str = "wav2lip_gan") -> str:
+    """A checkpoint argument (a path, or a registry name) -> an existing file path.
+
+    When nothing usable is there, the error says exactly what to download and where to put it."""
+    if spec and (os.path.sep in spec or os.path.exists(spec) or spec.endswith((".pth", ".pt", ".tar", ".ckpt"))):
+        return spec  # a path: checkpoints.read_state_dict reports if it is missing or wrong
+    e = entry(spec or default)
+    path = local_path(e)
+    if path.exists():
+        return str(path)
+    where = f"download it from {e.url}" if e.url else f"get {e.file} from {e.source}"
+    raise InputError(
+        f"no checkpoint: {where} and save it as {path} (or pass --checkpoint PATH); "
+        f"`lipsync weights fetch {e.name}` does this when online"
+    )
+
+
+def sha256_of(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def fetch(name: str, force: bool = False, progress=None) -> Path:
+    """Download a registry entry into the weights folder (atomically), then verify it."""
+    e = entry(name)
+    if not e.url:
+        raise InputError(f"{e.name}: no download address is recorded; get {e.file} from {e.source}")
+    dest = local_path(e)
+    if dest.exists() and not force:
+        raise InputError(f"{dest}: already exists (use --force to download again)")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(dest.name + ".partial")
+    try:
+        with urllib.request.urlopen(e.url, timeout=30) as resp, open(tmp, "wb") as out:
+            total = int(resp.headers.get("Content-Length") or 0)
+            done = 0
+            while block := resp.read(1 << 20):
+                out.write(block)
+                done += len(block)
+                if progress:
+                    progress(done, total)
+        problems = verify_file(tmp, e)
+        if problems:
+            raise LipsyncError(f"{e.url}: the download does not verify: {'; '.join(problems)}")
+        os.replace(tmp, dest)
+    except (urllib.error.URLError, OSError, TimeoutError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise LipsyncError(
+            f"cannot download {e.url} ({reason}); download it by hand and save it as {dest}"
+        ) from None
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return dest
+
+
+def verify_file(path: str | os.PathLike, e: WeightEntry | None) -> list[str]:
+    """Problems found with a checkpoint file (empty list: it verifies)."""
+    from . import checkpoints
+
+    problems = []
+    if e is not None and e.size is not None and os.path.getsize(path) != e.size:
+        problems.append(f"size {os.path.getsize(path)} != {e.size}")
+    if e is not None and (e.sha256 or e.sha256_prefix):
+        digest = sha256_of(path)
+        if e.sha256 and digest != e.sha256:
+            problems.append(f"sha256 {digest[:16]}... != {e.sha256[:16]}...")
+        if e.sha256_prefix and not digest.startswith(e.sha256_prefix):
+            problems.append(f"sha256 {digest[:10]} does not start with {e.sha256_prefix}")
+    if e is None or e.kind != "s3fd":
+        problems.extend(checkpoints.structure_problems(path, e.kind if e else None))
+    return problems

@@ -352,9 +352,11 @@ def atomic_output(path: str | os.PathLike, force: bool = False) -> Iterator[str]
     folder = final.parent if str(final.parent) else Path(".")
     if not folder.exists():
         raise InputError(f"{folder}: output folder does not exist")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise InputError(f"{folder}: output folder is not writable")
     tmp = folder / f".{final.stem}.partial-{os.getpid()}{final.suffix}"
+    try:  # creating the file is the only reliable test (root ignores permission bits)
+        tmp.open("wb").close()
+    except OSError as exc:
+        raise InputError(f"{folder}: cannot write into the output folder ({exc.strerror})") from None
     try:
         yield str(tmp)
         os.replace(tmp, final)

@@ -131,10 +131,10 @@ class _BoxFinder:
     Smoothing looks ahead, so boxes come out a few frames after their frames went in; frames wait
     in a small deque meanwhile."""
 
-    def __init__(self, opts: DubOptions, width: int, height: int, clock: _Clock):
+    def __init__(self, opts: DubOptions, width: int, height: int, clock: _Clock, device: str):
         self.opts, self.width, self.height, self.clock = opts, width, height, clock
         self.detector = None if opts.box else make_detector(
-            opts.detector, opts.device, max_side=opts.detect_max_side, s3fd_weights=opts.s3fd_weights
+            opts.detector, device, max_side=opts.detect_max_side, s3fd_weights=opts.s3fd_weights
         )
         self.tracker = FaceTracker(opts.face_index)
         self.smoother = BoxSmoother() if opts.smooth else BoxSmoother(1)
@@ -236,7 +236,7 @@ def dub(video: str, audio_path: str, output: str, opts: DubOptions, force: bool 
         t0 = time.perf_counter()
         net, model_name = load_generator(opts.checkpoint, opts.model)
         runner = GeneratorRunner(net, opts.device, opts.precision, opts.batch_size)
-        finder = _BoxFinder(opts, width, height, clock)
+        finder = _BoxFinder(opts, width, height, clock, runner.device.type)
         clock.add("load", t0)
         sound, mel = audio_job.result()
     n_out = audio_mod.output_frame_count(sound.duration, fps)

@@ -1,0 +1,276 @@
+"""`lipsync dub` end to end on real files: streams, durations, frame order, pixels."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from conftest import decode_frames, ffmpeg, numbered_frames, read_number, tone, write_frames
+from lipsync_cli import audio as audio_mod
+from lipsync_cli import media
+from lipsync_cli.detect import make_detector, pad_box
+from lipsync_cli.errors import InputError
+from lipsync_cli.pipelines import dub as dub_mod
+from lipsync_cli.pipelines.dub import DubOptions, dub, source_index
+
+CORNER_SAFE_BOX = (24, 64, 24, 64)  # (y1, y2, x1, x2): away from the numbered corner
+
+
+def run(video, audio, out, checkpoint, **kw):
+    force = kw.pop("force", False)
+    return dub(str(video), str(audio), str(out), DubOptions(checkpoint=str(checkpoint), **kw), force=force)
+
+
+def test_source_index_pingpong_and_loop():
+    assert [source_index(j, 4, "pingpong") for j in range(10)] == [0, 1, 2, 3, 2, 1, 0, 1, 2, 3]
+    assert [source_index(j, 4, "loop") for j in range(10)] == [0, 1, 2, 3, 0, 1, 2, 3, 0, 1]
+    assert [source_index(j, 1, "pingpong") for j in range(3)] == [0, 0, 0]
+
+
+def test_dub_real_clip_streams_duration_and_untouched_background(tmp_path, example_video, example_audio, checkpoint):
+    out = tmp_path / "dubbed.mp4"
+    result = run(example_video, example_audio, out, checkpoint)
+    info = media.probe(out)
+    src = media.probe(example_video)
+    audio_info = media.probe(example_audio)
+    assert info.video is not None and info.audio is not None
+    assert info.video.codec == "h264" and info.audio.codec == "aac"
+    assert (info.video.width, info.video.height) == (src.video.width, src.video.height)
+    assert info.video.fps == src.video.fps
+    audio_seconds = 3.0
+    assert abs(info.video.duration - audio_seconds) <= 1 / float(src.video.fps) + 1e-6
+    assert result.frames == 75 and result.frames_without_face == 0
+    assert audio_info.audio.rate == 16000
+
+    # The face box the tool used: the default detector on the first frame, padded as by default.
+    inp = decode_frames(example_video)
+    outp = decode_frames(out)
+    det = make_detector("retinaface").detect([inp[0]])[0][0]
+    y1, y2, x1, x2 = pad_box(det.box, (0, 10, 0, 0), inp.shape[2], inp.shape[1])
+    margin = 8
+    outside = np.ones(inp.shape[1:3], bool)
+    outside[max(0, y1 - margin): y2 + margin, max(0, x1 - margin): x2 + margin] = False
+    n = len(inp)  # the first pass over the video (later frames replay it)
+    diff = np.abs(outp[:n].astype(np.int16) - inp.astype(np.int16))
+    assert diff[:, outside].mean() < 1.5  # only re-encoding noise outside the face
+    mouth = diff[:, y1 + (y2 - y1) * 2 // 3: y2 - 4, x1 + (x2 - x1) // 4: x2 - (x2 - x1) // 4]
+    assert mouth.mean() > 10  # the random generator really replaced the mouth
+    assert not list(tmp_path.glob(".*partial*"))
+
+
+class _Recorder:
+    """Stands in for the encoder to capture exactly the frames the pipeline produces."""
+
+    frames: list = []
+
+    def __init__(self, path, width, height, fps, audio_path, **kw):
+        _Recorder.frames = []
+        self.size = (width, height)
+
+    def write(self, frame):
+        _Recorder.frames.append(frame.copy())
+
+    def close(self):
+        pass
+
+    def abort(self):
+        pass
+
+
+def _reference_wav2lip(frames, wav, fps, box, net):
+    """Straight-line Wav2Lip reference inference for a fixed box: mel by librosa's own functions,
+    windows by the reference loop, per-frame generator, truncation to uint8, bilinear resize, paste."""
+    import librosa
+    from scipy.signal import lfilter
+
+    spec = np.abs(librosa.stft(y=lfilter([1, -0.97], [1], wav), n_fft=800, hop_length=200, win_length=800,
+                               pad_mode="reflect"))
+    mel = librosa.filters.mel(sr=16000, n_fft=800, n_mels=80, fmin=55, fmax=7600) @ spec
+    s = 20 * np.log10(np.maximum(1e-5, mel)) - 20
+    mel = np.clip(8 * ((s + 100) / 100) - 4, -4, 4)
+    chunks, i, mult = [], 0, 80.0 / fps
+    while True:
+        start = int(i * mult)
+        if start + 16 > mel.shape[1]:
+            chunks.append(mel[:, -16:])
+            break
+        chunks.append(mel[:, start:start + 16])
+        i += 1
+    y1, y2, x1, x2 = box
+    results = []
+    for k, m in enumerate(chunks):
+        frame = frames[k % len(frames)].copy()
+        face = cv2.resize(frame[y1:y2, x1:x2], (96, 96))
+        masked = face.copy()
+        masked[48:] = 0
+        x = np.concatenate([masked, face], axis=2)[None].transpose(0, 3, 1, 2) / 255.0
+        with torch.no_grad():
+            pred = net(torch.tensor(m[None, None], dtype=torch.float32), torch.tensor(x, dtype=torch.float32))
+        p = (pred[0].numpy().transpose(1, 2, 0) * 255.0).astype(np.uint8)
+        frame[y1:y2, x1:x2] = cv2.resize(p, (x2 - x1, y2 - y1))
+        results.append(frame)
+    return results
+
+
+def test_hard_paste_reproduces_reference_inference(tmp_path, example_video, checkpoint, monkeypatch):
+    from lipsync_cli.checkpoints import load_generator
+
+    wav_path = tmp_path / "short.wav"
+    ffmpeg("-i", str(Path(example_video).parent / "speech.wav"), "-t", "0.6", str(wav_path))
+    box = (120, 250, 60, 200)
+    monkeypatch.setattr(dub_mod.media, "FrameWriter", _Recorder)
+    run(example_video, wav_path, tmp_path / "o.mp4", checkpoint, box=box, paste="hard")
+    ours = _Recorder.frames
+
+    net, _ = load_generator(checkpoint)
+    wav = audio_mod.load_audio(str(wav_path)).samples
+    ref = _reference_wav2lip(decode_frames(example_video), wav, 25.0, box, net.eval())
+    assert len(ref) >= 10
+    assert len(ours) == 15  # 0.6 s at 25 fps (the reference stops 4 frames short of the audio)
+    for a, b in zip(ours, ref):
+        d = np.abs(a.astype(np.int16) - b.astype(np.int16))
+        assert d.max() <= 1  # float rounding in the folded batchnorm can flip a truncation
+        assert (d == 0).mean() > 0.995
+
+
+def _numbered_clip(tmp_path, n, fps="25", name="numbered.mp4", extra=()):
+    return write_frames(tmp_path / name, numbered_frames(n), fps=fps, extra_out=("-crf", "0", *extra))
+
+
+@pytest.mark.parametrize("replay,expected", [
+    ("pingpong", [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0, 1, 2, 3, 4, 5, 6]),
+    ("loop", [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1, 2, 3, 4]),
+])
+def test_audio_longer_than_video_replays(tmp_path, checkpoint, replay, expected):
+    video = _numbered_clip(tmp_path, 10)
+    wav = tone(tmp_path / "a.wav", 1.0)
+    out = tmp_path / "o.mp4"
+    result = run(video, wav, out, checkpoint, box=CORNER_SAFE_BOX, replay=replay)
+    assert result.frames == 25
+    assert [read_number(f) for f in decode_frames(out)] == expected
+    assert abs(media.probe(out).video.duration - 1.0) <= 0.04 + 1e-6
+
+
+def test_audio_shorter_than_video_cuts(tmp_path, checkpoint):
+    video = _numbered_clip(tmp_path, 50)
+    wav = tone(tmp_path / "a.wav", 0.6)
+    out = tmp_path / "o.mp4"
+    run(video, wav, out, checkpoint, box=CORNER_SAFE_BOX)
+    frames = decode_frames(out)
+    assert [read_number(f) for f in frames] == list(range(15))
+
+
+def test_fractional_frame_rate_keeps_exact_rate(tmp_path, checkpoint):
+    video = _numbered_clip(tmp_path, 40, fps="30000/1001")
+    wav = tone(tmp_path / "a.wav", 1.0)
+    out = tmp_path / "o.mp4"
+    result = run(video, wav, out, checkpoint, box=CORNER_SAFE_BOX)
+    info = media.probe(out).video
+    assert info.fps == Fraction(30000, 1001)
+    assert result.frames == 30 == info.frame_count
+    assert abs(info.duration - 1.0) <= 1001 / 30000
+    # frame i of the output is frame i of the input: sync is not drifting
+    assert [read_number(f) for f in decode_frames(out)] == list(range(30))
+
+
+def test_variable_frame_rate_stays_in_sync(tmp_path, checkpoint):
+    # 20 frames 0.04 s apart, then 10 frames 0.1 s apart: variable frame rate
+    vfr = write_frames(tmp_path / "vfr.mp4", numbered_frames(30), extra_out=(
+        "-vf", "setpts='if(lt(N,20),N*0.04,0.8+(N-20)*0.1)/TB'", "-fps_mode", "vfr",
+        "-video_track_timescale", "1000", "-crf", "0"))
+    info = media.probe(vfr).video
+    assert info.variable_rate
+    wav = tone(tmp_path / "a.wav", 1.6)
+    out = tmp_path / "o.mp4"
+    run(vfr, wav, out, checkpoint, box=CORNER_SAFE_BOX)
+    o = media.probe(out).video
+    assert o.fps == info.fps and not o.variable_rate
+    assert abs(o.duration - 1.6) <= 1 / float(o.fps) + 1e-6
+    numbers = [read_number(f) for f in decode_frames(out)]
+    # output frame k (at t = k / fps) shows the source frame on screen at t, give or take the
+    # nearest neighbour: sync holds within a frame all along, no drift
+    def on_screen(t):
+        return int(t / 0.04 + 1e-9) if t < 0.8 else 20 + int((t - 0.8) / 0.1 + 1e-9)
+
+    for k, shown in enumerate(numbers):
+        assert abs(shown - on_screen(k / float(o.fps))) <= 1, (k, shown)
+    assert numbers == sorted(numbers) and numbers[-1] >= 27
+
+
+def test_rotation_metadata_is_honoured(tmp_path, checkpoint):
+    src = write_frames(tmp_path / "wide.mp4", numbered_frames(10, h=48, w=64), extra_out=("-crf", "0"))
+    rotated = tmp_path / "rot.mp4"
+    ffmpeg("-display_rotation", "90", "-i", str(src), "-c", "copy", str(rotated))
+    wav = tone(tmp_path / "a.wav", 0.4)
+    out = tmp_path / "o.mp4"
+    run(rotated, wav, out, checkpoint, box=(10, 40, 10, 40))
+    o = media.probe(out).video
+    assert (o.width, o.height) == (48, 64) and o.rotation == 0
+
+
+def test_odd_frame_size_encodes(tmp_path, checkpoint):
+    frames = np.random.default_rng(0).integers(0, 255, (8, 71, 95, 3), dtype=np.uint8)
+    src = write_frames(tmp_path / "odd.mkv", frames, extra_out=("-c:v", "ffv1"))
+    wav = tone(tmp_path / "a.wav", 0.3)
+    out = tmp_path / "o.mp4"
+    run(src, wav, out, checkpoint, box=(10, 60, 10, 80))
+    o = media.probe(out).video
+    assert (o.width, o.height) == (94, 70)
+
+
+def test_still_image_gives_talking_video(tmp_path, example_portrait, checkpoint):
+    wav = tone(tmp_path / "a.wav", 1.0)
+    out = tmp_path / "o.mp4"
+    result = run(example_portrait, wav, out, checkpoint)
+    o = media.probe(out)
+    assert o.video.fps == 25 and o.video.frame_count == 25 and (o.video.width, o.video.height) == (256, 256)
+    assert o.audio is not None and result.frames_without_face == 0
+
+
+def test_audio_from_a_video_and_stereo_44k(tmp_path, example_video, checkpoint):
+    out = tmp_path / "o.mp4"
+    run(example_video, example_video, out, checkpoint, box=(100, 250, 50, 200))
+    assert abs(media.probe(out).video.duration - 2.0) <= 0.04 + 1e-6
+    stereo = tone(tmp_path / "s.wav", 0.5, rate=44100, channels=2)
+    out2 = tmp_path / "o2.mp4"
+    run(example_video, stereo, out2, checkpoint, box=(100, 250, 50, 200))
+    o2 = media.probe(out2)
+    assert o2.video.frame_count == 12 or o2.video.frame_count == 13
+    assert o2.audio.channels == 2
+
+
+def test_frames_without_face_pass_through(tmp_path, checkpoint):
+    frames = np.full((10, 96, 96, 3), 90, np.uint8)
+    video = write_frames(tmp_path / "noface.mp4", frames, extra_out=("-crf", "0"))
+    wav = tone(tmp_path / "a.wav", 0.4)
+    out = tmp_path / "o.mp4"
+    result = run(video, wav, out, checkpoint)
+    assert result.frames_without_face == 10
+    assert np.abs(decode_frames(out).astype(int) - 90).max() <= 2
+    with pytest.raises(InputError, match="no face found in frame 0"):
+        run(video, wav, tmp_path / "o2.mp4", checkpoint, on_no_face="error")
+    assert not (tmp_path / "o2.mp4").exists()
+
+
+def test_attnwav2lip_checkpoint_dubs(tmp_path, example_video, attn_checkpoint):
+    wav = tone(tmp_path / "a.wav", 0.4)
+    out = tmp_path / "o.mp4"
+    result = run(example_video, wav, out, attn_checkpoint, box=(100, 250, 50, 200))
+    assert result.model == "attnwav2lip" and media.probe(out).video.frame_count == 10
+
+
+def test_s3fd_path_with_local_weights(tmp_path, example_video, checkpoint):
+    from face_alignment.detection.sfd.net_s3fd import s3fd
+
+    torch.manual_seed(0)
+    weights = tmp_path / "s3fd.pth"
+    torch.save(s3fd().state_dict(), weights)
+    wav = tone(tmp_path / "a.wav", 0.2)
+    out = tmp_path / "o.mp4"
+    result = run(example_video, wav, out, checkpoint, detector="s3fd", s3fd_weights=str(weights))
+    assert media.probe(out).video.frame_count == result.frames == 5

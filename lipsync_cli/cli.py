@@ -26,7 +26,6 @@ app.add_typer(weights_app, name="weights")
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False, soft_wrap=True)
-_state = {"debug": bool(os.environ.get("LIPSYNC_DEBUG"))}
 
 
 def _report_errors(fn):
@@ -37,8 +36,7 @@ def _report_errors(fn):
     def wrapper(*args, **kwargs):
         from .detect import DetectorUnavailable
 
-        if kwargs.get("debug"):
-            _state["debug"] = True
+        debug = bool(kwargs.get("debug")) or bool(os.environ.get("LIPSYNC_DEBUG"))
         try:
             return fn(*args, **kwargs)
         except (typer.Exit, typer.Abort, typer.BadParameter):
@@ -47,7 +45,7 @@ def _report_errors(fn):
             err.print("interrupted: no output was written", markup=False)
             raise typer.Exit(130)
         except Exception as exc:
-            if _state["debug"]:
+            if debug:
                 traceback.print_exc()
             if isinstance(exc, (LipsyncError, DetectorUnavailable)):
                 err.print(f"error: {exc}", markup=False)

@@ -1,0 +1,189 @@
+"""The command line as a user meets it: one clear line and an exit code for every bad input,
+no traceback, and never an output file (or a temporary one) left behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import ffmpeg, tone
+from lipsync_cli import media
+from lipsync_cli.cli import main
+
+
+def cli(capsys, *args) -> tuple[int, str, str]:
+    code = main(list(map(str, args)))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def assert_one_line_error(code, err, expected_code, *needles):
+    assert code == expected_code, err
+    assert "Traceback" not in err
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: ")
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def no_leftovers(folder: Path) -> bool:
+    return not [p for p in folder.iterdir() if "partial" in p.name]
+
+
+@pytest.fixture
+def expert_checkpoint(tmp_path) -> Path:
+    """A checkpoint of the wrong network: the lip-sync expert's published keys and shapes."""
+    import json
+
+    keys = json.loads((Path(__file__).parent / "data" / "state_dict_keys.json").read_text())
+    state = {f"module.{k}": torch.zeros(shape) for k, shape in keys["wav2lip_syncnet_expert_color"].items()}
+    path = tmp_path / "lipsync_expert.pth"
+    torch.save({"state_dict": state, "optimizer": None, "global_step": 0, "global_epoch": 0}, path)
+    return path
+
+
+def test_help_lists_the_commands(capsys):
+    code, out, _ = cli(capsys, "--help")
+    assert code == 0 and "dub" in out and "weights" in out
+    code, out, _ = cli(capsys, "dub", "--help")
+    assert code == 0 and "--checkpoint" in out and "--paste" in out
+
+
+def test_dub_writes_json_summary(capsys, workdir, example_video, checkpoint):
+    wav = tone(workdir / "a.wav", 0.4)
+    code, out, err = cli(capsys, "dub", example_video, wav, "-o", "out.mp4", "-c", checkpoint,
+                         "--box", 100, 250, 50, 200, "--json")
+    assert code == 0, err
+    import json
+
+    summary = json.loads(out)
+    assert summary["frames"] == 10 and summary["output"] == "out.mp4"
+    assert media.probe(workdir / "out.mp4").video.frame_count == 10
+
+
+def test_default_output_name_in_current_folder(capsys, workdir, example_video, checkpoint):
+    wav = tone(workdir / "a.wav", 0.2)
+    code, _, err = cli(capsys, "dub", example_video, wav, "-c", checkpoint, "--box", 100, 250, 50, 200, "-q")
+    assert code == 0, err
+    assert (workdir / "talk_dubbed.mp4").exists()
+
+
+def test_bad_inputs_get_one_line_and_exit_code(capsys, workdir, example_video, example_audio, example_portrait,
+                                               checkpoint, expert_checkpoint):
+    text = workdir / "notes.txt"
+    text.write_text("hello")
+    fake_video = workdir / "fake.mp4"
+    fake_video.write_text("this is not a video")
+    empty_wav = workdir / "empty.wav"
+    empty_wav.write_bytes(b"")
+    zero_len = workdir / "zero.wav"
+    ffmpeg("-f", "lavfi", "-i", "anullsrc=r=16000:cl=mono", "-frames:a", "0", str(zero_len))
+    zero_frames = workdir / "zero.mkv"
+    ffmpeg("-i", str(example_video), "-map", "0:v", "-c", "copy", "-frames:v", "0", str(zero_frames))
+    audio_only = workdir / "audio_only.m4a"
+    ffmpeg("-i", str(example_audio), "-c:a", "aac", str(audio_only))
+
+    ck = ["-c", checkpoint]
+    cases = [
+        # (args, exit code, words the message must contain)
+        ([workdir / "missing.mp4", example_audio, *ck], 2, ["missing.mp4", "no such file"]),
+        ([text, example_audio, *ck], 2, ["notes.txt", "not a media file"]),
+        ([fake_video, example_audio, *ck], 2, ["fake.mp4", "not a media file"]),
+        ([zero_frames, example_audio, *ck], 2, ["zero.mkv"]),
+        ([audio_only, example_audio, *ck], 2, ["no video stream"]),
+        ([example_video, workdir / "missing.wav", *ck], 2, ["missing.wav", "no such file"]),
+        ([example_video, empty_wav, *ck], 2, ["empty.wav"]),
+        ([example_video, zero_len, *ck], 2, ["zero.wav"]),
+        ([example_video, example_portrait, *ck], 2, ["portrait.png", "no audio"]),
+        ([example_video, example_audio, "-c", text], 2, ["notes.txt", "not a PyTorch checkpoint"]),
+        ([example_video, example_audio, "-c", workdir / "nope.pth"], 2, ["nope.pth", "no such checkpoint"]),
+        ([example_video, example_audio, "-c", expert_checkpoint], 2, ["lip-sync expert", "not a generator"]),
+        ([example_video, example_audio], 2, ["no checkpoint", "wav2lip_gan.pth"]),
+        ([example_video, example_audio, *ck, "-o", workdir / "no_such_dir" / "o.mp4"], 2, ["does not exist"]),
+        ([example_video, example_audio, *ck, "-o", "/proc/o.mp4"], 2, ["cannot write"]),
+        ([example_video, example_audio, *ck, "--paste", "glue"], 2, ["--paste glue"]),
+        ([example_video, example_audio, *ck, "--box", 10, 5, 10, 5], 2, ["--box"]),
+    ]
+    for args, code_expected, needles in cases:
+        if "-o" not in args:
+            args = [*args, "-o", workdir / "out.mp4"]
+        code, _, err = cli(capsys, "dub", *args)
+        assert_one_line_error(code, err, code_expected, *needles)
+        assert not (workdir / "out.mp4").exists()
+        assert no_leftovers(workdir)
+
+
+def test_existing_output_is_refused_unless_force(capsys, workdir, example_video, checkpoint):
+    wav = tone(workdir / "a.wav", 0.2)
+    out = workdir / "out.mp4"
+    out.write_bytes(b"precious")
+    code, _, err = cli(capsys, "dub", example_video, wav, "-o", out, "-c", checkpoint, "--box", 100, 250, 50, 200)
+    assert_one_line_error(code, err, 2, "already exists", "--force")
+    assert out.read_bytes() == b"precious"
+    code, _, err = cli(capsys, "dub", example_video, wav, "-o", out, "-c", checkpoint, "--box", 100, 250, 50, 200,
+                       "--force", "-q")
+    assert code == 0, err
+    assert media.probe(out).video.frame_count == 5
+
+
+def test_read_only_output_folder(capsys, workdir, example_video, checkpoint):
+    if os.geteuid() == 0:
+        pytest.skip("root ignores permission bits (the /proc case covers an unwritable folder)")
+    folder = workdir / "ro"
+    folder.mkdir()
+    folder.chmod(0o555)
+    code, _, err = cli(capsys, "dub", example_video, tone(workdir / "a.wav", 0.2), "-o", folder / "o.mp4",
+                       "-c", checkpoint)
+    assert_one_line_error(code, err, 2, "cannot write")
+
+
+def test_debug_shows_the_traceback(capsys, workdir, example_audio, checkpoint):
+    code, _, err = cli(capsys, "dub", workdir / "missing.mp4", example_audio, "-c", checkpoint, "--debug")
+    assert code == 2 and "Traceback" in err and "no such file" in err
+
+
+def test_ctrl_c_leaves_nothing_behind(tmp_path, example_video, checkpoint):
+    wav = tone(tmp_path / "long.wav", 30.0)
+    out = tmp_path / "out.mp4"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lipsync_cli.cli", "dub", str(example_video), str(wav), "-o", str(out),
+         "-c", str(checkpoint), "--box", "100", "250", "50", "200", "-q"],
+        stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(tmp_path.glob(".out.partial-*")):
+        time.sleep(0.1)
+    assert list(tmp_path.glob(".out.partial-*")), "the run never started writing"
+    time.sleep(2.0)  # mid-run: the generator is busy and the encoder has frames
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    assert not out.exists()
+    assert not list(tmp_path.glob(".*partial*"))
+
+
+def test_weights_list_and_verify(capsys, workdir, checkpoint, expert_checkpoint, monkeypatch):
+    monkeypatch.setenv("LIPSYNC_WEIGHTS", str(workdir))
+    code, out, _ = cli(capsys, "weights", "list", "--json")
+    assert code == 0
+    import json
+
+    names = {row["name"]: row for row in json.loads(out)}
+    assert {"wav2lip_gan", "wav2lip", "lipsync_expert", "visual_quality_disc", "s3fd"} <= set(names)
+    assert names["wav2lip_gan"]["present"] is False
+    code, _, err = cli(capsys, "weights", "verify", checkpoint)
+    assert code == 0 and "OK" in err
+    code, _, err = cli(capsys, "weights", "verify", "wav2lip_gan")
+    assert_one_line_error(code, err, 2, "not present")
+    (workdir / "wav2lip_gan.pth").write_bytes(expert_checkpoint.read_bytes())
+    code, _, err = cli(capsys, "weights", "verify", "wav2lip_gan")
+    assert_one_line_error(code, err, 1, "does not verify", "lip-sync expert")

@@ -199,6 +199,33 @@ def weights_verify(target: str = typer.Argument(..., help="A registry name or a 
     err.print(f"{path}: OK")
 
 
+@weights_app.command("init")
+@_report_errors
+def weights_init(
+    path: Path = typer.Argument(..., help="Where to write the checkpoint (.pth)."),
+    model: str = typer.Option("wav2lip", help="wav2lip, attnwav2lip, attnwav2lip-spatial or attnwav2lip-channel."),
+    seed: int = typer.Option(0, help="Random seed."),
+    force: bool = typer.Option(False, "--force", help="Overwrite PATH if it exists."),
+):
+    """Write a seeded random-initialised generator in the published layout.
+
+    For smoke tests and benchmarks without the published weights: it runs the whole pipeline at
+    full cost, but its mouths are grey, not speech."""
+    import torch
+
+    from .checkpoints import save_published
+    from .errors import InputError
+    from .models.wav2lip import GENERATOR_NAMES, build_generator
+
+    if model not in GENERATOR_NAMES:
+        raise InputError(f"--model {model}: choose from {', '.join(GENERATOR_NAMES)}")
+    if path.exists() and not force:
+        raise InputError(f"{path}: already exists (use --force to overwrite)")
+    torch.manual_seed(seed)
+    save_published(build_generator(model), path)
+    err.print(f"wrote {path} (random {model}, seed {seed})")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the app; returns the exit code (usage errors: 2, user errors: 2, failures: 1, Ctrl-C: 130)."""
     try:

@@ -57,9 +57,11 @@ def load_audio(path: str) -> Audio:
         raise InputError(f"{path}: the audio stream is empty")
     mono = raw.reshape(-1, info.audio.channels).mean(axis=1, dtype=np.float32)
     if info.audio.rate != SAMPLE_RATE:
-        import librosa
+        import soxr  # what librosa.resample(res_type="soxr_hq") calls, without librosa's slow import
 
-        mono = librosa.resample(mono, orig_sr=info.audio.rate, target_sr=SAMPLE_RATE, res_type="soxr_hq")
+        mono = soxr.resample(mono, info.audio.rate, SAMPLE_RATE, quality="HQ")
+        want = int(np.ceil(len(raw) // info.audio.channels * SAMPLE_RATE / info.audio.rate))
+        mono = np.pad(mono, (0, max(0, want - len(mono))))[:want]  # librosa's length convention
     mono = np.ascontiguousarray(mono, dtype=np.float32)
     if len(mono) < HOP:
         raise InputError(f"{path}: the audio is too short ({len(mono) / SAMPLE_RATE * 1000:.0f} ms)")
@@ -70,11 +72,31 @@ _MEL_BASIS: np.ndarray | None = None
 
 
 def _mel_basis() -> np.ndarray:
+    """librosa's Slaney mel filter bank for our parameters. Importing librosa's filters costs about
+    a second (scipy.signal, numba) at every start, so the bank is cached on disk after first use."""
     global _MEL_BASIS
     if _MEL_BASIS is None:
-        import librosa
+        import os
+        from pathlib import Path
 
-        _MEL_BASIS = librosa.filters.mel(sr=SAMPLE_RATE, n_fft=N_FFT, n_mels=N_MELS, fmin=FMIN, fmax=FMAX)
+        cache = Path(os.environ.get("LIPSYNC_CACHE", Path.home() / ".cache" / "lipsync"))
+        path = cache / f"mel_basis_{SAMPLE_RATE}_{N_FFT}_{N_MELS}_{FMIN:g}_{FMAX:g}.npy"
+        try:
+            basis = np.load(path)
+            if basis.shape != (N_MELS, N_FFT // 2 + 1):
+                raise ValueError("stale cache")
+        except (OSError, ValueError):
+            import librosa
+
+            basis = librosa.filters.mel(sr=SAMPLE_RATE, n_fft=N_FFT, n_mels=N_MELS, fmin=FMIN, fmax=FMAX)
+            try:
+                cache.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npy")
+                np.save(tmp, basis)
+                os.replace(tmp, path)
+            except OSError:
+                pass  # a read-only home only costs the second again next time
+        _MEL_BASIS = basis
     return _MEL_BASIS
 
 

@@ -92,7 +92,8 @@ def load_generator(path: str | os.PathLike, model: str | None = None):
     name = model or generator_variant(state)
     if name not in GENERATOR_NAMES:
         raise CheckpointError(f"unknown model {name!r}; choose from {', '.join(GENERATOR_NAMES)}")
-    net = build_generator(name)
+    with torch.device("meta"):  # no random initialisation: every tensor comes from the file
+        net = build_generator(name)
     expected = net.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
@@ -104,7 +105,7 @@ def load_generator(path: str | os.PathLike, model: str | None = None):
             if keys
         )
         raise CheckpointError(f"{path}: does not match the {name} architecture ({detail})")
-    net.load_state_dict(state, strict=True)
+    net.load_state_dict(state, strict=True, assign=True)
     return net.eval(), name
 
 

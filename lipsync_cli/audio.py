@@ -113,8 +113,6 @@ def _stft(x: np.ndarray) -> np.ndarray:
     pad_mode="reflect" computes it; plain numpy, which spares the second of import time that
     librosa's STFT costs on first use."""
     pad = N_FFT // 2
-    if len(x) <= pad:  # reflection needs more samples than the pad
-        x = np.pad(x, (0, pad + 1 - len(x)))
     padded = np.pad(x, pad, mode="reflect")
     n_frames = 1 + (len(padded) - N_FFT) // HOP
     frames = np.lib.stride_tricks.as_strided(

@@ -147,6 +147,16 @@ def _parse_audio(header: str) -> AudioInfo | None:
     return AudioInfo(rate=int(m.group(2)), channels=channels, codec=m.group(1))
 
 
+_COMMON_RATES = [Fraction(r) for r in ("24000/1001", "24", "25", "30000/1001", "30", "48", "50",
+                                         "60000/1001", "60", "100", "120000/1001", "120")]
+
+
+def _snap_rate(estimate: Fraction) -> Fraction:
+    """A rate measured from rounded timestamps, snapped to the standard rate within 0.2% of it."""
+    nearest = min(_COMMON_RATES, key=lambda rate: abs(estimate - rate))
+    return nearest if abs(estimate - nearest) / nearest < Fraction(2, 1000) else estimate
+
+
 def _parse_video(header: str, listing: str) -> VideoInfo | None:
     line = _stream_line(header, "Video")
     if line is None:
@@ -183,9 +193,12 @@ def _parse_video(header: str, listing: str) -> VideoInfo | None:
     typical = int(np.median(steps))
     last = known[-1] if known else typical
     span = (pts[-1] - pts[0] + last) * tb
+    # Steps that differ by one tick are rounding (Matroska stores whole milliseconds, so 29.97 fps
+    # alternates 33 and 34 ms): constant rate, taken over the whole run of frames.
     variable = bool(np.any(np.abs(steps - typical) > max(1, typical // 100)))
     if not variable and typical > 0:
-        fps = 1 / (typical * tb)
+        exact = bool(np.all(steps == typical))
+        fps = 1 / (typical * tb) if exact else _snap_rate(Fraction(len(pts)) / span)
     else:  # variable frame rate: resample to the average rate when decoding
         fps = Fraction(len(pts)) / span
     fps = fps.limit_denominator(1001)

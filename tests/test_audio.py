@@ -76,14 +76,7 @@ def test_melspectrogram_of_short_and_silent_input():
     assert np.all(mel == -4.0)  # silence sits on the floor of the normalised range
 
 
-SHORT_STFT_BUG = (
-    "audio._stft zero-pads inputs of <= 400 samples to 401 before reflecting (`if len(x) <= pad`), "
-    "but np.pad(mode='reflect') / librosa.stft handle pads longer than the signal: 200-400 samples "
-    "(which load_audio accepts) give 3 mel frames instead of 1 + len // 200, and different values"
-)
 
-
-@pytest.mark.xfail(reason=SHORT_STFT_BUG, strict=True)
 @pytest.mark.filterwarnings("ignore:n_fft=800 is too large")
 @pytest.mark.parametrize("n", [300, 400])
 def test_melspectrogram_of_very_short_audio_matches_the_recipe(n):

@@ -81,14 +81,7 @@ def test_probe_matroska_25fps(tmp_path):
     assert v.fps == Fraction(25) and v.frame_count == 30 and not v.variable_rate
 
 
-MKV_RATE_BUG = (
-    "media._parse_video takes fps = 1 / (median packet step * time base); Matroska/WebM store "
-    "timestamps in milliseconds, so steps alternate 33/34 ms and the rate becomes 1000/33 "
-    "(30.303) for both 30000/1001 and 30 fps, 500/21 for 24000/1001"
-)
 
-
-@pytest.mark.xfail(reason=MKV_RATE_BUG, strict=True)
 @pytest.mark.parametrize("rate", ["30000/1001", "30", "24000/1001"])
 def test_probe_matroska_rate_with_millisecond_timestamps(tmp_path, rate):
     path = write_frames(tmp_path / "clip.mkv", numbered_frames(90), rate, ("-c:v", "ffv1"))

@@ -107,7 +107,7 @@ def dub(
     loop: bool = typer.Option(False, "--loop", help="When the audio is longer than the video, repeat the video from the start [default: play it back and forth]."),
     fps: str = typer.Option("25", help="Frame rate of the output for a still image."),
     no_smooth: bool = typer.Option(False, "--no-smooth", help="Do not smooth face boxes over time."),
-    detect_size: int = typer.Option(480, help="Detect faces on frames downscaled to this longer side (pixels)."),
+    detect_size: int = typer.Option(320, help="Detect faces on frames downscaled to this longer side (pixels); frames where no face is found are searched again at twice the size."),
     s3fd_weights: Optional[Path] = typer.Option(None, help="Local S3FD weights file (s3fd-619a316812.pth) for --detector s3fd."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     precision: str = typer.Option("auto", help="auto (fp16 on CUDA, fp32 on CPU), fp32, fp16 or bf16."),

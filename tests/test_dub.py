@@ -274,3 +274,19 @@ def test_s3fd_path_with_local_weights(tmp_path, example_video, checkpoint):
     out = tmp_path / "o.mp4"
     result = run(example_video, wav, out, checkpoint, detector="s3fd", s3fd_weights=str(weights))
     assert media.probe(out).video.frame_count == result.frames == 5
+
+
+def test_small_face_in_a_large_frame_is_found_by_the_second_look(tmp_path, example_portrait, checkpoint):
+    # An 80 px face in a 1280x720 frame vanishes at the 320 px detection size; the frames are
+    # searched again at 640 px, so the face is dubbed rather than skipped.
+    face = cv2.resize(cv2.imread(str(example_portrait)), (80, 80))
+    frames = np.full((5, 720, 1280, 3), 30, np.uint8)
+    frames[:, 300:380, 600:680] = face
+    video = write_frames(tmp_path / "wide.mp4", frames, extra_out=("-crf", "10"))
+    wav = tone(tmp_path / "a.wav", 0.2)
+    result = run(video, wav, tmp_path / "o.mp4", checkpoint)
+    assert result.frames == 5 and result.frames_without_face == 0
+    out = decode_frames(tmp_path / "o.mp4")
+    changed = np.abs(out.astype(int) - decode_frames(video).astype(int)).max(axis=(0, 3)) > 20
+    ys, xs = np.nonzero(changed)
+    assert ys.min() >= 300 and ys.max() < 400 and xs.min() >= 590 and xs.max() < 690

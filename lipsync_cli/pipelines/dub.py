@@ -44,7 +44,7 @@ class DubOptions:
     box: tuple[int, int, int, int] | None = None  # fixed (y1, y2, x1, x2): skip detection
     pads: tuple[int, int, int, int] = DEFAULT_PADS  # (top, bottom, left, right)
     face_index: int | None = None  # None: largest face
-    detect_max_side: int = 480
+    detect_max_side: int = 320
     s3fd_weights: str | None = None
     smooth: bool = True
     on_no_face: str = "skip"  # or "error"
@@ -136,6 +136,8 @@ class _BoxFinder:
         self.detector = None if opts.box else make_detector(
             opts.detector, device, max_side=opts.detect_max_side, s3fd_weights=opts.s3fd_weights
         )
+        self.device = device
+        self.fallback = None
         self.tracker = FaceTracker(opts.face_index)
         self.smoother = BoxSmoother() if opts.smooth else BoxSmoother(1)
         self.waiting: deque[np.ndarray] = deque()
@@ -153,6 +155,14 @@ class _BoxFinder:
             return [(f, box) for f in frames]
         t0 = time.perf_counter()
         dets = self.detector.detect(list(frames))
+        missed = [k for k, d in enumerate(dets) if not d]
+        if missed and self.opts.detect_max_side and max(self.width, self.height) > self.opts.detect_max_side:
+            # A small face can vanish in the downscaled frame: look again at twice the size.
+            if self.fallback is None:
+                self.fallback = make_detector(self.opts.detector, self.device, max_side=2 * self.opts.detect_max_side,
+                                              s3fd_weights=self.opts.s3fd_weights)
+            for k, d in zip(missed, self.fallback.detect([frames[k] for k in missed])):
+                dets[k] = d
         raw = self.tracker.update(dets)
         self.waiting.extend(frames)
         out = self._finish(self.smoother.push(raw))

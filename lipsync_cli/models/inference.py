@@ -28,9 +28,9 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def fold_batchnorm(net: nn.Module) -> nn.Module:
-    """A copy of `net` with every conv_block's BatchNorm merged into its (transposed) conv."""
-    net = copy.deepcopy(net).eval()
+def fold_batchnorm(net: nn.Module, inplace: bool = False) -> nn.Module:
+    """`net` (a copy unless inplace) with every conv_block's BatchNorm merged into its conv."""
+    net = (net if inplace else copy.deepcopy(net)).eval()
     for mod in net.modules():
         block = getattr(mod, "conv_block", None)
         if not isinstance(block, nn.Sequential) or len(block) != 2 or not isinstance(block[1], nn.BatchNorm2d):
@@ -50,7 +50,8 @@ def fold_batchnorm(net: nn.Module) -> nn.Module:
 class GeneratorRunner:
     """Turns batches of 96x96 BGR face crops and mel windows into generated faces (uint8 BGR)."""
 
-    def __init__(self, net: nn.Module, device: str = "auto", precision: str = "auto", batch_size: int | None = None):
+    def __init__(self, net: nn.Module, device: str = "auto", precision: str = "auto", batch_size: int | None = None,
+                 take_ownership: bool = False):
         self.device = resolve_device(device)
         cuda = self.device.type == "cuda"
         if precision == "auto":
@@ -61,7 +62,8 @@ class GeneratorRunner:
             raise LipsyncError(f"--precision {precision} needs a CUDA device; the CPU runs fp32")
         self.precision = precision
         self.autocast_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision)
-        self.net = fold_batchnorm(net).to(self.device)
+        # take_ownership: fold the caller's net in place instead of copying it (saves its size in memory)
+        self.net = fold_batchnorm(net, inplace=take_ownership).to(self.device)
         if not cuda:
             self.net = self.net.to(memory_format=torch.channels_last)
         self.batch_size = batch_size or (128 if cuda else 16)

@@ -245,7 +245,8 @@ def dub(video: str, audio_path: str, output: str, opts: DubOptions, force: bool 
         audio_job = pool.submit(prepare_audio)
         t0 = time.perf_counter()
         net, model_name = load_generator(opts.checkpoint, opts.model)
-        runner = GeneratorRunner(net, opts.device, opts.precision, opts.batch_size)
+        runner = GeneratorRunner(net, opts.device, opts.precision, opts.batch_size, take_ownership=True)
+        del net
         finder = _BoxFinder(opts, width, height, clock, runner.device.type)
         clock.add("load", t0)
         sound, mel = audio_job.result()

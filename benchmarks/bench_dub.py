@@ -1,0 +1,178 @@
+"""End-to-end benchmarks of `lipsync dub` on this machine. Prints markdown tables.
+
+    python benchmarks/bench_dub.py compare --runs 5     # vs the reference inference design (lipsync==0.1.0)
+    python benchmarks/bench_dub.py detect --runs 3      # share of the time the default detector takes
+    python benchmarks/bench_dub.py memory               # peak memory, 10 s vs 60 s input
+
+Every run is a separate process, timed from the outside (`/usr/bin/time`: wall seconds and peak
+RSS), with a seeded random-init Wav2Lip generator in the published layout: the cost of a network
+does not depend on its weights. `compare` needs the reference package in a venv of its own
+(see run_reference.py); runs alternate between the two tools so drifts in machine load hit both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+MEDIA = Path(os.environ.get("LIPSYNC_MEDIA", HERE.parent.parent / "shared" / "media"))
+REF_PYTHON = os.environ.get("LIPSYNC_REF_PYTHON", "/work/refvenv/bin/python")
+CLIP, AUDIO, BOX = "talk2.mp4", "speech1.wav", ("350", "700", "250", "600")  # 844x844, 25 fps, 5 s
+
+
+def timed(cmd: list[str], env=None) -> tuple[float, int, str]:
+    """Run a command under /usr/bin/time: (wall seconds, peak RSS in MB, stdout)."""
+    with tempfile.NamedTemporaryFile("r", suffix=".time") as tf:
+        proc = subprocess.run(["/usr/bin/time", "-o", tf.name, "-f", "%e %M", *cmd], capture_output=True,
+                              text=True, env=env)
+        if proc.returncode != 0:
+            raise SystemExit(f"failed: {' '.join(cmd)}\n{proc.stderr[-2000:]}")
+        wall, rss_kb = tf.read().split()[-2:]
+    return float(wall), int(rss_kb) // 1024, proc.stdout
+
+
+def make_checkpoint(folder: Path) -> Path:
+    from lipsync_cli.checkpoints import save_published
+    from lipsync_cli.models.wav2lip import build_generator
+
+    path = folder / "wav2lip_random.pth"
+    torch.manual_seed(0)
+    save_published(build_generator("wav2lip"), path)
+    return path
+
+
+def ours(video, audio, out, ckpt, *extra) -> list[str]:
+    return [sys.executable, "-m", "lipsync_cli.cli", "dub", str(video), str(audio), "-o", str(out), "-c", str(ckpt),
+            "--force", "--json", *extra]
+
+
+def machine() -> str:
+    cpu = "?"
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, Python {platform.python_version()}"
+
+
+def cmd_compare(args, tmp: Path):
+    ckpt = make_checkpoint(tmp)
+    video, audio = MEDIA / CLIP, MEDIA / AUDIO
+    rows = []
+    for i in range(args.runs):
+        pair = {}
+        order = ("ours", "reference") if i % 2 == 0 else ("reference", "ours")
+        for who in order:
+            if who == "ours":
+                wall, rss, out = timed(ours(video, audio, tmp / "ours.mp4", ckpt, "--box", *BOX))
+                pair["ours"] = (wall, rss, json.loads(out))
+            else:
+                wall, rss, _ = timed([REF_PYTHON, str(HERE / "run_reference.py"), "--video", str(video), "--audio",
+                                      str(audio), "--checkpoint", str(ckpt), "--box", *BOX, "--out", str(tmp / "ref.mp4")])
+                pair["reference"] = (wall, rss, None)
+        rows.append(pair)
+    frames = rows[0]["ours"][2]["frames"]
+    floor_ms = generator_floor_ms(args.batch)
+    print(f"machine: {machine()}\nclip: {CLIP} + {AUDIO}, fixed box {' '.join(BOX)}, {frames} frames\n")
+    print("| run | reference wall s | ours wall s | ratio | reference peak MB | ours peak MB |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    ratios = []
+    for i, r in enumerate(rows, 1):
+        ratio = r["ours"][0] / r["reference"][0]
+        ratios.append(ratio)
+        print(f"| {i} | {r['reference'][0]:.2f} | {r['ours'][0]:.2f} | {ratio:.3f} | {r['reference'][1]} | {r['ours'][1]} |")
+    med_ours = statistics.median(r["ours"][0] for r in rows)
+    floor_s = floor_ms * frames / 1000
+    print(f"\nmedian ratio ours / reference: **{statistics.median(ratios):.3f}** over {len(rows)} paired runs")
+    print(f"generator-only floor (folded + channels_last, batch {args.batch}): {floor_ms:.1f} ms/frame = "
+          f"{floor_s:.2f} s for {frames} frames; ours end to end (median, whole process) = {med_ours:.2f} s = "
+          f"**{med_ours / floor_s:.2f}x** the floor")
+    stages = rows[len(rows) // 2]["ours"][2]["stage_seconds"]
+    print(f"stage seconds (one run of ours; threads overlap): {json.dumps(stages)}")
+
+
+def generator_floor_ms(batch: int) -> float:
+    import copy
+    import time
+
+    from lipsync_cli.models.inference import fold_batchnorm
+    from lipsync_cli.models.wav2lip import build_generator
+
+    torch.manual_seed(0)
+    net = copy.deepcopy(fold_batchnorm(build_generator())).to(memory_format=torch.channels_last)
+    faces = torch.rand(batch, 6, 96, 96).contiguous(memory_format=torch.channels_last)
+    mel = torch.randn(batch, 1, 80, 16)
+    with torch.inference_mode():
+        net(mel, faces)
+        times = []
+        for _ in range(5):
+            t = time.perf_counter()
+            net(mel, faces)
+            times.append(time.perf_counter() - t)
+    return min(times) / batch * 1000
+
+
+def cmd_detect(args, tmp: Path):
+    ckpt = make_checkpoint(tmp)
+    video, audio = MEDIA / CLIP, MEDIA / AUDIO
+    rows = []
+    for _ in range(args.runs):
+        box = timed(ours(video, audio, tmp / "a.mp4", ckpt, "--box", *BOX))
+        det = timed(ours(video, audio, tmp / "b.mp4", ckpt))
+        rows.append((box, det))
+    print(f"machine: {machine()}\nclip: {CLIP} + {AUDIO}\n")
+    print("| run | fixed box wall s | RetinaFace wall s | extra wall share | detect stage s | detect stage / run |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for i, (box, det) in enumerate(rows, 1):
+        stats = json.loads(det[2])
+        d = stats["stage_seconds"].get("detect", 0.0)
+        print(f"| {i} | {box[0]:.2f} | {det[0]:.2f} | {(det[0] - box[0]) / det[0]:.1%} | {d:.2f} | {d / det[0]:.1%} |")
+
+
+def cmd_memory(args, tmp: Path):
+    ckpt = make_checkpoint(tmp)
+    long_video = tmp / "long.mp4"
+    ff = [sys.executable, "-c", "from lipsync_cli.media import ffmpeg_binary; print(ffmpeg_binary())"]
+    ffmpeg = subprocess.run(ff, capture_output=True, text=True, check=True).stdout.strip()
+    subprocess.run([ffmpeg, "-v", "error", "-y", "-stream_loop", "3", "-i", str(MEDIA / "silent_long.mp4"), "-t", "60",
+                    "-c:v", "libx264", "-crf", "20", "-preset", "veryfast", str(long_video)], check=True)
+    print(f"machine: {machine()}\nvideo: silent_long.mp4 looped (576x768, 25 fps), audio: speech_long.wav\n")
+    print("| input | frames | wall s | peak RSS MB |")
+    print("| --- | --- | --- | --- |")
+    results = {}
+    for seconds in (10, 60):
+        audio = tmp / f"speech_{seconds}.wav"
+        subprocess.run([ffmpeg, "-v", "error", "-y", "-i", str(MEDIA / "speech_long.wav"), "-t", str(seconds),
+                        str(audio)], check=True)
+        video = tmp / f"video_{seconds}.mp4"
+        subprocess.run([ffmpeg, "-v", "error", "-y", "-i", str(long_video), "-t", str(seconds), "-c", "copy",
+                        str(video)], check=True)
+        wall, rss, out = timed(ours(video, audio, tmp / "m.mp4", ckpt, *args.extra))
+        results[seconds] = rss
+        print(f"| {seconds} s | {json.loads(out)['frames']} | {wall:.1f} | {rss} |")
+    print(f"\n60 s / 10 s peak memory: **{results[60] / results[10]:.3f}**")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("what", choices=["compare", "detect", "memory"])
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("extra", nargs="*", help="extra arguments for `lipsync dub` (memory)")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        {"compare": cmd_compare, "detect": cmd_detect, "memory": cmd_memory}[args.what](args, Path(tmp))
+
+
+if __name__ == "__main__":
+    main()

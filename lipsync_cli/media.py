@@ -255,21 +255,18 @@ class FrameReader:
     def __iter__(self) -> Iterator[np.ndarray]:
         self._proc = subprocess.Popen(self._command(), stdout=subprocess.PIPE, stderr=self._stderr, bufsize=0,
                                       preexec_fn=_lower_priority)
-        want = self.frame_bytes * self.chunk
+        shape = (self.chunk, self.video.height, self.video.width, 3)
         self.frames_read = 0
         try:
             while True:
-                data = _read_exactly(self._proc.stdout, want)
-                if not data:
-                    break
-                n = len(data) // self.frame_bytes
+                chunk = np.empty(shape, np.uint8)  # ffmpeg's bytes land here directly, no copies
+                got = _read_into(self._proc.stdout, memoryview(chunk).cast("B"))
+                n = got // self.frame_bytes
                 if n == 0:
                     break
                 self.frames_read += n
-                yield np.frombuffer(data, dtype=np.uint8, count=n * self.frame_bytes).reshape(
-                    n, self.video.height, self.video.width, 3
-                )
-                if len(data) < want:
+                yield chunk[:n]
+                if n < self.chunk:
                     break
             rc = self._proc.wait()
             if rc != 0 and self.frames_read == 0:
@@ -297,16 +294,15 @@ def _lower_priority():
             os.nice(int(os.environ.get("LIPSYNC_FFMPEG_NICE_LEVEL", "10")))
 
 
-def _read_exactly(pipe, n: int) -> bytes:
-    buf = bytearray(n)
-    view = memoryview(buf)
+def _read_into(pipe, view: memoryview) -> int:
+    """Fill `view` from the pipe; returns the number of bytes read (less only at the end)."""
     got = 0
-    while got < n:
+    while got < len(view):
         k = pipe.readinto(view[got:])
         if not k:
             break
         got += k
-    return bytes(view[:got]) if got < n else bytes(buf)
+    return got
 
 
 # ----------------------------------------------------------------------------------------------

@@ -255,7 +255,7 @@ def dub(video: str, audio_path: str, output: str, opts: DubOptions, force: bool 
     batch = runner.batch_size
 
     n_src_est = 1 if still else info.video.frame_count
-    need_replay = not still and n_out > n_src_est - 2
+    need_replay = not still and n_out > n_src_est
     stats = {"no_face": 0}
 
     def source_items() -> Iterator[_Item]:
@@ -290,15 +290,12 @@ def dub(video: str, audio_path: str, output: str, opts: DubOptions, force: bool 
             n_src = len(boxes)
             if n_src == 0:
                 raise InputError(f"{video}: no frame could be decoded")
-            last = None
-            while j < n_out:  # replay from the spill file
-                s = source_index(j, n_src, opts.replay)
-                if spill is not None:
-                    frame = spill.read(s)
-                else:  # the decoder gave a frame or two fewer than probed: hold the last
-                    last = last if last is not None else frame
-                    frame = last
-                yield _Item(j, frame, boxes[s])
+            while j < n_out:
+                if spill is not None:  # replay from the spill file
+                    s = source_index(j, n_src, opts.replay)
+                    yield _Item(j, spill.read(s), boxes[s])
+                else:  # the decoder gave a frame or two fewer than probed: hold the last one
+                    yield _Item(j, frame, boxes[-1])
                 j += 1
         finally:
             if spill is not None:

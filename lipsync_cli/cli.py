@@ -113,6 +113,7 @@ def dub(
     fps: str = typer.Option("25", help="Frame rate of the output for a still image."),
     no_smooth: bool = typer.Option(False, "--no-smooth", help="Do not smooth face boxes over time."),
     detect_size: int = typer.Option(320, help="Detect faces on frames downscaled to this longer side (pixels); frames where no face is found are searched again at twice the size."),
+    detect_every: int = typer.Option(2, help="Detect faces on every N-th frame; boxes in between are interpolated."),
     s3fd_weights: Optional[Path] = typer.Option(None, help="Local S3FD weights file (s3fd-619a316812.pth) for --detector s3fd."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     precision: str = typer.Option("auto", help="auto (fp16 on CUDA, fp32 on CPU), fp32, fp16 or bf16."),
@@ -132,7 +133,7 @@ def dub(
     opts = DubOptions(
         checkpoint=resolve_checkpoint(checkpoint), model=model, detector=detector,
         box=tuple(box) if box else None, pads=tuple(pads), face_index=face_index,
-        detect_max_side=detect_size, s3fd_weights=str(s3fd_weights) if s3fd_weights else None,
+        detect_max_side=detect_size, detect_every=detect_every, s3fd_weights=str(s3fd_weights) if s3fd_weights else None,
         smooth=not no_smooth, on_no_face=on_no_face, paste=paste, replay="loop" if loop else "pingpong",
         still_fps=_parse_fps(fps), device=device, precision=precision, batch_size=batch_size, crf=crf,
     )

@@ -45,6 +45,7 @@ class DubOptions:
     pads: tuple[int, int, int, int] = DEFAULT_PADS  # (top, bottom, left, right)
     face_index: int | None = None  # None: largest face
     detect_max_side: int = 320
+    detect_every: int = 2  # detect on every n-th frame, interpolate the boxes between
     s3fd_weights: str | None = None
     smooth: bool = True
     on_no_face: str = "skip"  # or "error"
@@ -112,6 +113,8 @@ def _validate(opts: DubOptions):
         raise InputError(f"--paste {opts.paste}: choose {' or '.join(PASTE_MODES)}")
     if opts.replay not in REPLAY_MODES:
         raise InputError(f"unknown replay mode {opts.replay}")
+    if opts.detect_every < 1:
+        raise InputError("--detect-every must be 1 or more")
     if opts.on_no_face not in ("skip", "error"):
         raise InputError(f"--on-no-face {opts.on_no_face}: choose skip or error")
 
@@ -154,16 +157,30 @@ class _BoxFinder:
             box = _fixed_box(self.opts.box, self.width, self.height)
             return [(f, box) for f in frames]
         t0 = time.perf_counter()
-        dets = self.detector.detect(list(frames))
-        missed = [k for k, d in enumerate(dets) if not d]
+        n = len(frames)
+        # Detect on every `detect_every`-th frame and on the chunk's last one; the frames between
+        # take boxes interpolated between their detected neighbours.
+        sampled = list(range(0, n, self.opts.detect_every))
+        if sampled[-1] != n - 1:
+            sampled.append(n - 1)
+        dets = self.detector.detect([frames[k] for k in sampled])
+        missed = [i for i, d in enumerate(dets) if not d]
         if missed and self.opts.detect_max_side and max(self.width, self.height) > self.opts.detect_max_side:
             # A small face can vanish in the downscaled frame: look again at twice the size.
             if self.fallback is None:
                 self.fallback = make_detector(self.opts.detector, self.device, max_side=2 * self.opts.detect_max_side,
                                               s3fd_weights=self.opts.s3fd_weights)
-            for k, d in zip(missed, self.fallback.detect([frames[k] for k in missed])):
-                dets[k] = d
-        raw = self.tracker.update(dets)
+            for i, d in zip(missed, self.fallback.detect([frames[sampled[i]] for i in missed])):
+                dets[i] = d
+        tracked = self.tracker.update(dets)
+        raw = [None] * n
+        for (a, box_a), (b, box_b) in zip(zip(sampled, tracked), zip(sampled[1:], tracked[1:])):
+            raw[a] = box_a
+            if box_a is not None and box_b is not None:
+                for k in range(a + 1, b):
+                    w = (k - a) / (b - a)
+                    raw[k] = tuple((1 - w) * u + w * v for u, v in zip(box_a, box_b))
+        raw[sampled[-1]] = tracked[-1]
         self.waiting.extend(frames)
         out = self._finish(self.smoother.push(raw))
         self.clock.add("detect", t0)

@@ -1,6 +1,7 @@
 """End-to-end benchmarks of `lipsync dub` on this machine. Prints markdown tables.
 
     python benchmarks/bench_dub.py compare --runs 5     # vs the reference inference design (lipsync==0.1.0)
+    python benchmarks/bench_dub.py compare --runs 5 -- --precision fp32   # extra `dub` arguments after --
     python benchmarks/bench_dub.py detect --runs 3      # share of the time the default detector takes
     python benchmarks/bench_dub.py memory               # peak memory, 10 s vs 60 s input
 
@@ -74,44 +75,51 @@ def cmd_compare(args, tmp: Path):
         order = ("ours", "reference") if i % 2 == 0 else ("reference", "ours")
         for who in order:
             if who == "ours":
-                wall, rss, out = timed(ours(video, audio, tmp / "ours.mp4", ckpt, "--box", *BOX))
+                wall, rss, out = timed(ours(video, audio, tmp / "ours.mp4", ckpt, "--box", *BOX, *args.extra))
                 pair["ours"] = (wall, rss, json.loads(out))
             else:
                 wall, rss, _ = timed([REF_PYTHON, str(HERE / "run_reference.py"), "--video", str(video), "--audio",
                                       str(audio), "--checkpoint", str(ckpt), "--box", *BOX, "--out", str(tmp / "ref.mp4")])
                 pair["reference"] = (wall, rss, None)
         rows.append(pair)
-    frames = rows[0]["ours"][2]["frames"]
-    floor_ms = generator_floor_ms(args.batch)
-    print(f"machine: {machine()}\nclip: {CLIP} + {AUDIO}, fixed box {' '.join(BOX)}, {frames} frames\n")
-    print("| run | reference wall s | ours wall s | ratio | reference peak MB | ours peak MB |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    summary = rows[0]["ours"][2]
+    frames = summary["frames"]
+    print(f"machine: {machine()}\nclip: {CLIP} + {AUDIO}, fixed box {' '.join(BOX)}, {frames} frames; "
+          f"ours: `dub {' '.join(args.extra) or '(defaults)'}` ran {summary['precision']}\n")
+    print("| run | reference wall s | ours wall s | ratio | reference peak MB | ours peak MB | ours dub() s |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     ratios = []
     for i, r in enumerate(rows, 1):
         ratio = r["ours"][0] / r["reference"][0]
         ratios.append(ratio)
-        print(f"| {i} | {r['reference'][0]:.2f} | {r['ours'][0]:.2f} | {ratio:.3f} | {r['reference'][1]} | {r['ours'][1]} |")
+        print(f"| {i} | {r['reference'][0]:.2f} | {r['ours'][0]:.2f} | {ratio:.3f} | {r['reference'][1]} | "
+              f"{r['ours'][1]} | {r['ours'][2]['seconds']:.2f} |")
     med_ours = statistics.median(r["ours"][0] for r in rows)
-    floor_s = floor_ms * frames / 1000
-    print(f"\nmedian ratio ours / reference: **{statistics.median(ratios):.3f}** over {len(rows)} paired runs")
-    print(f"generator-only floor (folded + channels_last, batch {args.batch}): {floor_ms:.1f} ms/frame = "
-          f"{floor_s:.2f} s for {frames} frames; ours end to end (median, whole process) = {med_ours:.2f} s = "
-          f"**{med_ours / floor_s:.2f}x** the floor")
+    med_pipeline = statistics.median(r["ours"][2]["seconds"] for r in rows)
+    print(f"\nmedian ratio ours / reference: **{statistics.median(ratios):.3f}** over {len(rows)} paired runs\n")
+    print("| generator-only floor (folded, channels_last, batch %d) | ms / frame | s for %d frames | "
+          "ours whole process / floor | ours dub() / floor |" % (args.batch, frames))
+    print("| --- | --- | --- | --- | --- |")
+    for precision in ("fp32", "bf16"):
+        floor_ms = generator_floor_ms(args.batch, precision)
+        floor_s = floor_ms * frames / 1000
+        print(f"| {precision} | {floor_ms:.1f} | {floor_s:.2f} | {med_ours / floor_s:.2f}x | {med_pipeline / floor_s:.2f}x |")
     stages = rows[len(rows) // 2]["ours"][2]["stage_seconds"]
-    print(f"stage seconds (one run of ours; threads overlap): {json.dumps(stages)}")
+    print(f"\nstage seconds (one run of ours; threads overlap): `{json.dumps(stages)}`")
 
 
-def generator_floor_ms(batch: int) -> float:
+def generator_floor_ms(batch: int, precision: str = "fp32") -> float:
     import copy
     import time
 
     from lipsync_cli.models.inference import fold_batchnorm
     from lipsync_cli.models.wav2lip import build_generator
 
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     torch.manual_seed(0)
-    net = copy.deepcopy(fold_batchnorm(build_generator())).to(memory_format=torch.channels_last)
-    faces = torch.rand(batch, 6, 96, 96).contiguous(memory_format=torch.channels_last)
-    mel = torch.randn(batch, 1, 80, 16)
+    net = copy.deepcopy(fold_batchnorm(build_generator())).to(dtype).to(memory_format=torch.channels_last)
+    faces = torch.rand(batch, 6, 96, 96).to(dtype).contiguous(memory_format=torch.channels_last)
+    mel = torch.randn(batch, 1, 80, 16).to(dtype)
     with torch.inference_mode():
         net(mel, faces)
         times = []
@@ -127,8 +135,8 @@ def cmd_detect(args, tmp: Path):
     video, audio = MEDIA / CLIP, MEDIA / AUDIO
     rows = []
     for _ in range(args.runs):
-        box = timed(ours(video, audio, tmp / "a.mp4", ckpt, "--box", *BOX))
-        det = timed(ours(video, audio, tmp / "b.mp4", ckpt))
+        box = timed(ours(video, audio, tmp / "a.mp4", ckpt, "--box", *BOX, *args.extra))
+        det = timed(ours(video, audio, tmp / "b.mp4", ckpt, *args.extra))
         rows.append((box, det))
     print(f"machine: {machine()}\nclip: {CLIP} + {AUDIO}\n")
     print("| run | fixed box wall s | RetinaFace wall s | extra wall share | detect stage s | detect stage / run |")
@@ -168,7 +176,7 @@ def main():
     ap.add_argument("what", choices=["compare", "detect", "memory"])
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("extra", nargs="*", help="extra arguments for `lipsync dub` (memory)")
+    ap.add_argument("extra", nargs="*", help="extra arguments for `lipsync dub` (after --)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         {"compare": cmd_compare, "detect": cmd_detect, "memory": cmd_memory}[args.what](args, Path(tmp))

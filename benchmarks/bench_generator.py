@@ -3,7 +3,8 @@
     python benchmarks/bench_generator.py [--batch 16] [--reps 5] [--threads N]
 
 Backends: eager PyTorch as loaded; batchnorm folded; folded + channels_last (what `dub` uses on
-the CPU); ONNX Runtime on the folded graph (needs `pip install onnx` for the export). The input is
+the CPU in fp32); the same with bf16 weights (what `dub` uses on a CPU with AMX) and with bf16
+autocast; ONNX Runtime on the folded graph (needs `pip install onnx` for the export). The input is
 a seeded random-init Wav2Lip generator with non-trivial batchnorm statistics; the cost does not
 depend on the weights' values. Prints a markdown table.
 """
@@ -13,7 +14,6 @@ from __future__ import annotations
 import argparse
 import copy
 import io
-import platform
 import statistics
 import time
 
@@ -58,7 +58,17 @@ def main():
     with torch.inference_mode():
         rows.append(("eager PyTorch (as loaded)", timed(lambda: net(mel, faces), args.reps)))
         rows.append(("batchnorm folded", timed(lambda: folded(mel, faces), args.reps)))
-        rows.append(("folded + channels_last (dub's CPU path)", timed(lambda: cl(mel, faces_cl), args.reps)))
+        rows.append(("folded + channels_last (dub's fp32 CPU path)", timed(lambda: cl(mel, faces_cl), args.reps)))
+        bf = copy.deepcopy(cl).to(torch.bfloat16)
+        faces_bf, mel_bf = faces_cl.to(torch.bfloat16), mel.to(torch.bfloat16)
+        rows.append(("folded + channels_last, bf16 weights (dub's CPU path with AMX)",
+                     timed(lambda: bf(mel_bf, faces_bf), args.reps)))
+
+        def autocast_bf16():
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                return cl(mel, faces_cl)
+
+        rows.append(("folded + channels_last, bf16 autocast", timed(autocast_bf16, args.reps)))
     try:
         import onnxruntime as ort
 
@@ -74,7 +84,9 @@ def main():
     except Exception as exc:  # onnx not installed, or export unsupported
         rows.append((f"ONNX Runtime: not run ({type(exc).__name__})", []))
 
-    print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+    from bench_dub import machine
+
+    print(f"machine: {machine()}, {torch.get_num_threads()} threads, "
           f"torch {torch.__version__}, batch {b}, {args.model}\n")
     print("| backend | ms / frame (median) | ms / frame (min) |")
     print("| --- | --- | --- |")

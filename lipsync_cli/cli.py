@@ -116,7 +116,7 @@ def dub(
     detect_every: int = typer.Option(2, help="Detect faces on every N-th frame; boxes in between are interpolated."),
     s3fd_weights: Optional[Path] = typer.Option(None, help="Local S3FD weights file (s3fd-619a316812.pth) for --detector s3fd."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
-    precision: str = typer.Option("auto", help="auto (fp16 on CUDA, fp32 on CPU), fp32, fp16 or bf16."),
+    precision: str = typer.Option("auto", help="auto (fp16 on CUDA; bf16 on a CPU with AMX, else fp32; fp32 with --paste hard), fp32, fp16 (CUDA) or bf16."),
     batch_size: Optional[int] = typer.Option(None, help="Frames per generator batch [default: 16 on CPU, 128 on CUDA, halved on out-of-memory]."),
     crf: int = typer.Option(18, help="H.264 quality (lower is better, 0-51)."),
     force: bool = typer.Option(False, "--force", "-f", help="Overwrite OUTPUT if it exists."),
@@ -149,7 +149,7 @@ def dub(
         note = f", {result.frames_without_face} frames without a face left unchanged" if result.frames_without_face else ""
         err.print(
             f"wrote {result.output}: {result.frames} frames at {float(result.fps):.3f} fps "
-            f"({result.duration:.2f} s), {result.model} on {result.device}, {result.seconds:.1f} s{note}"
+            f"({result.duration:.2f} s), {result.model} on {result.device} ({result.precision}), {result.seconds:.1f} s{note}"
         )
 
 

@@ -124,8 +124,9 @@ def test_hard_paste_reproduces_reference_inference(tmp_path, example_video, chec
     ffmpeg("-i", str(Path(example_video).parent / "speech.wav"), "-t", "0.6", str(wav_path))
     box = (120, 250, 60, 200)
     monkeypatch.setattr(dub_mod.media, "FrameWriter", _Recorder)
-    run(example_video, wav_path, tmp_path / "o.mp4", checkpoint, box=box, paste="hard")
+    result = run(example_video, wav_path, tmp_path / "o.mp4", checkpoint, box=box, paste="hard")
     ours = _Recorder.frames
+    assert result.precision == "fp32"  # the reference mode never drops to bf16 on its own
 
     net, _ = load_generator(checkpoint)
     wav = audio_mod.load_audio(str(wav_path)).samples

@@ -241,8 +241,7 @@ def _reference_output(net, mel: np.ndarray, faces: np.ndarray) -> np.ndarray:
 
 def test_generator_runner_on_cpu_matches_the_model(wav2lip):
     faces, mel = _faces_and_mel(3)
-    runner = GeneratorRunner(wav2lip, device="cpu", precision="auto", batch_size=2)  # 2 batches, last partial
-    assert runner.precision == "fp32"
+    runner = GeneratorRunner(wav2lip, device="cpu", precision="fp32", batch_size=2)  # 2 batches, last partial
     out = runner(mel, faces)
     assert out.shape == (3, 96, 96, 3) and out.dtype == np.uint8
     ref = _reference_output(wav2lip, mel, faces)
@@ -259,10 +258,32 @@ def test_generator_runner_on_cpu_matches_the_model(wav2lip):
     assert empty.shape == (0, 96, 96, 3) and empty.dtype == np.uint8
 
 
-@pytest.mark.parametrize("precision", ["fp16", "bf16"])
-def test_half_precision_on_cpu_is_refused(wav2lip, precision):
-    with pytest.raises(LipsyncError, match=precision):
-        GeneratorRunner(wav2lip, device="cpu", precision=precision)
+def test_fp16_on_cpu_is_refused(wav2lip):
+    with pytest.raises(LipsyncError, match="fp16"):
+        GeneratorRunner(wav2lip, device="cpu", precision="fp16")
+
+
+def test_bf16_on_cpu_stays_close_to_fp32(wav2lip):
+    """bf16 weights on the CPU (the `auto` choice where AMX makes it fast): within a few grey
+    levels of fp32, and the caller's fp32 network is left as it was."""
+    faces, mel = _faces_and_mel(4, seed=1)
+    fp32 = GeneratorRunner(wav2lip, device="cpu", precision="fp32")(mel, faces).astype(np.int16)
+    runner = GeneratorRunner(wav2lip, device="cpu", precision="bf16", batch_size=3)
+    assert runner.precision == "bf16" and next(runner.net.parameters()).dtype == torch.bfloat16
+    assert next(wav2lip.parameters()).dtype == torch.float32
+    out = runner(mel, faces).astype(np.int16)
+    assert out.shape == fp32.shape and out.std() > 1
+    diff = np.abs(out - fp32)
+    assert diff.mean() < 1.0 and diff.max() <= 6
+
+
+def test_auto_precision_follows_the_cpu(wav2lip, monkeypatch):
+    from lipsync_cli.models import inference
+
+    monkeypatch.setattr(inference, "cpu_has_amx_bf16", lambda: True)
+    assert GeneratorRunner(wav2lip, device="cpu").precision == "bf16"
+    monkeypatch.setattr(inference, "cpu_has_amx_bf16", lambda: False)
+    assert GeneratorRunner(wav2lip, device="cpu").precision == "fp32"
 
 
 def test_unknown_precision_and_device_are_refused(wav2lip):
@@ -277,4 +298,4 @@ def test_cuda_without_a_gpu_is_refused(wav2lip):
     with pytest.raises(LipsyncError, match="cuda"):
         GeneratorRunner(wav2lip, device="cuda")
     runner = GeneratorRunner(wav2lip, device="auto")
-    assert runner.device.type == "cpu" and runner.precision == "fp32"
+    assert runner.device.type == "cpu" and runner.precision in ("fp32", "bf16")

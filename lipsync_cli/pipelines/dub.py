@@ -69,13 +69,14 @@ class DubResult:
     model: str
     device: str
     seconds: float
+    precision: str = "fp32"
     stage_seconds: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return {
             "output": self.output, "frames": self.frames, "fps": str(self.fps), "fps_float": float(self.fps),
             "duration": round(self.duration, 4), "frames_without_face": self.frames_without_face,
-            "model": self.model, "device": self.device, "seconds": round(self.seconds, 3),
+            "model": self.model, "device": self.device, "precision": self.precision, "seconds": round(self.seconds, 3),
             "stage_seconds": {k: round(v, 3) for k, v in self.stage_seconds.items()},
         }
 
@@ -262,7 +263,9 @@ def dub(video: str, audio_path: str, output: str, opts: DubOptions, force: bool 
         audio_job = pool.submit(prepare_audio)
         t0 = time.perf_counter()
         net, model_name = load_generator(opts.checkpoint, opts.model)
-        runner = GeneratorRunner(net, opts.device, opts.precision, opts.batch_size, take_ownership=True)
+        # The reference mode reproduces the reference computation, so it stays in fp32 unless told.
+        precision = "fp32" if (opts.paste == "hard" and opts.precision == "auto") else opts.precision
+        runner = GeneratorRunner(net, opts.device, precision, opts.batch_size, take_ownership=True)
         del net
         finder = _BoxFinder(opts, width, height, clock, runner.device.type)
         clock.add("load", t0)
@@ -363,7 +366,7 @@ def dub(video: str, audio_path: str, output: str, opts: DubOptions, force: bool 
 
     return DubResult(
         output=output, frames=written, fps=fps, duration=written / float(fps), frames_without_face=stats["no_face"],
-        model=model_name, device=str(runner.device), seconds=time.perf_counter() - started,
+        model=model_name, device=str(runner.device), precision=runner.precision, seconds=time.perf_counter() - started,
         stage_seconds=clock.seconds,
     )
 

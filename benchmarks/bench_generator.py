@@ -86,8 +86,7 @@ def main():
 
     from bench_dub import machine
 
-    print(f"machine: {machine()}, {torch.get_num_threads()} threads, "
-          f"torch {torch.__version__}, batch {b}, {args.model}\n")
+    print(f"machine: {machine()}; {torch.get_num_threads()} threads, batch {b}, {args.model}\n")
     print("| backend | ms / frame (median) | ms / frame (min) |")
     print("| --- | --- | --- |")
     for name, ts in rows:

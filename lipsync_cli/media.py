@@ -366,29 +366,60 @@ class FrameWriter:
 # Outputs
 
 
+PARTIAL_MARK = ".partial-"
+
+
+class AtomicFile:
+    """An output written under a temporary name beside its final path and renamed over it only
+    by `commit()`; `discard()` removes the temporary file. Creating it checks that the output may
+    be written (refusing an existing one unless `force`), so a job fails before any work is done."""
+
+    def __init__(self, path: str | os.PathLike, force: bool = False):
+        final = Path(path)
+        if final.is_dir():
+            raise InputError(f"{final}: is a folder")
+        if final.exists() and not force:
+            raise InputError(f"{final}: already exists (use --force to overwrite)")
+        folder = final.parent if str(final.parent) else Path(".")
+        if not folder.exists():
+            raise InputError(f"{folder}: output folder does not exist")
+        self.final = final
+        self.tmp = folder / f".{final.stem}{PARTIAL_MARK}{os.getpid()}{final.suffix}"
+        try:  # creating the file is the only reliable test (root ignores permission bits)
+            self.tmp.open("wb").close()
+        except OSError as exc:
+            raise InputError(f"{folder}: cannot write into the output folder ({exc.strerror})") from None
+
+    def commit(self):
+        os.replace(self.tmp, self.final)
+
+    def discard(self):
+        with contextlib.suppress(FileNotFoundError):
+            self.tmp.unlink()
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike, force: bool = False) -> Iterator[str]:
     """Yields a temporary path beside `path`; renames it over `path` only if the block succeeds.
     Any failure (including Ctrl-C) removes the temporary file, so no half-written output remains."""
-    final = Path(path)
-    if final.exists() and not force:
-        raise InputError(f"{final}: already exists (use --force to overwrite)")
-    if final.is_dir():
-        raise InputError(f"{final}: is a folder")
-    folder = final.parent if str(final.parent) else Path(".")
-    if not folder.exists():
-        raise InputError(f"{folder}: output folder does not exist")
-    tmp = folder / f".{final.stem}.partial-{os.getpid()}{final.suffix}"
-    try:  # creating the file is the only reliable test (root ignores permission bits)
-        tmp.open("wb").close()
-    except OSError as exc:
-        raise InputError(f"{folder}: cannot write into the output folder ({exc.strerror})") from None
+    out = AtomicFile(path, force)
     try:
-        yield str(tmp)
-        os.replace(tmp, final)
+        yield str(out.tmp)
+        out.commit()
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+        out.discard()
+
+
+def leftover_partials(path: str | os.PathLike) -> list[Path]:
+    """Temporary files of `path` from other processes: what a killed run left behind. Only the
+    process that owns an output (a batch shard owns its items) should remove them."""
+    import glob
+
+    final = Path(path)
+    folder = final.parent if str(final.parent) else Path(".")
+    pattern = f".{glob.escape(final.stem)}{PARTIAL_MARK}*{glob.escape(final.suffix)}"
+    mine = f".{final.stem}{PARTIAL_MARK}{os.getpid()}{final.suffix}"
+    return sorted(p for p in folder.glob(pattern) if p.name != mine)
 
 
 class FrameSpill:

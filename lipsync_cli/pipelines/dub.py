@@ -15,20 +15,21 @@ start again; decoded frames are replayed from a raw spill file on disk, never he
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import cv2
 import numpy as np
 
 from .. import audio as audio_mod
 from .. import media
-from ..detect import DEFAULT_PADS, BoxSmoother, FaceTracker, make_detector, pad_box
-from ..errors import InputError
+from ..detect import DEFAULT_PADS, BoxSmoother, DetectorUnavailable, FaceTracker, make_detector, pad_box
+from ..errors import InputError, LipsyncError
 from ..models.inference import FACE_SIZE, GeneratorRunner
 from .stages import threaded
 
@@ -135,12 +136,12 @@ class _BoxFinder:
     Smoothing looks ahead, so boxes come out a few frames after their frames went in; frames wait
     in a small deque meanwhile."""
 
-    def __init__(self, opts: DubOptions, width: int, height: int, clock: _Clock, device: str):
+    def __init__(self, opts: DubOptions, width: int, height: int, clock: _Clock, device: str, detectors=None):
         self.opts, self.width, self.height, self.clock = opts, width, height, clock
-        self.detector = None if opts.box else make_detector(
-            opts.detector, device, max_side=opts.detect_max_side, s3fd_weights=opts.s3fd_weights
-        )
-        self.device = device
+        # detectors(max_side) -> a detector; the Dubber shares its own between clips
+        self.detectors = detectors or (lambda max_side: make_detector(opts.detector, device, max_side=max_side,
+                                                                      s3fd_weights=opts.s3fd_weights))
+        self.detector = None if opts.box else self.detectors(opts.detect_max_side)
         self.fallback = None
         self.tracker = FaceTracker(opts.face_index)
         self.smoother = BoxSmoother() if opts.smooth else BoxSmoother(1)
@@ -169,8 +170,7 @@ class _BoxFinder:
         if missed and self.opts.detect_max_side and max(self.width, self.height) > self.opts.detect_max_side:
             # A small face can vanish in the downscaled frame: look again at twice the size.
             if self.fallback is None:
-                self.fallback = make_detector(self.opts.detector, self.device, max_side=2 * self.opts.detect_max_side,
-                                              s3fd_weights=self.opts.s3fd_weights)
+                self.fallback = self.detectors(2 * self.opts.detect_max_side)
             for i, d in zip(missed, self.fallback.detect([frames[sampled[i]] for i in missed])):
                 dets[i] = d
         tracked = self.tracker.update(dets)
@@ -229,70 +229,157 @@ class _Paster:
         return out
 
 
-def dub(video: str, audio_path: str, output: str, opts: DubOptions, force: bool = False,
-        progress: Callable[[int, int], None] | None = None) -> DubResult:
-    """Dub `video` (or a still image) with `audio_path` into `output`. See the module docstring."""
-    from ..checkpoints import load_generator
+@dataclass
+class ClipRequest:
+    """One clip to dub. `overrides` replaces per-clip fields of the Dubber's options (box, pads,
+    face_index, on_no_face, replay, still_fps, smooth, crf); `key` is the caller's tag."""
 
-    _validate(opts)
-    started = time.perf_counter()
-    clock = _Clock()
+    video: str
+    audio: str
+    output: str
+    force: bool = False
+    overrides: dict = field(default_factory=dict)
+    key: object = None
 
-    info = media.probe(video)
-    if info.video is None:
-        raise InputError(f"{video}: no video stream (not a video or image)")
-    still = info.video.is_still
-    if info.video.frame_count == 0:
-        raise InputError(f"{video}: the video has no frames")
-    fps = opts.still_fps if still else info.video.fps
-    still_frame = None
-    if still:  # OpenCV applies a photo's EXIF orientation; ffmpeg decodes anything else
-        use_cv2 = video.lower().endswith(tuple(media.IMAGE_SUFFIXES))
-        still_frame = media.read_image(video) if use_cv2 else next(iter(media.FrameReader(info, chunk=1)))[0]
-    height, width = still_frame.shape[:2] if still else (info.video.height, info.video.width)
 
-    def prepare_audio():
+PER_CLIP_OPTIONS = ("box", "pads", "face_index", "on_no_face", "replay", "still_fps", "smooth", "crf")
+
+
+class _Clip:
+    """A planned clip: probed, its audio turned into mel, its output reserved. Built in the
+    decode thread, so the next clip is planned while the generator works on the current one."""
+
+    def __init__(self, request: ClipRequest, opts: DubOptions):
+        self.request, self.opts = request, opts
+        self.started = time.perf_counter()
+        self.clock = _Clock()
+        self.no_face = 0
+        self.written = 0
+        self.failure: BaseException | None = None
+        self.cancelled = False  # set when the clip failed downstream: stop decoding it
+        self.out: media.AtomicFile | None = None
+        self.writer: media.FrameWriter | None = None
+        video, audio_path = request.video, request.audio
+
+        info = media.probe(video)
+        if info.video is None:
+            raise InputError(f"{video}: no video stream (not a video or image)")
+        if info.video.frame_count == 0:
+            raise InputError(f"{video}: the video has no frames")
+        self.info = info
+        self.still = info.video.is_still
+        self.fps = opts.still_fps if self.still else info.video.fps
+        self.still_frame = None
+        if self.still:  # OpenCV applies a photo's EXIF orientation; ffmpeg decodes anything else
+            use_cv2 = video.lower().endswith(tuple(media.IMAGE_SUFFIXES))
+            self.still_frame = media.read_image(video) if use_cv2 else next(iter(media.FrameReader(info, chunk=1)))[0]
+            self.height, self.width = self.still_frame.shape[:2]
+        else:
+            self.height, self.width = info.video.height, info.video.width
         t0 = time.perf_counter()
         sound = audio_mod.load_audio(audio_path)
-        mel = audio_mod.melspectrogram(sound.samples)
-        clock.add("audio", t0)
-        return sound, mel
+        self.mel = audio_mod.melspectrogram(sound.samples)
+        self.clock.add("audio", t0)
+        self.n_out = audio_mod.output_frame_count(sound.duration, self.fps)
+        self.out = media.AtomicFile(request.output, force=request.force)
 
-    # The audio front end and the model load overlap: each spends about a second at start-up.
-    with ThreadPoolExecutor(1, thread_name_prefix="audio") as pool:
-        audio_job = pool.submit(prepare_audio)
+    def result(self, model: str, device: str, precision: str) -> DubResult:
+        return DubResult(
+            output=self.request.output, frames=self.written, fps=self.fps, duration=self.written / float(self.fps),
+            frames_without_face=self.no_face, model=model, device=device, precision=precision,
+            seconds=time.perf_counter() - self.started, stage_seconds=self.clock.seconds,
+        )
+
+    def close_quietly(self):
+        if self.writer is not None:
+            self.writer.abort()
+            self.writer = None
+        if self.out is not None:
+            self.out.discard()
+
+
+# Events flowing from the decode thread through the generator to the writer thread.
+_START, _ITEM, _END, _FAIL = "start", "item", "end", "fail"
+
+
+class Dubber:
+    """The dubbing engine: the generator and the face detectors load once, then clips stream
+    through it. Decoding and detection run in one thread, the generator in the calling thread,
+    pasting and encoding in another; clip boundaries do not stop the stream, so the next clip is
+    decoded while the last one's tail is generated and encoded.
+
+    A clip that fails (bad input, no face with on_no_face=error, an encoder error) is reported to
+    `on_result` and leaves no output; the others go on. Ctrl-C and failures of the engine itself
+    propagate, after every temporary output has been removed."""
+
+    def __init__(self, opts: DubOptions):
+        from ..checkpoints import load_generator
+
+        _validate(opts)
+        self.opts = opts
         t0 = time.perf_counter()
-        net, model_name = load_generator(opts.checkpoint, opts.model)
+        net, self.model_name = load_generator(opts.checkpoint, opts.model)
         # The reference mode reproduces the reference computation, so it stays in fp32 unless told.
         precision = "fp32" if (opts.paste == "hard" and opts.precision == "auto") else opts.precision
-        runner = GeneratorRunner(net, opts.device, precision, opts.batch_size, take_ownership=True)
+        self.runner = GeneratorRunner(net, opts.device, precision, opts.batch_size, take_ownership=True)
         del net
-        finder = _BoxFinder(opts, width, height, clock, runner.device.type)
-        clock.add("load", t0)
-        sound, mel = audio_job.result()
-    n_out = audio_mod.output_frame_count(sound.duration, fps)
-    paster = _Paster(opts.paste)
-    batch = runner.batch_size
+        self.load_seconds = time.perf_counter() - t0
+        self.paster = _Paster(opts.paste)
+        self._detectors: dict[int, object] = {}
+        self._open: set[_Clip] = set()  # clips holding a temporary output, removed on an interruption
+        self._open_lock = threading.Lock()
 
-    n_src_est = 1 if still else info.video.frame_count
-    need_replay = not still and n_out > n_src_est
-    stats = {"no_face": 0}
+    def detector(self, max_side: int):
+        """Detectors are built once per size and shared by every clip (only the decode thread uses them)."""
+        if max_side not in self._detectors:
+            self._detectors[max_side] = make_detector(self.opts.detector, self.runner.device.type, max_side=max_side,
+                                                      s3fd_weights=self.opts.s3fd_weights)
+        return self._detectors[max_side]
 
-    def source_items() -> Iterator[_Item]:
-        """Output frames in order with their boxes; runs in its own thread."""
-        if still:
-            placed = finder.push(still_frame[None]) + finder.flush()
+    # -- the decode + detect thread ---------------------------------------------------------
+
+    def _events(self, requests: Iterable[ClipRequest]):
+        for request in requests:
+            # A clip's own failure (bad file, unreadable audio, a detector error) is that clip's
+            # alone: it is reported and the stream goes on with the next one.
+            try:
+                unknown = set(request.overrides) - set(PER_CLIP_OPTIONS)
+                if unknown:
+                    raise InputError(f"options that cannot change per clip: {', '.join(sorted(unknown))}")
+                clip_opts = replace(self.opts, **{k: v for k, v in request.overrides.items() if v is not None})
+                _validate(clip_opts)
+                clip = _Clip(request, clip_opts)
+            except Exception as exc:
+                yield (_FAIL, request, _as_clip_error(exc))
+                continue
+            with self._open_lock:
+                self._open.add(clip)
+            yield (_START, clip, None)
+            try:
+                for item in self._clip_items(clip):
+                    yield (_ITEM, clip, item)
+                    if clip.cancelled:
+                        break
+            except Exception as exc:
+                clip.failure = clip.failure or _as_clip_error(exc)
+            yield (_END, clip, None)
+
+    def _clip_items(self, clip: _Clip) -> Iterator[_Item]:
+        """Output frames of one clip in order with their face boxes."""
+        opts, n_out = clip.opts, clip.n_out
+        finder = _BoxFinder(opts, clip.width, clip.height, clip.clock, self.runner.device.type, detectors=self.detector)
+        if clip.still:
+            placed = finder.push(clip.still_frame[None]) + finder.flush()
             frame, box = placed[0]
             for j in range(n_out):
                 yield _Item(j, frame, box)
             return
-
-        spill = media.FrameSpill(width, height) if need_replay else None
+        spill = media.FrameSpill(clip.width, clip.height) if n_out > clip.info.video.frame_count else None
         boxes: list = []  # per source frame; tiny, kept for the replay passes
         j = 0
         try:
-            reader = media.FrameReader(info, chunk=batch)
-            for chunk in _timed(reader, clock, "decode"):
+            reader = media.FrameReader(clip.info, chunk=self.runner.batch_size)
+            for chunk in _timed(reader, clip.clock, "decode"):
                 if spill is not None:
                     spill.append(chunk)
                 for frame, box in finder.push(chunk):
@@ -300,8 +387,10 @@ def dub(video: str, audio_path: str, output: str, opts: DubOptions, force: bool 
                     if j < n_out:
                         yield _Item(j, frame, box)
                     j += 1
-                if j >= n_out and spill is None:
+                if (j >= n_out and spill is None) or clip.cancelled:
                     break
+            if clip.cancelled:
+                return
             for frame, box in finder.flush():
                 boxes.append(box)
                 if j < n_out:
@@ -309,7 +398,7 @@ def dub(video: str, audio_path: str, output: str, opts: DubOptions, force: bool 
                 j += 1
             n_src = len(boxes)
             if n_src == 0:
-                raise InputError(f"{video}: no frame could be decoded")
+                raise InputError(f"{clip.request.video}: no frame could be decoded")
             while j < n_out:
                 if spill is not None:  # replay from the spill file
                     s = source_index(j, n_src, opts.replay)
@@ -321,54 +410,164 @@ def dub(video: str, audio_path: str, output: str, opts: DubOptions, force: bool 
             if spill is not None:
                 spill.close()
 
-    def generated() -> Iterator[tuple[list[_Item], np.ndarray | None]]:
-        """Groups of items with their generated faces; the generator runs here (main thread)."""
+    # -- the generator (calling thread) -------------------------------------------------------
+
+    def _generated(self, requests: Iterable[ClipRequest]):
+        """The event stream with items grouped into generator batches and their faces attached."""
+        batch = self.runner.batch_size
         pending: list[_Item] = []
 
-        def run(items: list[_Item]):
+        def run(clip: _Clip, items: list[_Item]):
             with_face = [it for it in items if it.box is not None]
             if not with_face:
                 return items, None
             t = time.perf_counter()
             crops = np.stack([cv2.resize(it.frame[y1:y2, x1:x2], (FACE_SIZE, FACE_SIZE))
                               for it in with_face for (y1, y2, x1, x2) in [it.box]])
-            windows = audio_mod.mel_windows(mel, fps, [it.index for it in with_face])
-            clock.add("prepare", t)
+            windows = audio_mod.mel_windows(clip.mel, clip.fps, [it.index for it in with_face])
+            clip.clock.add("prepare", t)
             t = time.perf_counter()
-            faces = runner(windows, crops, round_output=opts.paste != "hard")
-            clock.add("generator", t)
+            faces = self.runner(windows, crops, round_output=self.opts.paste != "hard")
+            clip.clock.add("generator", t)
             return items, faces
 
-        for item in threaded(source_items, maxsize=2 * batch, name="decode+detect"):
-            if item.box is None:
-                stats["no_face"] += 1
-                if opts.on_no_face == "error":
-                    raise InputError(f"{video}: no face found in frame {item.index} (t={item.index / float(fps):.2f}s)")
-            pending.append(item)
-            if len(pending) >= batch:
-                yield run(pending)
+        for kind, clip, item in threaded(lambda: self._events(requests), maxsize=2 * batch, name="decode+detect"):
+            if kind == _ITEM:
+                if clip.cancelled:
+                    continue
+                if item.box is None:
+                    clip.no_face += 1
+                    if clip.opts.on_no_face == "error":
+                        clip.failure = InputError(f"{clip.request.video}: no face found in frame {item.index} "
+                                                  f"(t={item.index / float(clip.fps):.2f}s)")
+                        clip.cancelled = True
+                        pending = []
+                        continue
+                pending.append(item)
+                if len(pending) >= batch:
+                    yield ("group", clip, run(clip, pending))
+                    pending = []
+                continue
+            if kind == _END and pending and not clip.cancelled:
+                yield ("group", clip, run(clip, pending))
+            if kind == _END:
                 pending = []
-        if pending:
-            yield run(pending)
+            yield (kind, clip, item)
 
-    with media.atomic_output(output, force=force) as tmp:
-        writer = media.FrameWriter(tmp, width, height, fps, audio_path, crf=opts.crf, preset=opts.preset)
+    # -- paste + encode (writer thread) -----------------------------------------------------
+
+    def run(self, requests: Iterable[ClipRequest],
+            on_result: Callable[[ClipRequest, DubResult | None, BaseException | None], None],
+            progress: Callable[[ClipRequest, int, int], None] | None = None,
+            before_commit: Callable[[ClipRequest, str], None] | None = None) -> None:
+        """Dub every request in order. `on_result(request, result, error)` is called once per
+        request, from one thread, after its output was committed (or discarded). `before_commit
+        (request, temporary_path)` runs just before the rename (a job log records the checksum)."""
+        q: queue.Queue = queue.Queue(maxsize=2)
+        fatal: list[BaseException] = []
+
+        def finish(clip: _Clip):
+            if clip.failure is None:
+                try:
+                    t = time.perf_counter()
+                    clip.writer.close()
+                    clip.writer = None
+                    clip.clock.add("encode-finish", t)
+                    if before_commit:
+                        before_commit(clip.request, str(clip.out.tmp))
+                    clip.out.commit()
+                except LipsyncError as exc:
+                    clip.failure = exc
+            clip.close_quietly()
+            with self._open_lock:
+                self._open.discard(clip)
+            if clip.failure is not None:
+                on_result(clip.request, None, clip.failure)
+            else:
+                on_result(clip.request, clip.result(self.model_name, str(self.runner.device), self.runner.precision), None)
+
+        def work():
+            while True:
+                event = q.get()
+                if event is None:
+                    return
+                if fatal:  # keep draining so the producer never blocks on a dead consumer
+                    continue
+                kind, clip, payload = event
+                try:
+                    if kind == _FAIL:
+                        on_result(clip, None, payload)
+                    elif kind == _START:
+                        clip.writer = media.FrameWriter(str(clip.out.tmp), clip.width, clip.height, clip.fps,
+                                                        clip.request.audio, crf=clip.opts.crf, preset=clip.opts.preset)
+                    elif kind == "group":
+                        if clip.failure is not None:
+                            continue
+                        items, faces = payload
+                        t = time.perf_counter()
+                        k = 0
+                        for it in items:
+                            if it.box is not None and faces is not None:
+                                frame = self.paster(it.frame, it.box, faces[k])
+                                k += 1
+                            else:
+                                frame = it.frame
+                            clip.writer.write(frame)
+                        clip.written += len(items)
+                        clip.clock.add("paste+encode", t)
+                        if progress:
+                            progress(clip.request, clip.written, clip.n_out)
+                    elif kind == _END:
+                        finish(clip)
+                except LipsyncError as exc:  # this clip's encoder failed: the clip fails alone
+                    clip.failure = clip.failure or exc
+                    clip.cancelled = True
+                except BaseException as exc:
+                    fatal.append(exc)
+
+        thread = threading.Thread(target=work, name="paste+encode", daemon=True)
+        thread.start()
         try:
-            written = 0
-            for written in _write_behind(generated(), writer, paster, clock, progress, n_out):
-                pass
-            t = time.perf_counter()
-            writer.close()
-            clock.add("encode-finish", t)
-        except BaseException:
-            writer.abort()
-            raise
+            for event in self._generated(requests):
+                if fatal:
+                    break
+                q.put(event)
+        finally:
+            q.put(None)
+            thread.join()
+            with self._open_lock:
+                leftovers, self._open = list(self._open), set()
+            for clip in leftovers:  # interrupted mid-clip: nothing half-written stays
+                clip.close_quietly()
+        if fatal:
+            raise fatal[0]
 
-    return DubResult(
-        output=output, frames=written, fps=fps, duration=written / float(fps), frames_without_face=stats["no_face"],
-        model=model_name, device=str(runner.device), precision=runner.precision, seconds=time.perf_counter() - started,
-        stage_seconds=clock.seconds,
-    )
+
+def _as_clip_error(exc: Exception) -> LipsyncError | DetectorUnavailable:
+    """A clip's failure as a one-line error (unexpected ones keep their type in the message)."""
+    if isinstance(exc, (LipsyncError, DetectorUnavailable)):
+        return exc
+    error = LipsyncError(f"{type(exc).__name__}: {exc}")
+    error.__cause__ = exc
+    return error
+
+
+def dub(video: str, audio_path: str, output: str, opts: DubOptions, force: bool = False,
+        progress: Callable[[int, int], None] | None = None) -> DubResult:
+    """Dub `video` (or a still image) with `audio_path` into `output`. See the module docstring."""
+    _validate(opts)
+    started = time.perf_counter()
+    outcome: list = []
+    dubber = Dubber(opts)
+    request = ClipRequest(video, audio_path, output, force=force)
+    dubber.run([request], lambda req, result, error: outcome.append((result, error)),
+               progress=(lambda req, done, total: progress(done, total)) if progress else None)
+    result, error = outcome[0]
+    if error is not None:
+        raise error
+    result.seconds = time.perf_counter() - started
+    result.stage_seconds["load"] = dubber.load_seconds
+    return result
 
 
 def _timed(iterable, clock: _Clock, stage: str):
@@ -386,54 +585,3 @@ def _timed(iterable, clock: _Clock, stage: str):
         close = getattr(it, "close", None)
         if close:
             close()
-
-
-def _write_behind(groups, writer: media.FrameWriter, paster: _Paster, clock: _Clock, progress, total: int):
-    """Paste and encode in a thread while the generator works on the next batch; yields the
-    running count of frames written."""
-    import queue
-    import threading
-
-    q: queue.Queue = queue.Queue(maxsize=2)
-    errors: list[BaseException] = []
-    done_count = [0]
-
-    def work():
-        while True:
-            group = q.get()
-            if group is None:
-                return
-            if errors:  # keep draining so the producer never blocks on a dead consumer
-                continue
-            try:
-                items, faces = group
-                t = time.perf_counter()
-                k = 0
-                for it in items:
-                    if it.box is not None and faces is not None:
-                        frame = paster(it.frame, it.box, faces[k])
-                        k += 1
-                    else:
-                        frame = it.frame
-                    writer.write(frame)
-                done_count[0] += len(items)
-                clock.add("paste+encode", t)
-                if progress:
-                    progress(done_count[0], total)
-            except BaseException as exc:
-                errors.append(exc)
-
-    thread = threading.Thread(target=work, name="paste+encode", daemon=True)
-    thread.start()
-    try:
-        for group in groups:
-            if errors:
-                break
-            q.put(group)
-            yield done_count[0]
-    finally:
-        q.put(None)
-        thread.join()
-    if errors:
-        raise errors[0]
-    yield done_count[0]

@@ -8,7 +8,7 @@ import sys
 import traceback
 from fractions import Fraction
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 import typer
 from rich.console import Console
@@ -86,13 +86,12 @@ def _progress(quiet: bool, label: str):
 
 
 def _parse_fps(text: str) -> Fraction:
+    from .media import parse_frame_rate
+
     try:
-        value = Fraction(text)
-    except (ValueError, ZeroDivisionError):
-        raise typer.BadParameter(f"{text!r} is not a frame rate (e.g. 25, 29.97 or 30000/1001)")
-    if value <= 0:
-        raise typer.BadParameter("the frame rate must be positive")
-    return value.limit_denominator(1001)
+        return parse_frame_rate(text)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
 
 
 @app.command()
@@ -151,6 +150,144 @@ def dub(
             f"wrote {result.output}: {result.frames} frames at {float(result.fps):.3f} fps "
             f"({result.duration:.2f} s), {result.model} on {result.device} ({result.precision}), {result.seconds:.1f} s{note}"
         )
+
+
+@app.command()
+def batch(
+    inputs: Optional[List[Path]] = typer.Argument(None, help="Folders of videos or images, single files, or CSV / JSON / JSON-lines manifests (columns: video, audio, output, box, pads, face_index, loop, fps, crf, on_no_face, smooth)."),
+    output_dir: Optional[Path] = typer.Option(None, "-o", "--output-dir", help="Folder for the dubbed clips (created if missing); each is named after its video."),
+    audio: Optional[Path] = typer.Option(None, "--audio", "-a", help="One audio file for every video, or a folder of audio files paired with the videos by file name."),
+    job: Optional[Path] = typer.Option(None, "--job", help="Job folder with the resumable log [default: OUTPUT_DIR/.lipsync-job]."),
+    shard: Optional[str] = typer.Option(None, "--shard", help="Process only shard K of N (K/N, from 0) [default: from torchrun's RANK/WORLD_SIZE or a SLURM array, else all]."),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="Retry items that failed in an earlier run."),
+    report_dir: Optional[Path] = typer.Option(None, "--report", help="Print the merged report of a job (all shards) and exit: a job folder or a batch output folder."),
+    checkpoint: Optional[str] = typer.Option(None, "--checkpoint", "-c", help="Generator checkpoint: a path, or a name from `lipsync weights list` [default: wav2lip_gan]."),
+    model: Optional[str] = typer.Option(None, help="Override the architecture read from the checkpoint."),
+    detector: str = typer.Option("retinaface", help="Face detector: retinaface or s3fd."),
+    box: Optional[Tuple[int, int, int, int]] = typer.Option(None, "--box", help="Fixed face box Y1 Y2 X1 X2 for every clip (a manifest row can set its own).", show_default=False),
+    pads: Tuple[int, int, int, int] = typer.Option((0, 10, 0, 0), "--pads", help="Padding of the detected box: TOP BOTTOM LEFT RIGHT pixels."),
+    face_index: Optional[int] = typer.Option(None, help="Which face when there are several, left to right from 0 [default: the largest]."),
+    on_no_face: str = typer.Option("skip", help="Frames without a face: skip (left unchanged) or error (the clip fails)."),
+    paste: str = typer.Option("feather", help="feather or hard (see `lipsync dub --help`)."),
+    loop: bool = typer.Option(False, "--loop", help="Repeat a video shorter than its audio from the start [default: back and forth]."),
+    fps: str = typer.Option("25", help="Frame rate of the output for a still image."),
+    detect_size: int = typer.Option(320, help="Detect faces on frames downscaled to this longer side."),
+    detect_every: int = typer.Option(2, help="Detect faces on every N-th frame."),
+    s3fd_weights: Optional[Path] = typer.Option(None, help="Local S3FD weights file for --detector s3fd."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda (under torchrun, auto is this process's GPU)."),
+    precision: str = typer.Option("auto", help="auto, fp32, fp16 (CUDA) or bf16."),
+    batch_size: Optional[int] = typer.Option(None, help="Frames per generator batch."),
+    crf: int = typer.Option(18, help="H.264 quality (lower is better, 0-51)."),
+    force: bool = typer.Option(False, "--force", "-f", help="Overwrite outputs that exist but were not made by this job."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON object on stdout."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+):
+    """Dub many clips: pairing, a resumable job log, a per-clip report, sharding.
+
+    Rerun the same command after an interruption: finished clips are kept, the rest are done."""
+    code = _report_errors(_batch)(**locals())
+    raise typer.Exit(code)
+
+
+def _batch(inputs, output_dir, audio, job, shard, retry_failed, report_dir, checkpoint, model, detector, box, pads,
+           face_index, on_no_face, paste, loop, fps, detect_size, detect_every, s3fd_weights, device, precision,
+           batch_size, crf, force, quiet, as_json, debug) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from .errors import InputError
+    from .pipelines import batch as batch_mod
+    from .pipelines.dub import DubOptions
+    from .weights import resolve_checkpoint
+
+    if report_dir is not None:
+        rows = batch_mod.report(batch_mod.find_job_dir(report_dir))
+        _print_report(rows, as_json)
+        return 0
+    if not inputs:
+        raise InputError("no inputs: give folders, files or a manifest (see `lipsync batch --help`)")
+    if output_dir is None:
+        raise InputError("give the output folder with -o DIR")
+    if output_dir.exists() and not output_dir.is_dir():
+        raise InputError(f"{output_dir}: not a folder")
+    items = batch_mod.collect_items(inputs, output_dir, str(audio) if audio else None)
+    the_shard = batch_mod.parse_shard(shard) if shard else (batch_mod.shard_from_environment() or batch_mod.Shard(0, 1))
+    opts = DubOptions(
+        checkpoint=resolve_checkpoint(checkpoint), model=model, detector=detector, box=tuple(box) if box else None,
+        pads=tuple(pads), face_index=face_index, detect_max_side=detect_size, detect_every=detect_every,
+        s3fd_weights=str(s3fd_weights) if s3fd_weights else None, on_no_face=on_no_face, paste=paste,
+        replay="loop" if loop else "pingpong", still_fps=_parse_fps(fps),
+        device=batch_mod.device_for_shard(device), precision=precision, batch_size=batch_size, crf=crf,
+    )
+    output_dir.mkdir(parents=True, exist_ok=True)
+    job_dir = job or output_dir / batch_mod.JOB_FOLDER
+
+    progress = None if (quiet or as_json) else Progress(
+        TextColumn("[bold]batch"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[last]}"),
+        TimeElapsedColumn(), console=err)
+    task = None
+
+    def on_start(n: int):
+        nonlocal task
+        if progress is not None and n:
+            progress.start()
+            task = progress.add_task("batch", total=n, last="")
+
+    def on_outcome(o):
+        if progress is not None and task is not None and o.state != "skipped" and not o.reason.startswith("failed earlier"):
+            progress.update(task, advance=1, last=f"{o.item.id}: {o.state}")
+
+    try:
+        summary = batch_mod.run_batch(items, opts, job_dir, the_shard, retry_failed=retry_failed, force=force,
+                                      on_outcome=on_outcome, on_start=on_start)
+    except KeyboardInterrupt:
+        if progress is not None:
+            progress.stop()
+        err.print("interrupted: finished clips are kept; run the same command again to go on", markup=False)
+        return 130
+    finally:
+        if progress is not None and progress.live.is_started:
+            progress.stop()
+    if as_json:
+        print(json.dumps(summary.as_dict()))
+    elif not quiet:
+        _print_summary(summary)
+    return 1 if summary.failed else 0
+
+
+def _print_summary(summary) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"batch (shard {summary.shard}, job {summary.job_dir})")
+    for col in ("done", "failed", "skipped"):
+        table.add_column(col, justify="right")
+    table.add_row(str(summary.count("done")), str(summary.count("failed")), str(summary.count("skipped")))
+    err.print(table)
+    if summary.failed:
+        failures = Table(title="failed")
+        failures.add_column("item")
+        failures.add_column("why")
+        for o in summary.failed:
+            failures.add_row(o.item.id, o.reason)
+        err.print(failures)
+
+
+def _print_report(rows: list[dict], as_json: bool) -> None:
+    from collections import Counter
+
+    from rich.table import Table
+
+    if as_json:
+        print(json.dumps({"items": rows, "counts": dict(Counter(r["state"] for r in rows))}))
+        return
+    table = Table(title="batch report (all shards)")
+    for col in ("item", "state", "shard", "seconds", "reason"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["item"], r["state"], r.get("shard", ""), str(r.get("seconds", "")), r.get("reason", ""))
+    out.print(table)
+    counts = Counter(r["state"] for r in rows)
+    out.print(", ".join(f"{n} {state}" for state, n in sorted(counts.items())))
 
 
 @weights_app.command("list")

@@ -157,6 +157,20 @@ def _snap_rate(estimate: Fraction) -> Fraction:
     return nearest if abs(estimate - nearest) / nearest < Fraction(2, 1000) else estimate
 
 
+def parse_frame_rate(text: str) -> Fraction:
+    """A frame rate typed by a user: 25, 30000/1001, or a rounded decimal such as 29.97 or 23.976,
+    which means the NTSC rate it rounds (30000/1001), not 2997/100. Raises ValueError."""
+    try:
+        value = Fraction(str(text).strip())
+    except (ValueError, ZeroDivisionError):
+        raise ValueError(f"{text!r} is not a frame rate (e.g. 25, 29.97 or 30000/1001)") from None
+    if value <= 0:
+        raise ValueError("the frame rate must be positive")
+    if "." in str(text):
+        value = _snap_rate(value)
+    return value.limit_denominator(1001)
+
+
 def _parse_video(header: str, listing: str) -> VideoInfo | None:
     line = _stream_line(header, "Video")
     if line is None:

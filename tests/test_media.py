@@ -384,3 +384,17 @@ def test_frame_spill_reads_back_any_frame_exactly():
         np.testing.assert_array_equal(spill.read(36), frames[36])
     finally:
         spill.close()
+
+
+def test_user_frame_rates_mean_the_standard_rate():
+    from fractions import Fraction
+
+    from lipsync_cli.media import parse_frame_rate
+
+    assert parse_frame_rate("29.97") == Fraction(30000, 1001)
+    assert parse_frame_rate("23.976") == Fraction(24000, 1001)
+    assert parse_frame_rate("30000/1001") == Fraction(30000, 1001)
+    assert parse_frame_rate("25") == 25 and parse_frame_rate("12.5") == Fraction(25, 2)
+    for bad in ("fast", "0", "-25", "1/0"):
+        with pytest.raises(ValueError):
+            parse_frame_rate(bad)

@@ -176,8 +176,8 @@ def main():
     ap.add_argument("what", choices=["compare", "detect", "memory"])
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("extra", nargs="*", help="extra arguments for `lipsync dub` (after --)")
-    args = ap.parse_args()
+    args, rest = ap.parse_known_args()
+    args.extra = rest[1:] if rest[:1] == ["--"] else rest  # extra arguments for `lipsync dub`, after --
     with tempfile.TemporaryDirectory() as tmp:
         {"compare": cmd_compare, "detect": cmd_detect, "memory": cmd_memory}[args.what](args, Path(tmp))
 

@@ -267,8 +267,8 @@ class FrameReader:
         return [ffmpeg_binary(), "-hide_banner", "-nostdin", "-v", "error", *args]
 
     def __iter__(self) -> Iterator[np.ndarray]:
-        self._proc = subprocess.Popen(self._command(), stdout=subprocess.PIPE, stderr=self._stderr, bufsize=0,
-                                      preexec_fn=_lower_priority)
+        self._proc = subprocess.Popen(self._command(), stdout=subprocess.PIPE, stderr=self._stderr, bufsize=0)
+        _lower_priority(self._proc.pid)
         shape = (self.chunk, self.video.height, self.video.width, 3)
         self.frames_read = 0
         try:
@@ -299,13 +299,18 @@ class FrameReader:
             self._proc = None
 
 
-def _lower_priority():
-    """Run ffmpeg at a lower CPU priority than the generator. On a small CPU the generator's
-    threads wait for each other at every layer, so a core taken by the encoder at the wrong moment
-    stalls both; niced, ffmpeg fills the gaps instead and the pipelined run gets faster."""
+def _lower_priority(pid: int):
+    """Run an ffmpeg process at a lower CPU priority than the generator. On a small CPU the
+    generator's threads wait for each other at every layer, so a core taken by the encoder at the
+    wrong moment stalls both; niced, ffmpeg fills the gaps instead and the pipelined run gets faster.
+
+    Set after the start rather than in a preexec_fn: a preexec_fn makes Python fork() instead of
+    posix_spawn, and fork runs OpenBLAS's atfork handlers, which restart its thread pool under any
+    other thread that is inside a numpy matrix product at that moment: that thread then spins
+    forever (seen: a batch hung in the next clip's mel spectrogram while an encoder started)."""
     if os.environ.get("LIPSYNC_FFMPEG_NICE", "1") != "0":
         with contextlib.suppress(OSError):
-            os.nice(int(os.environ.get("LIPSYNC_FFMPEG_NICE_LEVEL", "10")))
+            os.setpriority(os.PRIO_PROCESS, pid, int(os.environ.get("LIPSYNC_FFMPEG_NICE_LEVEL", "10")))
 
 
 def _read_into(pipe, view: memoryview) -> int:
@@ -329,7 +334,8 @@ class FrameWriter:
     column (yuv420p needs even dimensions)."""
 
     def __init__(self, path: str, width: int, height: int, fps: Fraction, audio_path: str | None,
-                 crf: int = 18, preset: str = "veryfast", audio_bitrate: str = "192k"):
+                 crf: int = 18, preset: str = "veryfast", audio_bitrate: str = "192k",
+                 extra_output_args: dict | None = None):
         video_in = ffmpeg.input("pipe:0", format="rawvideo", pix_fmt="bgr24", s=f"{width}x{height}", r=str(fps))
         v = video_in.video
         if width % 2 or height % 2:
@@ -341,12 +347,14 @@ class FrameWriter:
             out_kwargs.update(acodec="aac", audio_bitrate=audio_bitrate)
         if path.lower().endswith((".mp4", ".mov", ".m4v")):
             out_kwargs["movflags"] = "+faststart"
+        out_kwargs.update(extra_output_args or {})
         args = ffmpeg.output(*streams, path, **out_kwargs).global_args("-y").get_args()
         self._stderr = tempfile.TemporaryFile()
         self._proc = subprocess.Popen(
             [ffmpeg_binary(), "-hide_banner", "-nostdin", "-v", "error", *args],
-            stdin=subprocess.PIPE, stderr=self._stderr, preexec_fn=_lower_priority,
+            stdin=subprocess.PIPE, stderr=self._stderr,
         )
+        _lower_priority(self._proc.pid)
         self.frames_written = 0
 
     def write(self, frame: np.ndarray):

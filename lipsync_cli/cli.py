@@ -16,7 +16,7 @@ from rich.console import Console
 from .errors import LipsyncError
 
 # PyTorch's OpenMP threads spin after each parallel region by default, burning the cores that the
-# decoder and encoder processes need; sleeping instead made `dub` about 9% faster end to end on a
+# decoder and encoder processes need; sleeping instead made `dub` 15-20% faster end to end on a
 # 2-core CPU (benchmarks/README.md). Set before torch is imported; the user's own setting wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 

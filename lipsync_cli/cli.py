@@ -8,7 +8,7 @@ import sys
 import traceback
 from fractions import Fraction
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import Annotated, List, Optional, Tuple
 
 import typer
 from rich.console import Console
@@ -94,48 +94,81 @@ def _parse_fps(text: str) -> Fraction:
         raise typer.BadParameter(str(exc)) from None
 
 
-@app.command()
-@_report_errors
-def dub(
-    video: Path = typer.Argument(..., help="Talking-head video, or a still image of a face."),
-    audio: Path = typer.Argument(..., help="Speech: any audio ffmpeg reads (wav, mp3, m4a, or a video's audio track)."),
-    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output video [default: VIDEO_STEM_dubbed.mp4 in the current folder]."),
-    checkpoint: Optional[str] = typer.Option(None, "--checkpoint", "-c", help="Generator checkpoint: a path, or a name from `lipsync weights list` [default: wav2lip_gan]."),
-    model: Optional[str] = typer.Option(None, help="Override the architecture read from the checkpoint: wav2lip, attnwav2lip, attnwav2lip-spatial, attnwav2lip-channel."),
-    detector: str = typer.Option("retinaface", help="Face detector: retinaface (built in, offline) or s3fd (face-alignment; needs its weights)."),
-    box: Optional[Tuple[int, int, int, int]] = typer.Option(None, "--box", help="Fixed face box Y1 Y2 X1 X2 in pixels: skips detection.", show_default=False),
-    pads: Tuple[int, int, int, int] = typer.Option((0, 10, 0, 0), "--pads", help="Padding of the detected box: TOP BOTTOM LEFT RIGHT pixels."),
-    face_index: Optional[int] = typer.Option(None, help="Which face when there are several, counted left to right from 0 [default: the largest]."),
-    on_no_face: str = typer.Option("skip", help="Frames without a face: skip (left unchanged, counted) or error (abort)."),
-    paste: str = typer.Option("feather", help="feather: blend the lower face softly into the frame; hard: paste the whole box back exactly like the reference Wav2Lip inference."),
-    loop: bool = typer.Option(False, "--loop", help="When the audio is longer than the video, repeat the video from the start [default: play it back and forth]."),
-    fps: str = typer.Option("25", help="Frame rate of the output for a still image."),
-    no_smooth: bool = typer.Option(False, "--no-smooth", help="Do not smooth face boxes over time."),
-    detect_size: int = typer.Option(320, help="Detect faces on frames downscaled to this longer side (pixels); frames where no face is found are searched again at twice the size."),
-    detect_every: int = typer.Option(2, help="Detect faces on every N-th frame; boxes in between are interpolated."),
-    s3fd_weights: Optional[Path] = typer.Option(None, help="Local S3FD weights file (s3fd-619a316812.pth) for --detector s3fd."),
-    device: str = typer.Option("auto", help="auto, cpu or cuda."),
-    precision: str = typer.Option("auto", help="auto (fp16 on CUDA; bf16 on a CPU with AMX, else fp32; fp32 with --paste hard), fp32, fp16 (CUDA) or bf16."),
-    batch_size: Optional[int] = typer.Option(None, help="Frames per generator batch [default: 16 on CPU, 128 on CUDA, halved on out-of-memory]."),
-    crf: int = typer.Option(18, help="H.264 quality (lower is better, 0-51)."),
-    force: bool = typer.Option(False, "--force", "-f", help="Overwrite OUTPUT if it exists."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
-    as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object on stdout."),
-    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
-):
-    """Re-sync the mouth in VIDEO (or a still image) to AUDIO."""
-    from .pipelines.dub import DubOptions, dub as run_dub
+# Options that `dub` and `batch` share, declared once.
+CheckpointOpt = Annotated[Optional[str], typer.Option("--checkpoint", "-c", help="Generator checkpoint: a path, or a name from `lipsync weights list` [default: wav2lip_gan].")]
+ModelOpt = Annotated[Optional[str], typer.Option(help="Override the architecture read from the checkpoint: wav2lip, attnwav2lip, attnwav2lip-spatial, attnwav2lip-channel.")]
+DetectorOpt = Annotated[str, typer.Option(help="Face detector: retinaface (built in, offline) or s3fd (face-alignment; needs its weights).")]
+BoxOpt = Annotated[Optional[Tuple[int, int, int, int]], typer.Option("--box", help="Fixed face box Y1 Y2 X1 X2 in pixels: skips detection.", show_default=False)]
+PadsOpt = Annotated[Tuple[int, int, int, int], typer.Option("--pads", help="Padding of the detected box: TOP BOTTOM LEFT RIGHT pixels.")]
+FaceIndexOpt = Annotated[Optional[int], typer.Option(help="Which face when there are several, counted left to right from 0 [default: the largest].")]
+OnNoFaceOpt = Annotated[str, typer.Option(help="Frames without a face: skip (left unchanged, counted) or error (the clip fails).")]
+PasteOpt = Annotated[str, typer.Option(help="feather: blend the lower face softly into the frame; hard: paste the whole box back exactly like the reference Wav2Lip inference.")]
+LoopOpt = Annotated[bool, typer.Option("--loop", help="When the audio is longer than the video, repeat the video from the start [default: play it back and forth].")]
+FpsOpt = Annotated[str, typer.Option(help="Frame rate of the output for a still image.")]
+NoSmoothOpt = Annotated[bool, typer.Option("--no-smooth", help="Do not smooth face boxes over time.")]
+DetectSizeOpt = Annotated[int, typer.Option(help="Detect faces on frames downscaled to this longer side (pixels); frames where no face is found are searched again at twice the size.")]
+DetectEveryOpt = Annotated[int, typer.Option(help="Detect faces on every N-th frame; boxes in between are interpolated.")]
+S3fdWeightsOpt = Annotated[Optional[Path], typer.Option(help="Local S3FD weights file (s3fd-619a316812.pth) for --detector s3fd.")]
+DeviceOpt = Annotated[str, typer.Option(help="auto, cpu or cuda (under torchrun, auto is the process's own GPU).")]
+PrecisionOpt = Annotated[str, typer.Option(help="auto (fp16 on CUDA; bf16 on a CPU with AMX, else fp32; fp32 with --paste hard), fp32, fp16 (CUDA) or bf16.")]
+BatchSizeOpt = Annotated[Optional[int], typer.Option(help="Frames per generator batch [default: 16 on CPU, 128 on CUDA, halved on out-of-memory].")]
+CrfOpt = Annotated[int, typer.Option(help="H.264 quality (lower is better, 0-51).")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as one JSON object on stdout.")]
+DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks.")]
+
+
+def _dub_options(checkpoint, model, detector, box, pads, face_index, on_no_face, paste, loop, fps, no_smooth,
+                 detect_size, detect_every, s3fd_weights, device, precision, batch_size, crf):
+    """The shared options as the engine's DubOptions."""
+    from .pipelines.dub import DubOptions
     from .weights import resolve_checkpoint
 
-    if output is None:
-        output = Path.cwd() / f"{video.stem}_dubbed.mp4"
-    opts = DubOptions(
+    return DubOptions(
         checkpoint=resolve_checkpoint(checkpoint), model=model, detector=detector,
         box=tuple(box) if box else None, pads=tuple(pads), face_index=face_index,
         detect_max_side=detect_size, detect_every=detect_every, s3fd_weights=str(s3fd_weights) if s3fd_weights else None,
         smooth=not no_smooth, on_no_face=on_no_face, paste=paste, replay="loop" if loop else "pingpong",
         still_fps=_parse_fps(fps), device=device, precision=precision, batch_size=batch_size, crf=crf,
     )
+
+
+@app.command()
+@_report_errors
+def dub(
+    video: Path = typer.Argument(..., help="Talking-head video, or a still image of a face."),
+    audio: Path = typer.Argument(..., help="Speech: any audio ffmpeg reads (wav, mp3, m4a, or a video's audio track)."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output video [default: VIDEO_STEM_dubbed.mp4 in the current folder]."),
+    checkpoint: CheckpointOpt = None,
+    model: ModelOpt = None,
+    detector: DetectorOpt = "retinaface",
+    box: BoxOpt = None,
+    pads: PadsOpt = (0, 10, 0, 0),
+    face_index: FaceIndexOpt = None,
+    on_no_face: OnNoFaceOpt = "skip",
+    paste: PasteOpt = "feather",
+    loop: LoopOpt = False,
+    fps: FpsOpt = "25",
+    no_smooth: NoSmoothOpt = False,
+    detect_size: DetectSizeOpt = 320,
+    detect_every: DetectEveryOpt = 2,
+    s3fd_weights: S3fdWeightsOpt = None,
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "auto",
+    batch_size: BatchSizeOpt = None,
+    crf: CrfOpt = 18,
+    force: bool = typer.Option(False, "--force", "-f", help="Overwrite OUTPUT if it exists."),
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
+    debug: DebugOpt = False,
+):
+    """Re-sync the mouth in VIDEO (or a still image) to AUDIO."""
+    from .pipelines.dub import dub as run_dub
+
+    if output is None:
+        output = Path.cwd() / f"{video.stem}_dubbed.mp4"
+    opts = _dub_options(checkpoint, model, detector, box, pads, face_index, on_no_face, paste, loop, fps, no_smooth,
+                        detect_size, detect_every, s3fd_weights, device, precision, batch_size, crf)
     progress, update = _progress(quiet or as_json, "dubbing")
     try:
         result = run_dub(str(video), str(audio), str(output), opts, force=force, progress=update)
@@ -161,27 +194,28 @@ def batch(
     shard: Optional[str] = typer.Option(None, "--shard", help="Process only shard K of N (K/N, from 0) [default: from torchrun's RANK/WORLD_SIZE or a SLURM array, else all]."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Retry items that failed in an earlier run."),
     report_dir: Optional[Path] = typer.Option(None, "--report", help="Print the merged report of a job (all shards) and exit: a job folder or a batch output folder."),
-    checkpoint: Optional[str] = typer.Option(None, "--checkpoint", "-c", help="Generator checkpoint: a path, or a name from `lipsync weights list` [default: wav2lip_gan]."),
-    model: Optional[str] = typer.Option(None, help="Override the architecture read from the checkpoint."),
-    detector: str = typer.Option("retinaface", help="Face detector: retinaface or s3fd."),
-    box: Optional[Tuple[int, int, int, int]] = typer.Option(None, "--box", help="Fixed face box Y1 Y2 X1 X2 for every clip (a manifest row can set its own).", show_default=False),
-    pads: Tuple[int, int, int, int] = typer.Option((0, 10, 0, 0), "--pads", help="Padding of the detected box: TOP BOTTOM LEFT RIGHT pixels."),
-    face_index: Optional[int] = typer.Option(None, help="Which face when there are several, left to right from 0 [default: the largest]."),
-    on_no_face: str = typer.Option("skip", help="Frames without a face: skip (left unchanged) or error (the clip fails)."),
-    paste: str = typer.Option("feather", help="feather or hard (see `lipsync dub --help`)."),
-    loop: bool = typer.Option(False, "--loop", help="Repeat a video shorter than its audio from the start [default: back and forth]."),
-    fps: str = typer.Option("25", help="Frame rate of the output for a still image."),
-    detect_size: int = typer.Option(320, help="Detect faces on frames downscaled to this longer side."),
-    detect_every: int = typer.Option(2, help="Detect faces on every N-th frame."),
-    s3fd_weights: Optional[Path] = typer.Option(None, help="Local S3FD weights file for --detector s3fd."),
-    device: str = typer.Option("auto", help="auto, cpu or cuda (under torchrun, auto is this process's GPU)."),
-    precision: str = typer.Option("auto", help="auto, fp32, fp16 (CUDA) or bf16."),
-    batch_size: Optional[int] = typer.Option(None, help="Frames per generator batch."),
-    crf: int = typer.Option(18, help="H.264 quality (lower is better, 0-51)."),
+    checkpoint: CheckpointOpt = None,
+    model: ModelOpt = None,
+    detector: DetectorOpt = "retinaface",
+    box: BoxOpt = None,
+    pads: PadsOpt = (0, 10, 0, 0),
+    face_index: FaceIndexOpt = None,
+    on_no_face: OnNoFaceOpt = "skip",
+    paste: PasteOpt = "feather",
+    loop: LoopOpt = False,
+    fps: FpsOpt = "25",
+    no_smooth: NoSmoothOpt = False,
+    detect_size: DetectSizeOpt = 320,
+    detect_every: DetectEveryOpt = 2,
+    s3fd_weights: S3fdWeightsOpt = None,
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "auto",
+    batch_size: BatchSizeOpt = None,
+    crf: CrfOpt = 18,
     force: bool = typer.Option(False, "--force", "-f", help="Overwrite outputs that exist but were not made by this job."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
-    as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON object on stdout."),
-    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
+    debug: DebugOpt = False,
 ):
     """Dub many clips: pairing, a resumable job log, a per-clip report, sharding.
 
@@ -191,14 +225,12 @@ def batch(
 
 
 def _batch(inputs, output_dir, audio, job, shard, retry_failed, report_dir, checkpoint, model, detector, box, pads,
-           face_index, on_no_face, paste, loop, fps, detect_size, detect_every, s3fd_weights, device, precision,
-           batch_size, crf, force, quiet, as_json, debug) -> int:
+           face_index, on_no_face, paste, loop, fps, no_smooth, detect_size, detect_every, s3fd_weights, device,
+           precision, batch_size, crf, force, quiet, as_json, debug) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from .errors import InputError
     from .pipelines import batch as batch_mod
-    from .pipelines.dub import DubOptions
-    from .weights import resolve_checkpoint
 
     if report_dir is not None:
         rows = batch_mod.report(batch_mod.find_job_dir(report_dir))
@@ -212,13 +244,9 @@ def _batch(inputs, output_dir, audio, job, shard, retry_failed, report_dir, chec
         raise InputError(f"{output_dir}: not a folder")
     items = batch_mod.collect_items(inputs, output_dir, str(audio) if audio else None)
     the_shard = batch_mod.parse_shard(shard) if shard else (batch_mod.shard_from_environment() or batch_mod.Shard(0, 1))
-    opts = DubOptions(
-        checkpoint=resolve_checkpoint(checkpoint), model=model, detector=detector, box=tuple(box) if box else None,
-        pads=tuple(pads), face_index=face_index, detect_max_side=detect_size, detect_every=detect_every,
-        s3fd_weights=str(s3fd_weights) if s3fd_weights else None, on_no_face=on_no_face, paste=paste,
-        replay="loop" if loop else "pingpong", still_fps=_parse_fps(fps),
-        device=batch_mod.device_for_shard(device), precision=precision, batch_size=batch_size, crf=crf,
-    )
+    opts = _dub_options(checkpoint, model, detector, box, pads, face_index, on_no_face, paste, loop, fps, no_smooth,
+                        detect_size, detect_every, s3fd_weights, batch_mod.device_for_shard(device), precision,
+                        batch_size, crf)
     output_dir.mkdir(parents=True, exist_ok=True)
     job_dir = job or output_dir / batch_mod.JOB_FOLDER
 

@@ -18,8 +18,10 @@ Layouts (`lipsync synth OUT --layout ...`):
   truth (OUT/videos/<clip>.json, with the face box of every frame).
 
 truth.json: fps, frame count, duration, per-frame mouth (opening, width, rounding) and blink, the
-phoneme and word spans (seconds), the word (words layout), identity, voice, split, and the face
-box (x1, y1, x2, y2) of every frame in the image's pixels. Frame i shows the mouth at i / fps.
+phoneme and word spans (seconds), the word (words layout), identity, voice, split, the face box
+(x1, y1, x2, y2) of every frame in the image's pixels, as a detector would give it, and the face's
+placement (centre x, centre y, radius in pixels per face unit, rotation in degrees). Frame i shows
+the mouth at i / fps.
 """
 
 from __future__ import annotations
@@ -175,13 +177,14 @@ def render_clip(spec: CorpusSpec, plan: ClipPlan) -> Clip:
         (cx0, cy0), base_r = crop_placement(spec.size)
         size = (spec.size, spec.size)
     frames = np.empty((n, *size, 3), np.uint8)
-    boxes = []
+    boxes, placements = [], []
     for i in range(n):
         dx, dy, scale, rot = motion[i]
         r = base_r * scale
         centre = (cx0 + dx * base_r, cy0 + dy * base_r)
         frames[i] = render(identity, tuple(mouth[i]), float(blink[i]), size, centre, r, float(rot))
         boxes.append(face_box(centre, r, identity))
+        placements.append([round(centre[0], 3), round(centre[1], 3), round(r, 3), round(float(rot), 3)])
 
     truth = {
         "format": FORMAT_VERSION, "clip": plan.name, "index": plan.index, "split": plan.split,
@@ -189,7 +192,7 @@ def render_clip(spec: CorpusSpec, plan: ClipPlan) -> Clip:
         "words": [[s.label, round(s.start, 4), round(s.end, 4)] for s in words],
         "phonemes": [[s.label, round(s.start, 4), round(s.end, 4)] for s in phones],
         "mouth": np.round(mouth, 4).tolist(), "blink": np.round(blink, 3).tolist(),
-        "boxes": [list(b) for b in boxes],
+        "boxes": [list(b) for b in boxes], "placement": placements,
     }
     if spec.layout == "words":
         truth["word"] = plan.words[0]

@@ -215,8 +215,19 @@ def face_box(center: tuple[float, float], radius: float, identity: Identity) -> 
             int(round(cx + identity.face_width * radius)), int(round(cy + identity.face_height * 1.02 * radius)))
 
 
+CROP_SPAN = 1.75  # a face crop is this many face units wide and tall
+CROP_CENTRE_Y = 0.40  # the face centre's height in the crop, as a share of its side
+
+
 def crop_placement(size: int) -> tuple[tuple[float, float], float]:
     """Centre and radius that make the face fill a size x size crop as Wav2Lip's face crops do
     (detector box plus its bottom padding): brow near the top, chin near the bottom."""
-    radius = size / 1.75
-    return (size / 2, size * 0.40), radius
+    return (size / 2, size * CROP_CENTRE_Y), size / CROP_SPAN
+
+
+def crop_box(center: tuple[float, float], radius: float) -> tuple[float, float, float, float]:
+    """The square (x1, y1, x2, y2) around a face placed at `center` / `radius` in a larger image
+    that frames it as crop_placement does: cropping it and resizing gives the same face crop."""
+    side = CROP_SPAN * radius
+    x1, y1 = center[0] - side / 2, center[1] - CROP_CENTRE_Y * side
+    return x1, y1, x1 + side, y1 + side

@@ -40,6 +40,23 @@ def mouth_opening(crops: np.ndarray) -> np.ndarray:
     return (value < threshold[:, None, None]).mean(axis=(1, 2))
 
 
+def openings_in_frames(frames: np.ndarray, placements, size: int = 96) -> np.ndarray:
+    """The mouth opening of a face followed through full frames (a synthetic video, or one dubbed
+    from it): each frame is cropped around the face's placement from the truth file, framed as
+    the corpus's face crops are, and read with mouth_opening."""
+    import cv2
+
+    from .face import crop_box
+
+    crops = np.empty((len(frames), size, size, 3), np.uint8)
+    for i, (frame, (cx, cy, r, _angle)) in enumerate(zip(frames, placements)):
+        x1, y1, x2, y2 = crop_box((cx, cy), r)
+        scale = size / (x2 - x1)
+        warp = np.array([[scale, 0, -x1 * scale], [0, scale, -y1 * scale]], np.float32)
+        crops[i] = cv2.warpAffine(frame, warp, (size, size), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REPLICATE)
+    return mouth_opening(crops)
+
+
 @dataclass(frozen=True)
 class SyncScore:
     correlation: float  # at offset 0

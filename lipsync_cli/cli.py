@@ -28,6 +28,8 @@ app = typer.Typer(
 )
 weights_app = typer.Typer(help="The registry of known checkpoints: list, fetch, verify.", no_args_is_help=True)
 app.add_typer(weights_app, name="weights")
+train_app = typer.Typer(help="The training loops: syncnet (the lip-sync expert).", no_args_is_help=True)
+app.add_typer(train_app, name="train")
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False, soft_wrap=True)
@@ -354,6 +356,65 @@ def synth(
     if not quiet:
         took = time.perf_counter() - started
         err.print(f"wrote {out_dir}: {clips} clips ({layout}), {took:.1f} s, {clips / took:.1f} clips/s")
+
+
+@train_app.command("syncnet")
+@_report_errors
+def train_syncnet(
+    data: Path = typer.Argument(..., help="Preprocessed data folder (filelists/ and clip folders), e.g. from `lipsync synth`."),
+    out: Path = typer.Option(..., "-o", "--out", help="Run folder: checkpoints (published layout), last.pth, metrics.jsonl, TensorBoard logs."),
+    config: Optional[Path] = typer.Option(None, "--config", help="JSON or TOML file of settings; flags given here win."),
+    steps: Optional[int] = typer.Option(None, help="Total optimisation steps [default: 10000]."),
+    batch_size: Optional[int] = typer.Option(None, help="Samples per step [default: 64]."),
+    lr: Optional[float] = typer.Option(None, help="Adam learning rate [default: 1e-4]."),
+    eval_every: Optional[int] = typer.Option(None, help="Evaluate on the val split every N steps [default: 500]."),
+    eval_batches: Optional[int] = typer.Option(None, help="Batches per evaluation [default: 20]."),
+    checkpoint_every: Optional[int] = typer.Option(None, help="Save a checkpoint every N steps [default: 1000]."),
+    seed: Optional[int] = typer.Option(None, help="Seed of the model's initialisation and of the samples [default: 0]."),
+    device: Optional[str] = typer.Option(None, help="auto, cpu or cuda."),
+    amp: Optional[str] = typer.Option(None, help="auto (fp16 on CUDA, bf16 on a CPU with AMX), on or off."),
+    workers: Optional[int] = typer.Option(None, help="Data loading processes [default: 2]."),
+    fresh: bool = typer.Option(False, "--fresh", help="Start from scratch even if OUT/last.pth exists (default: resume)."),
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+):
+    """Train the lip-sync expert (SyncNet, colour) on 5-frame windows; resumes from OUT/last.pth."""
+    from .train.loop import TrainConfig
+    from .train.syncnet import train_syncnet as run
+
+    cfg = TrainConfig.from_sources(
+        str(config) if config else None, data=str(data), out=str(out), steps=steps, batch_size=batch_size, lr=lr,
+        eval_every=eval_every, eval_batches=eval_batches, checkpoint_every=checkpoint_every, seed=seed,
+        device=device, amp=amp, workers=workers, resume=False if fresh else None)
+    result = _run_training(run, cfg, quiet, "syncnet")
+    err.print(f"step {result['step']}: " + ", ".join(f"{k} {v:.4f}" for k, v in result.items() if k != "step"))
+
+
+def _run_training(run, cfg, quiet: bool, label: str) -> dict:
+    """A training loop under a progress bar; Ctrl-C keeps a checkpoint and says how to go on."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    progress = None if quiet else Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(),
+                                           TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=err)
+    task = progress.add_task(label, total=cfg.steps, info="") if progress else None
+
+    def update(step: int, total: int, info: dict):
+        if progress is None:
+            return
+        if not progress.live.is_started:
+            progress.start()
+        progress.update(task, completed=step, info="  ".join(f"{k} {v:.3f}" for k, v in info.items() if k != "step"))
+
+    try:
+        return run(cfg, update)
+    except KeyboardInterrupt:
+        if progress is not None and progress.live.is_started:
+            progress.stop()
+        err.print(f"interrupted: checkpoint saved in {cfg.out}; run the same command to resume", markup=False)
+        raise typer.Exit(130)
+    finally:
+        if progress is not None and progress.live.is_started:
+            progress.stop()
 
 
 @weights_app.command("list")

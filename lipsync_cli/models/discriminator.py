@@ -1,0 +1,44 @@
+"""Wav2Lip's visual-quality discriminator: is this lower half of a face real or generated?
+
+Convolutions with LeakyReLU and no batchnorm, on the lower half of each 96x96 face (B, 3, 48, 96),
+ending in one sigmoid score. Layer names and shapes are those of the published
+visual_quality_disc.pth.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .blocks import NoNormConv
+
+
+class VisualQualityDiscriminator(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.face_encoder_blocks = nn.ModuleList([
+            nn.Sequential(NoNormConv(3, 32, 7, 1, 3)),  # 48 x 96
+            nn.Sequential(NoNormConv(32, 64, 5, (1, 2), 2), NoNormConv(64, 64, 5, 1, 2)),  # 48 x 48
+            nn.Sequential(NoNormConv(64, 128, 5, 2, 2), NoNormConv(128, 128, 5, 1, 2)),  # 24
+            nn.Sequential(NoNormConv(128, 256, 5, 2, 2), NoNormConv(256, 256, 5, 1, 2)),  # 12
+            nn.Sequential(NoNormConv(256, 512, 3, 2, 1), NoNormConv(512, 512, 3, 1, 1)),  # 6
+            nn.Sequential(NoNormConv(512, 512, 3, 2, 1), NoNormConv(512, 512, 3, 1, 1)),  # 3
+            nn.Sequential(NoNormConv(512, 512, 3, 1, 0), NoNormConv(512, 512, 1, 1, 0)),  # 1
+        ])
+        self.binary_pred = nn.Sequential(nn.Conv2d(512, 1, 1, 1, 0), nn.Sigmoid())
+
+    def forward(self, faces: torch.Tensor) -> torch.Tensor:
+        """faces (B, 3, 96, 96) or (B, 3, T, 96, 96) in [0, 1] -> P(real) per face, (B*T, 1)."""
+        if faces.dim() == 5:
+            faces = torch.cat([faces[:, :, i] for i in range(faces.size(2))], dim=0)
+        x = faces[:, :, faces.size(2) // 2:]
+        for block in self.face_encoder_blocks:
+            x = block(x)
+        return self.binary_pred(x).view(len(x), -1)
+
+
+def perceptual_loss(disc: VisualQualityDiscriminator, generated: torch.Tensor) -> torch.Tensor:
+    """The generator's adversarial term: -log D(G(x)), as BCE against 'real'."""
+    p = disc(generated)
+    return F.binary_cross_entropy(p, torch.ones_like(p))

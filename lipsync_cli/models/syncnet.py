@@ -1,0 +1,70 @@
+"""The colour lip-sync expert (Wav2Lip's SyncNet): does this mel window go with these five mouths?
+
+Face input: the lower halves of 5 consecutive 96x96 frames stacked on the channel axis,
+(B, 15, 48, 96) in [0, 1]. Audio input: the (B, 1, 80, 16) mel window of those frames. Both
+encoders end in 512-d embeddings, L2-normalised; their cosine similarity is P_sync, trained with
+binary cross-entropy on in-sync and off-sync pairs. Layer names and shapes are those of the
+published lipsync_expert.pth, so it loads unchanged.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .blocks import Conv2d
+
+
+def _res(c: int, n: int) -> list[nn.Module]:
+    return [Conv2d(c, c, 3, 1, 1, residual=True) for _ in range(n)]
+
+
+class SyncNetColor(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.face_encoder = nn.Sequential(
+            Conv2d(15, 32, 7, 1, 3),  # 48 x 96
+            Conv2d(32, 64, 5, (1, 2), 1), *_res(64, 2),  # 46 x 47
+            Conv2d(64, 128, 3, 2, 1), *_res(128, 3),  # 23 x 24
+            Conv2d(128, 256, 3, 2, 1), *_res(256, 2),  # 12 x 12
+            Conv2d(256, 512, 3, 2, 1), *_res(512, 2),  # 6 x 6
+            Conv2d(512, 512, 3, 2, 1),  # 3 x 3
+            Conv2d(512, 512, 3, 1, 0),  # 1 x 1
+            Conv2d(512, 512, 1, 1, 0),
+        )
+        self.audio_encoder = nn.Sequential(
+            Conv2d(1, 32, 3, 1, 1), *_res(32, 2),  # 80 x 16
+            Conv2d(32, 64, 3, (3, 1), 1), *_res(64, 2),  # 27 x 16
+            Conv2d(64, 128, 3, 3, 1), *_res(128, 2),  # 9 x 6
+            Conv2d(128, 256, 3, (3, 2), 1), *_res(256, 2),  # 3 x 3
+            Conv2d(256, 512, 3, 1, 0),  # 1 x 1
+            Conv2d(512, 512, 1, 1, 0),
+        )
+
+    def forward(self, mel: torch.Tensor, faces: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(audio embedding, face embedding), each (B, 512) and L2-normalised."""
+        a = self.audio_encoder(mel).flatten(1)
+        v = self.face_encoder(faces).flatten(1)
+        return F.normalize(a, p=2, dim=1), F.normalize(v, p=2, dim=1)
+
+
+def sync_probability(audio_emb: torch.Tensor, face_emb: torch.Tensor) -> torch.Tensor:
+    """P_sync: the cosine similarity of the normalised embeddings, in [0, 1] (both are post-ReLU)."""
+    return F.cosine_similarity(audio_emb, face_emb).clamp(1e-7, 1 - 1e-7)
+
+
+def sync_loss(audio_emb: torch.Tensor, face_emb: torch.Tensor, in_sync: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy of P_sync against the labels (1 in sync, 0 off)."""
+    return F.binary_cross_entropy(sync_probability(audio_emb, face_emb), in_sync.float())
+
+
+def lower_half_stack(frames: torch.Tensor) -> torch.Tensor:
+    """(B, 3, T, 96, 96) or (B, T, 3, 96, 96) frames -> the expert's (B, 3T, 48, 96) input."""
+    if frames.dim() != 5:
+        raise ValueError("expected (B, 3, T, H, W) frames")
+    if frames.size(1) != 3:
+        frames = frames.transpose(1, 2)
+    b, c, t, h, w = frames.shape
+    lower = frames[:, :, :, h // 2:]
+    return torch.cat([lower[:, :, i] for i in range(t)], dim=1)

@@ -1,0 +1,170 @@
+"""Training data in the preprocessed Wav2Lip layout, read as it is on disk.
+
+The layout is what `lipsync preprocess` writes and what `lipsync synth --layout train` makes:
+
+    DATA/filelists/{train,val,test}.txt    one clip folder per line, relative to DATA
+    DATA/<speaker>/<clip>/0.jpg ...        one face crop per video frame (25 fps), numbered from 0
+    DATA/<speaker>/<clip>/audio.wav        the clip's speech (16 kHz mono; resampled if not)
+
+Frame i goes with the 16-step mel window starting at int(80 * i / 25), the alignment `dub` uses at
+inference, so a model trained here is driven the same way it was trained.
+
+Samples are drawn from (seed, index): the same index always gives the same sample, so a run that
+resumes at step s sees exactly the batches it would have seen.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from .. import audio as audio_mod
+from ..errors import InputError
+
+FPS = 25
+FACE = 96
+SYNC_T = 5  # frames per expert window (0.2 s, the span of one mel window)
+
+
+@dataclass(frozen=True)
+class ClipEntry:
+    folder: Path
+    frames: int
+
+
+def _count_frames(folder: Path) -> int:
+    n = 0
+    while (folder / f"{n}.jpg").exists():
+        n += 1
+    return n
+
+
+class PreprocessedData:
+    """The clips of one split. Mel spectrograms are computed on first use and kept (they are small)."""
+
+    def __init__(self, root: str | Path, split: str = "train", min_frames: int = 3 * SYNC_T):
+        self.root = Path(root)
+        listing = self.root / "filelists" / f"{split}.txt"
+        if not listing.exists():
+            raise InputError(f"{listing}: no such file list (is {self.root} a preprocessed data folder?)")
+        clips = []
+        for line in listing.read_text().splitlines():
+            if not line.strip():
+                continue
+            folder = self.root / line.split()[0]
+            n = _count_frames(folder)
+            if n >= min_frames and (folder / "audio.wav").exists():
+                clips.append(ClipEntry(folder, n))
+        if not clips:
+            raise InputError(f"{listing}: no usable clips (each needs {min_frames}+ frames and audio.wav)")
+        self.clips = clips
+        self.split = split
+        self._mels: dict[int, np.ndarray] = {}
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def mel(self, k: int) -> np.ndarray:
+        if k not in self._mels:
+            sound = audio_mod.load_audio(str(self.clips[k].folder / "audio.wav"))
+            mel = audio_mod.melspectrogram(sound.samples)
+            with self._lock:
+                self._mels[k] = mel
+        return self._mels[k]
+
+    def usable_frames(self, k: int, span: int) -> int:
+        """How many start frames have `span` frames and every mel window they need."""
+        n_mel = self.mel(k).shape[1]
+        last_by_audio = (n_mel - audio_mod.MEL_STEP) * FPS // audio_mod.MEL_FPS  # window start must fit
+        return max(0, min(self.clips[k].frames - span, int(last_by_audio) - span + 1) + 1)
+
+    def frames(self, k: int, start: int, count: int) -> np.ndarray:
+        """(count, 96, 96, 3) uint8 BGR."""
+        out = np.empty((count, FACE, FACE, 3), np.uint8)
+        for i in range(count):
+            path = self.clips[k].folder / f"{start + i}.jpg"
+            img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            if img is None:
+                raise InputError(f"{path}: cannot read the frame")
+            out[i] = img if img.shape[:2] == (FACE, FACE) else cv2.resize(img, (FACE, FACE), interpolation=cv2.INTER_AREA)
+        return out
+
+    def mel_window(self, k: int, frame: int) -> np.ndarray:
+        """The (80, 16) window of frame `frame`."""
+        mel = self.mel(k)
+        start = audio_mod.window_start(frame, FPS, mel.shape[1])
+        return mel[:, start:start + audio_mod.MEL_STEP]
+
+
+def to_tensor(frames: np.ndarray) -> torch.Tensor:
+    """(T, H, W, 3) uint8 -> (3, T, H, W) float in [0, 1]."""
+    return torch.from_numpy(frames).permute(3, 0, 1, 2).float().div_(255.0)
+
+
+class SyncPairs(torch.utils.data.Dataset):
+    """Samples for the lip-sync expert: 5 consecutive faces' lower halves and a mel window that is
+    theirs (label 1) or that of another window of the same clip (label 0), half and half."""
+
+    def __init__(self, data: PreprocessedData, seed: int = 0, length: int = 10 ** 9):
+        self.data, self.seed, self.length = data, seed, length
+        self.usable = [data.usable_frames(k, SYNC_T) for k in range(len(data))]
+        self.clips = [k for k, n in enumerate(self.usable) if n >= 2]
+        if not self.clips:
+            raise InputError("no clip is long enough for sync pairs")
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int):
+        rng = np.random.default_rng([self.seed, index])
+        k = self.clips[int(rng.integers(len(self.clips)))]
+        n = self.usable[k]
+        start = int(rng.integers(n))
+        in_sync = bool(rng.random() < 0.5)
+        audio_frame = start
+        if not in_sync:  # any other window of the same clip
+            audio_frame = int(rng.integers(n - 1))
+            audio_frame += audio_frame >= start
+        faces = to_tensor(self.data.frames(k, start, SYNC_T))  # (3, T, 96, 96)
+        lower = faces[:, :, FACE // 2:]
+        stacked = torch.cat([lower[:, t] for t in range(SYNC_T)], dim=0)  # (15, 48, 96)
+        mel = torch.from_numpy(self.data.mel_window(k, audio_frame)).unsqueeze(0)  # (1, 80, 16)
+        return stacked, mel, torch.tensor(float(in_sync))
+
+
+class GeneratorWindows(torch.utils.data.Dataset):
+    """Samples for the generator: T consecutive frames (the targets), a reference window of T
+    other frames of the same clip, the mel window of each target frame, and the mel window of the
+    whole T-frame span for the expert. Wav2Lip's setting: T = 5."""
+
+    def __init__(self, data: PreprocessedData, seed: int = 0, t: int = SYNC_T, length: int = 10 ** 9):
+        self.data, self.seed, self.t, self.length = data, seed, t, length
+        self.usable = [data.usable_frames(k, t) for k in range(len(data))]
+        self.clips = [k for k, n in enumerate(self.usable) if n >= 2]
+        if not self.clips:
+            raise InputError("no clip is long enough for generator windows")
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int):
+        rng = np.random.default_rng([self.seed, index])
+        k = self.clips[int(rng.integers(len(self.clips)))]
+        n = self.usable[k]
+        start = int(rng.integers(n))
+        ref = int(rng.integers(n - 1))
+        ref += ref >= start
+        target = to_tensor(self.data.frames(k, start, self.t))  # (3, T, 96, 96)
+        reference = to_tensor(self.data.frames(k, ref, self.t))
+        masked = target.clone()
+        masked[:, :, FACE // 2:] = 0.0
+        faces_in = torch.cat([masked, reference], dim=0)  # (6, T, 96, 96): the generator's input
+        mels = torch.stack([torch.from_numpy(self.data.mel_window(k, start + i)) for i in range(self.t)]).unsqueeze(1)
+        sync_mel = torch.from_numpy(self.data.mel_window(k, start)).unsqueeze(0)
+        return faces_in, mels, sync_mel, target

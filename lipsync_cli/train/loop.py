@@ -1,0 +1,150 @@
+"""What every training loop shares: configuration, seeds, devices and mixed precision,
+checkpoints in the published layout with resume, metrics (JSON lines, TensorBoard when
+installed), and a clean stop on Ctrl-C that leaves a checkpoint behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..checkpoints import read_state_dict, save_published
+from ..errors import InputError
+
+
+@dataclass
+class TrainConfig:
+    data: str
+    out: str
+    steps: int = 10000
+    batch_size: int = 64
+    lr: float = 1e-4
+    eval_every: int = 500
+    eval_batches: int = 20
+    checkpoint_every: int = 1000
+    seed: int = 0
+    device: str = "auto"
+    amp: str = "auto"  # auto: fp16 on CUDA, bf16 on a CPU with AMX; off: fp32
+    workers: int = 2
+    resume: bool = True  # continue from OUT/last.pth when it exists
+
+    @classmethod
+    def from_sources(cls, config_file: str | None, **flags) -> "TrainConfig":
+        """A JSON or TOML config file, then the command-line flags that were given (not None)."""
+        values: dict = {}
+        if config_file:
+            path = Path(config_file)
+            if not path.exists():
+                raise InputError(f"{path}: no such config file")
+            text = path.read_text()
+            if path.suffix.lower() == ".toml":
+                import tomllib
+
+                values = tomllib.loads(text)
+            else:
+                values = json.loads(text)
+        values.update({k: v for k, v in flags.items() if v is not None})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise InputError(f"unknown setting {unknown[0]!r} (known: {', '.join(sorted(known))})")
+        missing = [k for k in ("data", "out") if k not in values]
+        if missing:
+            raise InputError(f"missing setting: {missing[0]}")
+        return cls(**values)
+
+
+def seed_everything(seed: int):
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    from ..models.inference import resolve_device as resolve
+
+    if "LOCAL_RANK" in os.environ and name == "auto" and torch.cuda.is_available():
+        return torch.device(f"cuda:{int(os.environ['LOCAL_RANK'])}")
+    return resolve(name)
+
+
+def autocast_dtype(device: torch.device, amp: str) -> torch.dtype | None:
+    if amp == "off":
+        return None
+    if amp not in ("auto", "on"):
+        raise InputError(f"--amp {amp}: choose auto, on or off")
+    if device.type == "cuda":
+        return torch.float16
+    from ..models.inference import cpu_has_amx_bf16
+
+    return torch.bfloat16 if cpu_has_amx_bf16() else None
+
+
+class Metrics:
+    """Scalars to OUT/metrics.jsonl (always) and to TensorBoard (when the package is installed)."""
+
+    def __init__(self, out: Path):
+        self.path = out / "metrics.jsonl"
+        self.tb = None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(out / "tensorboard"))
+        except Exception:  # tensorboard not installed: the JSON lines are enough
+            self.tb = None
+
+    def scalars(self, step: int, **values: float):
+        record = {"step": step, "time": round(time.time(), 3), **{k: float(v) for k, v in values.items()}}
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.tb is not None:
+            for k, v in values.items():
+                self.tb.add_scalar(k, float(v), step)
+
+    def images(self, step: int, tag: str, grid: torch.Tensor):
+        if self.tb is not None:
+            self.tb.add_image(tag, grid, step)
+
+    def close(self):
+        if self.tb is not None:
+            self.tb.close()
+
+
+def save_checkpoint(out: Path, name: str, model: torch.nn.Module, optimizer, step: int, also_last: bool = True):
+    """`name`.pth in the published layout (what `dub` and the published tools load), and last.pth."""
+    path = out / f"{name}.pth"
+    save_published(model, path, optimizer=optimizer, global_step=step)
+    if also_last:
+        save_published(model, out / "last.pth", optimizer=optimizer, global_step=step)
+    return path
+
+
+def load_weights(model: torch.nn.Module, path: str | Path) -> dict:
+    """Load a checkpoint's weights into `model` (strict); returns the other top-level entries."""
+    state, extras = read_state_dict(path)
+    expected = model.state_dict()
+    if set(state) != set(expected) or any(state[k].shape != expected[k].shape for k in expected):
+        raise InputError(f"{path}: its weights do not fit this network ({type(model).__name__})")
+    model.load_state_dict(state)
+    return extras
+
+
+def resume(out: Path, model: torch.nn.Module, optimizer) -> int:
+    """The step to continue from: 0, or the step of OUT/last.pth (weights and optimizer restored)."""
+    last = out / "last.pth"
+    if not last.exists():
+        return 0
+    extras = load_weights(model, last)
+    if optimizer is not None and extras.get("optimizer"):
+        optimizer.load_state_dict(extras["optimizer"])
+    return int(extras.get("global_step", 0))
+
+
+def write_config(out: Path, cfg, kind: str):
+    (out / "config.json").write_text(json.dumps({"kind": kind, **asdict(cfg)}, indent=1))

@@ -1,0 +1,107 @@
+"""`lipsync train syncnet`: the colour lip-sync expert.
+
+Five consecutive lower halves against the mel window of the same span (in sync) or of another span
+of the same clip (off sync), half and half; cosine similarity of the normalised embeddings as
+P_sync; binary cross-entropy; Adam. Evaluation on the validation split: loss and accuracy
+(P_sync > 0.5 is "in sync"). Checkpoints are in the published lipsync_expert.pth layout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from ..models.syncnet import SyncNetColor, sync_loss, sync_probability
+from . import loop
+from .data import PreprocessedData, SyncPairs
+
+
+@dataclass
+class SyncEval:
+    loss: float
+    accuracy: float
+    samples: int
+
+
+def _loader(ds, start: int, count: int, batch: int, workers: int):
+    indices = range(start, start + count)
+    return torch.utils.data.DataLoader(ds, batch_size=batch, sampler=indices, num_workers=workers,
+                                       persistent_workers=False)
+
+
+@torch.no_grad()
+def evaluate(model: SyncNetColor, ds: SyncPairs, batches: int, batch_size: int, device, dtype, workers: int = 0) -> SyncEval:
+    model.eval()
+    total, correct, n = 0.0, 0, 0
+    for faces, mel, label in _loader(ds, 0, batches * batch_size, batch_size, workers):
+        faces, mel, label = faces.to(device), mel.to(device), label.to(device)
+        with _autocast(device, dtype):
+            a, v = model(mel, faces)
+        a, v = a.float(), v.float()
+        total += float(sync_loss(a, v, label)) * len(label)
+        correct += int(((sync_probability(a, v) > 0.5).float() == label).sum())
+        n += len(label)
+    model.train()
+    return SyncEval(total / n, correct / n, n)
+
+
+def _autocast(device, dtype):
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
+def train_syncnet(cfg: loop.TrainConfig, progress: Callable[[int, int, dict], None] | None = None) -> dict:
+    """Train (or continue training) the expert; returns the last evaluation."""
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    loop.write_config(out, cfg, "syncnet")
+    loop.seed_everything(cfg.seed)
+    device = loop.resolve_device(cfg.device)
+    dtype = loop.autocast_dtype(device, cfg.amp)
+    train_ds = SyncPairs(PreprocessedData(cfg.data, "train"), seed=cfg.seed)
+    val_ds = SyncPairs(PreprocessedData(cfg.data, "val"), seed=10_000 + cfg.seed)  # a fixed evaluation set
+
+    model = SyncNetColor().to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    start = loop.resume(out, model, optimizer) if cfg.resume else 0
+    scaler = torch.amp.GradScaler("cuda") if (device.type == "cuda" and dtype == torch.float16) else None
+    metrics = loop.Metrics(out)
+    last_eval: dict = {}
+    step = start
+    model.train()
+    try:
+        batches = _loader(train_ds, start * cfg.batch_size, (cfg.steps - start) * cfg.batch_size, cfg.batch_size,
+                          cfg.workers)
+        for faces, mel, label in batches:
+            faces, mel, label = faces.to(device), mel.to(device), label.to(device)
+            with _autocast(device, dtype):
+                a, v = model(mel, faces)
+            loss = sync_loss(a.float(), v.float(), label)
+            optimizer.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                loss.backward()
+                optimizer.step()
+            step += 1
+            metrics.scalars(step, train_loss=loss.item())
+            if step % cfg.eval_every == 0 or step == cfg.steps:
+                ev = evaluate(model, val_ds, cfg.eval_batches, cfg.batch_size, device, dtype)
+                last_eval = {"step": step, "val_loss": ev.loss, "val_accuracy": ev.accuracy}
+                metrics.scalars(step, val_loss=ev.loss, val_accuracy=ev.accuracy)
+            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+                loop.save_checkpoint(out, f"syncnet_step{step:06d}", model, optimizer, step)
+            if progress:
+                progress(step, cfg.steps, {"loss": loss.item(), **last_eval})
+    except KeyboardInterrupt:
+        if step > start:  # stop cleanly: the work so far is kept and the run resumes from here
+            loop.save_checkpoint(out, f"syncnet_step{step:06d}", model, optimizer, step)
+        raise
+    finally:
+        metrics.close()
+    return {"step": step, **last_eval}

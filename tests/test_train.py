@@ -1,0 +1,132 @@
+"""Training: the published layouts of the expert and the discriminator, the data reader on the
+synthetic corpus as written, and the expert's loop (loss goes down, resume is exact, the CLI)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import REFERENCE_KEYS
+from lipsync_cli.cli import main
+from lipsync_cli.models.discriminator import VisualQualityDiscriminator, perceptual_loss
+from lipsync_cli.models.syncnet import SyncNetColor, lower_half_stack, sync_loss, sync_probability
+from lipsync_cli.synth.corpus import CorpusSpec, make_corpus
+from lipsync_cli.train.data import GeneratorWindows, PreprocessedData, SyncPairs
+from lipsync_cli.train.loop import TrainConfig
+from lipsync_cli.train.syncnet import train_syncnet
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    return make_corpus(CorpusSpec(clips=30, seed=0, identities=10, voices=10), tmp_path_factory.mktemp("d") / "data")
+
+
+def test_expert_and_discriminator_have_the_published_keys():
+    keys = json.loads(REFERENCE_KEYS.read_text())
+    for kind, net in (("wav2lip_syncnet_expert_color", SyncNetColor()),
+                      ("wav2lip_visual_quality_discriminator", VisualQualityDiscriminator())):
+        assert {k: list(v.shape) for k, v in net.state_dict().items()} == keys[kind]
+
+
+def test_expert_and_discriminator_forward():
+    torch.manual_seed(0)
+    net = SyncNetColor().eval()
+    a, v = net(torch.randn(3, 1, 80, 16), torch.rand(3, 15, 48, 96))
+    assert a.shape == v.shape == (3, 512)
+    assert torch.allclose(a.norm(dim=1), torch.ones(3), atol=1e-5)
+    p = sync_probability(a, v)
+    assert ((p > 0) & (p < 1)).all()
+    # BCE on P_sync: the published loss, checked by hand on one pair
+    label = torch.tensor([1.0, 0.0, 1.0])
+    expected = -(label * p.log() + (1 - label) * (1 - p).log()).mean()
+    assert torch.allclose(sync_loss(a, v, label), expected, atol=1e-6)
+    frames = torch.rand(2, 3, 5, 96, 96)
+    stacked = lower_half_stack(frames)
+    assert stacked.shape == (2, 15, 48, 96) and torch.equal(stacked[:, 3:6], frames[:, :, 1, 48:])
+    d = VisualQualityDiscriminator()
+    assert d(torch.rand(2, 3, 5, 96, 96)).shape == (10, 1)
+    assert perceptual_loss(d, torch.rand(4, 3, 96, 96)).item() > 0
+
+
+def test_data_reads_the_synthetic_layout_as_written(corpus):
+    data = PreprocessedData(corpus, "train")
+    lines = (corpus / "filelists" / "train.txt").read_text().splitlines()
+    assert len(data) == len(lines)
+    truth = json.loads((corpus / lines[0] / "truth.json").read_text())
+    assert data.clips[0].frames == truth["frames"]
+    assert data.mel_window(0, 3).shape == (80, 16)
+
+    pairs = SyncPairs(data, seed=1)
+    faces, mel, label = pairs[7]
+    assert faces.shape == (15, 48, 96) and mel.shape == (1, 80, 16) and 0 <= faces.min() <= faces.max() <= 1
+    again = pairs[7]
+    assert torch.equal(faces, again[0]) and torch.equal(mel, again[1]) and label == again[2]  # index -> sample
+    labels = [float(pairs[i][2]) for i in range(200)]
+    assert 0.35 < np.mean(labels) < 0.65
+
+    windows = GeneratorWindows(data, seed=2)
+    faces_in, mels, sync_mel, target = windows[3]
+    assert faces_in.shape == (6, 5, 96, 96) and mels.shape == (5, 1, 80, 16) and sync_mel.shape == (1, 80, 16)
+    assert target.shape == (3, 5, 96, 96)
+    assert faces_in[:3, :, 48:].abs().max() == 0 and torch.equal(faces_in[:3, :, :48], target[:, :, :48])
+    assert not torch.equal(faces_in[3:], target)  # the reference is another window
+    assert torch.equal(mels[0], sync_mel)  # the span's window is its first frame's
+
+
+def test_expert_learns_a_batch():
+    """The loss and the optimiser move the expert: 25 steps on one fixed batch of the synthetic
+    corpus's kind of input bring its loss well below chance."""
+    torch.manual_seed(0)
+    net = SyncNetColor()
+    opt = torch.optim.Adam(net.parameters(), lr=1e-4)
+    faces, mel = torch.rand(8, 15, 48, 96), torch.randn(8, 1, 80, 16)
+    label = torch.tensor([1.0, 0.0] * 4)
+    first = None
+    for _ in range(25):
+        loss = sync_loss(*net(mel, faces), label)
+        first = first if first is not None else loss.item()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert first > 0.6 and loss.item() < 0.4
+
+
+def _params(path: Path) -> dict:
+    from lipsync_cli.checkpoints import read_state_dict
+
+    return read_state_dict(path)[0]
+
+
+def test_training_resumes_exactly(corpus, tmp_path):
+    def cfg(out, steps):
+        return TrainConfig(data=str(corpus), out=str(out), steps=steps, batch_size=4, eval_every=2, eval_batches=1,
+                           checkpoint_every=2, workers=0, amp="off")
+
+    straight = train_syncnet(cfg(tmp_path / "a", 4))
+    train_syncnet(cfg(tmp_path / "b", 2))
+    resumed = train_syncnet(cfg(tmp_path / "b", 4))
+    assert straight["step"] == resumed["step"] == 4
+    a, b = _params(tmp_path / "a" / "last.pth"), _params(tmp_path / "b" / "last.pth")
+    assert all(torch.equal(a[k], b[k]) for k in a)  # the same batches, the same updates
+    assert straight["val_loss"] == pytest.approx(resumed["val_loss"])
+    lines = [json.loads(x) for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines if "train_loss" in r] == [1, 2, 3, 4]
+
+
+def test_train_syncnet_command(corpus, tmp_path, capsys):
+    out = tmp_path / "run"
+    (tmp_path / "cfg.toml").write_text("steps = 2\nbatch_size = 2\neval_every = 1\neval_batches = 1\nworkers = 0\n")
+    code = main(["train", "syncnet", str(corpus), "-o", str(out), "--config", str(tmp_path / "cfg.toml"), "-q"])
+    assert code == 0, capsys.readouterr().err
+    assert (out / "syncnet_step000002.pth").exists() and (out / "last.pth").exists()
+    assert json.loads((out / "config.json").read_text())["steps"] == 2
+    assert main(["weights", "verify", str(out / "last.pth")]) == 0  # the published expert layout
+    capsys.readouterr()
+    (tmp_path / "bad.toml").write_text("stpes = 2\n")
+    assert main(["train", "syncnet", str(corpus), "-o", str(out), "--config", str(tmp_path / "bad.toml")]) == 2
+    assert "unknown setting 'stpes'" in capsys.readouterr().err
+    assert main(["train", "syncnet", str(tmp_path), "-o", str(out), "-q"]) == 2

@@ -110,8 +110,9 @@ def load_generator(path: str | os.PathLike, model: str | None = None):
 
 
 def save_published(module: torch.nn.Module, path: str | os.PathLike, optimizer=None, global_step: int = 0,
-                   global_epoch: int = 0) -> None:
-    """Save in the published layout (DataParallel `module.` keys inside {"state_dict": ...})."""
+                   global_epoch: int = 0, extra: dict | None = None) -> None:
+    """Save in the published layout (DataParallel `module.` keys inside {"state_dict": ...});
+    `extra` adds plain top-level entries (training state such as a loss schedule)."""
     net = module.module if hasattr(module, "module") else module
     state = {f"module.{k}": v.detach().cpu() for k, v in net.state_dict().items()}
     payload = {
@@ -119,6 +120,7 @@ def save_published(module: torch.nn.Module, path: str | os.PathLike, optimizer=N
         "optimizer": optimizer.state_dict() if optimizer is not None else None,
         "global_step": int(global_step),
         "global_epoch": int(global_epoch),
+        **(extra or {}),
     }
     tmp = f"{path}.partial"
     torch.save(payload, tmp)

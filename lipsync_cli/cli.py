@@ -28,7 +28,8 @@ app = typer.Typer(
 )
 weights_app = typer.Typer(help="The registry of known checkpoints: list, fetch, verify.", no_args_is_help=True)
 app.add_typer(weights_app, name="weights")
-train_app = typer.Typer(help="The training loops: syncnet (the lip-sync expert).", no_args_is_help=True)
+train_app = typer.Typer(help="The training loops: syncnet (the lip-sync expert), wav2lip (the generator).",
+                        no_args_is_help=True)
 app.add_typer(train_app, name="train")
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -387,6 +388,46 @@ def train_syncnet(
         eval_every=eval_every, eval_batches=eval_batches, checkpoint_every=checkpoint_every, seed=seed,
         device=device, amp=amp, workers=workers, resume=False if fresh else None)
     result = _run_training(run, cfg, quiet, "syncnet")
+    err.print(f"step {result['step']}: " + ", ".join(f"{k} {v:.4f}" for k, v in result.items() if k != "step"))
+
+
+@train_app.command("wav2lip")
+@_report_errors
+def train_wav2lip(
+    data: Path = typer.Argument(..., help="Preprocessed data folder (filelists/ and clip folders), e.g. from `lipsync synth`."),
+    out: Path = typer.Option(..., "-o", "--out", help="Run folder: generator and discriminator checkpoints (published layout), metrics, TensorBoard."),
+    expert: Optional[Path] = typer.Option(None, "--expert", help="The frozen lip-sync expert: from `lipsync train syncnet`, or lipsync_expert.pth."),
+    model: Optional[str] = typer.Option(None, help="wav2lip, attnwav2lip, attnwav2lip-spatial or attnwav2lip-channel [default: wav2lip]."),
+    attention: bool = typer.Option(False, "--attention", help="Same as --model attnwav2lip (channel + spatial attention)."),
+    no_gan: bool = typer.Option(False, "--no-gan", help="No visual-quality discriminator (the plain Wav2Lip stage): b = 0."),
+    sync_switch: Optional[float] = typer.Option(None, help="Evaluation sync loss below which the sync weight switches from 0 to 0.03 [default: 0.75]."),
+    config: Optional[Path] = typer.Option(None, "--config", help="JSON or TOML file of settings; flags given here win."),
+    steps: Optional[int] = typer.Option(None, help="Total optimisation steps [default: 10000]."),
+    batch_size: Optional[int] = typer.Option(None, help="Windows of 5 frames per step [default: 64]."),
+    lr: Optional[float] = typer.Option(None, help="Adam learning rate [default: 1e-4]."),
+    eval_every: Optional[int] = typer.Option(None, help="Evaluate on the val split every N steps [default: 500]."),
+    eval_batches: Optional[int] = typer.Option(None, help="Batches per evaluation [default: 20]."),
+    checkpoint_every: Optional[int] = typer.Option(None, help="Save checkpoints every N steps [default: 1000]."),
+    seed: Optional[int] = typer.Option(None, help="Seed [default: 0]."),
+    device: Optional[str] = typer.Option(None, help="auto, cpu or cuda."),
+    amp: Optional[str] = typer.Option(None, help="auto (fp16 on CUDA, bf16 on a CPU with AMX), on or off."),
+    workers: Optional[int] = typer.Option(None, help="Data loading processes [default: 2]."),
+    fresh: bool = typer.Option(False, "--fresh", help="Start from scratch even if OUT/last.pth exists (default: resume)."),
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+):
+    """Train the generator (Wav2Lip or AttnWav2Lip) with a frozen expert and the discriminator."""
+    from .train.wav2lip import Wav2LipConfig, train_wav2lip as run
+
+    if attention and model not in (None, "attnwav2lip"):
+        raise typer.BadParameter("--attention means --model attnwav2lip")
+    cfg = Wav2LipConfig.from_sources(
+        str(config) if config else None, data=str(data), out=str(out), steps=steps, batch_size=batch_size, lr=lr,
+        eval_every=eval_every, eval_batches=eval_batches, checkpoint_every=checkpoint_every, seed=seed,
+        device=device, amp=amp, workers=workers, resume=False if fresh else None,
+        expert=str(expert) if expert else None, model="attnwav2lip" if attention else model,
+        gan=False if no_gan else None, sync_switch=sync_switch)
+    result = _run_training(run, cfg, quiet, cfg.model)
     err.print(f"step {result['step']}: " + ", ".join(f"{k} {v:.4f}" for k, v in result.items() if k != "step"))
 
 

@@ -116,12 +116,13 @@ class Metrics:
             self.tb.close()
 
 
-def save_checkpoint(out: Path, name: str, model: torch.nn.Module, optimizer, step: int, also_last: bool = True):
-    """`name`.pth in the published layout (what `dub` and the published tools load), and last.pth."""
+def save_checkpoint(out: Path, name: str, model: torch.nn.Module, optimizer, step: int, extra: dict | None = None,
+                    last_name: str = "last"):
+    """`name`.pth in the published layout (what `dub` and the published tools load), and the
+    running `last_name`.pth the run resumes from."""
     path = out / f"{name}.pth"
-    save_published(model, path, optimizer=optimizer, global_step=step)
-    if also_last:
-        save_published(model, out / "last.pth", optimizer=optimizer, global_step=step)
+    save_published(model, path, optimizer=optimizer, global_step=step, extra=extra)
+    save_published(model, out / f"{last_name}.pth", optimizer=optimizer, global_step=step, extra=extra)
     return path
 
 
@@ -138,9 +139,11 @@ def load_weights(model: torch.nn.Module, path: str | Path) -> dict:
 def resume(out: Path, model: torch.nn.Module, optimizer) -> int:
     """The step to continue from: 0, or the step of OUT/last.pth (weights and optimizer restored)."""
     last = out / "last.pth"
-    if not last.exists():
-        return 0
-    extras = load_weights(model, last)
+    return resume_named(last, model, optimizer) if last.exists() else 0
+
+
+def resume_named(path: Path, model: torch.nn.Module, optimizer) -> int:
+    extras = load_weights(model, path)
     if optimizer is not None and extras.get("optimizer"):
         optimizer.load_state_dict(extras["optimizer"])
     return int(extras.get("global_step", 0))

@@ -359,6 +359,40 @@ def synth(
         err.print(f"wrote {out_dir}: {clips} clips ({layout}), {took:.1f} s, {clips / took:.1f} clips/s")
 
 
+@app.command()
+@_report_errors
+def preprocess(
+    src: Path = typer.Argument(..., help="Folder of talking videos (any depth; LRS2's layout with its train/val/test lists is understood)."),
+    data: Path = typer.Argument(..., help="Output folder: <speaker>/<clip>/{0..n}.jpg + audio.wav, filelists/, preprocess_report.jsonl."),
+    size: int = typer.Option(96, help="Side of the saved face crops."),
+    detector: DetectorOpt = "retinaface",
+    detect_size: DetectSizeOpt = 320,
+    pads: PadsOpt = (0, 10, 0, 0),
+    s3fd_weights: S3fdWeightsOpt = None,
+    device: DeviceOpt = "auto",
+    val: float = typer.Option(0.1, help="Share of speakers for the val split (without LRS2 lists)."),
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+):
+    """Turn raw talking videos into a training set: 25 fps face crops + 16 kHz audio + file lists.
+
+    Resumable: finished clips are kept on a rerun; skipped clips and why are in the report."""
+    from .models.inference import resolve_device
+    from .pipelines.preprocess import PreprocessOptions, preprocess as run
+
+    opts = PreprocessOptions(size=size, detector=detector, detect_size=detect_size, pads=tuple(pads),
+                             s3fd_weights=str(s3fd_weights) if s3fd_weights else None,
+                             device=resolve_device(device).type, val_share=val)
+    progress, update = _progress(quiet, "preprocess", unit="clips")
+    try:
+        counts = run(src, data, opts, progress=(lambda i, n, key: update(i, n)) if update else None)
+    finally:
+        if progress is not None and progress.live.is_started:
+            progress.stop()
+    err.print(f"{data}: {counts['done']} clips done, {counts['kept']} kept from before, {counts['skipped']} skipped "
+              f"(see preprocess_report.jsonl); {counts['train']} train, {counts['val']} val")
+
+
 @train_app.command("syncnet")
 @_report_errors
 def train_syncnet(

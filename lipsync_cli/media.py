@@ -250,18 +250,21 @@ class FrameReader:
     i / fps on the output timeline and audio windows stay in sync. Rotation is applied by ffmpeg.
     """
 
-    def __init__(self, info: MediaInfo, chunk: int = 16):
+    def __init__(self, info: MediaInfo, chunk: int = 16, fps: Fraction | None = None):
         assert info.video is not None
         self.info = info
         self.video = info.video
         self.chunk = chunk
+        self.fps = fps  # resample to this rate (training data is 25 fps); None: keep the source's
         self.frame_bytes = self.video.width * self.video.height * 3
         self._proc: subprocess.Popen | None = None
         self._stderr = tempfile.TemporaryFile()
 
     def _command(self) -> list[str]:
         video = ffmpeg.input(self.info.path)["v:0"]
-        if self.video.variable_rate:
+        if self.fps is not None and (self.fps != self.video.fps or self.video.variable_rate):
+            video = video.filter("fps", fps=str(self.fps))
+        elif self.video.variable_rate:
             video = video.filter("fps", fps=str(self.video.fps))
         args = ffmpeg.output(video, "pipe:1", format="rawvideo", pix_fmt="bgr24", sws_flags=DECODE_SWS_FLAGS).get_args()
         return [ffmpeg_binary(), "-hide_banner", "-nostdin", "-v", "error", *args]

@@ -221,3 +221,55 @@ def test_train_wav2lip_needs_an_expert(corpus, tmp_path, capsys, checkpoint):
     assert "--expert" in capsys.readouterr().err
     assert main(["train", "wav2lip", str(corpus), "-o", str(tmp_path / "r"), "--expert", str(checkpoint), "-q"]) == 2
     assert "not a lip-sync expert" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------- preprocess
+
+
+def test_preprocess_lrs2_layout_resume_and_report(tmp_path, example_video, example_audio, capsys):
+    from conftest import ffmpeg, tone, write_frames
+
+    src = tmp_path / "lrs2"
+    (src / "main" / "spk1").mkdir(parents=True)
+    (src / "main" / "spk2").mkdir(parents=True)
+    ffmpeg("-i", str(example_video), "-t", "1", str(src / "main" / "spk1" / "00001.mp4"))
+    ffmpeg("-i", str(example_video), "-t", "1", "-r", "30", str(src / "main" / "spk2" / "00002.mp4"))  # 30 fps
+    blank = write_frames(tmp_path / "blank.mp4", np.full((10, 64, 64, 3), 90, np.uint8))
+    ffmpeg("-i", str(blank), "-i", str(tone(tmp_path / "t.wav", 0.4)), "-shortest", str(src / "main" / "spk1" / "00003.mp4"))
+    ffmpeg("-i", str(example_video), "-an", "-t", "1", str(src / "main" / "spk2" / "00004.mp4"))
+    (src / "train.txt").write_text("spk1/00001\nspk1/00003\nspk2/00004\n")
+    (src / "val.txt").write_text("spk2/00002\n")
+    data = tmp_path / "data"
+    assert main(["preprocess", str(src), str(data), "-q"]) == 0
+    report = {r["clip"]: r for r in map(json.loads, (data / "preprocess_report.jsonl").read_text().splitlines())}
+    assert report["spk1/00001"]["state"] == report["spk2/00002"]["state"] == "done"
+    assert report["spk1/00001"]["frames"] == 25 and report["spk2/00002"]["frames"] == 25  # resampled to 25 fps
+    assert "no face in frame 0" in report["spk1/00003"]["reason"] and "no audio" in report["spk2/00004"]["reason"]
+    assert (data / "filelists" / "train.txt").read_text() == "spk1/00001\n"
+    assert (data / "filelists" / "val.txt").read_text() == "spk2/00002\n"
+    assert not list(data.rglob(".*partial"))
+    train = PreprocessedData(data, "train")
+    assert train.clips[0].frames == 25 and cv2_shape(data / "spk1" / "00001" / "0.jpg") == (96, 96, 3)
+    assert SyncPairs(train, seed=0)[0][0].shape == (15, 48, 96)
+
+    before = (data / "spk1" / "00001" / "0.jpg").stat().st_mtime_ns
+    assert main(["preprocess", str(src), str(data)]) == 0
+    assert "2 kept from before" in capsys.readouterr().err
+    assert (data / "spk1" / "00001" / "0.jpg").stat().st_mtime_ns == before
+
+
+def cv2_shape(path: Path):
+    import cv2
+
+    return cv2.imread(str(path)).shape
+
+
+def test_speaker_split_keeps_a_speaker_together():
+    from lipsync_cli.pipelines.preprocess import speaker_split
+
+    keys = [f"spk{s}/{c:05d}" for s in range(200) for c in range(3)]
+    split = {k: speaker_split(k, 0.1) for k in keys}
+    for s in range(200):
+        assert len({split[f"spk{s}/{c:05d}"] for c in range(3)}) == 1
+    val = sum(v == "val" for v in split.values()) / len(split)
+    assert 0.04 < val < 0.18 and split == {k: speaker_split(k, 0.1) for k in keys}

@@ -1,0 +1,175 @@
+"""`lipsync preprocess`: raw talking videos -> the training layout (train/data.py reads it).
+
+For every video under SRC: frames decoded as a stream and resampled to 25 fps, faces found in
+batches with the same detectors, tracking and smoothing as `dub` (every frame is detected), each
+frame's face box cropped and resized to SIZE x SIZE, and the speech written as 16 kHz mono
+audio.wav. A clip where some frame has no face is skipped, with the reason in the report: the
+training windows need every frame of a span.
+
+Output: DATA/<speaker>/<clip>/{0..n-1}.jpg + audio.wav, DATA/filelists/{train,val}.txt, and
+DATA/preprocess_report.jsonl (one line per video: done or skipped, and why). The speaker is the
+video's parent folder. Each clip is written into a temporary folder and renamed when complete,
+so a rerun skips finished clips and redoes interrupted ones.
+
+LRS2's layout (SRC/main/<speaker>/<clip>.mp4 with SRC/train.txt, val.txt, test.txt listing
+`<speaker>/<clip>`) is read as it is: its lists become ours. Otherwise the split is by speaker,
+deterministically (a hash of the name), --val of them going to val.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Callable
+
+import cv2
+
+from .. import audio as audio_mod
+from .. import media
+from ..errors import InputError, LipsyncError
+from .dub import DubOptions, _BoxFinder, _Clock
+
+VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".flv"}
+FPS = Fraction(25)
+
+
+@dataclass
+class PreprocessOptions:
+    size: int = 96
+    detector: str = "retinaface"
+    detect_size: int = 320
+    pads: tuple[int, int, int, int] = (0, 10, 0, 0)
+    s3fd_weights: str | None = None
+    device: str = "cpu"
+    val_share: float = 0.1
+    jpeg_quality: int = 95
+
+
+def find_videos(src: Path) -> list[tuple[str, Path]]:
+    """(clip key `<speaker>/<clip>`, path) for every video under src, sorted; LRS2's main/ is its root."""
+    root = src / "main" if (src / "main").is_dir() else src
+    out = []
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and path.suffix.lower() in VIDEO_SUFFIXES and not path.name.startswith("."):
+            rel = path.relative_to(root).with_suffix("")
+            speaker = rel.parent.as_posix() if rel.parent != Path(".") else "_"
+            out.append((f"{speaker}/{rel.name}", path))
+    return out
+
+
+def lrs2_split(src: Path) -> dict[str, str] | None:
+    """LRS2's own lists, when SRC has them: clip key -> split (test counts as val here)."""
+    lists = {s: src / f"{s}.txt" for s in ("train", "val", "test")}
+    if not lists["train"].exists():
+        return None
+    split = {}
+    for name, path in lists.items():
+        if path.exists():
+            for line in path.read_text().splitlines():
+                if line.strip():
+                    split[line.split()[0]] = "train" if name == "train" else "val"
+    return split
+
+
+def speaker_split(key: str, val_share: float) -> str:
+    speaker = key.rsplit("/", 1)[0]
+    h = int(hashlib.sha256(speaker.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+    return "val" if h < val_share else "train"
+
+
+def _process_clip(path: Path, dest: Path, opts: PreprocessOptions, detectors: dict) -> int:
+    """Write one clip's crops and audio into dest (a temporary folder); returns the frame count."""
+    info = media.probe(path)
+    if info.video is None or info.video.frame_count == 0:
+        raise InputError("no video frames")
+    if info.audio is None:
+        raise InputError("no audio track")
+    sound = audio_mod.load_audio(str(path))
+    dub_opts = DubOptions(checkpoint="", detector=opts.detector, pads=opts.pads, detect_max_side=opts.detect_size,
+                          detect_every=1, s3fd_weights=opts.s3fd_weights)
+
+    def detector(max_side):
+        from ..detect import make_detector
+
+        if max_side not in detectors:
+            detectors[max_side] = make_detector(opts.detector, opts.device, max_side=max_side,
+                                                s3fd_weights=opts.s3fd_weights)
+        return detectors[max_side]
+
+    finder = _BoxFinder(dub_opts, info.video.width, info.video.height, _Clock(), opts.device, detectors=detector)
+    params = [cv2.IMWRITE_JPEG_QUALITY, opts.jpeg_quality]
+    n = 0
+
+    def write(placed):
+        nonlocal n
+        for frame, box in placed:
+            if box is None:
+                raise InputError(f"no face in frame {n}")
+            y1, y2, x1, x2 = box
+            crop = cv2.resize(frame[y1:y2, x1:x2], (opts.size, opts.size), interpolation=cv2.INTER_AREA)
+            ok, data = cv2.imencode(".jpg", crop, params)
+            (dest / f"{n}.jpg").write_bytes(data.tobytes())
+            n += 1
+
+    for chunk in media.FrameReader(info, chunk=32, fps=FPS):
+        write(finder.push(chunk))
+    write(finder.flush())
+    import soundfile
+
+    soundfile.write(str(dest / "audio.wav"), sound.samples, audio_mod.SAMPLE_RATE, subtype="PCM_16")
+    return n
+
+
+def preprocess(src: str | os.PathLike, data: str | os.PathLike, opts: PreprocessOptions,
+               progress: Callable[[int, int, str], None] | None = None) -> dict:
+    src, data = Path(src), Path(data)
+    if not src.is_dir():
+        raise InputError(f"{src}: not a folder of videos")
+    videos = find_videos(src)
+    if not videos:
+        raise InputError(f"{src}: no videos found")
+    data.mkdir(parents=True, exist_ok=True)
+    report_path = data / "preprocess_report.jsonl"
+    splits = lrs2_split(src)
+    detectors: dict = {}
+    counts = {"done": 0, "skipped": 0, "kept": 0}
+    for i, (key, path) in enumerate(videos, 1):
+        final = data / key
+        if final.is_dir():  # finished in an earlier run
+            counts["kept"] += 1
+            if progress:
+                progress(i, len(videos), key)
+            continue
+        tmp = final.parent / f".{final.name}.partial"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        started = time.perf_counter()
+        try:
+            frames = _process_clip(path, tmp, opts, detectors)
+            os.replace(tmp, final)
+            record = {"clip": key, "state": "done", "frames": frames, "seconds": round(time.perf_counter() - started, 3)}
+            counts["done"] += 1
+        except (LipsyncError, OSError) as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            record = {"clip": key, "state": "skipped", "reason": str(exc), "video": str(path)}
+            counts["skipped"] += 1
+        with open(report_path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if progress:
+            progress(i, len(videos), key)
+
+    lists: dict[str, list[str]] = {"train": [], "val": []}
+    for key, _ in videos:
+        if (data / key).is_dir():
+            split = (splits or {}).get(key) or speaker_split(key, opts.val_share)
+            lists[split].append(key)
+    (data / "filelists").mkdir(exist_ok=True)
+    for split, keys in lists.items():
+        (data / "filelists" / f"{split}.txt").write_text("".join(f"{k}\n" for k in keys))
+    return {**counts, "train": len(lists["train"]), "val": len(lists["val"])}

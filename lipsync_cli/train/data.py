@@ -107,30 +107,42 @@ def to_tensor(frames: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(frames).permute(3, 0, 1, 2).float().div_(255.0)
 
 
-class SyncPairs(torch.utils.data.Dataset):
-    """Samples for the lip-sync expert: 5 consecutive faces' lower halves and a mel window that is
-    theirs (label 1) or that of another window of the same clip (label 0), half and half."""
+class _Windows(torch.utils.data.Dataset):
+    """Spans of `span` frames drawn by (seed, index) from the clips long enough to have two."""
 
-    def __init__(self, data: PreprocessedData, seed: int = 0, length: int = 10 ** 9):
-        self.data, self.seed, self.length = data, seed, length
-        self.usable = [data.usable_frames(k, SYNC_T) for k in range(len(data))]
+    def __init__(self, data: PreprocessedData, seed: int, span: int, length: int):
+        self.data, self.seed, self.span, self.length = data, seed, span, length
+        self.usable = [data.usable_frames(k, span) for k in range(len(data))]
         self.clips = [k for k, n in enumerate(self.usable) if n >= 2]
         if not self.clips:
-            raise InputError("no clip is long enough for sync pairs")
+            raise InputError(f"no clip is long enough for windows of {span} frames")
 
     def __len__(self) -> int:
         return self.length
 
-    def __getitem__(self, index: int):
+    def _pick(self, index: int) -> tuple[np.random.Generator, int, int]:
+        """(the sample's generator, clip, start frame)."""
         rng = np.random.default_rng([self.seed, index])
         k = self.clips[int(rng.integers(len(self.clips)))]
-        n = self.usable[k]
-        start = int(rng.integers(n))
+        return rng, k, int(rng.integers(self.usable[k]))
+
+    def _other_start(self, rng: np.random.Generator, k: int, start: int) -> int:
+        """Any other start frame of the same clip."""
+        other = int(rng.integers(self.usable[k] - 1))
+        return other + (other >= start)
+
+
+class SyncPairs(_Windows):
+    """Samples for the lip-sync expert: 5 consecutive faces' lower halves and a mel window that is
+    theirs (label 1) or that of another window of the same clip (label 0), half and half."""
+
+    def __init__(self, data: PreprocessedData, seed: int = 0, length: int = 10 ** 9):
+        super().__init__(data, seed, SYNC_T, length)
+
+    def __getitem__(self, index: int):
+        rng, k, start = self._pick(index)
         in_sync = bool(rng.random() < 0.5)
-        audio_frame = start
-        if not in_sync:  # any other window of the same clip
-            audio_frame = int(rng.integers(n - 1))
-            audio_frame += audio_frame >= start
+        audio_frame = start if in_sync else self._other_start(rng, k, start)
         faces = to_tensor(self.data.frames(k, start, SYNC_T))  # (3, T, 96, 96)
         lower = faces[:, :, FACE // 2:]
         stacked = torch.cat([lower[:, t] for t in range(SYNC_T)], dim=0)  # (15, 48, 96)
@@ -138,28 +150,18 @@ class SyncPairs(torch.utils.data.Dataset):
         return stacked, mel, torch.tensor(float(in_sync))
 
 
-class GeneratorWindows(torch.utils.data.Dataset):
+class GeneratorWindows(_Windows):
     """Samples for the generator: T consecutive frames (the targets), a reference window of T
     other frames of the same clip, the mel window of each target frame, and the mel window of the
     whole T-frame span for the expert. Wav2Lip's setting: T = 5."""
 
     def __init__(self, data: PreprocessedData, seed: int = 0, t: int = SYNC_T, length: int = 10 ** 9):
-        self.data, self.seed, self.t, self.length = data, seed, t, length
-        self.usable = [data.usable_frames(k, t) for k in range(len(data))]
-        self.clips = [k for k, n in enumerate(self.usable) if n >= 2]
-        if not self.clips:
-            raise InputError("no clip is long enough for generator windows")
-
-    def __len__(self) -> int:
-        return self.length
+        super().__init__(data, seed, t, length)
+        self.t = t
 
     def __getitem__(self, index: int):
-        rng = np.random.default_rng([self.seed, index])
-        k = self.clips[int(rng.integers(len(self.clips)))]
-        n = self.usable[k]
-        start = int(rng.integers(n))
-        ref = int(rng.integers(n - 1))
-        ref += ref >= start
+        rng, k, start = self._pick(index)
+        ref = self._other_start(rng, k, start)
         target = to_tensor(self.data.frames(k, start, self.t))  # (3, T, 96, 96)
         reference = to_tensor(self.data.frames(k, ref, self.t))
         masked = target.clone()

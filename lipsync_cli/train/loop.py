@@ -86,6 +86,13 @@ def autocast_dtype(device: torch.device, amp: str) -> torch.dtype | None:
     return torch.bfloat16 if cpu_has_amx_bf16() else None
 
 
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    """Mixed precision for a forward pass, or nothing when dtype is None."""
+    import contextlib
+
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
 class Metrics:
     """Scalars to OUT/metrics.jsonl (always) and to TensorBoard (when the package is installed)."""
 

@@ -8,7 +8,6 @@ P_sync; binary cross-entropy; Adam. Evaluation on the validation split: loss and
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -39,7 +38,7 @@ def evaluate(model: SyncNetColor, ds: SyncPairs, batches: int, batch_size: int, 
     total, correct, n = 0.0, 0, 0
     for faces, mel, label in _loader(ds, 0, batches * batch_size, batch_size, workers):
         faces, mel, label = faces.to(device), mel.to(device), label.to(device)
-        with _autocast(device, dtype):
+        with loop.autocast(device, dtype):
             a, v = model(mel, faces)
         a, v = a.float(), v.float()
         total += float(sync_loss(a, v, label)) * len(label)
@@ -47,10 +46,6 @@ def evaluate(model: SyncNetColor, ds: SyncPairs, batches: int, batch_size: int, 
         n += len(label)
     model.train()
     return SyncEval(total / n, correct / n, n)
-
-
-def _autocast(device, dtype):
-    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
 
 def train_syncnet(cfg: loop.TrainConfig, progress: Callable[[int, int, dict], None] | None = None) -> dict:
@@ -77,7 +72,7 @@ def train_syncnet(cfg: loop.TrainConfig, progress: Callable[[int, int, dict], No
                           cfg.workers)
         for faces, mel, label in batches:
             faces, mel, label = faces.to(device), mel.to(device), label.to(device)
-            with _autocast(device, dtype):
+            with loop.autocast(device, dtype):
                 a, v = model(mel, faces)
             loss = sync_loss(a.float(), v.float(), label)
             optimizer.zero_grad(set_to_none=True)

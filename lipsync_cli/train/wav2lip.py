@@ -12,7 +12,6 @@ generated (0) lower halves, with its own Adam.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -63,10 +62,6 @@ def load_expert(path: str, device) -> SyncNetColor:
     return expert.to(device)
 
 
-def _autocast(device, dtype):
-    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
-
-
 def expert_sync_loss(expert: SyncNetColor, generated: torch.Tensor, sync_mel: torch.Tensor) -> torch.Tensor:
     a, v = expert(sync_mel, lower_half_stack(generated))
     return sync_loss(a.float(), v.float(), torch.ones(len(a), device=a.device))
@@ -81,7 +76,7 @@ def evaluate(gen, expert, disc, ds, cfg: Wav2LipConfig, device, dtype) -> dict:
                                          num_workers=0)
     for faces_in, mels, sync_mel, target in loader:
         faces_in, mels, sync_mel, target = (x.to(device) for x in (faces_in, mels, sync_mel, target))
-        with _autocast(device, dtype):
+        with loop.autocast(device, dtype):
             g = gen(mels, faces_in).float()
             s = expert_sync_loss(expert, g, sync_mel)
             r = disc(g).float().mean() if disc is not None else torch.tensor(0.0)
@@ -134,7 +129,7 @@ def train_wav2lip(cfg: Wav2LipConfig, progress: Callable[[int, int, dict], None]
         for faces_in, mels, sync_mel, target in loader:
             faces_in, mels, sync_mel, target = (x.to(device) for x in (faces_in, mels, sync_mel, target))
             w_l1, w_sync, w_gan = loss_weights(cfg, sync_on)
-            with _autocast(device, dtype):
+            with loop.autocast(device, dtype):
                 g = gen(mels, faces_in).float()
                 l1 = F.l1_loss(g, target)
                 l_sync = expert_sync_loss(expert, g, sync_mel) if w_sync > 0 else torch.zeros((), device=device)
@@ -146,7 +141,7 @@ def train_wav2lip(cfg: Wav2LipConfig, progress: Callable[[int, int, dict], None]
             gen_opt.step()
             logged = {"l1": l1.item(), "sync": l_sync.item(), "loss": loss.item()}
             if disc is not None:
-                with _autocast(device, dtype):
+                with loop.autocast(device, dtype):
                     real = disc(target).float()
                     fake = disc(g.detach()).float()
                     d_loss = F.binary_cross_entropy(real, torch.ones_like(real)) + \

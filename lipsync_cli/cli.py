@@ -31,6 +31,8 @@ app.add_typer(weights_app, name="weights")
 train_app = typer.Typer(help="The training loops: syncnet (the lip-sync expert), wav2lip (the generator).",
                         no_args_is_help=True)
 app.add_typer(train_app, name="train")
+eval_app = typer.Typer(help="Evaluation: sync (LSE-D / LSE-C).", no_args_is_help=True)
+app.add_typer(eval_app, name="eval")
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False, soft_wrap=True)
@@ -391,6 +393,43 @@ def preprocess(
             progress.stop()
     err.print(f"{data}: {counts['done']} clips done, {counts['kept']} kept from before, {counts['skipped']} skipped "
               f"(see preprocess_report.jsonl); {counts['train']} train, {counts['val']} val")
+
+
+@eval_app.command("sync")
+@_report_errors
+def eval_sync(
+    videos: List[Path] = typer.Argument(..., help="Videos to score (their own audio track, or --audio)."),
+    syncnet: Path = typer.Option(..., "--syncnet", help="The evaluation SyncNet (syncnet_v2.model) for published-comparable LSE, or a lip-sync expert of ours."),
+    audio: Optional[Path] = typer.Option(None, "--audio", help="Score against this audio instead of each video's own track."),
+    detector: DetectorOpt = "retinaface",
+    device: DeviceOpt = "auto",
+    as_json: JsonOpt = False,
+    debug: DebugOpt = False,
+):
+    """LSE-D (lower is better) and LSE-C (higher is better) per video and their mean."""
+    from rich.table import Table
+
+    from .eval.lse import evaluate_expert, evaluate_syncnet_v2, load_sync_model
+    from .models.inference import resolve_device
+
+    dev = resolve_device(device)
+    kind, net = load_sync_model(str(syncnet))
+    net = net.to(dev)
+    evaluate = evaluate_syncnet_v2 if kind == "syncnet_v2_evaluation" else evaluate_expert
+    results = [evaluate(net, str(v), str(audio) if audio else None, detector, device=dev.type) for v in videos]
+    mean_d = sum(r.lse_d for r in results) / len(results)
+    mean_c = sum(r.lse_c for r in results) / len(results)
+    if as_json:
+        print(json.dumps({"model": kind, "videos": [r.as_dict() for r in results],
+                          "lse_d": round(mean_d, 4), "lse_c": round(mean_c, 4)}))
+        return
+    table = Table(title=f"sync ({'syncnet_v2' if kind == 'syncnet_v2_evaluation' else 'our expert'})")
+    for col in ("video", "LSE-D", "LSE-C", "offset", "frames"):
+        table.add_column(col)
+    for r in results:
+        table.add_row(r.video, f"{r.lse_d:.3f}", f"{r.lse_c:.3f}", str(r.offset), str(r.frames))
+    table.add_row("mean", f"{mean_d:.3f}", f"{mean_c:.3f}", "", "")
+    out.print(table)
 
 
 @train_app.command("syncnet")

@@ -7,6 +7,7 @@ onnxruntime or torch.
 from .base import (
     DETECTOR_NAMES,
     Detection,
+    DetectorPool,
     DetectorUnavailable,
     FaceDetector,
     detection_size,
@@ -29,6 +30,7 @@ __all__ = [
     "SMOOTH_WINDOW",
     "BoxSmoother",
     "Detection",
+    "DetectorPool",
     "DetectorUnavailable",
     "FaceDetector",
     "FaceTracker",

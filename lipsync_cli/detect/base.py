@@ -107,6 +107,21 @@ def clip_box(
     )
 
 
+class DetectorPool:
+    """Detectors of one kind built once per detection size and reused (clips of a batch, the
+    second look at twice the size). Not thread-safe: one decoding thread uses it."""
+
+    def __init__(self, name: str, device: str = "cpu", s3fd_weights: str | None = None):
+        self.name, self.device, self.s3fd_weights = name, device, s3fd_weights
+        self._built: dict[int, FaceDetector] = {}
+
+    def __call__(self, max_side: int) -> FaceDetector:
+        if max_side not in self._built:
+            self._built[max_side] = make_detector(self.name, self.device, max_side=max_side,
+                                                  s3fd_weights=self.s3fd_weights)
+        return self._built[max_side]
+
+
 def make_detector(
     name: str,
     device: str = "cpu",

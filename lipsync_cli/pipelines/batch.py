@@ -21,7 +21,6 @@
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import os
 import socket
@@ -33,6 +32,7 @@ from typing import Callable, Iterable
 
 from .. import media
 from ..errors import InputError
+from ..weights import sha256_of
 from .dub import ClipRequest, DubOptions, DubResult
 
 VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".flv", ".mpg", ".mpeg", ".ts", ".wmv", ".3gp"}
@@ -316,19 +316,11 @@ def read_job(job_dir: Path) -> list[dict]:
 
 
 def latest_states(records: list[dict]) -> dict[str, dict]:
-    """The last record of each item, ignoring `started` once the item has a later outcome."""
+    """The last record of each item (records come in time order)."""
     last: dict[str, dict] = {}
     for rec in records:
         last[rec["item"]] = rec
     return last
-
-
-def sha256_of(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 # ----------------------------------------------------------------------------------------------

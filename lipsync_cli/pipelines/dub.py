@@ -28,7 +28,7 @@ import numpy as np
 
 from .. import audio as audio_mod
 from .. import media
-from ..detect import DEFAULT_PADS, BoxSmoother, DetectorUnavailable, FaceTracker, make_detector, pad_box
+from ..detect import DEFAULT_PADS, BoxSmoother, DetectorPool, DetectorUnavailable, FaceTracker, pad_box
 from ..errors import InputError, LipsyncError
 from ..models.inference import FACE_SIZE, GeneratorRunner
 from .stages import threaded
@@ -138,9 +138,8 @@ class _BoxFinder:
 
     def __init__(self, opts: DubOptions, width: int, height: int, clock: _Clock, device: str, detectors=None):
         self.opts, self.width, self.height, self.clock = opts, width, height, clock
-        # detectors(max_side) -> a detector; the Dubber shares its own between clips
-        self.detectors = detectors or (lambda max_side: make_detector(opts.detector, device, max_side=max_side,
-                                                                      s3fd_weights=opts.s3fd_weights))
+        # detectors(max_side) -> a detector; the Dubber shares its pool between clips
+        self.detectors = detectors or DetectorPool(opts.detector, device, opts.s3fd_weights)
         self.detector = None if opts.box else self.detectors(opts.detect_max_side)
         self.fallback = None
         self.tracker = FaceTracker(opts.face_index)
@@ -325,16 +324,9 @@ class Dubber:
         del net
         self.load_seconds = time.perf_counter() - t0
         self.paster = _Paster(opts.paste)
-        self._detectors: dict[int, object] = {}
+        self.detectors = DetectorPool(opts.detector, self.runner.device.type, opts.s3fd_weights)
         self._open: set[_Clip] = set()  # clips holding a temporary output, removed on an interruption
         self._open_lock = threading.Lock()
-
-    def detector(self, max_side: int):
-        """Detectors are built once per size and shared by every clip (only the decode thread uses them)."""
-        if max_side not in self._detectors:
-            self._detectors[max_side] = make_detector(self.opts.detector, self.runner.device.type, max_side=max_side,
-                                                      s3fd_weights=self.opts.s3fd_weights)
-        return self._detectors[max_side]
 
     # -- the decode + detect thread ---------------------------------------------------------
 
@@ -367,7 +359,7 @@ class Dubber:
     def _clip_items(self, clip: _Clip) -> Iterator[_Item]:
         """Output frames of one clip in order with their face boxes."""
         opts, n_out = clip.opts, clip.n_out
-        finder = _BoxFinder(opts, clip.width, clip.height, clip.clock, self.runner.device.type, detectors=self.detector)
+        finder = _BoxFinder(opts, clip.width, clip.height, clip.clock, self.runner.device.type, detectors=self.detectors)
         if clip.still:
             placed = finder.push(clip.still_frame[None]) + finder.flush()
             frame, box = placed[0]
@@ -555,7 +547,6 @@ def _as_clip_error(exc: Exception) -> LipsyncError | DetectorUnavailable:
 def dub(video: str, audio_path: str, output: str, opts: DubOptions, force: bool = False,
         progress: Callable[[int, int], None] | None = None) -> DubResult:
     """Dub `video` (or a still image) with `audio_path` into `output`. See the module docstring."""
-    _validate(opts)
     started = time.perf_counter()
     outcome: list = []
     dubber = Dubber(opts)

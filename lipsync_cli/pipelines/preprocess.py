@@ -33,6 +33,7 @@ import cv2
 from .. import audio as audio_mod
 from .. import media
 from ..errors import InputError, LipsyncError
+from ..detect import DetectorPool
 from .dub import DubOptions, _BoxFinder, _Clock
 
 VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".flv"}
@@ -83,7 +84,7 @@ def speaker_split(key: str, val_share: float) -> str:
     return "val" if h < val_share else "train"
 
 
-def _process_clip(path: Path, dest: Path, opts: PreprocessOptions, detectors: dict) -> int:
+def _process_clip(path: Path, dest: Path, opts: PreprocessOptions, detectors: DetectorPool) -> int:
     """Write one clip's crops and audio into dest (a temporary folder); returns the frame count."""
     info = media.probe(path)
     if info.video is None or info.video.frame_count == 0:
@@ -94,15 +95,7 @@ def _process_clip(path: Path, dest: Path, opts: PreprocessOptions, detectors: di
     dub_opts = DubOptions(checkpoint="", detector=opts.detector, pads=opts.pads, detect_max_side=opts.detect_size,
                           detect_every=1, s3fd_weights=opts.s3fd_weights)
 
-    def detector(max_side):
-        from ..detect import make_detector
-
-        if max_side not in detectors:
-            detectors[max_side] = make_detector(opts.detector, opts.device, max_side=max_side,
-                                                s3fd_weights=opts.s3fd_weights)
-        return detectors[max_side]
-
-    finder = _BoxFinder(dub_opts, info.video.width, info.video.height, _Clock(), opts.device, detectors=detector)
+    finder = _BoxFinder(dub_opts, info.video.width, info.video.height, _Clock(), opts.device, detectors=detectors)
     params = [cv2.IMWRITE_JPEG_QUALITY, opts.jpeg_quality]
     n = 0
 
@@ -137,7 +130,7 @@ def preprocess(src: str | os.PathLike, data: str | os.PathLike, opts: Preprocess
     data.mkdir(parents=True, exist_ok=True)
     report_path = data / "preprocess_report.jsonl"
     splits = lrs2_split(src)
-    detectors: dict = {}
+    detectors = DetectorPool(opts.detector, opts.device, opts.s3fd_weights)
     counts = {"done": 0, "skipped": 0, "kept": 0}
     for i, (key, path) in enumerate(videos, 1):
         final = data / key

@@ -25,6 +25,7 @@ import torch
 
 from .. import audio as audio_mod
 from ..errors import InputError
+from ..models.syncnet import lower_half_stack
 
 FPS = 25
 FACE = 96
@@ -144,8 +145,7 @@ class SyncPairs(_Windows):
         in_sync = bool(rng.random() < 0.5)
         audio_frame = start if in_sync else self._other_start(rng, k, start)
         faces = to_tensor(self.data.frames(k, start, SYNC_T))  # (3, T, 96, 96)
-        lower = faces[:, :, FACE // 2:]
-        stacked = torch.cat([lower[:, t] for t in range(SYNC_T)], dim=0)  # (15, 48, 96)
+        stacked = lower_half_stack(faces[None])[0]  # (15, 48, 96)
         mel = torch.from_numpy(self.data.mel_window(k, audio_frame)).unsqueeze(0)  # (1, 80, 16)
         return stacked, mel, torch.tensor(float(in_sync))
 

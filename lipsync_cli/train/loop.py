@@ -93,6 +93,15 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
     return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
 
+def batches(ds, steps: range, batch_size: int, workers: int, device: torch.device):
+    """The batches of `steps` (step s holds samples s*B .. s*B+B-1 of the seeded dataset, so a
+    resumed run sees the batches it would have seen), moved to `device`."""
+    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, num_workers=workers,
+                                         sampler=range(steps.start * batch_size, steps.stop * batch_size))
+    for batch in loader:
+        yield tuple(x.to(device) for x in batch)
+
+
 class Metrics:
     """Scalars to OUT/metrics.jsonl (always) and to TensorBoard (when the package is installed)."""
 

@@ -26,18 +26,11 @@ class SyncEval:
     samples: int
 
 
-def _loader(ds, start: int, count: int, batch: int, workers: int):
-    indices = range(start, start + count)
-    return torch.utils.data.DataLoader(ds, batch_size=batch, sampler=indices, num_workers=workers,
-                                       persistent_workers=False)
-
-
 @torch.no_grad()
 def evaluate(model: SyncNetColor, ds: SyncPairs, batches: int, batch_size: int, device, dtype, workers: int = 0) -> SyncEval:
     model.eval()
     total, correct, n = 0.0, 0, 0
-    for faces, mel, label in _loader(ds, 0, batches * batch_size, batch_size, workers):
-        faces, mel, label = faces.to(device), mel.to(device), label.to(device)
+    for faces, mel, label in loop.batches(ds, range(batches), batch_size, workers, device):
         with loop.autocast(device, dtype):
             a, v = model(mel, faces)
         a, v = a.float(), v.float()
@@ -68,10 +61,7 @@ def train_syncnet(cfg: loop.TrainConfig, progress: Callable[[int, int, dict], No
     step = start
     model.train()
     try:
-        batches = _loader(train_ds, start * cfg.batch_size, (cfg.steps - start) * cfg.batch_size, cfg.batch_size,
-                          cfg.workers)
-        for faces, mel, label in batches:
-            faces, mel, label = faces.to(device), mel.to(device), label.to(device)
+        for faces, mel, label in loop.batches(train_ds, range(start, cfg.steps), cfg.batch_size, cfg.workers, device):
             with loop.autocast(device, dtype):
                 a, v = model(mel, faces)
             loss = sync_loss(a.float(), v.float(), label)

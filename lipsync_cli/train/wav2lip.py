@@ -72,10 +72,7 @@ def evaluate(gen, expert, disc, ds, cfg: Wav2LipConfig, device, dtype) -> dict:
     gen.eval()
     sums = {"l1": 0.0, "sync": 0.0, "gen_realism": 0.0}
     n = 0
-    loader = torch.utils.data.DataLoader(ds, batch_size=cfg.batch_size, sampler=range(cfg.eval_batches * cfg.batch_size),
-                                         num_workers=0)
-    for faces_in, mels, sync_mel, target in loader:
-        faces_in, mels, sync_mel, target = (x.to(device) for x in (faces_in, mels, sync_mel, target))
+    for faces_in, mels, sync_mel, target in loop.batches(ds, range(cfg.eval_batches), cfg.batch_size, 0, device):
         with loop.autocast(device, dtype):
             g = gen(mels, faces_in).float()
             s = expert_sync_loss(expert, g, sync_mel)
@@ -123,11 +120,8 @@ def train_wav2lip(cfg: Wav2LipConfig, progress: Callable[[int, int, dict], None]
 
     gen.train()
     try:
-        loader = torch.utils.data.DataLoader(
-            train_ds, batch_size=cfg.batch_size, num_workers=cfg.workers,
-            sampler=range(start * cfg.batch_size, cfg.steps * cfg.batch_size))
-        for faces_in, mels, sync_mel, target in loader:
-            faces_in, mels, sync_mel, target = (x.to(device) for x in (faces_in, mels, sync_mel, target))
+        steps = range(start, cfg.steps)
+        for faces_in, mels, sync_mel, target in loop.batches(train_ds, steps, cfg.batch_size, cfg.workers, device):
             w_l1, w_sync, w_gan = loss_weights(cfg, sync_on)
             with loop.autocast(device, dtype):
                 g = gen(mels, faces_in).float()

@@ -68,6 +68,13 @@ def load_audio(path: str) -> Audio:
     return Audio(mono, info.audio.rate, info.audio.channels)
 
 
+def write_wav(path, samples: np.ndarray):
+    """16 kHz mono 16-bit PCM: the training layout's audio.wav."""
+    import soundfile
+
+    soundfile.write(str(path), samples, SAMPLE_RATE, subtype="PCM_16")
+
+
 _MEL_BASIS: np.ndarray | None = None
 
 

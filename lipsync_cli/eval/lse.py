@@ -115,6 +115,17 @@ def crops_224(frames: list[np.ndarray], boxes: list) -> np.ndarray:
     return out
 
 
+def _score_windows(video: str, usable: int, batch: int, embed) -> SyncResult:
+    """Embed windows 0..usable-1 in batches (`embed(indices)` -> (lip, audio) embeddings) and score them."""
+    lip, aud = [], []
+    for s in range(0, usable, batch):
+        v, a = embed(range(s, min(usable, s + batch)))
+        lip.append(v.cpu())
+        aud.append(a.cpu())
+    d, c, off = sync_scores(offset_distances(torch.cat(lip), torch.cat(aud)))
+    return SyncResult(video, d, c, off, usable)
+
+
 @torch.no_grad()
 def evaluate_syncnet_v2(net, video: str, audio_path: str | None = None, detector: str = "retinaface",
                         batch: int = 20, device: str = "cpu") -> SyncResult:
@@ -126,16 +137,13 @@ def evaluate_syncnet_v2(net, video: str, audio_path: str | None = None, detector
     if usable < 1:
         raise InputError(f"{video}: too short to measure sync (needs more than {FRAMES} frames with audio)")
     net.eval()
-    lip, aud = [], []
-    for s in range(0, usable, batch):
-        idx = range(s, min(usable, s + batch))
-        v = np.stack([crops[i:i + FRAMES] for i in idx])  # (B, 5, 224, 224, 3)
-        v = torch.from_numpy(v).permute(0, 4, 1, 2, 3).float().to(device)
-        a = torch.from_numpy(np.stack([mfcc[:, 4 * i:4 * i + 20] for i in idx])).unsqueeze(1).to(device)
-        lip.append(net.lip_features(v).cpu())
-        aud.append(net.audio_features(a).cpu())
-    d, c, off = sync_scores(offset_distances(torch.cat(lip), torch.cat(aud)))
-    return SyncResult(video, d, c, off, usable)
+
+    def embed(idx):
+        v = torch.from_numpy(np.stack([crops[i:i + FRAMES] for i in idx]))  # (B, 5, 224, 224, 3)
+        a = torch.from_numpy(np.stack([mfcc[:, 4 * i:4 * i + 20] for i in idx])).unsqueeze(1)
+        return net.lip_features(v.permute(0, 4, 1, 2, 3).float().to(device)), net.audio_features(a.to(device))
+
+    return _score_windows(video, usable, batch, embed)
 
 
 @torch.no_grad()
@@ -158,16 +166,14 @@ def evaluate_expert(expert, video: str, audio_path: str | None = None, detector:
     if usable < 1:
         raise InputError(f"{video}: too short to measure sync")
     expert.eval()
-    lip, aud = [], []
-    for s in range(0, usable, batch):
-        idx = range(s, min(usable, s + batch))
+
+    def embed(idx):
         v = torch.from_numpy(np.stack([crops[i:i + FRAMES] for i in idx])).permute(0, 4, 1, 2, 3).float().div(255)
         m = torch.from_numpy(audio_mod.mel_windows(mel, FPS, list(idx))).unsqueeze(1)
         a_emb, v_emb = expert(m.to(device), lower_half_stack(v).to(device))
-        lip.append(v_emb.cpu())
-        aud.append(a_emb.cpu())
-    d, c, off = sync_scores(offset_distances(torch.cat(lip), torch.cat(aud)))
-    return SyncResult(video, d, c, off, usable)
+        return v_emb, a_emb
+
+    return _score_windows(video, usable, batch, embed)
 
 
 def load_sync_model(path: str):

@@ -113,9 +113,7 @@ def _process_clip(path: Path, dest: Path, opts: PreprocessOptions, detectors: De
     for chunk in media.FrameReader(info, chunk=32, fps=FPS):
         write(finder.push(chunk))
     write(finder.flush())
-    import soundfile
-
-    soundfile.write(str(dest / "audio.wav"), sound.samples, audio_mod.SAMPLE_RATE, subtype="PCM_16")
+    audio_mod.write_wav(dest / "audio.wav", sound.samples)
     return n
 
 

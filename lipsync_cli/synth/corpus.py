@@ -37,6 +37,7 @@ from typing import Callable
 import cv2
 import numpy as np
 
+from ..audio import write_wav
 from ..errors import InputError
 from .face import Identity, crop_placement, dark_mouth_area, face_box, make_identity, render
 from .speech import SAMPLE_RATE, WORDS, Span, Voice, make_voice, synthesize, viseme_track
@@ -210,19 +211,13 @@ def truth_spans(truth: dict) -> list[Span]:
     return [Span(p, s, e) for p, s, e in truth["phonemes"]]
 
 
-def _write_wav(path: Path, audio: np.ndarray):
-    import soundfile
-
-    soundfile.write(str(path), audio, SAMPLE_RATE, subtype="PCM_16")
-
-
 def write_clip(root: Path, spec: CorpusSpec, clip: Clip) -> None:
     plan = clip.plan
     if spec.layout == "videos":
         from .. import media
 
         wav = root / "audio" / f"{plan.name}.wav"
-        _write_wav(wav, clip.audio)
+        write_wav(wav, clip.audio)
         h, w = spec.scene
         writer = media.FrameWriter(str(root / "videos" / f"{plan.name}.mp4"), w, h, FPS, str(wav), crf=18,
                                    extra_output_args={"threads": 1, "fflags": "+bitexact", "flags": "+bitexact"})
@@ -237,7 +232,7 @@ def write_clip(root: Path, spec: CorpusSpec, clip: Clip) -> None:
     for i, frame in enumerate(clip.frames):
         ok, data = cv2.imencode(".jpg", frame, params)
         (folder / f"{i}.jpg").write_bytes(data.tobytes())
-    _write_wav(folder / "audio.wav", clip.audio)
+    write_wav(folder / "audio.wav", clip.audio)
     (folder / "truth.json").write_text(json.dumps(clip.truth, sort_keys=True))
 
 

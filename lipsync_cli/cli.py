@@ -460,8 +460,7 @@ def train_syncnet(
         str(config) if config else None, data=str(data), out=str(out), steps=steps, batch_size=batch_size, lr=lr,
         eval_every=eval_every, eval_batches=eval_batches, checkpoint_every=checkpoint_every, seed=seed,
         device=device, amp=amp, workers=workers, resume=False if fresh else None)
-    result = _run_training(run, cfg, quiet, "syncnet")
-    err.print(f"step {result['step']}: " + ", ".join(f"{k} {v:.4f}" for k, v in result.items() if k != "step"))
+    _run_training(run, cfg, quiet, "syncnet")
 
 
 @train_app.command("wav2lip")
@@ -500,14 +499,16 @@ def train_wav2lip(
         device=device, amp=amp, workers=workers, resume=False if fresh else None,
         expert=str(expert) if expert else None, model="attnwav2lip" if attention else model,
         gan=False if no_gan else None, sync_switch=sync_switch)
-    result = _run_training(run, cfg, quiet, cfg.model)
-    err.print(f"step {result['step']}: " + ", ".join(f"{k} {v:.4f}" for k, v in result.items() if k != "step"))
+    _run_training(run, cfg, quiet, cfg.model)
 
 
 def _run_training(run, cfg, quiet: bool, label: str) -> dict:
-    """A training loop under a progress bar; Ctrl-C keeps a checkpoint and says how to go on."""
+    """A training loop under a progress bar; Ctrl-C keeps a checkpoint and says how to go on.
+    Under torchrun only rank 0 shows progress and the summary."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    main_rank = os.environ.get("RANK", "0") == "0"
+    quiet = quiet or not main_rank
     progress = None if quiet else Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(),
                                            TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=err)
     task = progress.add_task(label, total=cfg.steps, info="") if progress else None
@@ -520,15 +521,19 @@ def _run_training(run, cfg, quiet: bool, label: str) -> dict:
         progress.update(task, completed=step, info="  ".join(f"{k} {v:.3f}" for k, v in info.items() if k != "step"))
 
     try:
-        return run(cfg, update)
+        result = run(cfg, update)
     except KeyboardInterrupt:
         if progress is not None and progress.live.is_started:
             progress.stop()
-        err.print(f"interrupted: checkpoint saved in {cfg.out}; run the same command to resume", markup=False)
+        if main_rank:
+            err.print(f"interrupted: checkpoint saved in {cfg.out}; run the same command to resume", markup=False)
         raise typer.Exit(130)
     finally:
         if progress is not None and progress.live.is_started:
             progress.stop()
+    if main_rank:
+        err.print(f"step {result['step']}: " + ", ".join(f"{k} {v:.4f}" for k, v in result.items() if k != "step"))
+    return result
 
 
 @weights_app.command("list")

@@ -1,6 +1,11 @@
 """What every training loop shares: configuration, seeds, devices and mixed precision,
 checkpoints in the published layout with resume, metrics (JSON lines, TensorBoard when
-installed), and a clean stop on Ctrl-C that leaves a checkpoint behind."""
+installed), data-parallel training under `torchrun`, and a clean stop on Ctrl-C that leaves a
+checkpoint behind.
+
+Under `torchrun` (WORLD_SIZE > 1) every process takes its own slice of each step's batch (the
+batch size stays the global one), gradients are averaged by DistributedDataParallel, and only
+rank 0 evaluates, logs and writes checkpoints."""
 
 from __future__ import annotations
 
@@ -69,7 +74,7 @@ def seed_everything(seed: int):
 def resolve_device(name: str) -> torch.device:
     from ..models.inference import resolve_device as resolve
 
-    if "LOCAL_RANK" in os.environ and name == "auto" and torch.cuda.is_available():
+    if "LOCAL_RANK" in os.environ and name in ("auto", "cuda") and torch.cuda.is_available():
         return torch.device(f"cuda:{int(os.environ['LOCAL_RANK'])}")
     return resolve(name)
 
@@ -93,11 +98,106 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
     return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
 
-def batches(ds, steps: range, batch_size: int, workers: int, device: torch.device):
-    """The batches of `steps` (step s holds samples s*B .. s*B+B-1 of the seeded dataset, so a
-    resumed run sees the batches it would have seen), moved to `device`."""
-    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, num_workers=workers,
-                                         sampler=range(steps.start * batch_size, steps.stop * batch_size))
+@dataclass(frozen=True)
+class Distributed:
+    """Where this process stands in a `torchrun` job (rank 0 of 1 when run on its own)."""
+
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def active(self) -> bool:
+        return self.world > 1
+
+
+def init_distributed(device_name: str) -> Distributed:
+    """Join the `torchrun` process group when there is one: NCCL between GPUs, Gloo on CPUs."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Distributed()
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        use_cuda = torch.cuda.is_available() and device_name != "cpu"
+        if use_cuda:
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    return Distributed(dist.get_rank(), dist.get_world_size())
+
+
+def shutdown_distributed(ddp: Distributed):
+    if ddp.active:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def parallel(model: torch.nn.Module, ddp: Distributed, device: torch.device) -> torch.nn.Module:
+    """The model as the training step calls it: wrapped in DistributedDataParallel under torchrun
+    (batch norm synchronised across GPUs), itself otherwise."""
+    if not ddp.active:
+        return model
+    if device.type == "cuda":  # SyncBatchNorm runs on GPUs only; its state_dict keys are BatchNorm's
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def broadcast_flag(value: bool, ddp: Distributed, device: torch.device) -> bool:
+    """Rank 0's decision, on every rank (a schedule switch made from rank 0's evaluation)."""
+    if not ddp.active:
+        return value
+    import torch.distributed as dist
+
+    flag = torch.tensor([1.0 if value else 0.0], device=device)
+    dist.broadcast(flag, 0)
+    return bool(flag.item() > 0.5)
+
+
+def check_ranks_agree(model: torch.nn.Module, ddp: Distributed, device: torch.device):
+    """Every rank must hold the same weights at the end of a data-parallel run; a difference means
+    the gradients were not averaged and rank 0's checkpoint is not the model that was trained."""
+    if not ddp.active:
+        return
+    import torch.distributed as dist
+
+    with torch.no_grad():
+        total = torch.stack([p.detach().double().sum() for p in model.parameters()]).sum().reshape(1).to(device)
+    gathered = [torch.zeros_like(total) for _ in range(ddp.world)]
+    dist.all_gather(gathered, total)
+    values = [float(g) for g in gathered]
+    if max(values) - min(values) > 1e-6 * max(1.0, abs(values[0])):
+        raise RuntimeError(f"data-parallel ranks ended with different weights: {values}")
+
+
+class StepSampler(torch.utils.data.Sampler):
+    """Sample indices of steps [start, stop): step s holds samples s*B .. s*B+B-1 of the seeded
+    dataset (so a resumed run sees the batches it would have seen), and rank r of W takes the
+    r-th of W equal slices of each step."""
+
+    def __init__(self, steps: range, batch_size: int, rank: int = 0, world: int = 1):
+        if batch_size % world:
+            raise InputError(f"the batch size ({batch_size}) must divide evenly among {world} processes")
+        self.steps, self.batch_size, self.rank, self.world = steps, batch_size, rank, world
+        self.per_rank = batch_size // world
+
+    def __iter__(self):
+        for s in self.steps:
+            first = s * self.batch_size + self.rank * self.per_rank
+            yield from range(first, first + self.per_rank)
+
+    def __len__(self) -> int:
+        return len(self.steps) * self.per_rank
+
+
+def batches(ds, steps: range, batch_size: int, workers: int, device: torch.device, ddp: Distributed = Distributed()):
+    """This process's part of the batches of `steps`, moved to `device`."""
+    sampler = StepSampler(steps, batch_size, ddp.rank, ddp.world)
+    loader = torch.utils.data.DataLoader(ds, batch_size=sampler.per_rank, num_workers=workers, sampler=sampler)
     for batch in loader:
         yield tuple(x.to(device) for x in batch)
 

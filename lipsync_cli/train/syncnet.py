@@ -44,8 +44,10 @@ def evaluate(model: SyncNetColor, ds: SyncPairs, batches: int, batch_size: int, 
 def train_syncnet(cfg: loop.TrainConfig, progress: Callable[[int, int, dict], None] | None = None) -> dict:
     """Train (or continue training) the expert; returns the last evaluation."""
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    loop.write_config(out, cfg, "syncnet")
+    ddp = loop.init_distributed(cfg.device)
+    if ddp.main:
+        out.mkdir(parents=True, exist_ok=True)
+        loop.write_config(out, cfg, "syncnet")
     loop.seed_everything(cfg.seed)
     device = loop.resolve_device(cfg.device)
     dtype = loop.autocast_dtype(device, cfg.amp)
@@ -55,15 +57,16 @@ def train_syncnet(cfg: loop.TrainConfig, progress: Callable[[int, int, dict], No
     model = SyncNetColor().to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     start = loop.resume(out, model, optimizer) if cfg.resume else 0
+    net = loop.parallel(model, ddp, device)
     scaler = torch.amp.GradScaler("cuda") if (device.type == "cuda" and dtype == torch.float16) else None
-    metrics = loop.Metrics(out)
+    metrics = loop.Metrics(out) if ddp.main else None
     last_eval: dict = {}
     step = start
     model.train()
     try:
-        for faces, mel, label in loop.batches(train_ds, range(start, cfg.steps), cfg.batch_size, cfg.workers, device):
+        for faces, mel, label in loop.batches(train_ds, range(start, cfg.steps), cfg.batch_size, cfg.workers, device, ddp):
             with loop.autocast(device, dtype):
-                a, v = model(mel, faces)
+                a, v = net(mel, faces)
             loss = sync_loss(a.float(), v.float(), label)
             optimizer.zero_grad(set_to_none=True)
             if scaler is not None:
@@ -74,6 +77,8 @@ def train_syncnet(cfg: loop.TrainConfig, progress: Callable[[int, int, dict], No
                 loss.backward()
                 optimizer.step()
             step += 1
+            if not ddp.main:
+                continue
             metrics.scalars(step, train_loss=loss.item())
             if step % cfg.eval_every == 0 or step == cfg.steps:
                 ev = evaluate(model, val_ds, cfg.eval_batches, cfg.batch_size, device, dtype)
@@ -83,10 +88,13 @@ def train_syncnet(cfg: loop.TrainConfig, progress: Callable[[int, int, dict], No
                 loop.save_checkpoint(out, f"syncnet_step{step:06d}", model, optimizer, step)
             if progress:
                 progress(step, cfg.steps, {"loss": loss.item(), **last_eval})
+        loop.check_ranks_agree(model, ddp, device)
     except KeyboardInterrupt:
-        if step > start:  # stop cleanly: the work so far is kept and the run resumes from here
+        if step > start and ddp.main:  # stop cleanly: the work so far is kept and the run resumes from here
             loop.save_checkpoint(out, f"syncnet_step{step:06d}", model, optimizer, step)
         raise
     finally:
-        metrics.close()
+        if metrics is not None:
+            metrics.close()
+        loop.shutdown_distributed(ddp)
     return {"step": step, **last_eval}

@@ -90,8 +90,10 @@ def train_wav2lip(cfg: Wav2LipConfig, progress: Callable[[int, int, dict], None]
     if cfg.model not in GENERATOR_NAMES:
         raise InputError(f"--model {cfg.model}: choose from {', '.join(GENERATOR_NAMES)}")
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    loop.write_config(out, cfg, "wav2lip")
+    ddp = loop.init_distributed(cfg.device)
+    if ddp.main:
+        out.mkdir(parents=True, exist_ok=True)
+        loop.write_config(out, cfg, "wav2lip")
     loop.seed_everything(cfg.seed)
     device = loop.resolve_device(cfg.device)
     dtype = loop.autocast_dtype(device, cfg.amp)
@@ -109,7 +111,14 @@ def train_wav2lip(cfg: Wav2LipConfig, progress: Callable[[int, int, dict], None]
         sync_on = bool(read_state_dict(out / "last.pth")[1].get("sync_on", False))
         if disc is not None and (out / "disc_last.pth").exists():
             loop.resume_named(out / "disc_last.pth", disc, disc_opt)
-    metrics = loop.Metrics(out)
+    gen_step = loop.parallel(gen, ddp, device)
+    # The generator's adversarial term goes through the bare discriminator: its gradients there
+    # are discarded, so they need no averaging; the discriminator's own step uses the wrapped one.
+    disc_step = loop.parallel(disc, ddp, device) if disc is not None else None
+    fp16 = device.type == "cuda" and dtype == torch.float16
+    gen_scaler = torch.amp.GradScaler("cuda", enabled=fp16)
+    disc_scaler = torch.amp.GradScaler("cuda", enabled=fp16)
+    metrics = loop.Metrics(out) if ddp.main else None
     last_eval: dict = {}
     step = start
 
@@ -121,48 +130,60 @@ def train_wav2lip(cfg: Wav2LipConfig, progress: Callable[[int, int, dict], None]
     gen.train()
     try:
         steps = range(start, cfg.steps)
-        for faces_in, mels, sync_mel, target in loop.batches(train_ds, steps, cfg.batch_size, cfg.workers, device):
+        for faces_in, mels, sync_mel, target in loop.batches(train_ds, steps, cfg.batch_size, cfg.workers, device, ddp):
             w_l1, w_sync, w_gan = loss_weights(cfg, sync_on)
             with loop.autocast(device, dtype):
-                g = gen(mels, faces_in).float()
+                g = gen_step(mels, faces_in).float()
                 l1 = F.l1_loss(g, target)
                 l_sync = expert_sync_loss(expert, g, sync_mel) if w_sync > 0 else torch.zeros((), device=device)
                 l_gen = F.binary_cross_entropy(disc(g).float(), torch.ones(g.size(0) * g.size(2), 1, device=device)) \
                     if disc is not None else torch.zeros((), device=device)
             loss = w_l1 * l1 + w_sync * l_sync + w_gan * l_gen
             gen_opt.zero_grad(set_to_none=True)
-            loss.backward()
-            gen_opt.step()
+            gen_scaler.scale(loss).backward()
+            gen_scaler.step(gen_opt)
+            gen_scaler.update()
             logged = {"l1": l1.item(), "sync": l_sync.item(), "loss": loss.item()}
             if disc is not None:
                 with loop.autocast(device, dtype):
-                    real = disc(target).float()
-                    fake = disc(g.detach()).float()
+                    # real and generated lower halves in one forward (one DDP reduction per step)
+                    both = torch.cat([target, g.detach()]).transpose(1, 2).flatten(0, 1)  # (2*B*T, 3, H, W)
+                    judged = disc_step(both).float()
+                    real, fake = judged.chunk(2)
                     d_loss = F.binary_cross_entropy(real, torch.ones_like(real)) + \
                         F.binary_cross_entropy(fake, torch.zeros_like(fake))
                 disc_opt.zero_grad(set_to_none=True)
-                d_loss.backward()
-                disc_opt.step()
+                disc_scaler.scale(d_loss).backward()
+                disc_scaler.step(disc_opt)
+                disc_scaler.update()
                 logged.update(gen_adv=l_gen.item(), disc=d_loss.item())
             step += 1
-            metrics.scalars(step, **{f"train_{k}": v for k, v in logged.items()}, sync_weight=w_sync)
-            if step % cfg.eval_every == 0 or step == cfg.steps:
-                last_eval = evaluate(gen, expert, disc, val_ds, cfg, device, dtype)
-                if not sync_on and last_eval["val_sync"] < cfg.sync_switch:
-                    sync_on = True  # a: 0 -> sync_weight from the next step on
-                metrics.scalars(step, **last_eval)
-                grid = torch.cat([target[:4, :, 0], g[:4, :, 0].detach()], dim=0)
-                metrics.images(step, "target_top_generated_bottom", _grid(grid))
-            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-                save(step)
-            if progress:
-                progress(step, cfg.steps, {"loss": logged["loss"], **last_eval})
+            evaluate_now = step % cfg.eval_every == 0 or step == cfg.steps
+            if ddp.main:
+                metrics.scalars(step, **{f"train_{k}": v for k, v in logged.items()}, sync_weight=w_sync)
+                if evaluate_now:
+                    last_eval = evaluate(gen, expert, disc, val_ds, cfg, device, dtype)
+                    if not sync_on and last_eval["val_sync"] < cfg.sync_switch:
+                        sync_on = True  # a: 0 -> sync_weight from the next step on
+                    metrics.scalars(step, **last_eval)
+                    grid = torch.cat([target[:4, :, 0], g[:4, :, 0].detach()], dim=0)
+                    metrics.images(step, "target_top_generated_bottom", _grid(grid))
+            if evaluate_now:
+                sync_on = loop.broadcast_flag(sync_on, ddp, device)
+            if ddp.main:
+                if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+                    save(step)
+                if progress:
+                    progress(step, cfg.steps, {"loss": logged["loss"], **last_eval})
+        loop.check_ranks_agree(gen, ddp, device)
     except KeyboardInterrupt:
-        if step > start:
+        if step > start and ddp.main:
             save(step)
         raise
     finally:
-        metrics.close()
+        if metrics is not None:
+            metrics.close()
+        loop.shutdown_distributed(ddp)
     return {"step": step, "sync_on": float(sync_on), **last_eval}
 
 

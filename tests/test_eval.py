@@ -87,3 +87,31 @@ def test_eval_sync_command(tmp_path, capsys, example_video, checkpoint):
     assert json.loads(capsys.readouterr().out)["model"] == "wav2lip_syncnet_expert_color"
     assert main(["eval", "sync", str(example_video), "--syncnet", str(checkpoint)]) == 2
     assert "neither the evaluation SyncNet" in capsys.readouterr().err
+
+
+class _CopyReference(torch.nn.Module):
+    """A 'generator' that returns the reference frame: it does not listen."""
+
+    def forward(self, mels, faces):
+        return faces[:, 3:]
+
+
+def test_generator_scores_on_a_held_out_split(tmp_path):
+    from lipsync_cli.eval.generator import score_split, summarise
+    from lipsync_cli.models.syncnet import SyncNetColor
+    from lipsync_cli.synth.corpus import CorpusSpec, make_corpus
+    from lipsync_cli.train.data import PreprocessedData
+
+    data = make_corpus(CorpusSpec(clips=40, seed=3, identities=10, voices=10), tmp_path / "d")
+    test = PreprocessedData(data, "test")
+    torch.manual_seed(0)
+    judge = SyncNetColor().eval()
+    scores = score_split(_CopyReference(), judge, test, max_clips=3)
+    assert len(scores) == 3
+    for s in scores:
+        # copying the reference leaves the crops as they were: the same scores as undubbed faces
+        assert s.lse_d == pytest.approx(s.undubbed_lse_d, abs=1e-4) and s.sync == pytest.approx(s.undubbed_sync)
+        assert s.l1 > 0.005  # the reference half a clip away has another mouth than the target
+        assert -1.0 <= s.sync <= 1.0
+    summary = summarise(scores)
+    assert summary["clips"] == 3 and summary["l1"] == pytest.approx(np.mean([s.l1 for s in scores]))

@@ -151,7 +151,6 @@ def evaluate_expert(expert, video: str, audio_path: str | None = None, detector:
                     batch: int = 20, device: str = "cpu") -> SyncResult:
     """The same statistics with our lip-sync expert: 96x96 crops (dub's pads), mel windows."""
     from ..detect import DEFAULT_PADS, pad_box
-    from ..models.syncnet import lower_half_stack
 
     frames, boxes = face_track(video, detector, device)
     h, w = frames[0].shape[:2]
@@ -159,12 +158,21 @@ def evaluate_expert(expert, video: str, audio_path: str | None = None, detector:
     for frame, (x1, y1, x2, y2) in zip(frames, boxes):
         by1, by2, bx1, bx2 = pad_box((x1, y1, x2, y2), DEFAULT_PADS, w, h)
         crops.append(cv2.resize(frame[by1:by2, bx1:bx2], (96, 96)))
-    crops = np.stack(crops)
     mel = audio_mod.melspectrogram(audio_mod.load_audio(audio_path or video).samples)
+    return expert_sync_of_crops(expert, np.stack(crops), mel, video, batch, device)
+
+
+@torch.no_grad()
+def expert_sync_of_crops(expert, crops: np.ndarray, mel: np.ndarray, name: str = "", batch: int = 20,
+                         device: str = "cpu") -> SyncResult:
+    """LSE-D / LSE-C from our expert for 96x96 face crops (n, 96, 96, 3) uint8 BGR at 25 fps and
+    the mel spectrogram of the speech they should follow."""
+    from ..models.syncnet import lower_half_stack
+
     last_frame = int((mel.shape[1] - audio_mod.MEL_STEP) * FPS / audio_mod.MEL_FPS)
     usable = min(len(crops) - FRAMES, last_frame) + 1
     if usable < 1:
-        raise InputError(f"{video}: too short to measure sync")
+        raise InputError(f"{name}: too short to measure sync")
     expert.eval()
 
     def embed(idx):
@@ -173,7 +181,7 @@ def evaluate_expert(expert, video: str, audio_path: str | None = None, detector:
         a_emb, v_emb = expert(m.to(device), lower_half_stack(v).to(device))
         return v_emb, a_emb
 
-    return _score_windows(video, usable, batch, embed)
+    return _score_windows(name, usable, batch, embed)
 
 
 def load_sync_model(path: str):

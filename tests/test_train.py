@@ -207,6 +207,15 @@ def test_generator_training_schedule_resume_and_dub(corpus, random_expert, tmp_p
     weights = [json.loads(x).get("sync_weight") for x in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
     assert [w for w in weights if w is not None] == [0.0, 0.03]
 
+    # TensorBoard: the scalars and a grid of targets over generated faces at every evaluation
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "a" / "tensorboard"), size_guidance={"images": 0}).Reload()
+    assert {"train_l1", "train_sync", "val_l1", "val_sync", "sync_weight"} <= set(events.Tags()["scalars"])
+    assert [e.step for e in events.Scalars("val_l1")] == [1, 2]
+    grids = events.Images("target_top_generated_bottom")
+    assert [g.step for g in grids] == [1, 2] and (grids[0].height, grids[0].width) == (192, 96)
+
     # the generator checkpoint is a published-layout AttnWav2Lip that `dub` loads and runs
     out = tmp_path / "dubbed.mp4"
     assert main(["dub", str(example_video), str(example_audio), "-o", str(out), "-c", str(tmp_path / "a" / "last.pth"),

@@ -73,15 +73,29 @@ class PreprocessedData:
 
     def mel(self, k: int) -> np.ndarray:
         if k not in self._mels:
-            sound = audio_mod.load_audio(str(self.clips[k].folder / "audio.wav"))
-            mel = audio_mod.melspectrogram(sound.samples)
+            mel = audio_mod.melspectrogram(_read_speech(self.clips[k].folder / "audio.wav"))
             with self._lock:
                 self._mels[k] = mel
         return self._mels[k]
 
+    def mel_frames(self, k: int) -> int:
+        """The length of clip k's mel spectrogram, from the wav header when it is 16 kHz (a run
+        over tens of thousands of clips starts without computing them all first)."""
+        if k in self._mels:
+            return self._mels[k].shape[1]
+        import soundfile
+
+        try:
+            info = soundfile.info(str(self.clips[k].folder / "audio.wav"))
+        except RuntimeError:
+            info = None
+        if info is None or info.samplerate != audio_mod.SAMPLE_RATE:
+            return self.mel(k).shape[1]
+        return 1 + info.frames // audio_mod.HOP  # the centred STFT's frame count
+
     def usable_frames(self, k: int, span: int) -> int:
         """How many start frames have `span` frames and every mel window they need."""
-        n_mel = self.mel(k).shape[1]
+        n_mel = self.mel_frames(k)
         last_by_audio = (n_mel - audio_mod.MEL_STEP) * FPS // audio_mod.MEL_FPS  # window start must fit
         return max(0, min(self.clips[k].frames - span, int(last_by_audio) - span + 1) + 1)
 
@@ -101,6 +115,20 @@ class PreprocessedData:
         mel = self.mel(k)
         start = audio_mod.window_start(frame, FPS, mel.shape[1])
         return mel[:, start:start + audio_mod.MEL_STEP]
+
+
+def _read_speech(path: Path) -> np.ndarray:
+    """A clip's audio.wav as 16 kHz mono float32: read directly when it is 16 kHz (the layout's
+    own format, and much faster than a decoder process per clip), else decoded and resampled."""
+    import soundfile
+
+    try:
+        samples, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+    except RuntimeError:
+        rate = None
+    if rate != audio_mod.SAMPLE_RATE:
+        return audio_mod.load_audio(str(path)).samples
+    return np.ascontiguousarray(samples.mean(axis=1, dtype=np.float32))
 
 
 def to_tensor(frames: np.ndarray) -> torch.Tensor:

@@ -2,8 +2,9 @@
 
     python benchmarks/bench_train.py expert [--clips 2000] [--steps 1500] [--batch 32]
     python benchmarks/bench_train.py expert-test --expert RUN/last.pth [--data DATA] [--pairs 2048]
-    python benchmarks/bench_train.py generator --expert A.pth --judge B.pth [--data DATA] [--steps 300]
-        [--batch 8] [--runs 2] [--variants wav2lip-l1,wav2lip,attnwav2lip,...] [--work DIR]
+    python benchmarks/bench_train.py generator --expert A.pth --judge B.pth [--data DATA] [--base-steps 400]
+        [--steps 300] [--batch 4] [--runs 2] [--work DIR]
+    python benchmarks/bench_train.py ablation --expert A.pth --judge B.pth [--data DATA] [--steps 150] [--runs 2]
 
 `expert`: makes a train-layout corpus (seed 5; faces and voices of val never in train), trains the
 lip-sync expert with `lipsync train syncnet`, and prints the held-out evaluation (loss and
@@ -12,13 +13,13 @@ in-sync / off-sync accuracy on 256 fixed val pairs) every `--eval-every` steps.
 `expert-test`: an expert's accuracy on many pairs of the test split (held out like val, and never
 used to pick a checkpoint).
 
-`generator`: trains the generator variants (`wav2lip-l1` is Wav2Lip on L1 alone, `--sync-weight
-0`; the others use the expert A with its default schedule; all without the discriminator, the
-plain Wav2Lip stage) for `--runs` seeds each, and scores every final checkpoint on the test split
-with lipsync_cli.eval.generator: each clip dubbed with another clip's speech, LSE-D / LSE-C from
-the judge B (an expert trained independently of A: another corpus, another seed), the synthetic
-sync measure, and reconstruction L1. Run folders and scores stay in --work, so an interrupted
-benchmark picks up where it stopped.
+`generator` and `ablation` train generators with `lipsync train wav2lip` (no discriminator: the
+plain Wav2Lip stage) and score every final checkpoint on the test split with
+lipsync_cli.eval.generator: each clip dubbed with another clip's speech, LSE-D / LSE-C from the
+judge B (an expert trained independently of A: another corpus, another seed), the synthetic sync
+measure, and reconstruction L1. `generator`: a base trained on L1, continued twice from the same
+weights (L1 alone; L1 + the expert's sync loss). `ablation`: the four architectures from scratch.
+Run folders and scores stay in --work, so an interrupted benchmark picks up where it stopped.
 """
 
 from __future__ import annotations
@@ -89,80 +90,117 @@ def _corpus(tmp: Path, seed: int) -> Path:
     return data
 
 
-VARIANTS = {  # name -> (model, extra flags)
-    "wav2lip-l1": ("wav2lip", ["--sync-weight", 0]),
-    "wav2lip": ("wav2lip", []),
-    "attnwav2lip": ("attnwav2lip", []),
-    "attnwav2lip-spatial": ("attnwav2lip-spatial", []),
-    "attnwav2lip-channel": ("attnwav2lip-channel", []),
-}
-
-
-def cmd_generator(args, tmp: Path):
-    import numpy as np
+def _train_and_score(name: str, run: Path, data: Path, judge, test, dtype, args, model: str, *flags) -> dict:
+    """Train one generator run (unless its scores exist) and score its final checkpoint."""
     import torch
 
     from lipsync_cli.eval.generator import score_split, summarise
     from lipsync_cli.models.wav2lip import build_generator
+    from lipsync_cli.train import loop
+
+    scores_file = run / "test_scores.json"
+    if not scores_file.exists():
+        t = time.perf_counter()
+        lipsync("train", "wav2lip", data, "-o", run, "--expert", args.expert, "--model", model, "--no-gan",
+                "--batch-size", args.batch, "--eval-every", args.eval_every, "--eval-batches", 4,
+                "--workers", 1, "-q", *flags)
+        wall = time.perf_counter() - t
+        gen = build_generator(model)
+        loop.load_weights(gen, run / "last.pth")
+        gen = loop.place(gen, torch.device("cpu"), dtype)
+        summary = summarise(score_split(gen, judge, test, dtype=dtype, max_clips=args.eval_clips))
+        summary.update(name=name, train_minutes=wall / 60)
+        scores_file.write_text(json.dumps(summary, indent=1))
+    r = json.loads(scores_file.read_text())
+    print(f"{name}: LSE-D {r['lse_d']:.3f} LSE-C {r['lse_c']:.3f} sync {r['sync']:.3f} L1 {r['l1']:.4f} "
+          f"({r['train_minutes']:.1f} min)", flush=True)
+    return r
+
+
+def _cell(values, digits):
+    import numpy as np
+
+    v = np.array(values, float)
+    return f"{v.mean():.{digits}f} ± {v.std(ddof=1):.{digits}f}" if len(v) > 1 else f"{v.mean():.{digits}f}"
+
+
+def _setup(args):
+    import torch
+
     from lipsync_cli.train import loop
     from lipsync_cli.train.data import PreprocessedData
 
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     data = Path(args.data) if args.data else _corpus(work, 5)
-    judge = _load_expert(args.judge)
-    test = PreprocessedData(data, "test")
-    dtype = loop.autocast_dtype(torch.device("cpu"), "auto")
-    results = []
-    for name in args.variants.split(","):
-        model, extra = VARIANTS[name]
-        for seed in range(args.runs):
-            run = work / f"{name}_s{seed}"
-            scores_file = run / "test_scores.json"
-            if not scores_file.exists():
-                t = time.perf_counter()
-                lipsync("train", "wav2lip", data, "-o", run, "--expert", args.expert, "--model", model, "--no-gan",
-                        "--steps", args.steps, "--batch-size", args.batch, "--seed", seed, "--eval-every",
-                        args.eval_every, "--eval-batches", 4, "--checkpoint-every", args.steps, "--workers", 1, "-q",
-                        *extra)
-                wall = time.perf_counter() - t
-                gen = build_generator(model)
-                loop.load_weights(gen, run / "last.pth")
-                summary = summarise(score_split(gen, judge, test, dtype=dtype, max_clips=args.eval_clips))
-                rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-                switched = [r["step"] for r in rows if r.get("sync_weight", 0) > 0]
-                summary.update(variant=name, seed=seed, train_minutes=wall / 60,
-                               sync_on_from=switched[0] if switched else None)
-                scores_file.write_text(json.dumps(summary, indent=1))
-            results.append(json.loads(scores_file.read_text()))
-            r = results[-1]
-            print(f"{name} seed {seed}: LSE-D {r['lse_d']:.3f} LSE-C {r['lse_c']:.3f} sync {r['sync']:.3f} "
-                  f"L1 {r['l1']:.4f} (sync loss on from step {r['sync_on_from']})", flush=True)
+    return work, data, _load_expert(args.judge), PreprocessedData(data, "test"), \
+        loop.autocast_dtype(torch.device("cpu"), "auto")
 
-    print(f"\nmachine: {machine()}\ncorpus: {data}; {args.steps} steps of batch {args.batch} (windows of 5 frames), "
-          f"Adam 1e-4, no discriminator, bf16 autocast where the CPU has AMX; {args.runs} run(s) per variant "
-          f"(seeds 0..{args.runs - 1}); scored on {results[0]['clips']} test clips (identities and voices never "
-          f"seen in training), each dubbed with another clip's speech; judge: {args.judge}\n")
-    print("| variant | runs | LSE-D (lower better) | LSE-C (higher better) | sync measure | L1 reconstruction |")
-    print("| --- | --- | --- | --- | --- | --- |")
 
-    def cell(values, digits):
-        v = np.array(values, float)
-        return f"{v.mean():.{digits}f} ± {v.std(ddof=1):.{digits}f}" if len(v) > 1 else f"{v.mean():.{digits}f}"
+HEADER = ("| {what} | runs | LSE-D (lower better) | LSE-C (higher better) | sync measure (higher better) "
+          "| L1 reconstruction |\n| --- | --- | --- | --- | --- | --- |")
 
-    for name in args.variants.split(","):
-        rs = [r for r in results if r["variant"] == name]
-        print(f"| {name} | {len(rs)} | {cell([r['lse_d'] for r in rs], 3)} | {cell([r['lse_c'] for r in rs], 3)} | "
-              f"{cell([r['sync'] for r in rs], 3)} | {cell([r['l1'] for r in rs], 4)} |")
-    r0 = results[0]
-    print(f"| undubbed faces, other clip's speech | - | {r0['undubbed_lse_d']:.3f} | {r0['undubbed_lse_c']:.3f} | "
-          f"{r0['undubbed_sync']:.3f} | - |")
+
+def _row(label, rs):
+    return (f"| {label} | {len(rs)} | {_cell([r['lse_d'] for r in rs], 3)} | {_cell([r['lse_c'] for r in rs], 3)} | "
+            f"{_cell([r['sync'] for r in rs], 3)} | {_cell([r['l1'] for r in rs], 4)} |")
+
+
+def cmd_generator(args, tmp: Path):
+    """A Wav2Lip generator trained on L1 alone (the base), then continued for the same steps twice
+    from the same weights and sample order: on L1 alone, and with the expert's sync loss (a = 0.03
+    from the first step of the branch). Only the loss differs between the two branches."""
+    work, data, judge, test, dtype = _setup(args)
+    base = _train_and_score("base (L1)", work / "base", data, judge, test, dtype, args, "wav2lip",
+                            "--steps", args.base_steps, "--checkpoint-every", args.base_steps, "--sync-weight", 0)
+    branches = {"l1": [], "expert": []}
+    for seed in range(args.runs):
+        for branch, flags in (("l1", ["--sync-weight", 0]), ("expert", ["--sync-switch", "inf"])):
+            branches[branch].append(_train_and_score(
+                f"{branch} seed {seed}", work / f"{branch}_s{seed}", data, judge, test, dtype, args, "wav2lip",
+                "--init", work / "base" / "last.pth", "--steps", args.steps, "--checkpoint-every", args.steps,
+                "--seed", 100 + seed, *flags))
+    print(f"\nmachine: {machine()}\ncorpus: {data}; Wav2Lip generator, batch {args.batch} (windows of 5 frames), "
+          f"Adam 1e-4, no discriminator, bf16 autocast where the CPU has AMX. Base: {args.base_steps} steps on L1. "
+          f"Branches: {args.steps} more steps from the base, {args.runs} sample orders (seeds 100..). Scored on "
+          f"{base['clips']} test clips (identities and voices never seen in training), each dubbed with another "
+          f"clip's speech; LSE from the judge {args.judge} (trained on another corpus with another seed).\n")
+    print(HEADER.format(what="generator"))
+    print(_row(f"base: {args.base_steps} steps, L1", [base]))
+    print(_row(f"+{args.steps} steps, L1 alone", branches["l1"]))
+    print(_row(f"+{args.steps} steps, L1 + 0.03 sync (expert)", branches["expert"]))
+    print(f"| undubbed faces, other clip's speech | - | {base['undubbed_lse_d']:.3f} | {base['undubbed_lse_c']:.3f} | "
+          f"{base['undubbed_sync']:.3f} | - |")
+    print("\n(± is the standard deviation over runs)")
+
+
+ARCHITECTURES = ("wav2lip", "attnwav2lip", "attnwav2lip-spatial", "attnwav2lip-channel")
+
+
+def cmd_ablation(args, tmp: Path):
+    """Wav2Lip against AttnWav2Lip (both attentions, spatial only, channel only), each from scratch
+    with the same recipe and steps, `--runs` seeds each."""
+    work, data, judge, test, dtype = _setup(args)
+    results = {}
+    for arch in ARCHITECTURES:
+        results[arch] = [_train_and_score(f"{arch} seed {seed}", work / f"{arch}_s{seed}", data, judge, test, dtype,
+                                          args, arch, "--steps", args.steps, "--checkpoint-every", args.steps,
+                                          "--seed", seed, "--sync-switch", "inf")
+                         for seed in range(args.runs)]
+    first = results[ARCHITECTURES[0]][0]
+    print(f"\nmachine: {machine()}\ncorpus: {data}; {args.steps} steps from scratch, batch {args.batch} (windows of "
+          f"5 frames), L1 + 0.03 sync from the first step, no discriminator, Adam 1e-4, bf16 autocast where the "
+          f"CPU has AMX; seeds 0..{args.runs - 1}; scored on {first['clips']} test clips dubbed with another clip's "
+          f"speech; LSE from the judge {args.judge}.\n")
+    print(HEADER.format(what="architecture"))
+    for arch in ARCHITECTURES:
+        print(_row(arch, results[arch]))
     print("\n(± is the standard deviation over runs)")
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["expert", "expert-test", "generator"])
+    ap.add_argument("what", choices=["expert", "expert-test", "generator", "ablation"])
     ap.add_argument("--clips", type=int, default=2000)
     ap.add_argument("--steps", type=int, default=1500)
     ap.add_argument("--batch", type=int, default=32)
@@ -172,12 +210,13 @@ def main():
     ap.add_argument("--judge", help="generator: an independently trained expert that scores LSE-D / LSE-C")
     ap.add_argument("--pairs", type=int, default=2048)
     ap.add_argument("--runs", type=int, default=2)
-    ap.add_argument("--variants", default="wav2lip-l1,wav2lip,attnwav2lip,attnwav2lip-spatial,attnwav2lip-channel")
+    ap.add_argument("--base-steps", type=int, default=400)
     ap.add_argument("--eval-clips", type=int, default=60)
     ap.add_argument("--work", default="bench_generator_runs")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        {"expert": cmd_expert, "expert-test": cmd_expert_test, "generator": cmd_generator}[args.what](args, Path(tmp))
+        {"expert": cmd_expert, "expert-test": cmd_expert_test, "generator": cmd_generator,
+         "ablation": cmd_ablation}[args.what](args, Path(tmp))
 
 
 if __name__ == "__main__":

@@ -114,7 +114,7 @@ def save_published(module: torch.nn.Module, path: str | os.PathLike, optimizer=N
     """Save in the published layout (DataParallel `module.` keys inside {"state_dict": ...});
     `extra` adds plain top-level entries (training state such as a loss schedule)."""
     net = module.module if hasattr(module, "module") else module
-    state = {f"module.{k}": v.detach().cpu() for k, v in net.state_dict().items()}
+    state = {f"module.{k}": v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
     payload = {
         "state_dict": state,
         "optimizer": optimizer.state_dict() if optimizer is not None else None,

@@ -472,8 +472,9 @@ def train_wav2lip(
     model: Optional[str] = typer.Option(None, help="wav2lip, attnwav2lip, attnwav2lip-spatial or attnwav2lip-channel [default: wav2lip]."),
     attention: bool = typer.Option(False, "--attention", help="Same as --model attnwav2lip (channel + spatial attention)."),
     no_gan: bool = typer.Option(False, "--no-gan", help="No visual-quality discriminator (the plain Wav2Lip stage): b = 0."),
-    sync_switch: Optional[float] = typer.Option(None, help="Evaluation sync loss below which the sync weight switches from 0 to 0.03 [default: 0.75]."),
+    sync_switch: Optional[float] = typer.Option(None, help="Evaluation sync loss below which the sync weight switches from 0 to 0.03 [default: 0.75]; inf: from the first step."),
     sync_weight: Optional[float] = typer.Option(None, help="a, the expert's weight once switched on [default: 0.03]; 0 trains on L1 (and GAN) alone."),
+    init: Optional[Path] = typer.Option(None, "--init", help="Start from these generator weights (fine-tune; e.g. a run trained on L1 alone). Ignored when resuming."),
     config: Optional[Path] = typer.Option(None, "--config", help="JSON or TOML file of settings; flags given here win."),
     steps: Optional[int] = typer.Option(None, help="Total optimisation steps [default: 10000]."),
     batch_size: Optional[int] = typer.Option(None, help="Windows of 5 frames per step [default: 64]."),
@@ -499,7 +500,8 @@ def train_wav2lip(
         eval_every=eval_every, eval_batches=eval_batches, checkpoint_every=checkpoint_every, seed=seed,
         device=device, amp=amp, workers=workers, resume=False if fresh else None,
         expert=str(expert) if expert else None, model="attnwav2lip" if attention else model,
-        gan=False if no_gan else None, sync_switch=sync_switch, sync_weight=sync_weight)
+        gan=False if no_gan else None, sync_switch=sync_switch, sync_weight=sync_weight,
+        init=str(init) if init else None)
     _run_training(run, cfg, quiet, cfg.model)
 
 

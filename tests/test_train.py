@@ -216,6 +216,20 @@ def test_generator_training_schedule_resume_and_dub(corpus, random_expert, tmp_p
     grids = events.Images("target_top_generated_bottom")
     assert [g.step for g in grids] == [1, 2] and (grids[0].height, grids[0].width) == (192, 96)
 
+    # --init: a new run that starts from a trained generator's weights (one Adam step away from them)
+    # (and --sync-switch inf: the sync loss from the first step)
+    train_wav2lip(cfg(tmp_path / "c", 1, model="attnwav2lip", gan=False, init=str(tmp_path / "a" / "last.pth"),
+                      sync_switch=float("inf")))
+    assert json.loads((tmp_path / "c" / "metrics.jsonl").read_text().splitlines()[0])["sync_weight"] == 0.03
+    c = _params(tmp_path / "c" / "last.pth")
+    learned = [k for k in a if "running" not in k and "num_batches" not in k]
+    assert max(float((c[k] - a[k]).abs().max()) for k in learned) < 1e-3  # Adam's first step: about lr
+    torch.manual_seed(123)
+    from lipsync_cli.models.wav2lip import build_generator
+
+    other = build_generator("attnwav2lip").state_dict()
+    assert max(float((other[k] - a[k]).abs().max()) for k in learned) > 1e-2  # a fresh start would be far
+
     # the generator checkpoint is a published-layout AttnWav2Lip that `dub` loads and runs
     out = tmp_path / "dubbed.mp4"
     assert main(["dub", str(example_video), str(example_audio), "-o", str(out), "-c", str(tmp_path / "a" / "last.pth"),

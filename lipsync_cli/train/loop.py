@@ -91,6 +91,14 @@ def autocast_dtype(device: torch.device, amp: str) -> torch.dtype | None:
     return torch.bfloat16 if cpu_has_amx_bf16() else None
 
 
+def place(model: torch.nn.Module, device: torch.device, dtype: torch.dtype | None) -> torch.nn.Module:
+    """Move a network to the device; under mixed precision also to channels-last memory, the
+    layout oneDNN's bf16 and cuDNN's fp16 convolutions run natively (bf16 training of the
+    generator on a 2-core AMX CPU: several times faster than in the default layout)."""
+    model = model.to(device)
+    return model.to(memory_format=torch.channels_last) if dtype is not None else model
+
+
 def autocast(device: torch.device, dtype: torch.dtype | None):
     """Mixed precision for a forward pass, or nothing when dtype is None."""
     import contextlib

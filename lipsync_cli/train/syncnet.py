@@ -54,7 +54,7 @@ def train_syncnet(cfg: loop.TrainConfig, progress: Callable[[int, int, dict], No
     train_ds = SyncPairs(PreprocessedData(cfg.data, "train"), seed=cfg.seed)
     val_ds = SyncPairs(PreprocessedData(cfg.data, "val"), seed=10_000 + cfg.seed)  # a fixed evaluation set
 
-    model = SyncNetColor().to(device)
+    model = loop.place(SyncNetColor(), device, dtype)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     start = loop.resume(out, model, optimizer) if cfg.resume else 0
     net = loop.parallel(model, ddp, device)

@@ -12,6 +12,7 @@ generated (0) lower halves, with its own Adam.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -39,8 +40,9 @@ class Wav2LipConfig(loop.TrainConfig):
     gan: bool = True
     sync_weight: float = SYNC_WEIGHT
     gan_weight: float = GAN_WEIGHT
-    sync_switch: float = SYNC_SWITCH  # set to a large value to use the sync loss from the start
+    sync_switch: float = SYNC_SWITCH  # inf: use the sync loss from the first step
     t: int = 5
+    init: str = ""  # generator weights to start from (fine-tuning), when not resuming
 
 
 def loss_weights(cfg: Wav2LipConfig, sync_on: bool) -> tuple[float, float, float]:
@@ -50,7 +52,7 @@ def loss_weights(cfg: Wav2LipConfig, sync_on: bool) -> tuple[float, float, float
     return 1.0 - a - b, a, b
 
 
-def load_expert(path: str, device) -> SyncNetColor:
+def load_expert(path: str, device, dtype: torch.dtype | None = None) -> SyncNetColor:
     if not path:
         raise InputError("--expert CKPT is required: a lip-sync expert from `lipsync train syncnet` or lipsync_expert.pth")
     state, _ = read_state_dict(path)
@@ -59,7 +61,7 @@ def load_expert(path: str, device) -> SyncNetColor:
     expert = SyncNetColor()
     loop.load_weights(expert, path)
     expert.eval().requires_grad_(False)
-    return expert.to(device)
+    return loop.place(expert, device, dtype)
 
 
 def expert_sync_loss(expert: SyncNetColor, generated: torch.Tensor, sync_mel: torch.Tensor) -> torch.Tensor:
@@ -97,20 +99,24 @@ def train_wav2lip(cfg: Wav2LipConfig, progress: Callable[[int, int, dict], None]
     loop.seed_everything(cfg.seed)
     device = loop.resolve_device(cfg.device)
     dtype = loop.autocast_dtype(device, cfg.amp)
-    expert = load_expert(cfg.expert, device)
+    expert = load_expert(cfg.expert, device, dtype)
     train_ds = GeneratorWindows(PreprocessedData(cfg.data, "train"), seed=cfg.seed, t=cfg.t)
     val_ds = GeneratorWindows(PreprocessedData(cfg.data, "val"), seed=10_000 + cfg.seed, t=cfg.t)
 
-    gen = build_generator(cfg.model).to(device)
+    gen = loop.place(build_generator(cfg.model), device, dtype)
     gen_opt = torch.optim.Adam(gen.parameters(), lr=cfg.lr)
-    disc = VisualQualityDiscriminator().to(device) if cfg.gan else None
+    disc = loop.place(VisualQualityDiscriminator(), device, dtype) if cfg.gan else None
     disc_opt = torch.optim.Adam(disc.parameters(), lr=cfg.lr) if disc is not None else None
-    start, sync_on = 0, False
+    start, sync_on = 0, math.isinf(cfg.sync_switch)  # --sync-switch inf: the sync loss from the first step
     if cfg.resume and (out / "last.pth").exists():
         start = loop.resume(out, gen, gen_opt)
         sync_on = bool(read_state_dict(out / "last.pth")[1].get("sync_on", False))
         if disc is not None and (out / "disc_last.pth").exists():
             loop.resume_named(out / "disc_last.pth", disc, disc_opt)
+    elif cfg.init:
+        if not Path(cfg.init).exists():
+            raise InputError(f"--init {cfg.init}: no such checkpoint")
+        loop.load_weights(gen, cfg.init)  # weights only: a fresh optimiser, step 0, a = 0 until switched
     gen_step = loop.parallel(gen, ddp, device)
     # The generator's adversarial term goes through the bare discriminator: its gradients there
     # are discarded, so they need no averaging; the discriminator's own step uses the wrapped one.

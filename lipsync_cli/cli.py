@@ -508,20 +508,30 @@ def train_wav2lip(
 def _run_training(run, cfg, quiet: bool, label: str) -> dict:
     """A training loop under a progress bar; Ctrl-C keeps a checkpoint and says how to go on.
     Under torchrun only rank 0 shows progress and the summary."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn,
+                               TimeRemainingColumn)
+    from rich.text import Text
+
+    class StepsPerSecond(ProgressColumn):
+        def render(self, task):
+            return Text(f"{task.speed:.2f} it/s" if task.speed else "- it/s")
 
     main_rank = os.environ.get("RANK", "0") == "0"
     quiet = quiet or not main_rank
     progress = None if quiet else Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(),
-                                           TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=err)
+                                           StepsPerSecond(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
+                                           console=err)
     task = progress.add_task(label, total=cfg.steps, info="") if progress else None
 
     def update(step: int, total: int, info: dict):
         if progress is None:
             return
-        if not progress.live.is_started:
+        text = "  ".join(f"{k} {v:.3f}" for k, v in info.items() if k != "step")
+        if not progress.live.is_started:  # the first step of this run (maybe a resumed one): speed counts from here
+            progress.reset(task, total=total, completed=step, info=text)
             progress.start()
-        progress.update(task, completed=step, info="  ".join(f"{k} {v:.3f}" for k, v in info.items() if k != "step"))
+            return
+        progress.update(task, completed=step, info=text)
 
     try:
         result = run(cfg, update)

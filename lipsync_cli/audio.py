@@ -165,3 +165,28 @@ def mel_windows(mel: np.ndarray, fps: Fraction | float, frame_indices) -> np.nda
 def output_frame_count(duration_s: float, fps: Fraction | float) -> int:
     """Frames needed so that the video lasts as long as the audio (to the nearest frame)."""
     return max(1, int(round(duration_s * float(fps))))
+
+
+def mfcc_100hz(samples: np.ndarray) -> np.ndarray:
+    """(13, n) MFCC at 100 Hz of 16 kHz audio (25 ms windows, 10 ms hop, 26 filters, lifter 22):
+    the python_speech_features defaults on 16-bit sample values, the front end the evaluation
+    SyncNet was trained on and the MFCC DAVS uses."""
+    import python_speech_features
+
+    pcm = np.clip(np.round(samples * 32768.0), -32768, 32767)
+    return python_speech_features.mfcc(pcm, SAMPLE_RATE).T.astype(np.float32)
+
+
+DAVS_MFCC_STEPS = 20  # 0.2 s of MFCC per video frame
+MFCC_FPS = 100
+
+
+def davs_mfcc_windows(samples: np.ndarray, n_frames: int, fps: float = 25.0) -> np.ndarray:
+    """(n_frames, 12, 20): for each video frame, cepstra 1..12 (c0, the loudness, dropped) over the
+    20 MFCC steps centred on the frame's middle; steps before the start or past the end repeat
+    the first or last one."""
+    ceps = mfcc_100hz(samples)[1:]
+    n = ceps.shape[1]
+    centres = ((np.arange(n_frames) + 0.5) * MFCC_FPS / fps).round().astype(int)
+    idx = np.clip(centres[:, None] - DAVS_MFCC_STEPS // 2 + np.arange(DAVS_MFCC_STEPS)[None], 0, n - 1)
+    return np.ascontiguousarray(ceps[:, idx].transpose(1, 0, 2))

@@ -28,10 +28,10 @@ app = typer.Typer(
 )
 weights_app = typer.Typer(help="The registry of known checkpoints: list, fetch, verify.", no_args_is_help=True)
 app.add_typer(weights_app, name="weights")
-train_app = typer.Typer(help="The training loops: syncnet (the lip-sync expert), wav2lip (the generator).",
+train_app = typer.Typer(help="The training loops: syncnet (the lip-sync expert), wav2lip (the generator), davs.",
                         no_args_is_help=True)
 app.add_typer(train_app, name="train")
-eval_app = typer.Typer(help="Evaluation: sync (LSE-D / LSE-C).", no_args_is_help=True)
+eval_app = typer.Typer(help="Evaluation: sync (LSE-D / LSE-C), davs (reconstruction, word accuracy, retrieval, disentangling).", no_args_is_help=True)
 app.add_typer(eval_app, name="eval")
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -188,6 +188,49 @@ def dub(
             f"wrote {result.output}: {result.frames} frames at {float(result.fps):.3f} fps "
             f"({result.duration:.2f} s), {result.model} on {result.device} ({result.precision}), {result.seconds:.1f} s{note}"
         )
+
+
+@app.command()
+@_report_errors
+def animate(
+    photo: Path = typer.Argument(..., help="A still portrait (JPEG or PNG) with one face."),
+    audio: Optional[Path] = typer.Argument(None, help="Speech to drive it with (any audio ffmpeg reads); optional with --driver."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output video [default: PHOTO_STEM_animated.mp4 in the current folder]."),
+    checkpoint: Path = typer.Option(..., "-c", "--checkpoint", help="A DAVS checkpoint from `lipsync train davs`."),
+    driver: Optional[Path] = typer.Option(None, "--driver", help="A talking video whose mouth drives the photo (its word-ID features) instead of the speech; its sound is used when AUDIO is not given."),
+    crop: bool = typer.Option(False, "--crop", help="Write the aligned generated face alone instead of pasting it into the photo."),
+    fps: FpsOpt = "25",
+    smooth: float = typer.Option(1.0, help="Temporal smoothing of the word-ID features: Gaussian sigma in frames (0: none)."),
+    detector: DetectorOpt = "retinaface",
+    device: DeviceOpt = "auto",
+    force: bool = typer.Option(False, "--force", "-f", help="Overwrite OUTPUT if it exists."),
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
+    debug: DebugOpt = False,
+):
+    """Animate a still PHOTO with AUDIO (or a driving video) through DAVS."""
+    from .pipelines.animate import AnimateOptions, animate as run_animate
+
+    if output is None:
+        output = Path.cwd() / f"{photo.stem}_animated.mp4"
+    if smooth < 0:
+        raise typer.BadParameter("--smooth must be 0 or more")
+    opts = AnimateOptions(checkpoint=str(checkpoint), driver=str(driver) if driver else None, fps=_parse_fps(fps),
+                          detector=detector, device=device, smooth=smooth, crop=crop)
+    progress, update = _progress(quiet or as_json, "animating")
+    try:
+        result = run_animate(str(photo), str(audio) if audio else None, str(output), opts, force=force, progress=update)
+    finally:
+        if progress is not None and progress.live.is_started:
+            progress.stop()
+    if as_json:
+        print(json.dumps({"output": result.output, "frames": result.frames, "fps": float(result.fps),
+                          "width": result.width, "height": result.height, "driven_by": result.driven_by,
+                          "seconds": round(result.seconds, 3)}))
+    elif not quiet:
+        err.print(f"wrote {result.output}: {result.frames} frames at {float(result.fps):.3f} fps "
+                  f"({result.frames / float(result.fps):.2f} s), {result.width}x{result.height}, driven by "
+                  f"{result.driven_by}, {result.seconds:.1f} s", markup=False)
 
 
 @app.command()
@@ -503,6 +546,77 @@ def train_wav2lip(
         gan=False if no_gan else None, sync_switch=sync_switch, sync_weight=sync_weight,
         init=str(init) if init else None)
     _run_training(run, cfg, quiet, cfg.model)
+
+
+@train_app.command("davs")
+@_report_errors
+def train_davs(
+    data: Path = typer.Argument(..., help="Words-layout data folder (one word per clip; file lists with word and person), e.g. `lipsync synth --layout words`."),
+    out: Path = typer.Option(..., "-o", "--out", help="Run folder: checkpoints, last.pth, metrics.jsonl, TensorBoard logs."),
+    config: Optional[Path] = typer.Option(None, "--config", help="JSON or TOML file of settings; flags given here win."),
+    size: Optional[int] = typer.Option(None, help="Aligned face side: 64, 128 or 256 (the paper) [default: 64]."),
+    width: Optional[float] = typer.Option(None, help="Channel multiplier of the networks [default: 1.0]."),
+    disentangle_from: Optional[int] = typer.Option(None, help="Step at which the adversarial disentangling starts [default: 1000]."),
+    generate_from: Optional[int] = typer.Option(None, help="Step at which generation training starts [default: 2000]."),
+    word_classifier: Optional[str] = typer.Option(None, help="shared (one C_w for audio and video), separate, or none (contrastive loss alone) [default: shared]."),
+    no_domain: bool = typer.Option(False, "--no-domain", help="Without the domain-adversarial loss (an ablation)."),
+    no_disentangle: bool = typer.Option(False, "--no-disentangle", help="Without the adversarial disentangling (an ablation)."),
+    gan_weight: Optional[float] = typer.Option(None, help="alpha, the temporal GAN loss's weight beside L1 [default: 0.01]."),
+    steps: Optional[int] = typer.Option(None, help="Total optimisation steps [default: 10000]."),
+    batch_size: Optional[int] = typer.Option(None, help="Clips per step [default: 16]."),
+    lr: Optional[float] = typer.Option(None, help="Adam learning rate [default: 2e-4]."),
+    eval_every: Optional[int] = typer.Option(None, help="Evaluate on the val split every N steps [default: 500]."),
+    eval_batches: Optional[int] = typer.Option(None, help="Batches per evaluation [default: 20]."),
+    checkpoint_every: Optional[int] = typer.Option(None, help="Save a checkpoint every N steps [default: 1000]."),
+    seed: Optional[int] = typer.Option(None, help="Seed [default: 0]."),
+    device: Optional[str] = typer.Option(None, help="auto, cpu or cuda."),
+    amp: Optional[str] = typer.Option(None, help="auto (fp16 on CUDA, bf16 on a CPU with AMX), on or off."),
+    workers: Optional[int] = typer.Option(None, help="Data loading processes [default: 2]."),
+    fresh: bool = typer.Option(False, "--fresh", help="Start from scratch even if OUT/last.pth exists (default: resume)."),
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+):
+    """Train DAVS: the word-ID space, the adversarial disentangling, then generation, in one resumable loop."""
+    from .train.davs import DavsTrainConfig, train_davs as run
+
+    cfg = DavsTrainConfig.from_sources(
+        str(config) if config else None, data=str(data), out=str(out), size=size, width=width,
+        disentangle_from=disentangle_from, generate_from=generate_from, word_classifier=word_classifier,
+        domain_adversarial=False if no_domain else None, disentangle=False if no_disentangle else None,
+        gan_weight=gan_weight, steps=steps, batch_size=batch_size, lr=lr, eval_every=eval_every,
+        eval_batches=eval_batches, checkpoint_every=checkpoint_every, seed=seed, device=device, amp=amp,
+        workers=workers, resume=False if fresh else None)
+    _run_training(run, cfg, quiet, "davs")
+
+
+@eval_app.command("davs")
+@_report_errors
+def eval_davs(
+    data: Path = typer.Argument(..., help="Words-layout data folder (the split to score, and train for the probe)."),
+    checkpoint: Path = typer.Option(..., "-c", "--checkpoint", help="A DAVS checkpoint from `lipsync train davs`."),
+    split: str = typer.Option("test", help="The held-out split to score: test or val."),
+    device: DeviceOpt = "auto",
+    as_json: JsonOpt = False,
+    debug: DebugOpt = False,
+):
+    """PSNR / SSIM from audio and video, word accuracy, audio-video retrieval, and the word probe on person-ID features."""
+    from rich.table import Table
+
+    from .eval.davs import evaluate_split
+    from .models.inference import resolve_device
+    from .train.davs import load_davs
+
+    dev = resolve_device(device)
+    result = evaluate_split(load_davs(str(checkpoint), dev), str(data), split, device=dev)
+    if as_json:
+        print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in result.items()}))
+        return
+    table = Table(title=f"DAVS on {data} ({split}, {result['clips']} clips)")
+    table.add_column("measure")
+    table.add_column("value")
+    for k, v in result.items():
+        table.add_row(k, f"{v:.4f}" if isinstance(v, float) else str(v))
+    out.print(table)
 
 
 def _run_training(run, cfg, quiet: bool, label: str) -> dict:

@@ -11,7 +11,8 @@ import torch
 
 from conftest import REFERENCE_KEYS
 from lipsync_cli.cli import main
-from lipsync_cli.eval.lse import crops_224, mfcc_100hz, offset_distances, sync_scores
+from lipsync_cli.audio import mfcc_100hz
+from lipsync_cli.eval.lse import crops_224, offset_distances, sync_scores
 from lipsync_cli.models.syncnet_v2 import EvalSyncNet
 
 

@@ -65,15 +65,6 @@ def sync_scores(dists: torch.Tensor, vshift: int = VSHIFT) -> tuple[float, float
     return float(low), float(torch.median(mean) - low), int(vshift - int(at))
 
 
-def mfcc_100hz(samples: np.ndarray) -> np.ndarray:
-    """(13, n) MFCC at 100 Hz of 16 kHz audio, as the evaluation SyncNet was trained on: the
-    python_speech_features defaults on 16-bit sample values."""
-    import python_speech_features
-
-    pcm = np.clip(np.round(samples * 32768.0), -32768, 32767)
-    return python_speech_features.mfcc(pcm, audio_mod.SAMPLE_RATE).T.astype(np.float32)
-
-
 def face_track(video: str, detector: str = "retinaface", device: str = "cpu") -> tuple[list[np.ndarray], list]:
     """Frames at 25 fps and the followed face's box (x1, y1, x2, y2) in each; frames without a
     detection take the nearest detected box."""
@@ -132,7 +123,7 @@ def evaluate_syncnet_v2(net, video: str, audio_path: str | None = None, detector
     frames, boxes = face_track(video, detector, device)
     crops = crops_224(frames, boxes)
     samples = audio_mod.load_audio(audio_path or video).samples
-    mfcc = mfcc_100hz(samples)
+    mfcc = audio_mod.mfcc_100hz(samples)
     usable = min(len(crops), len(samples) // 640) - FRAMES
     if usable < 1:
         raise InputError(f"{video}: too short to measure sync (needs more than {FRAMES} frames with audio)")

@@ -198,3 +198,58 @@ class GeneratorWindows(_Windows):
         mels = torch.stack([torch.from_numpy(self.data.mel_window(k, start + i)) for i in range(self.t)]).unsqueeze(1)
         sync_mel = torch.from_numpy(self.data.mel_window(k, start)).unsqueeze(0)
         return faces_in, mels, sync_mel, target
+
+
+class WordClips(torch.utils.data.Dataset):
+    """Samples for DAVS from the words layout (`lipsync synth --layout words`: one word per clip,
+    file-list lines `<clip folder> <word index> <person index>`): T consecutive faces resized to
+    `size`, the 12 x 20 MFCC window of each, the clip's word and person, and one more face of the
+    same clip (the identity frame the decoder draws from). Drawn by (seed, index) like _Windows."""
+
+    def __init__(self, root: str | Path, split: str, size: int, clip_frames: int, seed: int = 0,
+                 length: int = 10 ** 9):
+        self.data = PreprocessedData(root, split, min_frames=clip_frames)
+        listing = (self.data.root / "filelists" / f"{split}.txt").read_text().split("\n")
+        labels = {}
+        for line in listing:
+            parts = line.split()
+            if len(parts) < 3:
+                continue
+            labels[(self.data.root / parts[0]).resolve()] = (int(parts[1]), int(parts[2]))
+        missing = [c.folder for c in self.data.clips if c.folder.resolve() not in labels]
+        if missing:
+            raise InputError(f"{missing[0]}: no word and person labels in {split}.txt (is this the words layout?)")
+        self.labels = [labels[c.folder.resolve()] for c in self.data.clips]
+        words_file = self.data.root / "words.txt"
+        self.words = words_file.read_text().split() if words_file.exists() else []
+        self.size, self.t, self.seed, self.length = size, clip_frames, seed, length
+        self._mfcc: dict[int, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return self.length
+
+    def clip_mfcc(self, k: int) -> np.ndarray:
+        """(frames, 12, 20) MFCC windows of clip k, one per video frame."""
+        if k not in self._mfcc:
+            samples = _read_speech(self.data.clips[k].folder / "audio.wav")
+            self._mfcc[k] = audio_mod.davs_mfcc_windows(samples, self.data.clips[k].frames, FPS)
+        return self._mfcc[k]
+
+    def faces(self, k: int, start: int, count: int) -> np.ndarray:
+        """(count, size, size, 3) uint8 BGR."""
+        frames = self.data.frames(k, start, count)
+        if frames.shape[1] == self.size:
+            return frames
+        return np.stack([cv2.resize(f, (self.size, self.size), interpolation=cv2.INTER_AREA) for f in frames])
+
+    def __getitem__(self, index: int):
+        rng = np.random.default_rng([self.seed, index])
+        k = int(rng.integers(len(self.data)))
+        n = self.data.clips[k].frames
+        start = int(rng.integers(n - self.t + 1))
+        identity_frame = int(rng.integers(n))
+        frames = torch.from_numpy(self.faces(k, start, self.t)).permute(0, 3, 1, 2).float().div_(255.0)
+        identity = torch.from_numpy(self.faces(k, identity_frame, 1)[0]).permute(2, 0, 1).float().div_(255.0)
+        mfcc = torch.from_numpy(self.clip_mfcc(k)[start:start + self.t]).unsqueeze(1)  # (T, 1, 12, 20)
+        word, person = self.labels[k]
+        return frames, mfcc, identity, torch.tensor(word), torch.tensor(person)

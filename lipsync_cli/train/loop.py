@@ -155,6 +155,20 @@ def parallel(model: torch.nn.Module, ddp: Distributed, device: torch.device) -> 
     return torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
 
+def average_gradients(optimizer: torch.optim.Optimizer, ddp: Distributed):
+    """Average the gradients of an optimiser's parameters over the processes: for loops with
+    several optimisers over parts of one network (DAVS), where a DDP wrapper does not fit."""
+    if not ddp.active:
+        return
+    import torch.distributed as dist
+
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            if p.grad is not None:
+                dist.all_reduce(p.grad)
+                p.grad.div_(ddp.world)
+
+
 def broadcast_flag(value: bool, ddp: Distributed, device: torch.device) -> bool:
     """Rank 0's decision, on every rank (a schedule switch made from rank 0's evaluation)."""
     if not ddp.active:

@@ -1,0 +1,308 @@
+"""`lipsync train davs`: DAVS's associative and adversarial training, three stages in one loop.
+
+Every step trains the word-ID space; from `disentangle_from` the adversarial disentangling joins
+it, and from `generate_from` the generation (the schedule is a function of the step, so a resumed
+run is in the stage it left):
+
+1. Word-ID space: the word classifier C_w, shared by video and audio features (L_w, cross-entropy
+   on both); the contrastive loss on L2-normalised clip features (same clip: pull, another clip
+   of the batch: push to distance 1); a domain classifier learns audio vs video features while
+   the encoders learn to make it wrong (domain adversarial training). The person encoder learns
+   identities with C_p (cross-entropy on person labels).
+2. Disentangling: C_p^w learns the word from (detached) person-ID features; then E_p^v, with C_p^w
+   fixed, is pushed towards C_p^w's uniform softmax, sum_j (softmax_j - 1/N_w)^2. Symmetrically
+   C_w^p learns the person from video word-ID features and E_w^v is pushed to its uniform softmax.
+3. Generation: G(f_p of a random frame of the clip, f_w of each target frame), from audio and from
+   video together; L1 to the real frames + alpha * the temporal GAN loss of D_seq.
+
+Each step makes one update of the encoders, classifier C_w and decoder (one optimiser, the sum of
+their losses), then one update of each critic (domain classifier, C_p^w, C_w^p, D_seq) on detached
+features, each with its own optimiser: a critic's step never moves an encoder, and the encoders'
+step never moves a critic.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch.nn import functional as F
+
+from ..errors import InputError
+from ..models.davs import Davs, DavsConfig
+from . import loop
+from .data import WordClips
+
+
+@dataclass
+class DavsTrainConfig(loop.TrainConfig):
+    batch_size: int = 16
+    lr: float = 2e-4
+    size: int = 64  # aligned face side: 64, 128 or 256 (the paper)
+    width: float = 1.0  # encoder and decoder channel multiplier
+    clip_frames: int = 12  # T for the word classifier and the contrastive loss
+    gen_frames: int = 6  # frames generated per clip (D_seq's clip)
+    disentangle_from: int = 1000  # step at which stage 2 starts
+    generate_from: int = 2000  # step at which stage 3 starts
+    word_classifier: str = "shared"  # shared | separate (one per modality) | none (contrastive alone)
+    domain_adversarial: bool = True
+    disentangle: bool = True  # off: the ablation without stage 2
+    contrastive_weight: float = 1.0
+    domain_weight: float = 1.0
+    uniform_weight: float = 1.0
+    gan_weight: float = 0.01  # alpha
+
+
+# ------------------------------------------------------------------------------- losses
+
+
+def contrastive_loss(f_v: torch.Tensor, f_a: torch.Tensor, same: torch.Tensor, margin: float = 1.0) -> torch.Tensor:
+    """Clip features (B, D) of video and audio, same (B,) 1 for a matching pair and 0 otherwise:
+    on L2-normalised features d = ||f_v - f_a||, loss = mean(l * d + (1 - l) * max(margin - d, 0))."""
+    d = (F.normalize(f_v, dim=1) - F.normalize(f_a, dim=1)).norm(dim=1)
+    return (same * d + (1 - same) * F.relu(margin - d)).mean()
+
+
+def uniform_target_loss(logits: torch.Tensor) -> torch.Tensor:
+    """sum_j (softmax_j - 1/N)^2, averaged over the batch: zero when the classifier cannot tell."""
+    p = logits.float().softmax(dim=1)
+    return ((p - 1.0 / p.size(1)) ** 2).sum(dim=1).mean()
+
+
+def paired(f_v: torch.Tensor, f_a: torch.Tensor):
+    """Each clip with its own audio (label 1) and with the next clip's audio in the batch (0)."""
+    b = len(f_v)
+    video = torch.cat([f_v, f_v])
+    audio = torch.cat([f_a, f_a.roll(1, dims=0)])
+    same = torch.cat([torch.ones(b, device=f_v.device), torch.zeros(b, device=f_v.device)])
+    return video, audio, same
+
+
+# ------------------------------------------------------------------------------- the trainer
+
+
+class DavsTrainer:
+    """The networks, their optimisers and one training step; used by the loop and by the tests."""
+
+    def __init__(self, cfg: DavsTrainConfig, words: int, persons: int, device: torch.device,
+                 dtype: torch.dtype | None = None, ddp: loop.Distributed = loop.Distributed()):
+        if cfg.word_classifier not in ("shared", "separate", "none"):
+            raise InputError(f"--word-classifier {cfg.word_classifier}: choose shared, separate or none")
+        self.cfg, self.device, self.dtype, self.ddp = cfg, device, dtype, ddp
+        self.model_cfg = DavsConfig(size=cfg.size, words=words, persons=persons, clip_frames=cfg.clip_frames,
+                                    width=cfg.width,
+                                    word_classifier="separate" if cfg.word_classifier == "separate" else "shared")
+        self.net = loop.place(Davs(self.model_cfg), device, dtype)
+        n = self.net
+        encoder_side = [n.person_encoder, n.video_word_encoder, n.audio_word_encoder, n.decoder, n.word_classifier,
+                        n.person_classifier] + ([n.audio_word_classifier] if n.audio_word_classifier else [])
+        self.critics = {"domain": n.domain_classifier, "word_from_person": n.word_from_person,
+                        "person_from_word": n.person_from_word, "sequence": n.sequence_discriminator}
+        betas = (0.5, 0.999)
+        self.optimizers = {"encoders": torch.optim.Adam([p for m in encoder_side for p in m.parameters()], lr=cfg.lr,
+                                                        betas=betas)}
+        for name, critic in self.critics.items():
+            self.optimizers[name] = torch.optim.Adam(critic.parameters(), lr=cfg.lr, betas=betas)
+
+    def stages(self, step: int) -> tuple[bool, bool]:
+        """(disentangling on, generation on) at this step."""
+        return (self.cfg.disentangle and step >= self.cfg.disentangle_from), step >= self.cfg.generate_from
+
+    def step(self, batch, step: int) -> dict:
+        """One update of the encoder side, then one of each critic in use. Returns the losses."""
+        logs, cache = self.encoder_step(batch, step)
+        logs.update(self.critic_steps(cache, step))
+        return logs
+
+    def encoder_step(self, batch, step: int) -> tuple[dict, dict]:
+        """Update the encoders, C_w, C_p and the decoder on the sum of their losses (the critics
+        are used as they are, not updated). Returns the losses and what the critics need."""
+        cfg, net = self.cfg, self.net
+        frames, mfcc, identity, word, person = batch
+        disentangling, generating = self.stages(step)
+        logs: dict[str, float] = {}
+        cache: dict = {"frames": frames, "word": word, "person": person}
+        with loop.autocast(self.device, self.dtype):
+            f_v = net.video_words(frames).float()  # (B, T, 256)
+            f_a = net.audio_words(mfcc).float()
+            f_p = net.person_encoder(identity).float()  # (B, 256)
+            loss = F.cross_entropy(net.person_classifier(f_p).float(), person)
+            logs["person_ce"] = loss.item()
+            if cfg.word_classifier != "none":
+                l_w = F.cross_entropy(net.classify_words(f_v, audio=False).float(), word) + \
+                    F.cross_entropy(net.classify_words(f_a, audio=True).float(), word)
+                loss = loss + l_w
+                logs["word_ce"] = l_w.item()
+            l_c = contrastive_loss(*paired(f_v.flatten(1), f_a.flatten(1)))
+            loss = loss + cfg.contrastive_weight * l_c
+            logs["contrastive"] = l_c.item()
+            if cfg.domain_adversarial:  # the encoders learn to make the domain classifier say the opposite
+                dom = net.domain_classifier(torch.cat([f_a, f_v]).flatten(0, 1)).float().squeeze(1)
+                fooled = torch.cat([torch.zeros(dom.numel() // 2), torch.ones(dom.numel() // 2)]).to(dom.device)
+                l_d = F.binary_cross_entropy_with_logits(dom, fooled)
+                loss = loss + cfg.domain_weight * l_d
+                logs["domain_adv"] = l_d.item()
+            if disentangling:
+                l_u = uniform_target_loss(net.word_from_person(f_p)) + \
+                    uniform_target_loss(net.person_from_word(f_v.flatten(0, 1)))
+                loss = loss + cfg.uniform_weight * l_u
+                logs["uniform"] = l_u.item()
+            if generating:
+                g0 = int(torch.randint(0, cfg.clip_frames - cfg.gen_frames + 1, (1,)))
+                target = frames[:, g0:g0 + cfg.gen_frames].transpose(1, 2)  # (B, 3, G, S, S)
+                gen_a = net.generate(f_p, f_a[:, g0:g0 + cfg.gen_frames]).float()
+                gen_v = net.generate(f_p, f_v[:, g0:g0 + cfg.gen_frames]).float()
+                l1 = F.l1_loss(gen_a, target) + F.l1_loss(gen_v, target)
+                judged = net.sequence_discriminator(torch.cat([gen_a, gen_v])).float()
+                l_gan = F.binary_cross_entropy_with_logits(judged, torch.ones_like(judged))
+                loss = loss + l1 + cfg.gan_weight * l_gan
+                logs.update(l1=l1.item(), gen_adv=l_gan.item())
+                cache.update(target=target, generated=torch.cat([gen_a, gen_v]).detach())
+        opt = self.optimizers["encoders"]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        loop.average_gradients(opt, self.ddp)
+        opt.step()
+        logs["loss"] = loss.item()
+        cache.update(f_v=f_v.detach(), f_a=f_a.detach(), f_p=f_p.detach())
+        return logs, cache
+
+    def critic_steps(self, cache: dict, step: int) -> dict:
+        """Update each critic in use on the detached features of the encoder step."""
+        cfg, net = self.cfg, self.net
+        disentangling, generating = self.stages(step)
+        f_v, f_a, f_p = cache["f_v"], cache["f_a"], cache["f_p"]
+        logs: dict[str, float] = {}
+        with loop.autocast(self.device, self.dtype):
+            if cfg.domain_adversarial:
+                dom = net.domain_classifier(torch.cat([f_a, f_v]).flatten(0, 1)).float().squeeze(1)
+                truth = torch.cat([torch.ones(dom.numel() // 2), torch.zeros(dom.numel() // 2)]).to(dom.device)
+                logs["domain"] = self._critic_step("domain", F.binary_cross_entropy_with_logits(dom, truth))
+            if disentangling:
+                logs["word_from_person"] = self._critic_step(
+                    "word_from_person", F.cross_entropy(net.word_from_person(f_p).float(), cache["word"]))
+                logs["person_from_word"] = self._critic_step(
+                    "person_from_word", F.cross_entropy(net.person_from_word(f_v.flatten(0, 1)).float(),
+                                                        cache["person"].repeat_interleave(f_v.size(1))))
+            if generating and "generated" in cache:
+                real = net.sequence_discriminator(cache["target"]).float()
+                fake = net.sequence_discriminator(cache["generated"]).float()
+                logs["sequence"] = self._critic_step(
+                    "sequence", F.binary_cross_entropy_with_logits(real, torch.ones_like(real)) +
+                    F.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake)))
+        return logs
+
+    def _critic_step(self, name: str, loss: torch.Tensor) -> float:
+        opt = self.optimizers[name]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        loop.average_gradients(opt, self.ddp)
+        opt.step()
+        return loss.item()
+
+    # ---------------------------------------------------------------- checkpoints
+
+    def state(self, step: int) -> dict:
+        return {"kind": "davs", "davs_config": self.model_cfg.as_dict(), "global_step": step,
+                "state_dict": {k: v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()},
+                "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()}}
+
+    def load(self, payload: dict) -> int:
+        self.net.load_state_dict(payload["state_dict"])
+        for k, o in self.optimizers.items():
+            if k in payload.get("optimizers", {}):
+                o.load_state_dict(payload["optimizers"][k])
+        return int(payload.get("global_step", 0))
+
+
+def save_davs(payload: dict, path: Path):
+    tmp = Path(f"{path}.partial")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def read_davs(path: str | Path) -> dict:
+    """A DAVS checkpoint, loaded safely (tensors and plain values only)."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such checkpoint")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise InputError(f"{path}: not a readable checkpoint ({type(exc).__name__})") from None
+    if not isinstance(payload, dict) or payload.get("kind") != "davs" or "davs_config" not in payload:
+        raise InputError(f"{path}: not a DAVS checkpoint (make one with `lipsync train davs`)")
+    return payload
+
+
+def load_davs(path: str | Path, device="cpu") -> Davs:
+    """The DAVS networks of a checkpoint, in evaluation mode."""
+    payload = read_davs(path)
+    net = Davs(DavsConfig.from_dict(payload["davs_config"]))
+    net.load_state_dict(payload["state_dict"])
+    return net.to(device).eval()
+
+
+# ------------------------------------------------------------------------------- the loop
+
+
+def dataset_sizes(data: str) -> tuple[int, int]:
+    """(word classes, person classes) of a words-layout folder: words.txt, and the train persons."""
+    train = WordClips(data, "train", 64, 1)
+    words = len(train.words) or 1 + max(w for w, _ in train.labels)
+    return words, 1 + max(p for _, p in train.labels)
+
+
+def train_davs(cfg: DavsTrainConfig, progress: Callable[[int, int, dict], None] | None = None) -> dict:
+    out = Path(cfg.out)
+    ddp = loop.init_distributed(cfg.device)
+    if ddp.main:
+        out.mkdir(parents=True, exist_ok=True)
+        loop.write_config(out, cfg, "davs")
+    loop.seed_everything(cfg.seed)
+    device = loop.resolve_device(cfg.device)
+    dtype = loop.autocast_dtype(device, cfg.amp)
+    words, persons = dataset_sizes(cfg.data)
+    train_ds = WordClips(cfg.data, "train", cfg.size, cfg.clip_frames, seed=cfg.seed)
+    val_ds = WordClips(cfg.data, "val", cfg.size, cfg.clip_frames, seed=10_000 + cfg.seed)
+    trainer = DavsTrainer(cfg, words, persons, device, dtype, ddp)
+    start = trainer.load(read_davs(out / "last.pth")) if cfg.resume and (out / "last.pth").exists() else 0
+    metrics = loop.Metrics(out) if ddp.main else None
+    last_eval: dict = {}
+    step = start
+
+    def save(step: int):
+        payload = trainer.state(step)
+        save_davs(payload, out / f"davs_step{step:06d}.pth")
+        save_davs(payload, out / "last.pth")
+
+    trainer.net.train()
+    try:
+        for batch in loop.batches(train_ds, range(start, cfg.steps), cfg.batch_size, cfg.workers, device, ddp):
+            logs = trainer.step(batch, step)
+            step += 1
+            if ddp.main:
+                metrics.scalars(step, **{f"train_{k}": v for k, v in logs.items()})
+                if step % cfg.eval_every == 0 or step == cfg.steps:
+                    from ..eval.davs import evaluate_batches
+
+                    last_eval = {f"val_{k}": v for k, v in evaluate_batches(
+                        trainer.net, val_ds, cfg.eval_batches, cfg.batch_size, device, dtype).items()}
+                    metrics.scalars(step, **last_eval)
+                if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+                    save(step)
+                if progress:
+                    progress(step, cfg.steps, {"loss": logs["loss"], **last_eval})
+    except KeyboardInterrupt:
+        if step > start and ddp.main:
+            save(step)
+        raise
+        loop.check_ranks_agree(trainer.net, ddp, device)
+    finally:
+        if metrics is not None:
+            metrics.close()
+        loop.shutdown_distributed(ddp)
+    return {"step": step, **last_eval}

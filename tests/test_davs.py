@@ -1,0 +1,254 @@
+"""DAVS: the networks' shapes, each loss on hand-checked cases, which parameters each update moves,
+a short training run that lowers the losses, the alignment, and `lipsync animate` / `lipsync eval
+davs` end to end on the real portrait of examples/."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from lipsync_cli.cli import main
+from lipsync_cli.models.davs import Davs, DavsConfig
+from lipsync_cli.synth.corpus import CorpusSpec, make_corpus
+from lipsync_cli.train.data import WordClips
+from lipsync_cli.train.davs import (DavsTrainConfig, DavsTrainer, contrastive_loss, dataset_sizes, save_davs,
+                                    train_davs, uniform_target_loss)
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+@pytest.fixture(scope="module")
+def words(tmp_path_factory) -> Path:
+    spec = CorpusSpec(clips=48, seed=2, identities=12, voices=12, layout="words", size=64)
+    return make_corpus(spec, tmp_path_factory.mktemp("w") / "words")
+
+
+def small(words: Path, out: Path, **kw) -> DavsTrainConfig:
+    values = dict(data=str(words), out=str(out), size=64, width=0.25, batch_size=4, eval_every=1000, eval_batches=1,
+                  checkpoint_every=1000, workers=0, amp="off", disentangle_from=0, generate_from=0)
+    values.update(kw)
+    return DavsTrainConfig(**values)
+
+
+@pytest.fixture(scope="module")
+def random_davs(words, tmp_path_factory) -> Path:
+    """A seeded random-init DAVS checkpoint for the corpus (what `animate` loads)."""
+    torch.manual_seed(0)
+    n_words, n_persons = dataset_sizes(str(words))
+    trainer = DavsTrainer(small(words, tmp_path_factory.mktemp("r")), n_words, n_persons, torch.device("cpu"))
+    path = tmp_path_factory.mktemp("ckpt") / "davs.pth"
+    save_davs(trainer.state(0), path)
+    return path
+
+
+# ------------------------------------------------------------------------------- networks and losses
+
+
+@pytest.mark.parametrize("size", [64, 128])
+def test_forward_shapes(size):
+    cfg = DavsConfig(size=size, words=7, persons=5, clip_frames=12, width=0.25)
+    net = Davs(cfg).eval()
+    frames = torch.rand(2, 12, 3, size, size)
+    mfcc = torch.randn(2, 12, 1, 12, 20)
+    f_v, f_a = net.video_words(frames), net.audio_words(mfcc)
+    f_p = net.person_encoder(frames[:, 0])
+    assert f_v.shape == f_a.shape == (2, 12, 256) and f_p.shape == (2, 256)
+    assert net.classify_words(f_v, audio=False).shape == (2, 7) and net.person_classifier(f_p).shape == (2, 5)
+    assert net.word_from_person(f_p).shape == (2, 7) and net.person_from_word(f_v[:, 0]).shape == (2, 5)
+    with torch.no_grad():
+        clip = net.generate(f_p, f_a[:, :6])
+    assert clip.shape == (2, 3, 6, size, size) and 0 <= float(clip.min()) and float(clip.max()) <= 1
+    assert net.sequence_discriminator(clip).shape[0] == 2
+    convs = [m for m in net.decoder.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == 10 and len(net.decoder.stages) == 6  # 10 convolutions, 6 bilinear upsamplings
+    with pytest.raises(ValueError):
+        DavsConfig(size=96)
+
+
+def test_uniform_target_loss_by_hand():
+    assert float(uniform_target_loss(torch.zeros(3, 10))) == pytest.approx(0.0, abs=1e-9)  # uniform softmax
+    # softmax (1, 0) with N = 2: (1 - 1/2)^2 + (0 - 1/2)^2 = 0.5
+    assert float(uniform_target_loss(torch.tensor([[100.0, -100.0]]))) == pytest.approx(0.5, abs=1e-6)
+    logits = torch.tensor([[0.0, math.log(3.0)]])  # softmax (1/4, 3/4): 2 * (1/4)^2 = 0.125
+    assert float(uniform_target_loss(logits)) == pytest.approx(0.125, abs=1e-6)
+
+
+def test_contrastive_loss_on_known_distances():
+    e1, e2 = torch.tensor([[3.0, 0.0]]), torch.tensor([[0.0, 0.5]])  # normalised: distance sqrt(2)
+    one, zero = torch.ones(1), torch.zeros(1)
+    assert float(contrastive_loss(e1, e2, one)) == pytest.approx(math.sqrt(2), abs=1e-6)  # a pair: d
+    assert float(contrastive_loss(e1, e2, zero)) == pytest.approx(0.0, abs=1e-6)  # not a pair, d > margin 1
+    assert float(contrastive_loss(e1, 2 * e1, zero)) == pytest.approx(1.0, abs=1e-6)  # not a pair at d = 0
+    near = torch.tensor([[1.0, 0.0]]), torch.tensor([[math.cos(0.5), math.sin(0.5)]])  # d = 2 sin(0.25)
+    d = 2 * math.sin(0.25)
+    assert float(contrastive_loss(*near, zero)) == pytest.approx(1 - d, abs=1e-6)
+    both = contrastive_loss(torch.cat([e1, near[0]]), torch.cat([e2, near[1]]), torch.tensor([1.0, 0.0]))
+    assert float(both) == pytest.approx((math.sqrt(2) + 1 - d) / 2, abs=1e-6)
+
+
+# ------------------------------------------------------------------------------- updates
+
+
+def _snapshot(modules) -> list[torch.Tensor]:
+    return [p.detach().clone() for m in modules for p in m.parameters()]
+
+
+def _moved(before, modules) -> bool:
+    after = [p.detach() for m in modules for p in m.parameters()]
+    return any(not torch.equal(a, b) for a, b in zip(before, after))
+
+
+def test_each_update_moves_only_its_own_parameters(words, tmp_path):
+    torch.manual_seed(0)
+    n_words, n_persons = dataset_sizes(str(words))
+    trainer = DavsTrainer(small(words, tmp_path), n_words, n_persons, torch.device("cpu"))
+    net = trainer.net
+    ds = WordClips(words, "train", 64, 12)
+    batch = tuple(torch.stack(x) for x in zip(*[ds[i] for i in range(4)]))
+    encoders = [net.person_encoder, net.video_word_encoder, net.audio_word_encoder, net.decoder, net.word_classifier,
+                net.person_classifier]
+    critics = {"domain": net.domain_classifier, "word_from_person": net.word_from_person,
+               "person_from_word": net.person_from_word, "sequence": net.sequence_discriminator}
+
+    enc_before, critic_before = _snapshot(encoders), {k: _snapshot([m]) for k, m in critics.items()}
+    logs, cache = trainer.encoder_step(batch, step=0)
+    assert {"word_ce", "contrastive", "domain_adv", "uniform", "l1", "gen_adv"} <= set(logs)
+    for name, module in critics.items():  # the encoders' update leaves every critic alone
+        assert not _moved(critic_before[name], [module]), name
+    for module in encoders:  # and moves every part of the encoder side
+        assert _moved(_snapshot_at(enc_before, encoders, module), [module]), type(module).__name__
+
+    enc_before = _snapshot(encoders)
+    critic_logs = trainer.critic_steps(cache, step=0)
+    assert set(critic_logs) == set(critics)
+    assert not _moved(enc_before, encoders)  # the critics' updates leave the encoders alone
+    for name, module in critics.items():
+        assert _moved(critic_before[name], [module]), name
+
+
+def _snapshot_at(snapshot, modules, module):
+    """The slice of a snapshot of `modules` that belongs to `module`."""
+    start = 0
+    for m in modules:
+        n = len(list(m.parameters()))
+        if m is module:
+            return snapshot[start:start + n]
+        start += n
+    raise KeyError(module)
+
+
+def test_schedule_turns_stages_on_by_step(words, tmp_path):
+    n_words, n_persons = dataset_sizes(str(words))
+    cfg = small(words, tmp_path, disentangle_from=10, generate_from=20)
+    trainer = DavsTrainer(cfg, n_words, n_persons, torch.device("cpu"))
+    assert trainer.stages(0) == (False, False) and trainer.stages(10) == (True, False)
+    assert trainer.stages(25) == (True, True)
+    off = DavsTrainer(small(words, tmp_path, disentangle=False), n_words, n_persons, torch.device("cpu"))
+    assert off.stages(100) == (False, True)
+
+
+def test_short_training_lowers_the_losses_and_resumes(words, tmp_path):
+    out = tmp_path / "run"
+    result = train_davs(small(words, out, steps=40, batch_size=8, eval_every=40, eval_batches=1, checkpoint_every=20,
+                              generate_from=0, disentangle_from=0, lr=5e-4))
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in rows if "train_loss" in r]
+
+    def mean(key, part):
+        values = [r[key] for r in part]
+        return sum(values) / len(values)
+
+    for key in ("train_word_ce", "train_person_ce", "train_l1"):
+        assert mean(key, train[-8:]) < 0.9 * mean(key, train[:8]), key
+    assert result["step"] == 40 and "val_a2v_r1" in result
+    assert (out / "davs_step000020.pth").exists() and (out / "last.pth").exists()
+    # a resumed run continues from the last checkpoint's step
+    result = train_davs(small(words, out, steps=42, batch_size=8, eval_every=1000, checkpoint_every=1000))
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "train_loss" in r][-2:] == [41, 42]
+
+
+# ------------------------------------------------------------------------------- alignment
+
+
+def test_alignment_maps_key_points_to_the_template_and_pastes_back():
+    from lipsync_cli.detect import align
+
+    rng = np.random.default_rng(0)
+    angle, scale, shift = 0.2, 1.7, np.array([40.0, 25.0])
+    rot = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
+    template = align.TEMPLATE * 64
+    points = (template - 32) @ rot.T * scale + 32 + shift  # the template, moved by a known similarity
+    m = align.alignment(points, 64)
+    mapped = points @ m[:, :2].T + m[:, 2]
+    assert np.abs(mapped - template).max() < 1e-6
+
+    image = (rng.random((200, 220, 3)) * 255).astype(np.uint8)
+    image = cv2.GaussianBlur(image, (9, 9), 0)  # smooth content: warping it twice loses little
+    paster = align.Paster(image, m, 64)
+    face = align.align(image, m, 64)
+    back = paster.paste(face)
+    inside = cv2.warpAffine(np.ones((64, 64), np.float32) * (align.soft_mask(64) > 0.99), paster.inverse,
+                            (220, 200)) > 0.99
+    assert inside.sum() > 500
+    assert np.abs(back.astype(int) - image.astype(int))[inside].mean() < 6  # the face returns where it was
+    outside = cv2.warpAffine(np.ones((64, 64), np.float32), paster.inverse, (220, 200)) == 0
+    assert np.array_equal(back[outside], image[outside])  # nothing outside the face changes
+
+
+# ------------------------------------------------------------------------------- animate and eval
+
+
+def test_animate_a_real_portrait_end_to_end(random_davs, tmp_path, capsys):
+    from lipsync_cli import media
+
+    photo, speech = EXAMPLES / "portrait.png", EXAMPLES / "speech.wav"
+    out = tmp_path / "animated.mp4"
+    assert main(["animate", str(photo), str(speech), "-o", str(out), "-c", str(random_davs), "-q"]) == 0
+    info, sound = media.probe(str(out)), media.probe(str(speech))
+    image = cv2.imread(str(photo))
+    assert info.audio is not None and (info.video.width, info.video.height) == (image.shape[1], image.shape[0])
+    seconds = len(__import__("lipsync_cli.audio", fromlist=["x"]).load_audio(str(speech)).samples) / 16000
+    assert info.video.frame_count == math.ceil(seconds * 25 - 1e-6)
+    assert abs(info.video.duration - seconds) < 1 / 25 + 1e-3
+    frames = np.concatenate(list(media.FrameReader(media.probe(str(out)), chunk=100)))
+    # the corners of the photo are outside the pasted face: they stay the photo (up to H.264)
+    corner = np.abs(frames[:, :20, :20].astype(int) - image[None, :20, :20].astype(int)).mean()
+    assert corner < 4
+    assert sound.audio is not None
+
+    crop = tmp_path / "crop.mp4"
+    assert main(["animate", str(photo), str(speech), "-o", str(crop), "-c", str(random_davs), "--crop", "-q"]) == 0
+    assert (media.probe(str(crop)).video.width, media.probe(str(crop)).video.height) == (64, 64)
+
+    # a video drives it: as many frames as the driver has at 25 fps, with the driver's sound
+    driven = tmp_path / "driven.mp4"
+    talk = EXAMPLES / "talk.mp4"
+    assert main(["animate", str(photo), "-o", str(driven), "-c", str(random_davs), "--driver", str(talk), "-q"]) == 0
+    expected = round(media.probe(str(talk)).video.duration * 25)
+    assert abs(media.probe(str(driven)).video.frame_count - expected) <= 1
+
+    capsys.readouterr()
+    bad = tmp_path / "bad.mp4"
+    assert main(["animate", str(photo), str(speech), "-o", str(bad), "-c", str(speech)]) == 2
+    assert "not a readable checkpoint" in capsys.readouterr().err and not bad.exists()
+    assert main(["animate", str(speech), str(speech), "-o", str(bad), "-c", str(random_davs)]) == 2
+    assert "not an image" in capsys.readouterr().err and not bad.exists()
+    assert main(["animate", str(photo), str(speech), "-o", str(out), "-c", str(random_davs)]) == 2  # exists
+    assert list(tmp_path.glob("*.partial*")) == []
+
+
+def test_eval_davs_command(words, random_davs, capsys):
+    assert main(["eval", "davs", str(words), "-c", str(random_davs), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    for key in ("psnr_audio", "ssim_video", "word_acc_video", "word_acc_audio", "word_acc_both", "a2v_r1",
+                "v2a_r10", "a2v_median_rank", "probe_word_acc_person_features"):
+        assert key in result
+    assert 0 <= result["a2v_r1"] <= result["a2v_r10"] <= 1 and result["clips"] >= 2
+    assert 0 < result["ssim_audio"] < 1 and result["psnr_audio"] > 5

@@ -252,3 +252,13 @@ def test_eval_davs_command(words, random_davs, capsys):
         assert key in result
     assert 0 <= result["a2v_r1"] <= result["a2v_r10"] <= 1 and result["clips"] >= 2
     assert 0 < result["ssim_audio"] < 1 and result["psnr_audio"] > 5
+
+
+def test_mouth_sync_scores_generated_mouths_against_the_driving_speech(words, random_davs):
+    from lipsync_cli.eval.davs import mouth_sync
+    from lipsync_cli.train.davs import load_davs
+
+    r = mouth_sync(load_davs(random_davs), str(words), "test")
+    assert r["clips"] >= 2
+    for key in ("driving_speech_median", "other_speech_median"):
+        assert -1.0 <= r[key] <= 1.0  # a correlation, also for an untrained model's nearly still mouth

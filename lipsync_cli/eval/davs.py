@@ -167,3 +167,40 @@ def evaluate_split(net, data: str, split: str = "test", batch_size: int = 16, de
     res["chance_word_acc"] = 1.0 / cfg.words
     res["clips"] = len(held_out.data)
     return res
+
+
+@torch.no_grad()
+def mouth_sync(net, data: str, split: str = "test", device="cpu") -> dict:
+    """Do generated mouths follow the driving speech? (Synthetic corpus only: its truth.json.)
+    Each clip's person (its first frame) is driven by the next clip's speech; the mouth opening
+    read from the generated faces (synth.sync) is correlated with the opening that speech implies,
+    and, as a control, with the opening of the clip after it (speech that did not drive them)."""
+    import json
+
+    from .. import audio as audio_mod
+    from ..synth.corpus import truth_opening
+    from ..synth.sync import mouth_opening, sync_score
+    from ..train.data import _read_speech
+
+    cfg = net.cfg
+    clips = WordClips(data, split, cfg.size, cfg.clip_frames)
+    n_clips = len(clips.data)
+    driven, control = [], []
+    net.eval()
+    for k in range(n_clips):
+        drv, other = (k + 1) % n_clips, (k + 2) % n_clips
+        truth_drv = truth_opening(json.loads((clips.data.clips[drv].folder / "truth.json").read_text()))
+        truth_other = truth_opening(json.loads((clips.data.clips[other].folder / "truth.json").read_text()))
+        n = min(len(truth_drv), len(truth_other))
+        identity = torch.from_numpy(clips.faces(k, 0, 1)[0]).permute(2, 0, 1)[None].float().div(255).to(device)
+        mfcc = audio_mod.davs_mfcc_windows(_read_speech(clips.data.clips[drv].folder / "audio.wav"), n, 25.0)
+        f_w = net.audio_word_encoder(torch.from_numpy(mfcc[:, None]).to(device))
+        faces = net.decoder(net.person_encoder(identity).expand(n, -1), f_w).clamp(0, 1)
+        crops = (faces * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+        opening = mouth_opening(crops)
+        driven.append(sync_score(opening, truth_drv[:n], max_offset=0).correlation)
+        control.append(sync_score(opening, truth_other[:n], max_offset=0).correlation)
+    net.train()
+    return {"clips": n_clips, "driving_speech_median": float(np.median(driven)),
+            "driving_speech_mean": float(np.mean(driven)), "other_speech_median": float(np.median(control)),
+            "other_speech_mean": float(np.mean(control))}

@@ -105,3 +105,15 @@ def workdir(tmp_path, monkeypatch) -> Path:
 
 
 os.environ.setdefault("LIPSYNC_WEIGHTS", str(ROOT / "tests" / ".no-weights"))
+
+
+def torchrun(*args) -> "subprocess.CompletedProcess":
+    """`lipsync ARGS` as two CPU processes under torchrun (Gloo)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "-m", "lipsync_cli.cli", *map(str, args)], env=env, capture_output=True, text=True,
+                          timeout=600)

@@ -262,3 +262,17 @@ def test_mouth_sync_scores_generated_mouths_against_the_driving_speech(words, ra
     assert r["clips"] >= 2
     for key in ("driving_speech_median", "other_speech_median"):
         assert -1.0 <= r[key] <= 1.0  # a correlation, also for an untrained model's nearly still mouth
+
+
+def test_torchrun_trains_davs_data_parallel(words, tmp_path):
+    # two CPU processes average every optimiser's gradients; the loop checks that both end with the
+    # same weights, and only rank 0 writes
+    from conftest import torchrun
+
+    run = torchrun("train", "davs", words, "-o", tmp_path / "run", "--size", 64, "--width", 0.25, "--steps", 2,
+                   "--batch-size", 4, "--disentangle-from", 0, "--generate-from", 1, "--eval-every", 2,
+                   "--eval-batches", 1, "--workers", 0, "--amp", "off", "-q")
+    assert run.returncode == 0, run.stderr[-3000:]
+    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines if "train_loss" in r] == [1, 2]
+    assert "train_l1" in lines[1] and (tmp_path / "run" / "davs_step000002.pth").exists()

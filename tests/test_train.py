@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REFERENCE_KEYS
+from conftest import REFERENCE_KEYS, torchrun
 from lipsync_cli.cli import main
 from lipsync_cli.models.discriminator import VisualQualityDiscriminator, perceptual_loss
 from lipsync_cli.models.syncnet import SyncNetColor, lower_half_stack, sync_loss, sync_probability
@@ -314,21 +314,10 @@ def test_step_sampler_splits_each_step_among_ranks():
         StepSampler(range(2), 5, rank=0, world=2)
 
 
-def _torchrun(*args) -> "subprocess.CompletedProcess":
-    import os
-    import subprocess
-    import sys
-
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           "-m", "lipsync_cli.cli", *map(str, args)], env=env, capture_output=True, text=True,
-                          timeout=600)
-
-
 def test_torchrun_trains_the_expert_and_the_generator_data_parallel(corpus, random_expert, tmp_path):
     # two CPU processes (Gloo): each takes half of every batch; the loops check at the end that
     # both ranks hold the same weights (so gradients were averaged), and only rank 0 writes.
-    run = _torchrun("train", "syncnet", corpus, "-o", tmp_path / "expert", "--steps", 3, "--batch-size", 4,
+    run = torchrun("train", "syncnet", corpus, "-o", tmp_path / "expert", "--steps", 3, "--batch-size", 4,
                     "--eval-every", 3, "--eval-batches", 1, "--workers", 0, "--amp", "off", "-q")
     assert run.returncode == 0, run.stderr[-3000:]
     lines = [json.loads(x) for x in (tmp_path / "expert" / "metrics.jsonl").read_text().splitlines()]
@@ -336,7 +325,7 @@ def test_torchrun_trains_the_expert_and_the_generator_data_parallel(corpus, rand
     assert [r["step"] for r in lines if "val_accuracy" in r] == [3]
     assert main(["weights", "verify", str(tmp_path / "expert" / "syncnet_step000003.pth")]) == 0
 
-    run = _torchrun("train", "wav2lip", corpus, "-o", tmp_path / "gen", "--expert", random_expert, "--steps", 2,
+    run = torchrun("train", "wav2lip", corpus, "-o", tmp_path / "gen", "--expert", random_expert, "--steps", 2,
                     "--batch-size", 2, "--eval-every", 1, "--eval-batches", 1, "--sync-switch", 100, "--workers", 0,
                     "--amp", "off", "-q")
     assert run.returncode == 0, run.stderr[-3000:]

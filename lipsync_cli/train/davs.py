@@ -106,6 +106,8 @@ class DavsTrainer:
                                                         betas=betas)}
         for name, critic in self.critics.items():
             self.optimizers[name] = torch.optim.Adam(critic.parameters(), lr=cfg.lr, betas=betas)
+        fp16 = device.type == "cuda" and dtype == torch.float16  # loss scaling, one scaler per optimiser
+        self.scalers = {k: torch.amp.GradScaler("cuda", enabled=fp16) for k in self.optimizers}
 
     def stages(self, step: int) -> tuple[bool, bool]:
         """(disentangling on, generation on) at this step."""
@@ -161,11 +163,7 @@ class DavsTrainer:
                 loss = loss + l1 + cfg.gan_weight * l_gan
                 logs.update(l1=l1.item(), gen_adv=l_gan.item())
                 cache.update(target=target, generated=torch.cat([gen_a, gen_v]).detach())
-        opt = self.optimizers["encoders"]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        loop.average_gradients(opt, self.ddp)
-        opt.step()
+        self._update("encoders", loss)
         logs["loss"] = loss.item()
         cache.update(f_v=f_v.detach(), f_a=f_a.detach(), f_p=f_p.detach())
         return logs, cache
@@ -196,12 +194,17 @@ class DavsTrainer:
         return logs
 
     def _critic_step(self, name: str, loss: torch.Tensor) -> float:
-        opt = self.optimizers[name]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        loop.average_gradients(opt, self.ddp)
-        opt.step()
+        self._update(name, loss)
         return loss.item()
+
+    def _update(self, name: str, loss: torch.Tensor):
+        """Backward and step of one optimiser: gradients averaged across processes, fp16 loss scaling."""
+        opt, scaler = self.optimizers[name], self.scalers[name]
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        loop.average_gradients(opt, self.ddp)
+        scaler.step(opt)
+        scaler.update()
 
     # ---------------------------------------------------------------- checkpoints
 

@@ -21,7 +21,7 @@ from .errors import LipsyncError
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 app = typer.Typer(
-    help="Offline lip-sync dubbing (Wav2Lip / AttnWav2Lip) for the command line.",
+    help="Offline lip-sync dubbing (Wav2Lip / AttnWav2Lip) and portrait animation (DAVS) for the command line.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -100,15 +100,15 @@ def _parse_fps(text: str) -> Fraction:
 
 
 # Options that `dub` and `batch` share, declared once.
-CheckpointOpt = Annotated[Optional[str], typer.Option("--checkpoint", "-c", help="Generator checkpoint: a path, or a name from `lipsync weights list` [default: wav2lip_gan].")]
+CheckpointOpt = Annotated[Optional[str], typer.Option("--checkpoint", "-c", help="Generator checkpoint: a path, or a name from `lipsync weights list` (default: wav2lip_gan).")]
 ModelOpt = Annotated[Optional[str], typer.Option(help="Override the architecture read from the checkpoint: wav2lip, attnwav2lip, attnwav2lip-spatial, attnwav2lip-channel.")]
 DetectorOpt = Annotated[str, typer.Option(help="Face detector: retinaface (built in, offline) or s3fd (face-alignment; needs its weights).")]
 BoxOpt = Annotated[Optional[Tuple[int, int, int, int]], typer.Option("--box", help="Fixed face box Y1 Y2 X1 X2 in pixels: skips detection.", show_default=False)]
 PadsOpt = Annotated[Tuple[int, int, int, int], typer.Option("--pads", help="Padding of the detected box: TOP BOTTOM LEFT RIGHT pixels.")]
-FaceIndexOpt = Annotated[Optional[int], typer.Option(help="Which face when there are several, counted left to right from 0 [default: the largest].")]
+FaceIndexOpt = Annotated[Optional[int], typer.Option(help="Which face when there are several, counted left to right from 0 (default: the largest).")]
 OnNoFaceOpt = Annotated[str, typer.Option(help="Frames without a face: skip (left unchanged, counted) or error (the clip fails).")]
 PasteOpt = Annotated[str, typer.Option(help="feather: blend the lower face softly into the frame; hard: paste the whole box back exactly like the reference Wav2Lip inference.")]
-LoopOpt = Annotated[bool, typer.Option("--loop", help="When the audio is longer than the video, repeat the video from the start [default: play it back and forth].")]
+LoopOpt = Annotated[bool, typer.Option("--loop", help="When the audio is longer than the video, repeat the video from the start (default: play it back and forth).")]
 FpsOpt = Annotated[str, typer.Option(help="Frame rate of the output for a still image.")]
 NoSmoothOpt = Annotated[bool, typer.Option("--no-smooth", help="Do not smooth face boxes over time.")]
 DetectSizeOpt = Annotated[int, typer.Option(help="Detect faces on frames downscaled to this longer side (pixels); frames where no face is found are searched again at twice the size.")]
@@ -116,7 +116,7 @@ DetectEveryOpt = Annotated[int, typer.Option(help="Detect faces on every N-th fr
 S3fdWeightsOpt = Annotated[Optional[Path], typer.Option(help="Local S3FD weights file (s3fd-619a316812.pth) for --detector s3fd.")]
 DeviceOpt = Annotated[str, typer.Option(help="auto, cpu or cuda (under torchrun, auto is the process's own GPU).")]
 PrecisionOpt = Annotated[str, typer.Option(help="auto (fp16 on CUDA; bf16 on a CPU with AMX, else fp32; fp32 with --paste hard), fp32, fp16 (CUDA) or bf16.")]
-BatchSizeOpt = Annotated[Optional[int], typer.Option(help="Frames per generator batch [default: 16 on CPU, 128 on CUDA, halved on out-of-memory].")]
+BatchSizeOpt = Annotated[Optional[int], typer.Option(help="Frames per generator batch (default: 16 on CPU, 128 on CUDA, halved on out-of-memory).")]
 CrfOpt = Annotated[int, typer.Option(help="H.264 quality (lower is better, 0-51).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as one JSON object on stdout.")]
@@ -143,7 +143,7 @@ def _dub_options(checkpoint, model, detector, box, pads, face_index, on_no_face,
 def dub(
     video: Path = typer.Argument(..., help="Talking-head video, or a still image of a face."),
     audio: Path = typer.Argument(..., help="Speech: any audio ffmpeg reads (wav, mp3, m4a, or a video's audio track)."),
-    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output video [default: VIDEO_STEM_dubbed.mp4 in the current folder]."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output video (default: VIDEO_STEM_dubbed.mp4 in the current folder)."),
     checkpoint: CheckpointOpt = None,
     model: ModelOpt = None,
     detector: DetectorOpt = "retinaface",
@@ -195,7 +195,7 @@ def dub(
 def animate(
     photo: Path = typer.Argument(..., help="A still portrait (JPEG or PNG) with one face."),
     audio: Optional[Path] = typer.Argument(None, help="Speech to drive it with (any audio ffmpeg reads); optional with --driver."),
-    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output video [default: PHOTO_STEM_animated.mp4 in the current folder]."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output video (default: PHOTO_STEM_animated.mp4 in the current folder)."),
     checkpoint: Path = typer.Option(..., "-c", "--checkpoint", help="A DAVS checkpoint from `lipsync train davs`."),
     driver: Optional[Path] = typer.Option(None, "--driver", help="A talking video whose mouth drives the photo (its word-ID features) instead of the speech; its sound is used when AUDIO is not given."),
     crop: bool = typer.Option(False, "--crop", help="Write the aligned generated face alone instead of pasting it into the photo."),
@@ -238,8 +238,8 @@ def batch(
     inputs: Optional[List[Path]] = typer.Argument(None, help="Folders of videos or images, single files, or CSV / JSON / JSON-lines manifests (columns: video, audio, output, box, pads, face_index, loop, fps, crf, on_no_face, smooth)."),
     output_dir: Optional[Path] = typer.Option(None, "-o", "--output-dir", help="Folder for the dubbed clips (created if missing); each is named after its video."),
     audio: Optional[Path] = typer.Option(None, "--audio", "-a", help="One audio file for every video, or a folder of audio files paired with the videos by file name."),
-    job: Optional[Path] = typer.Option(None, "--job", help="Job folder with the resumable log [default: OUTPUT_DIR/.lipsync-job]."),
-    shard: Optional[str] = typer.Option(None, "--shard", help="Process only shard K of N (K/N, from 0) [default: from torchrun's RANK/WORLD_SIZE or a SLURM array, else all]."),
+    job: Optional[Path] = typer.Option(None, "--job", help="Job folder with the resumable log (default: OUTPUT_DIR/.lipsync-job)."),
+    shard: Optional[str] = typer.Option(None, "--shard", help="Process only shard K of N (K/N, from 0) (default: from torchrun's RANK/WORLD_SIZE or a SLURM array, else all)."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Retry items that failed in an earlier run."),
     report_dir: Optional[Path] = typer.Option(None, "--report", help="Print the merged report of a job (all shards) and exit: a job folder or a batch output folder."),
     checkpoint: CheckpointOpt = None,
@@ -475,23 +475,44 @@ def eval_sync(
     out.print(table)
 
 
+# The settings every training loop shares (their defaults live in the loop's config class).
+ConfigFileOpt = Annotated[Optional[Path], typer.Option("--config", help="JSON or TOML file of settings; flags given here win.")]
+StepsOpt = Annotated[Optional[int], typer.Option(help="Total optimisation steps (default: 10000).")]
+LrOpt = Annotated[Optional[float], typer.Option(help="Adam learning rate (default: 1e-4; davs 2e-4).")]
+EvalEveryOpt = Annotated[Optional[int], typer.Option(help="Evaluate on the val split every N steps (default: 500).")]
+EvalBatchesOpt = Annotated[Optional[int], typer.Option(help="Batches per evaluation (default: 20).")]
+CheckpointEveryOpt = Annotated[Optional[int], typer.Option(help="Save a checkpoint every N steps (default: 1000).")]
+SeedOpt = Annotated[Optional[int], typer.Option(help="Seed of the initialisation and of the samples (default: 0).")]
+TrainDeviceOpt = Annotated[Optional[str], typer.Option(help="auto, cpu or cuda (under torchrun, auto is the process's own GPU).")]
+AmpOpt = Annotated[Optional[str], typer.Option(help="auto (fp16 on CUDA, bf16 on a CPU with AMX), on or off.")]
+WorkersOpt = Annotated[Optional[int], typer.Option(help="Data loading processes (default: 2).")]
+FreshOpt = Annotated[bool, typer.Option("--fresh", help="Start from scratch even if OUT/last.pth exists (default: resume).")]
+
+
+def _loop_settings(steps, lr, eval_every, eval_batches, checkpoint_every, seed, device, amp, workers, fresh) -> dict:
+    """The shared training flags as config values (None: not given, the config file or default wins)."""
+    return dict(steps=steps, lr=lr, eval_every=eval_every, eval_batches=eval_batches,
+                checkpoint_every=checkpoint_every, seed=seed, device=device, amp=amp, workers=workers,
+                resume=False if fresh else None)
+
+
 @train_app.command("syncnet")
 @_report_errors
 def train_syncnet(
     data: Path = typer.Argument(..., help="Preprocessed data folder (filelists/ and clip folders), e.g. from `lipsync synth`."),
     out: Path = typer.Option(..., "-o", "--out", help="Run folder: checkpoints (published layout), last.pth, metrics.jsonl, TensorBoard logs."),
-    config: Optional[Path] = typer.Option(None, "--config", help="JSON or TOML file of settings; flags given here win."),
-    steps: Optional[int] = typer.Option(None, help="Total optimisation steps [default: 10000]."),
-    batch_size: Optional[int] = typer.Option(None, help="Samples per step [default: 64]."),
-    lr: Optional[float] = typer.Option(None, help="Adam learning rate [default: 1e-4]."),
-    eval_every: Optional[int] = typer.Option(None, help="Evaluate on the val split every N steps [default: 500]."),
-    eval_batches: Optional[int] = typer.Option(None, help="Batches per evaluation [default: 20]."),
-    checkpoint_every: Optional[int] = typer.Option(None, help="Save a checkpoint every N steps [default: 1000]."),
-    seed: Optional[int] = typer.Option(None, help="Seed of the model's initialisation and of the samples [default: 0]."),
-    device: Optional[str] = typer.Option(None, help="auto, cpu or cuda."),
-    amp: Optional[str] = typer.Option(None, help="auto (fp16 on CUDA, bf16 on a CPU with AMX), on or off."),
-    workers: Optional[int] = typer.Option(None, help="Data loading processes [default: 2]."),
-    fresh: bool = typer.Option(False, "--fresh", help="Start from scratch even if OUT/last.pth exists (default: resume)."),
+    config: ConfigFileOpt = None,
+    steps: StepsOpt = None,
+    batch_size: Optional[int] = typer.Option(None, help="Samples per step (default: 64)."),
+    lr: LrOpt = None,
+    eval_every: EvalEveryOpt = None,
+    eval_batches: EvalBatchesOpt = None,
+    checkpoint_every: CheckpointEveryOpt = None,
+    seed: SeedOpt = None,
+    device: TrainDeviceOpt = None,
+    amp: AmpOpt = None,
+    workers: WorkersOpt = None,
+    fresh: FreshOpt = False,
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
 ):
@@ -500,9 +521,8 @@ def train_syncnet(
     from .train.syncnet import train_syncnet as run
 
     cfg = TrainConfig.from_sources(
-        str(config) if config else None, data=str(data), out=str(out), steps=steps, batch_size=batch_size, lr=lr,
-        eval_every=eval_every, eval_batches=eval_batches, checkpoint_every=checkpoint_every, seed=seed,
-        device=device, amp=amp, workers=workers, resume=False if fresh else None)
+        str(config) if config else None, data=str(data), out=str(out), batch_size=batch_size,
+        **_loop_settings(steps, lr, eval_every, eval_batches, checkpoint_every, seed, device, amp, workers, fresh))
     _run_training(run, cfg, quiet, "syncnet")
 
 
@@ -512,24 +532,24 @@ def train_wav2lip(
     data: Path = typer.Argument(..., help="Preprocessed data folder (filelists/ and clip folders), e.g. from `lipsync synth`."),
     out: Path = typer.Option(..., "-o", "--out", help="Run folder: generator and discriminator checkpoints (published layout), metrics, TensorBoard."),
     expert: Optional[Path] = typer.Option(None, "--expert", help="The frozen lip-sync expert: from `lipsync train syncnet`, or lipsync_expert.pth."),
-    model: Optional[str] = typer.Option(None, help="wav2lip, attnwav2lip, attnwav2lip-spatial or attnwav2lip-channel [default: wav2lip]."),
+    model: Optional[str] = typer.Option(None, help="wav2lip, attnwav2lip, attnwav2lip-spatial or attnwav2lip-channel (default: wav2lip)."),
     attention: bool = typer.Option(False, "--attention", help="Same as --model attnwav2lip (channel + spatial attention)."),
     no_gan: bool = typer.Option(False, "--no-gan", help="No visual-quality discriminator (the plain Wav2Lip stage): b = 0."),
-    sync_switch: Optional[float] = typer.Option(None, help="Evaluation sync loss below which the sync weight switches from 0 to 0.03 [default: 0.75]; inf: from the first step."),
-    sync_weight: Optional[float] = typer.Option(None, help="a, the expert's weight once switched on [default: 0.03]; 0 trains on L1 (and GAN) alone."),
+    sync_switch: Optional[float] = typer.Option(None, help="Evaluation sync loss below which the sync weight switches from 0 to 0.03 (default: 0.75); inf: from the first step."),
+    sync_weight: Optional[float] = typer.Option(None, help="a, the expert's weight once switched on (default: 0.03); 0 trains on L1 (and GAN) alone."),
     init: Optional[Path] = typer.Option(None, "--init", help="Start from these generator weights (fine-tune; e.g. a run trained on L1 alone). Ignored when resuming."),
-    config: Optional[Path] = typer.Option(None, "--config", help="JSON or TOML file of settings; flags given here win."),
-    steps: Optional[int] = typer.Option(None, help="Total optimisation steps [default: 10000]."),
-    batch_size: Optional[int] = typer.Option(None, help="Windows of 5 frames per step [default: 64]."),
-    lr: Optional[float] = typer.Option(None, help="Adam learning rate [default: 1e-4]."),
-    eval_every: Optional[int] = typer.Option(None, help="Evaluate on the val split every N steps [default: 500]."),
-    eval_batches: Optional[int] = typer.Option(None, help="Batches per evaluation [default: 20]."),
-    checkpoint_every: Optional[int] = typer.Option(None, help="Save checkpoints every N steps [default: 1000]."),
-    seed: Optional[int] = typer.Option(None, help="Seed [default: 0]."),
-    device: Optional[str] = typer.Option(None, help="auto, cpu or cuda."),
-    amp: Optional[str] = typer.Option(None, help="auto (fp16 on CUDA, bf16 on a CPU with AMX), on or off."),
-    workers: Optional[int] = typer.Option(None, help="Data loading processes [default: 2]."),
-    fresh: bool = typer.Option(False, "--fresh", help="Start from scratch even if OUT/last.pth exists (default: resume)."),
+    config: ConfigFileOpt = None,
+    steps: StepsOpt = None,
+    batch_size: Optional[int] = typer.Option(None, help="Windows of 5 frames per step (default: 64)."),
+    lr: LrOpt = None,
+    eval_every: EvalEveryOpt = None,
+    eval_batches: EvalBatchesOpt = None,
+    checkpoint_every: CheckpointEveryOpt = None,
+    seed: SeedOpt = None,
+    device: TrainDeviceOpt = None,
+    amp: AmpOpt = None,
+    workers: WorkersOpt = None,
+    fresh: FreshOpt = False,
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
 ):
@@ -539,9 +559,8 @@ def train_wav2lip(
     if attention and model not in (None, "attnwav2lip"):
         raise typer.BadParameter("--attention means --model attnwav2lip")
     cfg = Wav2LipConfig.from_sources(
-        str(config) if config else None, data=str(data), out=str(out), steps=steps, batch_size=batch_size, lr=lr,
-        eval_every=eval_every, eval_batches=eval_batches, checkpoint_every=checkpoint_every, seed=seed,
-        device=device, amp=amp, workers=workers, resume=False if fresh else None,
+        str(config) if config else None, data=str(data), out=str(out), batch_size=batch_size,
+        **_loop_settings(steps, lr, eval_every, eval_batches, checkpoint_every, seed, device, amp, workers, fresh),
         expert=str(expert) if expert else None, model="attnwav2lip" if attention else model,
         gan=False if no_gan else None, sync_switch=sync_switch, sync_weight=sync_weight,
         init=str(init) if init else None)
@@ -553,26 +572,26 @@ def train_wav2lip(
 def train_davs(
     data: Path = typer.Argument(..., help="Words-layout data folder (one word per clip; file lists with word and person), e.g. `lipsync synth --layout words`."),
     out: Path = typer.Option(..., "-o", "--out", help="Run folder: checkpoints, last.pth, metrics.jsonl, TensorBoard logs."),
-    config: Optional[Path] = typer.Option(None, "--config", help="JSON or TOML file of settings; flags given here win."),
-    size: Optional[int] = typer.Option(None, help="Aligned face side: 64, 128 or 256 (the paper) [default: 64]."),
-    width: Optional[float] = typer.Option(None, help="Channel multiplier of the networks [default: 1.0]."),
-    disentangle_from: Optional[int] = typer.Option(None, help="Step at which the adversarial disentangling starts [default: 1000]."),
-    generate_from: Optional[int] = typer.Option(None, help="Step at which generation training starts [default: 2000]."),
-    word_classifier: Optional[str] = typer.Option(None, help="shared (one C_w for audio and video), separate, or none (contrastive loss alone) [default: shared]."),
+    config: ConfigFileOpt = None,
+    size: Optional[int] = typer.Option(None, help="Aligned face side: 64, 128 or 256 (the paper) (default: 64)."),
+    width: Optional[float] = typer.Option(None, help="Channel multiplier of the networks (default: 1.0)."),
+    disentangle_from: Optional[int] = typer.Option(None, help="Step at which the adversarial disentangling starts (default: 1000)."),
+    generate_from: Optional[int] = typer.Option(None, help="Step at which generation training starts (default: 2000)."),
+    word_classifier: Optional[str] = typer.Option(None, help="shared (one C_w for audio and video), separate, or none (contrastive loss alone) (default: shared)."),
     no_domain: bool = typer.Option(False, "--no-domain", help="Without the domain-adversarial loss (an ablation)."),
     no_disentangle: bool = typer.Option(False, "--no-disentangle", help="Without the adversarial disentangling (an ablation)."),
-    gan_weight: Optional[float] = typer.Option(None, help="alpha, the temporal GAN loss's weight beside L1 [default: 0.01]."),
-    steps: Optional[int] = typer.Option(None, help="Total optimisation steps [default: 10000]."),
-    batch_size: Optional[int] = typer.Option(None, help="Clips per step [default: 16]."),
-    lr: Optional[float] = typer.Option(None, help="Adam learning rate [default: 2e-4]."),
-    eval_every: Optional[int] = typer.Option(None, help="Evaluate on the val split every N steps [default: 500]."),
-    eval_batches: Optional[int] = typer.Option(None, help="Batches per evaluation [default: 20]."),
-    checkpoint_every: Optional[int] = typer.Option(None, help="Save a checkpoint every N steps [default: 1000]."),
-    seed: Optional[int] = typer.Option(None, help="Seed [default: 0]."),
-    device: Optional[str] = typer.Option(None, help="auto, cpu or cuda."),
-    amp: Optional[str] = typer.Option(None, help="auto (fp16 on CUDA, bf16 on a CPU with AMX), on or off."),
-    workers: Optional[int] = typer.Option(None, help="Data loading processes [default: 2]."),
-    fresh: bool = typer.Option(False, "--fresh", help="Start from scratch even if OUT/last.pth exists (default: resume)."),
+    gan_weight: Optional[float] = typer.Option(None, help="alpha, the temporal GAN loss's weight beside L1 (default: 0.01)."),
+    steps: StepsOpt = None,
+    batch_size: Optional[int] = typer.Option(None, help="Clips per step (default: 16)."),
+    lr: LrOpt = None,
+    eval_every: EvalEveryOpt = None,
+    eval_batches: EvalBatchesOpt = None,
+    checkpoint_every: CheckpointEveryOpt = None,
+    seed: SeedOpt = None,
+    device: TrainDeviceOpt = None,
+    amp: AmpOpt = None,
+    workers: WorkersOpt = None,
+    fresh: FreshOpt = False,
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
 ):
@@ -583,9 +602,8 @@ def train_davs(
         str(config) if config else None, data=str(data), out=str(out), size=size, width=width,
         disentangle_from=disentangle_from, generate_from=generate_from, word_classifier=word_classifier,
         domain_adversarial=False if no_domain else None, disentangle=False if no_disentangle else None,
-        gan_weight=gan_weight, steps=steps, batch_size=batch_size, lr=lr, eval_every=eval_every,
-        eval_batches=eval_batches, checkpoint_every=checkpoint_every, seed=seed, device=device, amp=amp,
-        workers=workers, resume=False if fresh else None)
+        gan_weight=gan_weight, batch_size=batch_size,
+        **_loop_settings(steps, lr, eval_every, eval_batches, checkpoint_every, seed, device, amp, workers, fresh))
     _run_training(run, cfg, quiet, "davs")
 
 

@@ -50,11 +50,17 @@ def expert_checkpoint(tmp_path) -> Path:
     return path
 
 
-def test_help_lists_the_commands(capsys):
+def test_help_lists_the_commands(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "250")  # one line per option, whatever the terminal
     code, out, _ = cli(capsys, "--help")
     assert code == 0 and "dub" in out and "weights" in out
+    assert "animate" in out and "train" in out and "eval" in out
     code, out, _ = cli(capsys, "dub", "--help")
     assert code == 0 and "--checkpoint" in out and "--paste" in out
+    # defaults are shown (rich would eat text in square brackets as markup)
+    assert "(default: VIDEO_STEM_dubbed.mp4 in the current folder)" in out
+    code, out, _ = cli(capsys, "train", "wav2lip", "--help")
+    assert code == 0 and "(default: 10000)" in out and "--sync-weight" in out and "--init" in out
 
 
 def test_dub_writes_json_summary(capsys, workdir, example_video, checkpoint):

@@ -17,7 +17,6 @@ import io
 import statistics
 import time
 
-import numpy as np
 import torch
 
 from lipsync_cli.models.inference import fold_batchnorm

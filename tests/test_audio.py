@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import wave
 from fractions import Fraction
-from pathlib import Path
 
 import librosa
 import numpy as np

@@ -4,7 +4,6 @@ clip among good ones, sharding, and the merged report, on real clips through the
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -211,7 +210,7 @@ def test_existing_output_not_made_by_the_job_is_kept(capsys, tmp_path, clips, ch
 def test_per_row_options_from_a_manifest(capsys, tmp_path, clips, checkpoint):
     """A clip with no face: its row asks on_no_face=error and fails; the same clip with the
     default passes through unchanged; a row's box is used."""
-    blank = write_frames(tmp_path / "blank.mp4", np.full((10, 64, 64, 3), 90, np.uint8))
+    write_frames(tmp_path / "blank.mp4", np.full((10, 64, 64, 3), 90, np.uint8))
     (tmp_path / "jobs.csv").write_text(
         "video,audio,output,on_no_face,box\n"
         f"blank.mp4,{clips / 'audio' / 'a.wav'},strict,error,\n"

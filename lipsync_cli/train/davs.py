@@ -260,14 +260,7 @@ def dataset_sizes(data: str) -> tuple[int, int]:
 
 
 def train_davs(cfg: DavsTrainConfig, progress: Callable[[int, int, dict], None] | None = None) -> dict:
-    out = Path(cfg.out)
-    ddp = loop.init_distributed(cfg.device)
-    if ddp.main:
-        out.mkdir(parents=True, exist_ok=True)
-        loop.write_config(out, cfg, "davs")
-    loop.seed_everything(cfg.seed)
-    device = loop.resolve_device(cfg.device)
-    dtype = loop.autocast_dtype(device, cfg.amp)
+    out, ddp, device, dtype = loop.start_run(cfg, "davs")
     words, persons = dataset_sizes(cfg.data)
     train_ds = WordClips(cfg.data, "train", cfg.size, cfg.clip_frames, seed=cfg.seed)
     val_ds = WordClips(cfg.data, "val", cfg.size, cfg.clip_frames, seed=10_000 + cfg.seed)

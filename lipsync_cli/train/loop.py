@@ -65,6 +65,20 @@ class TrainConfig:
         return cls(**values)
 
 
+def start_run(cfg: TrainConfig, kind: str):
+    """What every loop does first: join torchrun's group if any, make the run folder and record
+    the config (rank 0), seed, pick the device and the mixed precision. Returns (run folder,
+    Distributed, device, autocast dtype or None)."""
+    out = Path(cfg.out)
+    ddp = init_distributed(cfg.device)
+    if ddp.main:
+        out.mkdir(parents=True, exist_ok=True)
+        write_config(out, cfg, kind)
+    seed_everything(cfg.seed)
+    device = resolve_device(cfg.device)
+    return out, ddp, device, autocast_dtype(device, cfg.amp)
+
+
 def seed_everything(seed: int):
     random.seed(seed)
     np.random.seed(seed % 2**32)

@@ -9,7 +9,6 @@ P_sync; binary cross-entropy; Adam. Evaluation on the validation split: loss and
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 import torch
@@ -43,14 +42,7 @@ def evaluate(model: SyncNetColor, ds: SyncPairs, batches: int, batch_size: int, 
 
 def train_syncnet(cfg: loop.TrainConfig, progress: Callable[[int, int, dict], None] | None = None) -> dict:
     """Train (or continue training) the expert; returns the last evaluation."""
-    out = Path(cfg.out)
-    ddp = loop.init_distributed(cfg.device)
-    if ddp.main:
-        out.mkdir(parents=True, exist_ok=True)
-        loop.write_config(out, cfg, "syncnet")
-    loop.seed_everything(cfg.seed)
-    device = loop.resolve_device(cfg.device)
-    dtype = loop.autocast_dtype(device, cfg.amp)
+    out, ddp, device, dtype = loop.start_run(cfg, "syncnet")
     train_ds = SyncPairs(PreprocessedData(cfg.data, "train"), seed=cfg.seed)
     val_ds = SyncPairs(PreprocessedData(cfg.data, "val"), seed=10_000 + cfg.seed)  # a fixed evaluation set
 

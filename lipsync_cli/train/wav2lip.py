@@ -91,14 +91,7 @@ def evaluate(gen, expert, disc, ds, cfg: Wav2LipConfig, device, dtype) -> dict:
 def train_wav2lip(cfg: Wav2LipConfig, progress: Callable[[int, int, dict], None] | None = None) -> dict:
     if cfg.model not in GENERATOR_NAMES:
         raise InputError(f"--model {cfg.model}: choose from {', '.join(GENERATOR_NAMES)}")
-    out = Path(cfg.out)
-    ddp = loop.init_distributed(cfg.device)
-    if ddp.main:
-        out.mkdir(parents=True, exist_ok=True)
-        loop.write_config(out, cfg, "wav2lip")
-    loop.seed_everything(cfg.seed)
-    device = loop.resolve_device(cfg.device)
-    dtype = loop.autocast_dtype(device, cfg.amp)
+    out, ddp, device, dtype = loop.start_run(cfg, "wav2lip")
     expert = load_expert(cfg.expert, device, dtype)
     train_ds = GeneratorWindows(PreprocessedData(cfg.data, "train"), seed=cfg.seed, t=cfg.t)
     val_ds = GeneratorWindows(PreprocessedData(cfg.data, "val"), seed=10_000 + cfg.seed, t=cfg.t)

@@ -177,10 +177,8 @@ def mouth_sync(net, data: str, split: str = "test", device="cpu") -> dict:
     and, as a control, with the opening of the clip after it (speech that did not drive them)."""
     import json
 
-    from .. import audio as audio_mod
     from ..synth.corpus import truth_opening
     from ..synth.sync import mouth_opening, sync_score
-    from ..train.data import _read_speech
 
     cfg = net.cfg
     clips = WordClips(data, split, cfg.size, cfg.clip_frames)
@@ -193,7 +191,7 @@ def mouth_sync(net, data: str, split: str = "test", device="cpu") -> dict:
         truth_other = truth_opening(json.loads((clips.data.clips[other].folder / "truth.json").read_text()))
         n = min(len(truth_drv), len(truth_other))
         identity = torch.from_numpy(clips.faces(k, 0, 1)[0]).permute(2, 0, 1)[None].float().div(255).to(device)
-        mfcc = audio_mod.davs_mfcc_windows(_read_speech(clips.data.clips[drv].folder / "audio.wav"), n, 25.0)
+        mfcc = clips.clip_mfcc(drv)[:n]  # the driving clip's windows, computed once per clip
         f_w = net.audio_word_encoder(torch.from_numpy(mfcc[:, None]).to(device))
         faces = net.decoder(net.person_encoder(identity).expand(n, -1), f_w).clamp(0, 1)
         crops = (faces * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()

@@ -228,6 +228,11 @@ class WordClips(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return self.length
 
+    def class_counts(self) -> tuple[int, int]:
+        """(word classes, person classes): words.txt (else the labels), and 1 + the largest person index."""
+        words = len(self.words) or 1 + max(w for w, _ in self.labels)
+        return words, 1 + max(p for _, p in self.labels)
+
     def clip_mfcc(self, k: int) -> np.ndarray:
         """(frames, 12, 20) MFCC windows of clip k, one per video frame."""
         if k not in self._mfcc:

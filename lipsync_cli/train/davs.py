@@ -254,15 +254,13 @@ def load_davs(path: str | Path, device="cpu") -> Davs:
 
 def dataset_sizes(data: str) -> tuple[int, int]:
     """(word classes, person classes) of a words-layout folder: words.txt, and the train persons."""
-    train = WordClips(data, "train", 64, 1)
-    words = len(train.words) or 1 + max(w for w, _ in train.labels)
-    return words, 1 + max(p for _, p in train.labels)
+    return WordClips(data, "train", 64, 1).class_counts()
 
 
 def train_davs(cfg: DavsTrainConfig, progress: Callable[[int, int, dict], None] | None = None) -> dict:
     out, ddp, device, dtype = loop.start_run(cfg, "davs")
-    words, persons = dataset_sizes(cfg.data)
     train_ds = WordClips(cfg.data, "train", cfg.size, cfg.clip_frames, seed=cfg.seed)
+    words, persons = train_ds.class_counts()  # the train split's labels, read once
     val_ds = WordClips(cfg.data, "val", cfg.size, cfg.clip_frames, seed=10_000 + cfg.seed)
     trainer = DavsTrainer(cfg, words, persons, device, dtype, ddp)
     start = trainer.load(read_davs(out / "last.pth")) if cfg.resume and (out / "last.pth").exists() else 0

@@ -254,6 +254,38 @@ def test_save_published_round_trip(tmp_path, reference_net):
     assert name == "wav2lip" and same_weights(net, reference_net)
 
 
+def test_a_failed_save_leaves_the_old_checkpoint_and_no_partial_file(tmp_path, reference_net, monkeypatch):
+    path = tmp_path / "g.pth"
+    save_published(reference_net, path, global_step=1)
+    before = path.read_bytes()
+
+    def full_disk(obj, f, *args, **kwargs):
+        Path(f).write_bytes(b"PK\x03\x04 trunc")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 359034944 vs 359034832")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(LipsyncError, match="could not write .*g.pth .is the disk full"):
+        save_published(reference_net, path, global_step=2)
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["g.pth"]
+
+
+def test_link_or_copy_gives_an_independent_name_for_the_same_bytes(tmp_path, reference_net, monkeypatch):
+    step1, last = tmp_path / "step1.pth", tmp_path / "last.pth"
+    save_published(reference_net, step1, global_step=1)
+    checkpoints.link_or_copy(step1, last)
+    assert read_state_dict(last)[1]["global_step"] == 1
+    save_published(reference_net, tmp_path / "step2.pth", global_step=2)  # a later save never touches step1
+    checkpoints.link_or_copy(tmp_path / "step2.pth", last)
+    assert read_state_dict(step1)[1]["global_step"] == 1 and read_state_dict(last)[1]["global_step"] == 2
+
+    def no_links(*args):
+        raise OSError("links not supported")
+
+    monkeypatch.setattr(checkpoints.os, "link", no_links)  # e.g. some network filesystems
+    checkpoints.link_or_copy(step1, last)
+    assert not step1.samefile(last) and read_state_dict(last)[1]["global_step"] == 1
+
+
 def test_save_published_unwraps_data_parallel(tmp_path, reference_net):
     wrapped = torch.nn.DataParallel(reference_net)
     path = tmp_path / "dp.pth"

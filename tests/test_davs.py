@@ -13,11 +13,12 @@ import numpy as np
 import pytest
 import torch
 
+from lipsync_cli.checkpoints import save_atomic
 from lipsync_cli.cli import main
 from lipsync_cli.models.davs import Davs, DavsConfig
 from lipsync_cli.synth.corpus import CorpusSpec, make_corpus
 from lipsync_cli.train.data import WordClips
-from lipsync_cli.train.davs import (DavsTrainConfig, DavsTrainer, contrastive_loss, dataset_sizes, save_davs,
+from lipsync_cli.train.davs import (DavsTrainConfig, DavsTrainer, contrastive_loss, dataset_sizes,
                                     train_davs, uniform_target_loss)
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -43,7 +44,7 @@ def random_davs(words, tmp_path_factory) -> Path:
     n_words, n_persons = dataset_sizes(str(words))
     trainer = DavsTrainer(small(words, tmp_path_factory.mktemp("r")), n_words, n_persons, torch.device("cpu"))
     path = tmp_path_factory.mktemp("ckpt") / "davs.pth"
-    save_davs(trainer.state(0), path)
+    save_atomic(trainer.state(0), path)
     return path
 
 

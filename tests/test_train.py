@@ -135,6 +135,8 @@ def test_train_syncnet_command(corpus, tmp_path, capsys):
     code = main(["train", "syncnet", str(corpus), "-o", str(out), "--config", str(tmp_path / "cfg.toml"), "-q"])
     assert code == 0, capsys.readouterr().err
     assert (out / "syncnet_step000002.pth").exists() and (out / "last.pth").exists()
+    assert (out / "syncnet_step000002.pth").samefile(out / "last.pth")  # one copy on disk, not two
+    assert not list(out.glob("*.partial"))
     assert json.loads((out / "config.json").read_text())["steps"] == 2
     assert main(["weights", "verify", str(out / "last.pth")]) == 0  # the published expert layout
     capsys.readouterr()

@@ -23,7 +23,6 @@ step never moves a critic.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -31,6 +30,7 @@ from typing import Callable
 import torch
 from torch.nn import functional as F
 
+from ..checkpoints import link_or_copy, save_atomic
 from ..errors import InputError
 from ..models.davs import Davs, DavsConfig
 from . import loop
@@ -221,12 +221,6 @@ class DavsTrainer:
         return int(payload.get("global_step", 0))
 
 
-def save_davs(payload: dict, path: Path):
-    tmp = Path(f"{path}.partial")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-
-
 def read_davs(path: str | Path) -> dict:
     """A DAVS checkpoint, loaded safely (tensors and plain values only)."""
     path = Path(path)
@@ -270,8 +264,9 @@ def train_davs(cfg: DavsTrainConfig, progress: Callable[[int, int, dict], None] 
 
     def save(step: int):
         payload = trainer.state(step)
-        save_davs(payload, out / f"davs_step{step:06d}.pth")
-        save_davs(payload, out / "last.pth")
+        path = out / f"davs_step{step:06d}.pth"
+        save_atomic(payload, path)
+        link_or_copy(path, out / "last.pth")
 
     trainer.net.train()
     try:
@@ -290,11 +285,11 @@ def train_davs(cfg: DavsTrainConfig, progress: Callable[[int, int, dict], None] 
                     save(step)
                 if progress:
                     progress(step, cfg.steps, {"loss": logs["loss"], **last_eval})
+        loop.check_ranks_agree(trainer.net, ddp, device)
     except KeyboardInterrupt:
         if step > start and ddp.main:
             save(step)
         raise
-        loop.check_ranks_agree(trainer.net, ddp, device)
     finally:
         if metrics is not None:
             metrics.close()

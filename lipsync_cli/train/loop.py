@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..checkpoints import read_state_dict, save_published
+from ..checkpoints import link_or_copy, read_state_dict, save_published
 from ..errors import InputError
 
 
@@ -271,10 +271,11 @@ class Metrics:
 def save_checkpoint(out: Path, name: str, model: torch.nn.Module, optimizer, step: int, extra: dict | None = None,
                     last_name: str = "last"):
     """`name`.pth in the published layout (what `dub` and the published tools load), and the
-    running `last_name`.pth the run resumes from."""
+    running `last_name`.pth the run resumes from: the same file (a hard link where possible),
+    since checkpoints are never rewritten in place."""
     path = out / f"{name}.pth"
     save_published(model, path, optimizer=optimizer, global_step=step, extra=extra)
-    save_published(model, out / f"{last_name}.pth", optimizer=optimizer, global_step=step, extra=extra)
+    link_or_copy(path, out / f"{last_name}.pth")
     return path
 
 

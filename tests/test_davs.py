@@ -266,6 +266,19 @@ def test_mouth_sync_scores_generated_mouths_against_the_driving_speech(words, ra
         assert -1.0 <= r[key] <= 1.0  # a correlation, also for an untrained model's nearly still mouth
 
 
+def test_davs_trains_under_mixed_precision(words, tmp_path):
+    # bf16 autocast on the CPU (fp16 on CUDA) with channels-last 2-D convolutions beside the 3-D
+    # sequence discriminator: every stage runs, the losses are finite, and the checkpoint stays fp32
+    result = train_davs(small(words, tmp_path / "run", steps=2, amp="on", eval_every=2))
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in rows if "train_loss" in r]
+    losses = [v for r in train for k, v in r.items() if k.startswith("train_")]
+    assert len(train) == 2 and all(v == v and abs(v) < 1e6 for v in losses)
+    assert "train_l1" in train[-1] and "val_a2v_r1" in result
+    state = torch.load(tmp_path / "run" / "last.pth", weights_only=True)["state_dict"]
+    assert all(t.dtype == torch.float32 for t in state.values() if t.is_floating_point())
+
+
 def test_torchrun_trains_davs_data_parallel(words, tmp_path):
     # two CPU processes average every optimiser's gradients; the loop checks that both end with the
     # same weights, and only rank 0 writes

@@ -110,7 +110,12 @@ def place(model: torch.nn.Module, device: torch.device, dtype: torch.dtype | Non
     layout oneDNN's bf16 and cuDNN's fp16 convolutions run natively (bf16 training of the
     generator on a 2-core AMX CPU: several times faster than in the default layout)."""
     model = model.to(device)
-    return model.to(memory_format=torch.channels_last) if dtype is not None else model
+    if dtype is not None:
+        # per tensor: `Module.to(memory_format=...)` refuses a network with 3-D convolutions (5-D weights)
+        for t in [*model.parameters(), *model.buffers()]:
+            if t.dim() == 4:
+                t.data = t.data.contiguous(memory_format=torch.channels_last)
+    return model
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None):

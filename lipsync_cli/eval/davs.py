@@ -104,15 +104,21 @@ def _scores(f: dict) -> dict:
 
 
 def evaluate_batches(net, ds: WordClips, batches: int, batch_size: int, device, dtype) -> dict:
-    """The quick evaluation of the training loop: `batches` x `batch_size` samples of a split."""
-    class _Samples:
+    """The quick evaluation of the training loop: at most `batches` x `batch_size` clips of a split,
+    one fixed sample each (spread over the split), so retrieval never ranks a clip against itself."""
+    clips = len(ds.data)
+    n = min(batches * batch_size, clips)
+    chosen = [round(i * clips / n) for i in range(n)]
+    every_clip = _OnePerClip(ds)
+
+    class _Chosen:
         def __len__(self):
-            return batches * batch_size
+            return n
 
         def __getitem__(self, i):
-            return ds[i]
+            return every_clip[chosen[i]]
 
-    return _scores(_features(net, ds, _Samples(), batch_size, device, dtype))
+    return _scores(_features(net, ds, _Chosen(), batch_size, device, dtype))
 
 
 class _OnePerClip:

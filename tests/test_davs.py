@@ -61,7 +61,9 @@ def test_forward_shapes(size):
     f_p = net.person_encoder(frames[:, 0])
     assert f_v.shape == f_a.shape == (2, 12, 256) and f_p.shape == (2, 256)
     assert net.classify_words(f_v, audio=False).shape == (2, 7) and net.person_classifier(f_p).shape == (2, 5)
-    assert net.word_from_person(f_p).shape == (2, 7) and net.person_from_word(f_v[:, 0]).shape == (2, 5)
+    f_p_seq = net.person_sequence(frames)
+    assert f_p_seq.shape == (2, 12, 256) and torch.allclose(f_p_seq[:, 0], f_p, atol=1e-5)
+    assert net.word_from_person(f_p_seq).shape == (2, 7) and net.person_from_word(f_v[:, 0]).shape == (2, 5)
     with torch.no_grad():
         clip = net.generate(f_p, f_a[:, :6])
     assert clip.shape == (2, 3, 6, size, size) and 0 <= float(clip.min()) and float(clip.max()) <= 1

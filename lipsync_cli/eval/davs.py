@@ -8,7 +8,8 @@
 - Retrieval: every clip's audio feature against every clip's video feature (L2-normalised clip
   features, Euclidean distance): R@1, R@10 and the median rank of the true match, both ways.
 - How much speech the person-ID space still holds: a logistic-regression probe trained on the
-  person-ID features of the train split to predict the word, tested on the held-out split.
+  person-ID features of the train split's clips (each clip's T frames in order, as C_p^w reads
+  them) to predict the word, tested on the held-out split.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ def _features(net, ds: WordClips, samples, batch_size: int, device, dtype) -> di
     person-ID features and reconstruction scores, concatenated."""
     from ..train.loop import autocast
 
-    out: dict[str, list] = {k: [] for k in ("f_v", "f_a", "f_p", "logit_v", "logit_a", "word", "person",
+    out: dict[str, list] = {k: [] for k in ("f_v", "f_a", "f_p_seq", "logit_v", "logit_a", "word", "person",
                                             "psnr_audio", "psnr_video", "ssim_audio", "ssim_video")}
     net.eval()
     for s in range(0, len(samples), batch_size):
@@ -71,6 +72,7 @@ def _features(net, ds: WordClips, samples, batch_size: int, device, dtype) -> di
             f_v = net.video_words(frames).float()
             f_a = net.audio_words(mfcc).float()
             f_p = net.person_encoder(identity).float()
+            out["f_p_seq"].append(net.person_sequence(frames).float().flatten(1))
             gen_a = net.generate(f_p, f_a).float()
             gen_v = net.generate(f_p, f_v).float()
             out["logit_v"].append(net.classify_words(f_v, audio=False).float())
@@ -82,7 +84,6 @@ def _features(net, ds: WordClips, samples, batch_size: int, device, dtype) -> di
             out[f"ssim_{name}"].append(ssim(g, real))
         out["f_v"].append(f_v.flatten(1))
         out["f_a"].append(f_a.flatten(1))
-        out["f_p"].append(f_p)
         out["word"].append(word)
         out["person"].append(person)
     net.train()
@@ -91,17 +92,18 @@ def _features(net, ds: WordClips, samples, batch_size: int, device, dtype) -> di
 
 @torch.no_grad()
 def _person_features(net, ds: WordClips, batch_size: int, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """Person-ID features of each clip's first frame (what `_features` takes as the identity) and the
-    clips' words: all the probe needs from the train split, without running the other networks."""
+    """The probe's inputs from a split, without running the other networks: the person-ID features
+    of each clip's first T frames (what `_OnePerClip` gives the encoders), concatenated in order as
+    C_p^w reads them, and the clips' words."""
     from ..train.loop import autocast
 
     feats, words = [], []
     net.eval()
     for s in range(0, len(ds.data), batch_size):
         ks = range(s, min(len(ds.data), s + batch_size))
-        identity = torch.stack([torch.from_numpy(ds.faces(k, 0, 1)[0]).permute(2, 0, 1) for k in ks])
+        frames = torch.stack([_clip_frames(ds, k) for k in ks]).to(device)
         with autocast(torch.device(device), dtype):
-            feats.append(net.person_encoder(identity.float().div_(255.0).to(device)).float().cpu())
+            feats.append(net.person_sequence(frames).float().flatten(1).cpu())
         words += [ds.labels[k][0] for k in ks]
     net.train()
     return torch.cat(feats), torch.tensor(words)
@@ -139,6 +141,11 @@ def evaluate_batches(net, ds: WordClips, batches: int, batch_size: int, device, 
     return _scores(_features(net, ds, _Chosen(), batch_size, device, dtype))
 
 
+def _clip_frames(ds: WordClips, k: int) -> torch.Tensor:
+    """Clip k's first T faces, (T, 3, S, S) in [0, 1]."""
+    return torch.from_numpy(ds.faces(k, 0, ds.t)).permute(0, 3, 1, 2).float().div_(255.0)
+
+
 class _OnePerClip:
     """Clip k's first T frames, its first frame as the identity: one fixed sample per clip."""
 
@@ -150,7 +157,7 @@ class _OnePerClip:
 
     def __getitem__(self, k):
         ds = self.ds
-        frames = torch.from_numpy(ds.faces(k, 0, ds.t)).permute(0, 3, 1, 2).float().div_(255.0)
+        frames = _clip_frames(ds, k)
         mfcc = torch.from_numpy(ds.clip_mfcc(k)[:ds.t]).unsqueeze(1)
         word, person = ds.labels[k]
         return frames, mfcc, frames[0].clone(), torch.tensor(word), torch.tensor(person)
@@ -187,7 +194,7 @@ def evaluate_split(net, data: str, split: str = "test", batch_size: int = 16, de
     res = _scores(f)
     train_x, train_y = _person_features(net, WordClips(data, "train", cfg.size, cfg.clip_frames), batch_size,
                                         device, dtype)
-    res["probe_word_acc_person_features"] = word_probe(train_x, train_y, f["f_p"], f["word"], cfg.words)
+    res["probe_word_acc_person_features"] = word_probe(train_x, train_y, f["f_p_seq"], f["word"], cfg.words)
     res["chance_word_acc"] = 1.0 / cfg.words
     res["clips"] = len(held_out.data)
     return res

@@ -10,8 +10,8 @@
   2x upsamplings with 10 convolutions in all.
 - C_w (WordClassifier), shared by both modalities, on the word-ID features of a T-frame clip;
   the domain classifier (audio or video?) on single word-ID features; C_p (PersonClassifier) on
-  person-ID features; C_p^w (word from person-ID features) and C_w^p (person from word-ID
-  features) for the adversarial disentangling; D_seq (SequenceDiscriminator), 3-D convolutions
+  person-ID features; C_p^w (word from the person-ID features of a clip's T frames) and C_w^p
+  (person from word-ID features) for the adversarial disentangling; D_seq (SequenceDiscriminator), 3-D convolutions
   over a generated clip.
 
 All latents are 256-d. The face side is a config value: 256 as in the paper, 64 or 128 for CPU
@@ -182,6 +182,20 @@ class WordClassifier(nn.Module):
         return self.net(seq.flatten(1))
 
 
+class PersonWordCritic(nn.Module):
+    """C_p^w: the person-ID features of a clip's T frames (B, T, 256) -> word logits. A word shows in
+    how the face moves, hardly in any one frame, so the critic reads the sequence (each frame
+    projected, then concatenated in order); so does the word probe of `eval davs`."""
+
+    def __init__(self, cfg: DavsConfig, hidden: int = 128):
+        super().__init__()
+        self.frame = nn.Sequential(nn.Linear(LATENT, hidden), nn.ReLU(inplace=True))
+        self.out = nn.Linear(cfg.clip_frames * hidden, cfg.words)
+
+    def forward(self, seq: torch.Tensor) -> torch.Tensor:
+        return self.out(self.frame(seq).flatten(1))
+
+
 class SequenceDiscriminator(nn.Module):
     """D_seq: a generated or real clip (B, 3, T, S, S) -> real/fake logits per space-time patch."""
 
@@ -214,7 +228,7 @@ class Davs(nn.Module):
         self.audio_word_classifier = WordClassifier(cfg) if cfg.word_classifier == "separate" else None
         self.domain_classifier = mlp(LATENT, LATENT, 1)  # audio (1) or video (0)?
         self.person_classifier = mlp(LATENT, 512, cfg.persons)  # C_p: identity from f_p
-        self.word_from_person = mlp(LATENT, LATENT, cfg.words)  # C_p^w
+        self.word_from_person = PersonWordCritic(cfg)  # C_p^w
         self.person_from_word = mlp(LATENT, LATENT, cfg.persons)  # C_w^p
         self.sequence_discriminator = SequenceDiscriminator(cfg)  # D_seq
 
@@ -222,6 +236,11 @@ class Davs(nn.Module):
         """(B, T, 3, S, S) -> (B, T, 256)."""
         b, t = frames.shape[:2]
         return self.video_word_encoder(frames.flatten(0, 1)).view(b, t, LATENT)
+
+    def person_sequence(self, frames: torch.Tensor) -> torch.Tensor:
+        """Person-ID features of every frame of a clip: (B, T, 3, S, S) -> (B, T, 256)."""
+        b, t = frames.shape[:2]
+        return self.person_encoder(frames.flatten(0, 1)).view(b, t, LATENT)
 
     def audio_words(self, mfcc: torch.Tensor) -> torch.Tensor:
         """(B, T, 1, 12, 20) -> (B, T, 256)."""

@@ -9,7 +9,8 @@ run is in the stage it left):
    of the batch: push to distance 1); a domain classifier learns audio vs video features while
    the encoders learn to make it wrong (domain adversarial training). The person encoder learns
    identities with C_p (cross-entropy on person labels).
-2. Disentangling: C_p^w learns the word from (detached) person-ID features; then E_p^v, with C_p^w
+2. Disentangling: C_p^w learns the word from the (detached) person-ID features of the clip's
+   frames, in order (a word is in the movement, hardly in one frame); then E_p^v, with C_p^w
    fixed, is pushed towards C_p^w's uniform softmax, sum_j (softmax_j - 1/N_w)^2. Symmetrically
    C_w^p learns the person from video word-ID features and E_w^v is pushed to its uniform softmax.
 3. Generation: G(f_p of a random frame of the clip, f_w of each target frame), from audio and from
@@ -148,7 +149,9 @@ class DavsTrainer:
                 loss = loss + cfg.domain_weight * l_d
                 logs["domain_adv"] = l_d.item()
             if disentangling:
-                l_u = uniform_target_loss(net.word_from_person(f_p)) + \
+                f_p_seq = net.person_sequence(frames).float()  # C_p^w reads the clip's frames in order
+                cache["f_p_seq"] = f_p_seq.detach()
+                l_u = uniform_target_loss(net.word_from_person(f_p_seq)) + \
                     uniform_target_loss(net.person_from_word(f_v.flatten(0, 1)))
                 loss = loss + cfg.uniform_weight * l_u
                 logs["uniform"] = l_u.item()
@@ -172,7 +175,7 @@ class DavsTrainer:
         """Update each critic in use on the detached features of the encoder step."""
         cfg, net = self.cfg, self.net
         disentangling, generating = self.stages(step)
-        f_v, f_a, f_p = cache["f_v"], cache["f_a"], cache["f_p"]
+        f_v, f_a = cache["f_v"], cache["f_a"]
         logs: dict[str, float] = {}
         with loop.autocast(self.device, self.dtype):
             if cfg.domain_adversarial:
@@ -181,7 +184,8 @@ class DavsTrainer:
                 logs["domain"] = self._critic_step("domain", F.binary_cross_entropy_with_logits(dom, truth))
             if disentangling:
                 logs["word_from_person"] = self._critic_step(
-                    "word_from_person", F.cross_entropy(net.word_from_person(f_p).float(), cache["word"]))
+                    "word_from_person", F.cross_entropy(net.word_from_person(cache["f_p_seq"]).float(),
+                                                        cache["word"]))
                 logs["person_from_word"] = self._critic_step(
                     "person_from_word", F.cross_entropy(net.person_from_word(f_v.flatten(0, 1)).float(),
                                                         cache["person"].repeat_interleave(f_v.size(1))))

@@ -19,7 +19,7 @@ from lipsync_cli.models.davs import Davs, DavsConfig
 from lipsync_cli.synth.corpus import CorpusSpec, make_corpus
 from lipsync_cli.train.data import WordClips
 from lipsync_cli.train.davs import (DavsTrainConfig, DavsTrainer, contrastive_loss, dataset_sizes,
-                                    train_davs, uniform_target_loss)
+                                    read_davs, train_davs, uniform_target_loss)
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -154,6 +154,19 @@ def test_schedule_turns_stages_on_by_step(words, tmp_path):
     assert trainer.stages(25) == (True, True)
     off = DavsTrainer(small(words, tmp_path, disentangle=False), n_words, n_persons, torch.device("cpu"))
     assert off.stages(100) == (False, True)
+
+
+def test_ctrl_c_saves_the_davs_run_where_it_stopped(words, tmp_path):
+    out = tmp_path / "run"
+
+    def ctrl_c_after_step_2(step, total, logs):
+        if step == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_davs(small(words, out, steps=4, clip_frames=8, gen_frames=4), progress=ctrl_c_after_step_2)
+    assert read_davs(out / "last.pth")["global_step"] == 2
+    assert train_davs(small(words, out, steps=4, clip_frames=8, gen_frames=4))["step"] == 4
 
 
 def test_short_training_lowers_the_losses_and_resumes(words, tmp_path):

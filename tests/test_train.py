@@ -129,6 +129,27 @@ def test_training_resumes_where_it_stopped(corpus, tmp_path):
     assert [r["step"] for r in lines if "train_loss" in r] == [1, 2, 3, 4]
 
 
+def _steps_logged(out: Path) -> list[int]:
+    return [r["step"] for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if "train_loss" in r]
+
+
+def test_ctrl_c_keeps_the_steps_done_and_the_run_goes_on_from_them(corpus, tmp_path):
+    out = tmp_path / "run"
+    cfg = TrainConfig(data=str(corpus), out=str(out), steps=5, batch_size=2, eval_every=100, eval_batches=1,
+                      checkpoint_every=100, workers=0, amp="off")
+
+    def ctrl_c_after_step_3(step, total, logs):
+        if step == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_syncnet(cfg, progress=ctrl_c_after_step_3)
+    assert torch.load(out / "last.pth", weights_only=True)["global_step"] == 3  # no checkpoint was due: Ctrl-C saved
+    assert (out / "syncnet_step000003.pth").exists() and _steps_logged(out) == [1, 2, 3]
+    assert train_syncnet(cfg)["step"] == 5
+    assert _steps_logged(out) == [1, 2, 3, 4, 5]
+
+
 def test_train_syncnet_command(corpus, tmp_path, capsys):
     out = tmp_path / "run"
     (tmp_path / "cfg.toml").write_text("steps = 2\nbatch_size = 2\neval_every = 1\neval_batches = 1\nworkers = 0\n")

@@ -272,8 +272,12 @@ def train_davs(cfg: DavsTrainConfig, progress: Callable[[int, int, dict], None] 
         save_atomic(payload, path)
         link_or_copy(path, out / "last.pth")
 
+    def keep_progress():
+        if step > start:
+            save(step)
+
     trainer.net.train()
-    try:
+    with loop.finishing(ddp, metrics, keep_progress):
         for batch in loop.batches(train_ds, range(start, cfg.steps), cfg.batch_size, cfg.workers, device, ddp):
             logs = trainer.step(batch, step)
             step += 1
@@ -290,12 +294,4 @@ def train_davs(cfg: DavsTrainConfig, progress: Callable[[int, int, dict], None] 
                 if progress:
                     progress(step, cfg.steps, {"loss": logs["loss"], **last_eval})
         loop.check_ranks_agree(trainer.net, ddp, device)
-    except KeyboardInterrupt:
-        if step > start and ddp.main:
-            save(step)
-        raise
-    finally:
-        if metrics is not None:
-            metrics.close()
-        loop.shutdown_distributed(ddp)
     return {"step": step, **last_eval}

@@ -13,8 +13,10 @@ import json
 import os
 import random
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -162,6 +164,23 @@ def shutdown_distributed(ddp: Distributed):
 
         if dist.is_initialized():
             dist.destroy_process_group()
+
+
+@contextmanager
+def finishing(ddp: Distributed, metrics: "Metrics | None", keep_progress: Callable[[], None]):
+    """How every training loop ends, whatever ends it: on Ctrl-C the main process keeps the steps done
+    so far (`keep_progress` saves a checkpoint the run resumes from) and the interrupt goes on up;
+    the metrics files are closed and the process group is left in every case."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        if ddp.main:
+            keep_progress()
+        raise
+    finally:
+        if metrics is not None:
+            metrics.close()
+        shutdown_distributed(ddp)
 
 
 def parallel(model: torch.nn.Module, ddp: Distributed, device: torch.device) -> torch.nn.Module:

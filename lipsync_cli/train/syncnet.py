@@ -54,8 +54,16 @@ def train_syncnet(cfg: loop.TrainConfig, progress: Callable[[int, int, dict], No
     metrics = loop.Metrics(out) if ddp.main else None
     last_eval: dict = {}
     step = start
+
+    def save(step: int):
+        loop.save_checkpoint(out, f"syncnet_step{step:06d}", model, optimizer, step)
+
+    def keep_progress():
+        if step > start:
+            save(step)
+
     model.train()
-    try:
+    with loop.finishing(ddp, metrics, keep_progress):
         for faces, mel, label in loop.batches(train_ds, range(start, cfg.steps), cfg.batch_size, cfg.workers, device, ddp):
             with loop.autocast(device, dtype):
                 a, v = net(mel, faces)
@@ -77,16 +85,8 @@ def train_syncnet(cfg: loop.TrainConfig, progress: Callable[[int, int, dict], No
                 last_eval = {"step": step, "val_loss": ev.loss, "val_accuracy": ev.accuracy}
                 metrics.scalars(step, val_loss=ev.loss, val_accuracy=ev.accuracy)
             if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-                loop.save_checkpoint(out, f"syncnet_step{step:06d}", model, optimizer, step)
+                save(step)
             if progress:
                 progress(step, cfg.steps, {"loss": loss.item(), **last_eval})
         loop.check_ranks_agree(model, ddp, device)
-    except KeyboardInterrupt:
-        if step > start and ddp.main:  # stop cleanly: the work so far is kept and the run resumes from here
-            loop.save_checkpoint(out, f"syncnet_step{step:06d}", model, optimizer, step)
-        raise
-    finally:
-        if metrics is not None:
-            metrics.close()
-        loop.shutdown_distributed(ddp)
     return {"step": step, **last_eval}

@@ -126,8 +126,12 @@ def train_wav2lip(cfg: Wav2LipConfig, progress: Callable[[int, int, dict], None]
         if disc is not None:
             loop.save_checkpoint(out, f"disc_step{step:06d}", disc, disc_opt, step, last_name="disc_last")
 
+    def keep_progress():
+        if step > start:
+            save(step)
+
     gen.train()
-    try:
+    with loop.finishing(ddp, metrics, keep_progress):
         steps = range(start, cfg.steps)
         for faces_in, mels, sync_mel, target in loop.batches(train_ds, steps, cfg.batch_size, cfg.workers, device, ddp):
             w_l1, w_sync, w_gan = loss_weights(cfg, sync_on)
@@ -175,14 +179,6 @@ def train_wav2lip(cfg: Wav2LipConfig, progress: Callable[[int, int, dict], None]
                 if progress:
                     progress(step, cfg.steps, {"loss": logged["loss"], **last_eval})
         loop.check_ranks_agree(gen, ddp, device)
-    except KeyboardInterrupt:
-        if step > start and ddp.main:
-            save(step)
-        raise
-    finally:
-        if metrics is not None:
-            metrics.close()
-        loop.shutdown_distributed(ddp)
     return {"step": step, "sync_on": float(sync_on), **last_eval}
 
 

@@ -1,7 +1,7 @@
 """Does DAVS's training do what the paper says? CPU-sized runs on the synthetic words corpus.
 
     python benchmarks/bench_davs.py probe [--clips 3000] [--steps 3000] [--work DIR]
-    python benchmarks/bench_davs.py retrieval [--clips 3000] [--steps 1500] [--work DIR]
+    python benchmarks/bench_davs.py retrieval [--clips 3000] [--steps 1500] [--seeds 1] [--work DIR]
     python benchmarks/bench_davs.py sync --checkpoint RUN/last.pth [--data DATA]
 
 `probe`: the same DAVS run with and without the adversarial disentangling; a logistic probe on
@@ -78,25 +78,42 @@ def cmd_probe(args, work: Path):
               f"{r['word_acc_audio']:.3f} | {r['a2v_r1']:.3f} |")
 
 
+RETRIEVAL_VARIANTS = {  # run name: (table row, flags)
+    "contrastive": ("contrastive loss alone", ["--word-classifier", "none", "--no-domain"]),
+    "separate": ("+ a word classifier per modality", ["--word-classifier", "separate", "--no-domain"]),
+    "shared": ("+ shared word classifier", ["--no-domain"]),
+    "shared_domain": ("+ shared classifier + domain adversarial", []),
+}
+
+
 def cmd_retrieval(args, work: Path):
     data = corpus(work, args.clips)
     word_only = ["--disentangle-from", args.steps, "--generate-from", args.steps]  # the word-ID space alone
-    rows = [
-        ("contrastive loss alone", run("contrastive", work, data, args, *word_only, "--word-classifier", "none",
-                                       "--no-domain")),
-        ("+ a word classifier per modality", run("separate", work, data, args, *word_only, "--word-classifier",
-                                                 "separate", "--no-domain")),
-        ("+ shared word classifier", run("shared", work, data, args, *word_only, "--no-domain")),
-        ("+ shared classifier + domain adversarial", run("shared_domain", work, data, args, *word_only)),
-    ]
-    n = rows[0][1]["clips"]
+    seeded = set(args.seeded.split(",")) if args.seeded else set(RETRIEVAL_VARIANTS)
+    rows = []
+    for name, (label, flags) in RETRIEVAL_VARIANTS.items():
+        seeds = range(args.seeds if name in seeded else 1)
+        runs = [run(name if seed == 0 else f"{name}_seed{seed}", work, data, args, *word_only, *flags, "--seed", seed)
+                for seed in seeds]
+        rows.append((label, runs))
+    n = rows[0][1][0]["clips"]
     print(f"\nmachine: {machine()}\ncorpus: {data} ({args.clips} clips); {args.steps} steps of batch {args.batch} "
-          f"(word-ID space only); retrieval among the {n} test clips (chance R@1 {1 / n:.4f})\n")
-    print("| word-ID training | a->v R@1 | a->v R@10 | a->v median rank | v->a R@1 | v->a R@10 | v->a median rank |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
-    for label, r in rows:
-        print(f"| {label} | {r['a2v_r1']:.3f} | {r['a2v_r10']:.3f} | {r['a2v_median_rank']:.0f} | {r['v2a_r1']:.3f} | "
-              f"{r['v2a_r10']:.3f} | {r['v2a_median_rank']:.0f} |")
+          f"(word-ID space only); retrieval among the {n} test clips (chance R@1 {1 / n:.4f}); "
+          f"mean over the seeds [lowest, highest]\n")
+    keys = ("a2v_r1", "a2v_r10", "a2v_median_rank", "v2a_r1", "v2a_r10", "v2a_median_rank")
+    print("| word-ID training | seeds | a->v R@1 | a->v R@10 | a->v median rank | v->a R@1 | v->a R@10 | "
+          "v->a median rank |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for label, runs in rows:
+        cells = []
+        for k in keys:
+            values = [r[k] for r in runs]
+            mean = sum(values) / len(values)
+            cell = f"{mean:.0f}" if k.endswith("rank") else f"{mean:.3f}"
+            if len(values) > 1 and not k.endswith("rank"):
+                cell += f" [{min(values):.3f}, {max(values):.3f}]"
+            cells.append(cell)
+        print(f"| {label} | {len(runs)} | " + " | ".join(cells) + " |")
 
 
 def cmd_sync(args, work: Path):
@@ -119,6 +136,8 @@ def main():
     ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--width", type=float, default=0.5)
+    ap.add_argument("--seeds", type=int, default=1, help="retrieval: training seeds per variant")
+    ap.add_argument("--seeded", help="retrieval: only these variants (comma-separated) get --seeds; the rest one")
     ap.add_argument("--data")
     ap.add_argument("--checkpoint")
     ap.add_argument("--work", default="bench_davs_runs")

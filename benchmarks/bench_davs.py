@@ -1,6 +1,6 @@
 """Does DAVS's training do what the paper says? CPU-sized runs on the synthetic words corpus.
 
-    python benchmarks/bench_davs.py probe [--clips 3000] [--steps 3000] [--work DIR]
+    python benchmarks/bench_davs.py probe [--clips 3000] [--steps 3000] [--uniform-weights 10,100] [--work DIR]
     python benchmarks/bench_davs.py retrieval [--clips 3000] [--steps 1500] [--seeds 1] [--work DIR]
     python benchmarks/bench_davs.py sync --checkpoint RUN/last.pth [--data DATA]
 
@@ -67,13 +67,17 @@ def cmd_probe(args, work: Path):
     stages = ["--disentangle-from", half, "--generate-from", 2 * half]
     with_adv = run("disentangled", work, data, args, *stages)
     without = run("not_disentangled", work, data, args, *stages, "--no-disentangle")
+    heavier = [(w, run(f"disentangled_uniform{w:g}", work, data, args, *stages, "--uniform-weight", w))
+               for w in map(float, filter(None, args.uniform_weights.split(",")))]
     print(f"\nmachine: {machine()}\ncorpus: {data} ({args.clips} clips, words layout, 64 px); {args.steps} steps of "
           f"batch {args.batch}, width {args.width}; probe: logistic regression on person-ID features, fitted on "
           f"train, tested on {with_adv['clips']} test clips (held-out identities); chance "
           f"{with_adv['chance_word_acc']:.3f}\n")
     print("| training | probe word accuracy on person-ID features | word accuracy (video / audio) | a->v R@1 |")
     print("| --- | --- | --- | --- |")
-    for label, r in (("without disentangling", without), ("with adversarial disentangling", with_adv)):
+    rows = [("without disentangling", without), ("with adversarial disentangling", with_adv)]
+    rows += [(f"with adversarial disentangling, uniform-target weight {w:g}", r) for w, r in heavier]
+    for label, r in rows:
         print(f"| {label} | {r['probe_word_acc_person_features']:.3f} | {r['word_acc_video']:.3f} / "
               f"{r['word_acc_audio']:.3f} | {r['a2v_r1']:.3f} |")
 
@@ -136,6 +140,8 @@ def main():
     ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--width", type=float, default=0.5)
+    ap.add_argument("--uniform-weights", default="", help="probe: more disentangled runs with these weights of "
+                    "the uniform-target loss (comma-separated)")
     ap.add_argument("--seeds", type=int, default=1, help="retrieval: training seeds per variant")
     ap.add_argument("--seeded", help="retrieval: only these variants (comma-separated) get --seeds; the rest one")
     ap.add_argument("--data")

@@ -1,11 +1,12 @@
 """Does DAVS's training do what the paper says? CPU-sized runs on the synthetic words corpus.
 
-    python benchmarks/bench_davs.py probe [--clips 3000] [--steps 3000] [--uniform-weights 10,100] [--work DIR]
+    python benchmarks/bench_davs.py probe [--clips 3000] [--steps 3000] [--uniform-weights 1,100] [--work DIR]
     python benchmarks/bench_davs.py retrieval [--clips 3000] [--steps 1500] [--seeds 1] [--work DIR]
     python benchmarks/bench_davs.py sync --checkpoint RUN/last.pth [--data DATA]
 
-`probe`: the same DAVS run with and without the adversarial disentangling; a logistic probe on
-person-ID features predicts the word (fitted on train, tested on the held-out test split).
+`probe`: the same DAVS run without the adversarial disentangling and with it (at each uniform-target
+weight); a logistic probe on the person-ID features of each clip's frames predicts the word (fitted
+on train, tested on the held-out test split).
 `retrieval`: the word-ID space alone (no generation) trained with the contrastive loss alone,
 plus separate word classifiers, plus the shared classifier, plus the domain-adversarial loss;
 audio->video and video->audio retrieval on the test split (an ablation like the paper's Table 3).
@@ -63,20 +64,19 @@ def run(name: str, work: Path, data: Path, args, *flags) -> dict:
 
 def cmd_probe(args, work: Path):
     data = corpus(work, args.clips)
-    half = args.steps // 3
-    stages = ["--disentangle-from", half, "--generate-from", 2 * half]
-    with_adv = run("disentangled", work, data, args, *stages)
-    without = run("not_disentangled", work, data, args, *stages, "--no-disentangle")
-    heavier = [(w, run(f"disentangled_uniform{w:g}", work, data, args, *stages, "--uniform-weight", w))
-               for w in map(float, filter(None, args.uniform_weights.split(",")))]
+    third = args.steps // 3
+    stages = ["--disentangle-from", third, "--generate-from", 2 * third]
+    rows = [("without disentangling", run("not_disentangled", work, data, args, *stages, "--no-disentangle"))]
+    for w in map(float, args.uniform_weights.split(",")):
+        rows.append((f"with adversarial disentangling, uniform-target weight {w:g}",
+                     run(f"disentangled_uniform{w:g}", work, data, args, *stages, "--uniform-weight", w)))
+    n = rows[0][1]["clips"]
     print(f"\nmachine: {machine()}\ncorpus: {data} ({args.clips} clips, words layout, 64 px); {args.steps} steps of "
-          f"batch {args.batch}, width {args.width}; probe: logistic regression on person-ID features, fitted on "
-          f"train, tested on {with_adv['clips']} test clips (held-out identities); chance "
-          f"{with_adv['chance_word_acc']:.3f}\n")
+          f"batch {args.batch}, width {args.width}; probe: logistic regression on the person-ID features of each "
+          f"clip's frames, fitted on train, tested on {n} test clips (held-out identities); chance "
+          f"{rows[0][1]['chance_word_acc']:.3f}\n")
     print("| training | probe word accuracy on person-ID features | word accuracy (video / audio) | a->v R@1 |")
     print("| --- | --- | --- | --- |")
-    rows = [("without disentangling", without), ("with adversarial disentangling", with_adv)]
-    rows += [(f"with adversarial disentangling, uniform-target weight {w:g}", r) for w, r in heavier]
     for label, r in rows:
         print(f"| {label} | {r['probe_word_acc_person_features']:.3f} | {r['word_acc_video']:.3f} / "
               f"{r['word_acc_audio']:.3f} | {r['a2v_r1']:.3f} |")
@@ -140,8 +140,8 @@ def main():
     ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--width", type=float, default=0.5)
-    ap.add_argument("--uniform-weights", default="", help="probe: more disentangled runs with these weights of "
-                    "the uniform-target loss (comma-separated)")
+    ap.add_argument("--uniform-weights", default="1,100", help="probe: a disentangled run for each of these "
+                    "weights of the uniform-target loss (comma-separated)")
     ap.add_argument("--seeds", type=int, default=1, help="retrieval: training seeds per variant")
     ap.add_argument("--seeded", help="retrieval: only these variants (comma-separated) get --seeds; the rest one")
     ap.add_argument("--data")

@@ -580,7 +580,7 @@ def train_davs(
     word_classifier: Optional[str] = typer.Option(None, help="shared (one C_w for audio and video), separate, or none (contrastive loss alone) (default: shared)."),
     no_domain: bool = typer.Option(False, "--no-domain", help="Without the domain-adversarial loss (an ablation)."),
     no_disentangle: bool = typer.Option(False, "--no-disentangle", help="Without the adversarial disentangling (an ablation)."),
-    uniform_weight: Optional[float] = typer.Option(None, help="Weight of the push of the encoders towards the critics' uniform softmax (default: 1.0)."),
+    uniform_weight: Optional[float] = typer.Option(None, help="Weight of the push of the encoders towards the critics' uniform softmax (default: 100)."),
     gan_weight: Optional[float] = typer.Option(None, help="alpha, the temporal GAN loss's weight beside L1 (default: 0.01)."),
     steps: StepsOpt = None,
     batch_size: Optional[int] = typer.Option(None, help="Clips per step (default: 16)."),

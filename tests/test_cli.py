@@ -166,6 +166,9 @@ def test_ctrl_c_leaves_nothing_behind(tmp_path, example_video, checkpoint):
         [sys.executable, "-m", "lipsync_cli.cli", "dub", str(example_video), str(wav), "-o", str(out),
          "-c", str(checkpoint), "--box", "100", "250", "50", "200", "-q"],
         stderr=subprocess.PIPE, text=True,
+        # a test runner started in the background (`cmd &` in a script) passes SIGINT on as ignored,
+        # and Python then never turns it into KeyboardInterrupt: give the child the default, as a terminal does
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.time() + 120
     while time.time() < deadline and not list(tmp_path.glob(".out.partial-*")):

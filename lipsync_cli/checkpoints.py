@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import shutil
 
 import torch
 
@@ -139,8 +140,6 @@ def save_atomic(payload: dict, path: str | os.PathLike) -> None:
 def link_or_copy(source: str | os.PathLike, target: str | os.PathLike) -> None:
     """Make `target` hold the same bytes as `source`, atomically: a hard link where the
     filesystem has them (no second copy of a large checkpoint on disk), else a copy."""
-    import shutil
-
     tmp = f"{target}.partial"
     _remove_quietly(tmp)
     try:

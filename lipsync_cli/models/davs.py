@@ -11,8 +11,8 @@
 - C_w (WordClassifier), shared by both modalities, on the word-ID features of a T-frame clip;
   the domain classifier (audio or video?) on single word-ID features; C_p (PersonClassifier) on
   person-ID features; C_p^w (word from the person-ID features of a clip's T frames) and C_w^p
-  (person from word-ID features) for the adversarial disentangling; D_seq (SequenceDiscriminator), 3-D convolutions
-  over a generated clip.
+  (person from word-ID features) for the adversarial disentangling; D_seq (SequenceDiscriminator),
+  3-D convolutions over a generated clip.
 
 All latents are 256-d. The face side is a config value: 256 as in the paper, 64 or 128 for CPU
 runs. Images are BGR in [0, 1].

@@ -274,12 +274,8 @@ def train_davs(cfg: DavsTrainConfig, progress: Callable[[int, int, dict], None] 
         save_atomic(payload, path)
         link_or_copy(path, out / "last.pth")
 
-    def keep_progress():
-        if step > start:
-            save(step)
-
     trainer.net.train()
-    with loop.finishing(ddp, metrics, keep_progress):
+    with loop.finishing(ddp, metrics, save, start, lambda: step):
         for batch in loop.batches(train_ds, range(start, cfg.steps), cfg.batch_size, cfg.workers, device, ddp):
             logs = trainer.step(batch, step)
             step += 1

@@ -167,15 +167,17 @@ def shutdown_distributed(ddp: Distributed):
 
 
 @contextmanager
-def finishing(ddp: Distributed, metrics: "Metrics | None", keep_progress: Callable[[], None]):
-    """How every training loop ends, whatever ends it: on Ctrl-C the main process keeps the steps done
-    so far (`keep_progress` saves a checkpoint the run resumes from) and the interrupt goes on up;
+def finishing(ddp: Distributed, metrics: "Metrics | None", save: Callable[[int], None], start: int,
+              current_step: Callable[[], int]):
+    """How every training loop ends, whatever ends it: on Ctrl-C the main process saves the steps
+    this run did (`save(step)`: a checkpoint the run resumes from) and the interrupt goes on up;
     the metrics files are closed and the process group is left in every case."""
     try:
         yield
     except KeyboardInterrupt:
-        if ddp.main:
-            keep_progress()
+        step = current_step()
+        if ddp.main and step > start:  # at `start` the checkpoint it resumed from is already on disk
+            save(step)
         raise
     finally:
         if metrics is not None:

@@ -58,12 +58,8 @@ def train_syncnet(cfg: loop.TrainConfig, progress: Callable[[int, int, dict], No
     def save(step: int):
         loop.save_checkpoint(out, f"syncnet_step{step:06d}", model, optimizer, step)
 
-    def keep_progress():
-        if step > start:
-            save(step)
-
     model.train()
-    with loop.finishing(ddp, metrics, keep_progress):
+    with loop.finishing(ddp, metrics, save, start, lambda: step):
         for faces, mel, label in loop.batches(train_ds, range(start, cfg.steps), cfg.batch_size, cfg.workers, device, ddp):
             with loop.autocast(device, dtype):
                 a, v = net(mel, faces)

@@ -126,12 +126,8 @@ def train_wav2lip(cfg: Wav2LipConfig, progress: Callable[[int, int, dict], None]
         if disc is not None:
             loop.save_checkpoint(out, f"disc_step{step:06d}", disc, disc_opt, step, last_name="disc_last")
 
-    def keep_progress():
-        if step > start:
-            save(step)
-
     gen.train()
-    with loop.finishing(ddp, metrics, keep_progress):
+    with loop.finishing(ddp, metrics, save, start, lambda: step):
         steps = range(start, cfg.steps)
         for faces_in, mels, sync_mel, target in loop.batches(train_ds, steps, cfg.batch_size, cfg.workers, device, ddp):
             w_l1, w_sync, w_gan = loss_weights(cfg, sync_on)

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from lipsync_cli.checkpoints import save_atomic
+from lipsync_cli.eval.davs import retrieval
 from lipsync_cli.cli import main
 from lipsync_cli.models.davs import Davs, DavsConfig
 from lipsync_cli.synth.corpus import CorpusSpec, make_corpus
@@ -93,6 +94,19 @@ def test_contrastive_loss_on_known_distances():
     assert float(contrastive_loss(*near, zero)) == pytest.approx(1 - d, abs=1e-6)
     both = contrastive_loss(torch.cat([e1, near[0]]), torch.cat([e2, near[1]]), torch.tensor([1.0, 0.0]))
     assert float(both) == pytest.approx((math.sqrt(2) + 1 - d) / 2, abs=1e-6)
+
+
+def test_retrieval_ranks_and_word_hits_on_known_features():
+    # gallery on the unit circle at 0, 90, 180 and 270 degrees; the clips say words 0, 0, 1, 1
+    gallery = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.0, -1.0]])
+    # query 0 sits on its own clip; query 1 nearest clip 0 (same word), then its own; query 2 nearest
+    # clip 1 (another word), then its own; query 3 on its own clip
+    query = torch.tensor([[2.0, 0.0], [1.0, 0.4], [-0.4, 1.0], [0.0, -3.0]])
+    r = retrieval(query, gallery, torch.tensor([0, 0, 1, 1]))
+    assert r["r1"] == pytest.approx(0.5) and r["r10"] == pytest.approx(1.0)
+    assert r["median_rank"] == pytest.approx(1.0)  # ranks 1, 2, 2, 1: torch's median takes the lower middle
+    assert r["word_r1"] == pytest.approx(0.75)  # only query 2's nearest clip says another word
+    assert "word_r1" not in retrieval(query, gallery)
 
 
 # ------------------------------------------------------------------------------- updates

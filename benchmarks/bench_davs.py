@@ -1,7 +1,8 @@
 """Does DAVS's training do what the paper says? CPU-sized runs on the synthetic words corpus.
 
     python benchmarks/bench_davs.py probe [--clips 3000] [--steps 3000] [--uniform-weights 1,100] [--work DIR]
-    python benchmarks/bench_davs.py retrieval [--clips 3000] [--steps 1500] [--seeds 1] [--work DIR]
+    python benchmarks/bench_davs.py retrieval [--clips 3000] [--steps 1500] [--seeds 1] [--contrastive-weight 1]
+                                             [--work DIR]
     python benchmarks/bench_davs.py sync --checkpoint RUN/last.pth [--data DATA]
 
 `probe`: the same DAVS run without the adversarial disentangling and with it (at each uniform-target
@@ -94,16 +95,18 @@ RETRIEVAL_VARIANTS = {  # run name: (table row, flags)
 def cmd_retrieval(args, work: Path):
     data = corpus(work, args.clips)
     word_only = ["--disentangle-from", args.steps, "--generate-from", args.steps]  # the word-ID space alone
+    weight = ["--contrastive-weight", args.contrastive_weight]
+    tag = "" if args.contrastive_weight == 1 else f"_cw{args.contrastive_weight:g}"
     seeded = set(args.seeded.split(",")) if args.seeded else set(RETRIEVAL_VARIANTS)
     rows = []
     for name, (label, flags) in RETRIEVAL_VARIANTS.items():
         seeds = range(args.seeds if name in seeded else 1)
-        runs = [run(name if seed == 0 else f"{name}_seed{seed}", work, data, args, *word_only, *flags, "--seed", seed)
-                for seed in seeds]
+        runs = [run(f"{name}{tag}" + (f"_seed{seed}" if seed else ""), work, data, args, *word_only, *weight, *flags,
+                    "--seed", seed) for seed in seeds]
         rows.append((label, runs))
     n = rows[0][1][0]["clips"]
     print(f"\nmachine: {machine()}\ncorpus: {data} ({args.clips} clips); {args.steps} steps of batch {args.batch} "
-          f"(word-ID space only); retrieval among the {n} test clips (chance R@1 {1 / n:.4f}); "
+          f"(word-ID space only), contrastive weight {args.contrastive_weight:g}; retrieval among the {n} test clips (chance R@1 {1 / n:.4f}); "
           f"mean over the seeds [lowest, highest]\n")
     keys = ("a2v_r1", "a2v_r10", "a2v_median_rank", "v2a_r1", "v2a_r10", "v2a_median_rank", "a2v_word_r1",
             "v2a_word_r1")
@@ -146,6 +149,8 @@ def main():
                     "weights of the uniform-target loss (comma-separated)")
     ap.add_argument("--seeds", type=int, default=1, help="retrieval: training seeds per variant")
     ap.add_argument("--seeded", help="retrieval: only these variants (comma-separated) get --seeds; the rest one")
+    ap.add_argument("--contrastive-weight", type=float, default=1.0, help="retrieval: the contrastive loss's "
+                    "weight in every variant")
     ap.add_argument("--data")
     ap.add_argument("--checkpoint")
     ap.add_argument("--work", default="bench_davs_runs")

@@ -580,6 +580,7 @@ def train_davs(
     word_classifier: Optional[str] = typer.Option(None, help="shared (one C_w for audio and video), separate, or none (contrastive loss alone) (default: shared)."),
     no_domain: bool = typer.Option(False, "--no-domain", help="Without the domain-adversarial loss (an ablation)."),
     no_disentangle: bool = typer.Option(False, "--no-disentangle", help="Without the adversarial disentangling (an ablation)."),
+    contrastive_weight: Optional[float] = typer.Option(None, help="Weight of the audio-video contrastive loss beside the word classifier's (default: 1)."),
     uniform_weight: Optional[float] = typer.Option(None, help="Weight of the push of the encoders towards the critics' uniform softmax (default: 100)."),
     gan_weight: Optional[float] = typer.Option(None, help="alpha, the temporal GAN loss's weight beside L1 (default: 0.01)."),
     steps: StepsOpt = None,
@@ -603,7 +604,8 @@ def train_davs(
         str(config) if config else None, data=str(data), out=str(out), size=size, width=width,
         disentangle_from=disentangle_from, generate_from=generate_from, word_classifier=word_classifier,
         domain_adversarial=False if no_domain else None, disentangle=False if no_disentangle else None,
-        uniform_weight=uniform_weight, gan_weight=gan_weight, batch_size=batch_size,
+        contrastive_weight=contrastive_weight, uniform_weight=uniform_weight, gan_weight=gan_weight,
+        batch_size=batch_size,
         **_loop_settings(steps, lr, eval_every, eval_batches, checkpoint_every, seed, device, amp, workers, fresh))
     _run_training(run, cfg, quiet, "davs")
 

@@ -315,9 +315,11 @@ def test_torchrun_trains_davs_data_parallel(words, tmp_path):
 
     run = torchrun("train", "davs", words, "-o", tmp_path / "run", "--size", 64, "--width", 0.25, "--steps", 2,
                    "--batch-size", 4, "--disentangle-from", 0, "--generate-from", 1, "--eval-every", 2,
-                   "--eval-batches", 1, "--workers", 0, "--amp", "off", "--uniform-weight", 30, "-q")
+                   "--eval-batches", 1, "--workers", 0, "--amp", "off", "--uniform-weight", 30,
+                   "--contrastive-weight", 5, "-q")
     assert run.returncode == 0, run.stderr[-3000:]
-    assert json.loads((tmp_path / "run" / "config.json").read_text())["uniform_weight"] == 30
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["uniform_weight"] == 30 and config["contrastive_weight"] == 5
     lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in lines if "train_loss" in r] == [1, 2]
     assert "train_l1" in lines[1] and (tmp_path / "run" / "davs_step000002.pth").exists()

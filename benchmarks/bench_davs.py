@@ -1,6 +1,7 @@
 """Does DAVS's training do what the paper says? CPU-sized runs on the synthetic words corpus.
 
-    python benchmarks/bench_davs.py probe [--clips 3000] [--steps 3000] [--uniform-weights 1,100] [--work DIR]
+    python benchmarks/bench_davs.py probe [--clips 3000] [--steps 3000] [--uniform-weights 1,100]
+                                         [--contrastive-weight 1] [--work DIR]
     python benchmarks/bench_davs.py retrieval [--clips 3000] [--steps 1500] [--seeds 1] [--contrastive-weight 1]
                                              [--work DIR]
     python benchmarks/bench_davs.py sync --checkpoint RUN/last.pth [--data DATA]
@@ -64,14 +65,21 @@ def run(name: str, work: Path, data: Path, args, *flags) -> dict:
     return result
 
 
+def contrastive_weight(args) -> tuple[list, str]:
+    """The flag for every run, and the suffix of run folders trained at a weight other than 1."""
+    w = args.contrastive_weight
+    return ["--contrastive-weight", w], "" if w == 1 else f"_cw{w:g}"
+
+
 def cmd_probe(args, work: Path):
     data = corpus(work, args.clips)
     third = args.steps // 3
-    stages = ["--disentangle-from", third, "--generate-from", 2 * third]
-    rows = [("without disentangling", run("not_disentangled", work, data, args, *stages, "--no-disentangle"))]
+    weight, tag = contrastive_weight(args)
+    stages = ["--disentangle-from", third, "--generate-from", 2 * third, *weight]
+    rows = [("without disentangling", run(f"not_disentangled{tag}", work, data, args, *stages, "--no-disentangle"))]
     for w in map(float, args.uniform_weights.split(",")):
         rows.append((f"with adversarial disentangling, uniform-target weight {w:g}",
-                     run(f"disentangled_uniform{w:g}", work, data, args, *stages, "--uniform-weight", w)))
+                     run(f"disentangled_uniform{w:g}{tag}", work, data, args, *stages, "--uniform-weight", w)))
     n = rows[0][1]["clips"]
     print(f"\nmachine: {machine()}\ncorpus: {data} ({args.clips} clips, words layout, 64 px); {args.steps} steps of "
           f"batch {args.batch}, width {args.width}; probe: logistic regression on the person-ID features of each "
@@ -95,18 +103,20 @@ RETRIEVAL_VARIANTS = {  # run name: (table row, flags)
 def cmd_retrieval(args, work: Path):
     data = corpus(work, args.clips)
     word_only = ["--disentangle-from", args.steps, "--generate-from", args.steps]  # the word-ID space alone
-    weight = ["--contrastive-weight", args.contrastive_weight]
-    tag = "" if args.contrastive_weight == 1 else f"_cw{args.contrastive_weight:g}"
+    weight, tag = contrastive_weight(args)
     seeded = set(args.seeded.split(",")) if args.seeded else set(RETRIEVAL_VARIANTS)
+    chosen = args.variants.split(",") if args.variants else list(RETRIEVAL_VARIANTS)
     rows = []
-    for name, (label, flags) in RETRIEVAL_VARIANTS.items():
+    for name in chosen:
+        label, flags = RETRIEVAL_VARIANTS[name]
         seeds = range(args.seeds if name in seeded else 1)
         runs = [run(f"{name}{tag}" + (f"_seed{seed}" if seed else ""), work, data, args, *word_only, *weight, *flags,
                     "--seed", seed) for seed in seeds]
         rows.append((label, runs))
     n = rows[0][1][0]["clips"]
     print(f"\nmachine: {machine()}\ncorpus: {data} ({args.clips} clips); {args.steps} steps of batch {args.batch} "
-          f"(word-ID space only), contrastive weight {args.contrastive_weight:g}; retrieval among the {n} test clips (chance R@1 {1 / n:.4f}); "
+          f"(word-ID space only), contrastive weight {args.contrastive_weight:g}; retrieval among the {n} test "
+          f"clips (chance R@1 {1 / n:.4f}); "
           f"mean over the seeds [lowest, highest]\n")
     keys = ("a2v_r1", "a2v_r10", "a2v_median_rank", "v2a_r1", "v2a_r10", "v2a_median_rank", "a2v_word_r1",
             "v2a_word_r1")
@@ -148,9 +158,11 @@ def main():
     ap.add_argument("--uniform-weights", default="1,100", help="probe: a disentangled run for each of these "
                     "weights of the uniform-target loss (comma-separated)")
     ap.add_argument("--seeds", type=int, default=1, help="retrieval: training seeds per variant")
+    ap.add_argument("--variants", help="retrieval: only these rows (comma-separated, of "
+                    f"{','.join(RETRIEVAL_VARIANTS)}); default all")
     ap.add_argument("--seeded", help="retrieval: only these variants (comma-separated) get --seeds; the rest one")
-    ap.add_argument("--contrastive-weight", type=float, default=1.0, help="retrieval: the contrastive loss's "
-                    "weight in every variant")
+    ap.add_argument("--contrastive-weight", type=float, default=1.0, help="the contrastive loss's weight in "
+                    "every run (probe, retrieval)")
     ap.add_argument("--data")
     ap.add_argument("--checkpoint")
     ap.add_argument("--work", default="bench_davs_runs")

@@ -116,8 +116,7 @@ def cmd_retrieval(args, work: Path):
     n = rows[0][1][0]["clips"]
     print(f"\nmachine: {machine()}\ncorpus: {data} ({args.clips} clips); {args.steps} steps of batch {args.batch} "
           f"(word-ID space only), contrastive weight {args.contrastive_weight:g}; retrieval among the {n} test "
-          f"clips (chance R@1 {1 / n:.4f}); "
-          f"mean over the seeds [lowest, highest]\n")
+          f"clips (chance R@1 {1 / n:.4f}); mean over the seeds [lowest, highest]\n")
     keys = ("a2v_r1", "a2v_r10", "a2v_median_rank", "v2a_r1", "v2a_r10", "v2a_median_rank", "a2v_word_r1",
             "v2a_word_r1")
     print("| word-ID training | seeds | a->v R@1 | a->v R@10 | a->v median rank | v->a R@1 | v->a R@10 | "

@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from lipsync_cli.checkpoints import save_atomic
-from lipsync_cli.eval.davs import retrieval
 from lipsync_cli.cli import main
+from lipsync_cli.eval.davs import retrieval
 from lipsync_cli.models.davs import Davs, DavsConfig
 from lipsync_cli.synth.corpus import CorpusSpec, make_corpus
 from lipsync_cli.train.data import WordClips

@@ -64,11 +64,11 @@ def retrieval(query: torch.Tensor, gallery: torch.Tensor, words: torch.Tensor | 
 
 @torch.no_grad()
 def _features(net, ds: WordClips, samples, batch_size: int, device, dtype) -> dict:
-    """Run the encoders (and the decoder) over `samples` of a WordClips: clip features, logits,
-    person-ID features and reconstruction scores, concatenated."""
+    """Run the encoders (and the decoder) over `samples` of a WordClips: clip features, logits
+    and reconstruction scores, concatenated. (The probe's person-ID features: `_person_features`.)"""
     from ..train.loop import autocast
 
-    out: dict[str, list] = {k: [] for k in ("f_v", "f_a", "f_p_seq", "logit_v", "logit_a", "word", "person",
+    out: dict[str, list] = {k: [] for k in ("f_v", "f_a", "logit_v", "logit_a", "word", "person",
                                             "psnr_audio", "psnr_video", "ssim_audio", "ssim_video")}
     net.eval()
     for s in range(0, len(samples), batch_size):
@@ -78,7 +78,6 @@ def _features(net, ds: WordClips, samples, batch_size: int, device, dtype) -> di
             f_v = net.video_words(frames).float()
             f_a = net.audio_words(mfcc).float()
             f_p = net.person_encoder(identity).float()
-            out["f_p_seq"].append(net.person_sequence(frames).float().flatten(1))
             gen_a = net.generate(f_p, f_a).float()
             gen_v = net.generate(f_p, f_v).float()
             out["logit_v"].append(net.classify_words(f_v, audio=False).float())
@@ -200,7 +199,8 @@ def evaluate_split(net, data: str, split: str = "test", batch_size: int = 16, de
     res = _scores(f)
     train_x, train_y = _person_features(net, WordClips(data, "train", cfg.size, cfg.clip_frames), batch_size,
                                         device, dtype)
-    res["probe_word_acc_person_features"] = word_probe(train_x, train_y, f["f_p_seq"], f["word"], cfg.words)
+    test_x, test_y = _person_features(net, held_out, batch_size, device, dtype)
+    res["probe_word_acc_person_features"] = word_probe(train_x, train_y, test_x, test_y, cfg.words)
     res["chance_word_acc"] = 1.0 / cfg.words
     res["clips"] = len(held_out.data)
     return res

@@ -51,6 +51,8 @@ class DavsTrainConfig(loop.TrainConfig):
     word_classifier: str = "shared"  # shared | separate (one per modality) | none (contrastive alone)
     domain_adversarial: bool = True
     disentangle: bool = True  # off: the ablation without stage 2
+    # 10 wins the word-ID ablation (retrieval), but in the full training it made the disentangled
+    # faces follow the speech less well and the probe no longer dropped (benchmarks/README.md)
     contrastive_weight: float = 1.0
     domain_weight: float = 1.0
     # sum_j (softmax_j - 1/N)^2 is ~0.01 once a critic is near chance: at weight 1 it was ~1% of the

@@ -166,6 +166,10 @@ def main():
     ap.add_argument("--checkpoint")
     ap.add_argument("--work", default="bench_davs_runs")
     args = ap.parse_args()
+    for names in (args.variants, args.seeded):
+        unknown = set(names.split(",")) - set(RETRIEVAL_VARIANTS) if names else set()
+        if unknown:
+            ap.error(f"unknown retrieval variant(s) {','.join(sorted(unknown))}; known: {','.join(RETRIEVAL_VARIANTS)}")
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     {"probe": cmd_probe, "retrieval": cmd_retrieval, "sync": cmd_sync}[args.what](args, work)

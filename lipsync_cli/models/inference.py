@@ -33,7 +33,16 @@ def resolve_device(name: str) -> torch.device:
 
 def cpu_has_amx_bf16() -> bool:
     """True when the CPU multiplies bf16 matrices in hardware (AMX), where oneDNN's bf16
-    convolutions beat fp32 several times over. Read from Linux's CPU flags; False elsewhere."""
+    convolutions beat fp32 several times over. Read from Linux's CPU flags; False elsewhere,
+    and False when oneDNN is kept off AMX (ONEDNN_MAX_CPU_ISA=AVX2 and the like, which makes a
+    machine behave as an AVX2-only CPU) or LIPSYNC_NO_AMX=1 is set: bf16 would then be emulated."""
+    import os
+
+    if os.environ.get("LIPSYNC_NO_AMX", "") not in ("", "0"):
+        return False
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper()
+    if isa and "AMX" not in isa and isa not in ("ALL", "DEFAULT"):
+        return False
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:

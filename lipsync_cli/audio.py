@@ -12,7 +12,8 @@ from fractions import Fraction
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, LipsyncError
+from .outputs import atomic_output
 
 SAMPLE_RATE = 16000
 N_FFT = 800
@@ -98,10 +99,9 @@ def _mel_basis() -> np.ndarray:
             basis = librosa.filters.mel(sr=SAMPLE_RATE, n_fft=N_FFT, n_mels=N_MELS, fmin=FMIN, fmax=FMAX)
             try:
                 cache.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npy")
-                np.save(tmp, basis)
-                os.replace(tmp, path)
-            except OSError:
+                with atomic_output(path, force=True) as tmp:
+                    np.save(tmp, basis)
+            except (OSError, LipsyncError):
                 pass  # a read-only home only costs the second again next time
         _MEL_BASIS = basis
     return _MEL_BASIS

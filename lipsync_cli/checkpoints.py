@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import os
 import pickle
-import shutil
 
 import torch
 
-from .errors import CheckpointError, LipsyncError
+from .errors import CheckpointError
+from .outputs import atomic_torch_save
 
 # What each known network's state_dict looks like, by a key it alone has.
 KIND_SIGNATURES = {
@@ -123,41 +123,7 @@ def save_published(module: torch.nn.Module, path: str | os.PathLike, optimizer=N
         "global_epoch": int(global_epoch),
         **(extra or {}),
     }
-    save_atomic(payload, path)
-
-
-def save_atomic(payload: dict, path: str | os.PathLike) -> None:
-    """torch.save that never leaves a half-written `path`: write beside it, then rename."""
-    tmp = f"{path}.partial"
-    try:
-        torch.save(payload, tmp)
-    except (OSError, RuntimeError) as e:  # torch reports a full disk as a RuntimeError from its zip writer
-        _remove_quietly(tmp)
-        raise LipsyncError(f"could not write {path} (is the disk full?): {str(e).splitlines()[0]}") from e
-    os.replace(tmp, path)
-
-
-def link_or_copy(source: str | os.PathLike, target: str | os.PathLike) -> None:
-    """Make `target` hold the same bytes as `source`, atomically: a hard link where the
-    filesystem has them (no second copy of a large checkpoint on disk), else a copy."""
-    tmp = f"{target}.partial"
-    _remove_quietly(tmp)
-    try:
-        os.link(source, tmp)
-    except OSError:
-        try:
-            shutil.copyfile(source, tmp)
-        except OSError as e:
-            _remove_quietly(tmp)
-            raise LipsyncError(f"could not write {target} (is the disk full?): {e}") from e
-    os.replace(tmp, target)
-
-
-def _remove_quietly(path: str | os.PathLike) -> None:
-    try:
-        os.remove(path)
-    except OSError:
-        pass
+    atomic_torch_save(payload, path)
 
 
 def published_keys() -> dict[str, dict[str, list[int]]]:

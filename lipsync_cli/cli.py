@@ -13,6 +13,7 @@ from typing import Annotated, List, Optional, Tuple
 import typer
 from rich.console import Console
 
+from . import interrupts
 from .errors import LipsyncError
 
 # PyTorch's OpenMP threads spin after each parallel region by default, burning the cores that the
@@ -51,9 +52,9 @@ def _report_errors(fn):
             return fn(*args, **kwargs)
         except (typer.Exit, typer.Abort, typer.BadParameter):
             raise
-        except KeyboardInterrupt:
-            err.print("interrupted: no output was written", markup=False)
-            raise typer.Exit(130)
+        except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGHUP (interrupts.py)
+            err.print(f"{interrupts.describe(exc)}: no output was written", markup=False)
+            raise typer.Exit(interrupts.exit_code(exc))
         except Exception as exc:
             if debug:
                 traceback.print_exc()
@@ -316,11 +317,12 @@ def _batch(inputs, output_dir, audio, job, shard, retry_failed, report_dir, chec
     try:
         summary = batch_mod.run_batch(items, opts, job_dir, the_shard, retry_failed=retry_failed, force=force,
                                       on_outcome=on_outcome, on_start=on_start)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         if progress is not None:
             progress.stop()
-        err.print("interrupted: finished clips are kept; run the same command again to go on", markup=False)
-        return 130
+        err.print(f"{interrupts.describe(exc)}: finished clips are kept; run the same command again to go on",
+                  markup=False)
+        return interrupts.exit_code(exc)
     finally:
         if progress is not None and progress.live.is_started:
             progress.stop()
@@ -431,6 +433,12 @@ def preprocess(
     progress, update = _progress(quiet, "preprocess", unit="clips")
     try:
         counts = run(src, data, opts, progress=(lambda i, n, key: update(i, n)) if update else None)
+    except KeyboardInterrupt as exc:
+        if progress is not None and progress.live.is_started:
+            progress.stop()
+        err.print(f"{interrupts.describe(exc)}: finished clips are kept in {data}; run the same command again to go on",
+                  markup=False)
+        raise typer.Exit(interrupts.exit_code(exc))
     finally:
         if progress is not None and progress.live.is_started:
             progress.stop()
@@ -670,12 +678,13 @@ def _run_training(run, cfg, quiet: bool, label: str) -> dict:
 
     try:
         result = run(cfg, update)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         if progress is not None and progress.live.is_started:
             progress.stop()
         if main_rank:
-            err.print(f"interrupted: checkpoint saved in {cfg.out}; run the same command to resume", markup=False)
-        raise typer.Exit(130)
+            err.print(f"{interrupts.describe(exc)}: checkpoint saved in {cfg.out}; run the same command to resume",
+                      markup=False)
+        raise typer.Exit(interrupts.exit_code(exc))
     finally:
         if progress is not None and progress.live.is_started:
             progress.stop()
@@ -764,12 +773,16 @@ def weights_init(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the app; returns the exit code (usage errors: 2, user errors: 2, failures: 1, Ctrl-C: 130)."""
-    try:
-        app(args=argv, standalone_mode=True)
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    return 0
+    """Run the app; returns the exit code (usage errors: 2, user errors: 2, failures: 1, a signal:
+    128 + its number, so 130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP)."""
+    with interrupts.signals_as_interrupts():
+        try:
+            app(args=argv, standalone_mode=True)
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        stopped_by = interrupts.stopping()  # also when it came outside a command (click answers 1)
+    return 128 + stopped_by if stopped_by is not None else code
 
 
 def entry_point():  # console script

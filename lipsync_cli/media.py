@@ -1,4 +1,4 @@
-"""Media I/O over ffmpeg: probing, streaming frame decode and encode, audio decode, atomic outputs.
+"""Media I/O over ffmpeg: probing, streaming frame decode and encode, audio decode.
 
 ffmpeg commands are built with ffmpeg-python and run against whichever ffmpeg binary is found:
 $LIPSYNC_FFMPEG, then `ffmpeg` on PATH, then the static binary of the imageio-ffmpeg wheel (so a
@@ -20,7 +20,6 @@ import tempfile
 import threading
 from dataclasses import dataclass
 from fractions import Fraction
-from pathlib import Path
 from typing import Iterator
 
 import ffmpeg  # ffmpeg-python
@@ -96,10 +95,17 @@ _LAYOUT_CHANNELS = {
 }
 
 
+# Every ffmpeg runs in its own process group: a Ctrl-C typed in the terminal (sent to the whole
+# foreground group) reaches lipsync alone, which stops its children itself after cleaning up.
+# Otherwise ffmpeg ended first and the failure looked like a broken clip ("the encoder stopped"),
+# logged as failed by a batch instead of interrupted.
+OWN_PROCESS_GROUP = {"process_group": 0}
+
+
 def _run_ffmpeg(args: list[str], timeout: float | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [ffmpeg_binary(), "-hide_banner", "-nostdin", *args],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout, **OWN_PROCESS_GROUP,
     )
 
 
@@ -270,7 +276,8 @@ class FrameReader:
         return [ffmpeg_binary(), "-hide_banner", "-nostdin", "-v", "error", *args]
 
     def __iter__(self) -> Iterator[np.ndarray]:
-        self._proc = subprocess.Popen(self._command(), stdout=subprocess.PIPE, stderr=self._stderr, bufsize=0)
+        self._proc = subprocess.Popen(self._command(), stdout=subprocess.PIPE, stderr=self._stderr, bufsize=0,
+                                      **OWN_PROCESS_GROUP)
         _lower_priority(self._proc.pid)
         shape = (self.chunk, self.video.height, self.video.width, 3)
         self.frames_read = 0
@@ -355,7 +362,7 @@ class FrameWriter:
         self._stderr = tempfile.TemporaryFile()
         self._proc = subprocess.Popen(
             [ffmpeg_binary(), "-hide_banner", "-nostdin", "-v", "error", *args],
-            stdin=subprocess.PIPE, stderr=self._stderr,
+            stdin=subprocess.PIPE, stderr=self._stderr, **OWN_PROCESS_GROUP,
         )
         _lower_priority(self._proc.pid)
         self.frames_written = 0
@@ -388,63 +395,7 @@ class FrameWriter:
 
 
 # ----------------------------------------------------------------------------------------------
-# Outputs
-
-
-PARTIAL_MARK = ".partial-"
-
-
-class AtomicFile:
-    """An output written under a temporary name beside its final path and renamed over it only
-    by `commit()`; `discard()` removes the temporary file. Creating it checks that the output may
-    be written (refusing an existing one unless `force`), so a job fails before any work is done."""
-
-    def __init__(self, path: str | os.PathLike, force: bool = False):
-        final = Path(path)
-        if final.is_dir():
-            raise InputError(f"{final}: is a folder")
-        if final.exists() and not force:
-            raise InputError(f"{final}: already exists (use --force to overwrite)")
-        folder = final.parent if str(final.parent) else Path(".")
-        if not folder.exists():
-            raise InputError(f"{folder}: output folder does not exist")
-        self.final = final
-        self.tmp = folder / f".{final.stem}{PARTIAL_MARK}{os.getpid()}{final.suffix}"
-        try:  # creating the file is the only reliable test (root ignores permission bits)
-            self.tmp.open("wb").close()
-        except OSError as exc:
-            raise InputError(f"{folder}: cannot write into the output folder ({exc.strerror})") from None
-
-    def commit(self):
-        os.replace(self.tmp, self.final)
-
-    def discard(self):
-        with contextlib.suppress(FileNotFoundError):
-            self.tmp.unlink()
-
-
-@contextlib.contextmanager
-def atomic_output(path: str | os.PathLike, force: bool = False) -> Iterator[str]:
-    """Yields a temporary path beside `path`; renames it over `path` only if the block succeeds.
-    Any failure (including Ctrl-C) removes the temporary file, so no half-written output remains."""
-    out = AtomicFile(path, force)
-    try:
-        yield str(out.tmp)
-        out.commit()
-    finally:
-        out.discard()
-
-
-def leftover_partials(path: str | os.PathLike) -> list[Path]:
-    """Temporary files of `path` from other processes: what a killed run left behind. Only the
-    process that owns an output (a batch shard owns its items) should remove them."""
-    import glob
-
-    final = Path(path)
-    folder = final.parent if str(final.parent) else Path(".")
-    pattern = f".{glob.escape(final.stem)}{PARTIAL_MARK}*{glob.escape(final.suffix)}"
-    mine = f".{final.stem}{PARTIAL_MARK}{os.getpid()}{final.suffix}"
-    return sorted(p for p in folder.glob(pattern) if p.name != mine)
+# Replay
 
 
 class FrameSpill:

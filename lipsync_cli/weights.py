@@ -12,6 +12,7 @@ from importlib import resources
 from pathlib import Path
 
 from .errors import InputError, LipsyncError
+from .outputs import atomic_output
 
 
 @dataclass(frozen=True)
@@ -85,28 +86,24 @@ def fetch(name: str, force: bool = False, progress=None) -> Path:
     if dest.exists() and not force:
         raise InputError(f"{dest}: already exists (use --force to download again)")
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(dest.name + ".partial")
     try:
-        with urllib.request.urlopen(e.url, timeout=30) as resp, open(tmp, "wb") as out:
-            total = int(resp.headers.get("Content-Length") or 0)
-            done = 0
-            while block := resp.read(1 << 20):
-                out.write(block)
-                done += len(block)
-                if progress:
-                    progress(done, total)
-        problems = verify_file(tmp, e)
-        if problems:
-            raise LipsyncError(f"{e.url}: the download does not verify: {'; '.join(problems)}")
-        os.replace(tmp, dest)
+        with atomic_output(dest, force=True) as tmp:
+            with urllib.request.urlopen(e.url, timeout=30) as resp, open(tmp, "wb") as out:
+                total = int(resp.headers.get("Content-Length") or 0)
+                done = 0
+                while block := resp.read(1 << 20):
+                    out.write(block)
+                    done += len(block)
+                    if progress:
+                        progress(done, total)
+            problems = verify_file(tmp, e)
+            if problems:
+                raise LipsyncError(f"{e.url}: the download does not verify: {'; '.join(problems)}")
     except (urllib.error.URLError, OSError, TimeoutError) as exc:
         reason = getattr(exc, "reason", exc)
         raise LipsyncError(
             f"cannot download {e.url} ({reason}); download it by hand and save it as {dest}"
         ) from None
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return dest
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from conftest import ffmpeg, write_frames
-from lipsync_cli import media
+from lipsync_cli import media, outputs
 from lipsync_cli.cli import main
 from lipsync_cli.errors import InputError
 from lipsync_cli.pipelines import batch as batch_mod
@@ -34,7 +34,7 @@ def log_records(out_dir: Path) -> list[dict]:
 
 
 def no_partials(folder: Path) -> bool:
-    return not [p for p in folder.rglob("*") if media.PARTIAL_MARK in p.name]
+    return not [p for p in folder.rglob("*") if outputs.PARTIAL_MARK in p.name]
 
 
 @pytest.fixture(scope="module")
@@ -307,7 +307,8 @@ def test_two_shard_processes_do_each_item_once_and_the_report_merges(capsys, tmp
         by_item.setdefault(r["item"], set()).add(r["shard"])
     assert len(by_item) == 8 and all(len(s) == 1 for s in by_item.values())  # one shard per item
     assert Counter(r["item"] for r in records if r["state"] == "done") == Counter({f"clip{i}.mp4": 1 for i in range(8)})
-    assert sorted(p.name for p in (out / batch_mod.JOB_FOLDER).iterdir()) == ["log-0-of-2.jsonl", "log-1-of-2.jsonl"]
+    assert sorted(p.name for p in (out / batch_mod.JOB_FOLDER).iterdir()) == ["lock-0-of-2", "lock-1-of-2",
+                                                                             "log-0-of-2.jsonl", "log-1-of-2.jsonl"]
 
     code, stdout, _ = cli(capsys, "batch", "--report", out, "--json")
     report = json.loads(stdout)

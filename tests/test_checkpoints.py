@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from conftest import REFERENCE_KEYS, seeded_generator, tone
-from lipsync_cli import checkpoints, weights
+from lipsync_cli import checkpoints, outputs, weights
 from lipsync_cli.checkpoints import load_generator, read_state_dict, save_published, structure_problems
 from lipsync_cli.errors import CheckpointError, InputError, LipsyncError
 
@@ -272,17 +272,17 @@ def test_a_failed_save_leaves_the_old_checkpoint_and_no_partial_file(tmp_path, r
 def test_link_or_copy_gives_an_independent_name_for_the_same_bytes(tmp_path, reference_net, monkeypatch):
     step1, last = tmp_path / "step1.pth", tmp_path / "last.pth"
     save_published(reference_net, step1, global_step=1)
-    checkpoints.link_or_copy(step1, last)
+    outputs.link_or_copy(step1, last)
     assert read_state_dict(last)[1]["global_step"] == 1
     save_published(reference_net, tmp_path / "step2.pth", global_step=2)  # a later save never touches step1
-    checkpoints.link_or_copy(tmp_path / "step2.pth", last)
+    outputs.link_or_copy(tmp_path / "step2.pth", last)
     assert read_state_dict(step1)[1]["global_step"] == 1 and read_state_dict(last)[1]["global_step"] == 2
 
     def no_links(*args):
         raise OSError("links not supported")
 
-    monkeypatch.setattr(checkpoints.os, "link", no_links)  # e.g. some network filesystems
-    checkpoints.link_or_copy(step1, last)
+    monkeypatch.setattr(outputs.os, "link", no_links)  # e.g. some network filesystems
+    outputs.link_or_copy(step1, last)
     assert not step1.samefile(last) and read_state_dict(last)[1]["global_step"] == 1
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from lipsync_cli.checkpoints import save_atomic
+from lipsync_cli.outputs import atomic_torch_save
 from lipsync_cli.cli import main
 from lipsync_cli.eval.davs import retrieval
 from lipsync_cli.models.davs import Davs, DavsConfig
@@ -45,7 +45,7 @@ def random_davs(words, tmp_path_factory) -> Path:
     n_words, n_persons = dataset_sizes(str(words))
     trainer = DavsTrainer(small(words, tmp_path_factory.mktemp("r")), n_words, n_persons, torch.device("cpu"))
     path = tmp_path_factory.mktemp("ckpt") / "davs.pth"
-    save_atomic(trainer.state(0), path)
+    atomic_torch_save(trainer.state(0), path)
     return path
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import decode_frames, ffmpeg, numbered_frames, read_number, tone, write_frames
-from lipsync_cli import media
+from lipsync_cli import media, outputs
 from lipsync_cli.errors import InputError, LipsyncError
 
 LOSSLESS_MP4 = ("-c:v", "libx264rgb", "-crf", "0", "-preset", "ultrafast")
@@ -278,7 +278,7 @@ def test_frame_writer_failure_is_a_lipsync_error(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
-# atomic_output
+# atomic_output (lipsync_cli/outputs.py: the temporary file of every output)
 
 
 def leftovers(folder: Path) -> list[str]:
@@ -287,7 +287,7 @@ def leftovers(folder: Path) -> list[str]:
 
 def test_atomic_output_success(tmp_path):
     final = tmp_path / "out.mp4"
-    with media.atomic_output(final) as tmp:
+    with outputs.atomic_output(final) as tmp:
         assert Path(tmp).parent == tmp_path and Path(tmp) != final
         assert ".partial" in Path(tmp).name and tmp.endswith(".mp4")  # ffmpeg picks the muxer by suffix
         assert not final.exists()
@@ -299,12 +299,12 @@ def test_atomic_output_success(tmp_path):
 def test_atomic_output_failure_leaves_nothing(tmp_path):
     final = tmp_path / "out.mp4"
     with pytest.raises(RuntimeError):
-        with media.atomic_output(final) as tmp:
+        with outputs.atomic_output(final) as tmp:
             Path(tmp).write_bytes(b"half")
             raise RuntimeError("encoder crashed")
     assert leftovers(tmp_path) == []
     with pytest.raises(KeyboardInterrupt):
-        with media.atomic_output(final) as tmp:
+        with outputs.atomic_output(final) as tmp:
             Path(tmp).write_bytes(b"half")
             raise KeyboardInterrupt
     assert leftovers(tmp_path) == []
@@ -314,16 +314,16 @@ def test_atomic_output_existing_file(tmp_path):
     final = tmp_path / "out.mp4"
     final.write_bytes(b"old")
     with pytest.raises(InputError, match="already exists"):
-        with media.atomic_output(final):
+        with outputs.atomic_output(final):
             pass
     assert final.read_bytes() == b"old"
     # A failure with force keeps the old file.
     with pytest.raises(RuntimeError):
-        with media.atomic_output(final, force=True) as tmp:
+        with outputs.atomic_output(final, force=True) as tmp:
             Path(tmp).write_bytes(b"half")
             raise RuntimeError
     assert final.read_bytes() == b"old"
-    with media.atomic_output(final, force=True) as tmp:
+    with outputs.atomic_output(final, force=True) as tmp:
         Path(tmp).write_bytes(b"new")
     assert final.read_bytes() == b"new"
     assert leftovers(tmp_path) == ["out.mp4"]
@@ -331,18 +331,18 @@ def test_atomic_output_existing_file(tmp_path):
 
 def test_atomic_output_bad_destinations(tmp_path):
     with pytest.raises(InputError, match="does not exist"):
-        with media.atomic_output(tmp_path / "missing_dir" / "out.mp4"):
+        with outputs.atomic_output(tmp_path / "missing_dir" / "out.mp4"):
             pass
     with pytest.raises(InputError, match="does not exist"):
-        with media.atomic_output("/proc/lipsync_nonexistent_dir/x.mp4"):
+        with outputs.atomic_output("/proc/lipsync_nonexistent_dir/x.mp4"):
             pass
     with pytest.raises(InputError, match="folder"):
-        with media.atomic_output(tmp_path, force=True):
+        with outputs.atomic_output(tmp_path, force=True):
             pass
     # A folder that exists but cannot take a new file (root ignores permission bits; sysfs does not).
     entered = []
     with pytest.raises(InputError, match="cannot write"):
-        with media.atomic_output("/sys/lipsync_out.mp4"):
+        with outputs.atomic_output("/sys/lipsync_out.mp4"):
             entered.append(True)
     assert not entered
     assert not os.path.exists("/sys/lipsync_out.mp4")
@@ -355,7 +355,7 @@ def test_atomic_output_read_only_folder(tmp_path):
     folder.chmod(0o500)
     try:
         with pytest.raises(InputError, match="cannot write"):
-            with media.atomic_output(folder / "out.mp4"):
+            with outputs.atomic_output(folder / "out.mp4"):
                 pass
     finally:
         folder.chmod(0o700)

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from conftest import REFERENCE_KEYS, torchrun
+from lipsync_cli import outputs
 from lipsync_cli.cli import main
 from lipsync_cli.models.discriminator import VisualQualityDiscriminator, perceptual_loss
 from lipsync_cli.models.syncnet import SyncNetColor, lower_half_stack, sync_loss, sync_probability
@@ -157,14 +158,15 @@ def test_train_syncnet_command(corpus, tmp_path, capsys):
     assert code == 0, capsys.readouterr().err
     assert (out / "syncnet_step000002.pth").exists() and (out / "last.pth").exists()
     assert (out / "syncnet_step000002.pth").samefile(out / "last.pth")  # one copy on disk, not two
-    assert not list(out.glob("*.partial"))
+    assert not [p for p in out.iterdir() if outputs.PARTIAL_MARK in p.name]
     assert json.loads((out / "config.json").read_text())["steps"] == 2
     assert main(["weights", "verify", str(out / "last.pth")]) == 0  # the published expert layout
     capsys.readouterr()
     (tmp_path / "bad.toml").write_text("stpes = 2\n")
     assert main(["train", "syncnet", str(corpus), "-o", str(out), "--config", str(tmp_path / "bad.toml")]) == 2
     assert "unknown setting 'stpes'" in capsys.readouterr().err
-    assert main(["train", "syncnet", str(tmp_path), "-o", str(out), "-q"]) == 2
+    (tmp_path / "empty").mkdir()  # not a data folder (and not one holding the run folder, refused for that)
+    assert main(["train", "syncnet", str(tmp_path / "empty"), "-o", str(out), "-q"]) == 2
 
 
 # ------------------------------------------------------------------------------- the generator
@@ -293,7 +295,7 @@ def test_preprocess_lrs2_layout_resume_and_report(tmp_path, example_video, examp
     assert "no face in frame 0" in report["spk1/00003"]["reason"] and "no audio" in report["spk2/00004"]["reason"]
     assert (data / "filelists" / "train.txt").read_text() == "spk1/00001\n"
     assert (data / "filelists" / "val.txt").read_text() == "spk2/00002\n"
-    assert not list(data.rglob(".*partial"))
+    assert not list(data.rglob(".*partial*"))
     train = PreprocessedData(data, "train")
     assert train.clips[0].frames == 25 and cv2_shape(data / "spk1" / "00001" / "0.jpg") == (96, 96, 3)
     assert SyncPairs(train, seed=0)[0][0].shape == (15, 48, 96)

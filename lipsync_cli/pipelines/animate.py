@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from .. import audio as audio_mod
-from .. import media
+from .. import media, outputs
 from ..errors import InputError
 
 
@@ -136,7 +136,8 @@ def animate(photo: str, audio_path: str | None, output: str, opts: AnimateOption
     sound_info = media.probe(sound_source)
     if sound_info.audio is None:
         raise InputError(f"{sound_source}: no audio stream (the output needs the speech to mux)")
-    out = media.AtomicFile(output, force)  # fails now, before any work, if the output may not be written
+    # fails now, before any work, if the output may not be written
+    out = outputs.AtomicFile(output, force, inputs=(photo, audio_path, opts.driver, opts.checkpoint))
     try:
         t = time.perf_counter()
         device = resolve_device(opts.device)

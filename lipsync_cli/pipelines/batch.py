@@ -12,6 +12,12 @@
   renamed into place just before a crash (its checksum matches the `writing` line), retries
   failed items only with --retry-failed, and never overwrites an output it did not make unless
   --force. A crash loses at most the clips in flight; their temporary files are removed on rerun.
+  Ctrl-C, SIGTERM or SIGHUP record the clips in flight as `interrupted` (their temporary files
+  removed) before the run stops.
+- Inputs are never modified: no output may be an input of the batch (under any name), and the
+  output folder may not be an input folder (the next run would take the dubbed clips for inputs).
+- One run per shard of a job: a lock file per shard in the job folder (flock: the lock of a process
+  that is gone is free again); a second run of a running shard is refused, naming the first.
 - Sharding uses what schedulers already provide: `--shard K/N`, or torchrun's RANK / WORLD_SIZE
   (with LOCAL_RANK choosing the GPU), or a SLURM array's task id and count. Items are split
   round-robin over their sorted ids, so every shard computes the same split without talking to
@@ -21,6 +27,8 @@
 from __future__ import annotations
 
 import csv
+import errno
+import fcntl
 import json
 import os
 import socket
@@ -30,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
-from .. import media
+from .. import interrupts, media, outputs
 from ..errors import InputError
 from ..weights import sha256_of
 from .dub import ClipRequest, DubOptions, DubResult
@@ -172,6 +180,7 @@ def collect_items(inputs: Iterable[str | os.PathLike], out_dir: str | os.PathLik
         if not audio_path.exists():
             raise InputError(f"{audio_path}: no such file or folder (--audio)")
         if audio_path.is_dir():
+            _refuse_output_folder(out_dir, audio_path)
             by_stem = _audio_by_stem(audio_path)
     items: list[BatchItem] = []
 
@@ -188,6 +197,7 @@ def collect_items(inputs: Iterable[str | os.PathLike], out_dir: str | os.PathLik
         if not path.exists():
             raise InputError(f"{path}: no such file or folder")
         if path.is_dir():
+            _refuse_output_folder(out_dir, path)
             videos = [p for p in sorted(path.iterdir()) if _is_media(p, VIDEO_SUFFIXES | media.IMAGE_SUFFIXES)]
             if not videos:
                 raise InputError(f"{path}: no videos or images in this folder")
@@ -224,7 +234,18 @@ def collect_items(inputs: Iterable[str | os.PathLike], out_dir: str | os.PathLik
             raise InputError(f"two inputs would write {out_dir / item.id}: {seen[item.id].video} and {item.video} "
                              "(rename one, or give outputs in a manifest)")
         seen[item.id] = item
+    inputs = outputs.InputFiles(p for item in items for p in (item.video, item.audio))
+    for item in items:  # inputs are never modified: no output may be any input of the batch
+        outputs.refuse_inputs(item.output, inputs)
     return sorted(items, key=lambda it: it.id)
+
+
+def _refuse_output_folder(out_dir: Path, folder: Path) -> None:
+    """The output folder may not be an input folder: its outputs are named after the inputs, and
+    the next run would take the dubbed clips for inputs."""
+    if out_dir.exists() and os.path.samefile(out_dir, folder) or os.path.realpath(out_dir) == os.path.realpath(folder):
+        raise InputError(f"{out_dir}: the output folder is also an input folder (the next run would take the "
+                         "dubbed clips for inputs): give another output folder with -o")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -288,6 +309,17 @@ class JobLog:
         self.shard = shard
         self._lock = threading.Lock()
         self._host = socket.gethostname()
+        self._end_cut_line()
+
+    def _end_cut_line(self):
+        """A line cut short by a crash is ended, so that the next record starts a line of its own."""
+        try:
+            with open(self.path, "rb+") as f:
+                f.seek(-1, os.SEEK_END)
+                if f.read(1) != b"\n":
+                    f.write(b"\n")
+        except (FileNotFoundError, OSError):  # no log yet, or an empty one
+            pass
 
     def append(self, item_id: str, state: str, **fields) -> dict:
         record = {"t": round(time.time(), 3), "item": item_id, "state": state, **fields,
@@ -298,6 +330,45 @@ class JobLog:
             f.flush()
             os.fsync(f.fileno())
         return record
+
+
+class ShardLock:
+    """One run at a time per shard of a job: an exclusive flock on `lock-K-of-N` in the job folder,
+    held while the run lasts, with the holder's pid and host inside for the message. The kernel
+    drops the lock when its process ends, however it ends, so a killed run never blocks the next."""
+
+    def __init__(self, job_dir: Path, shard: Shard):
+        self.path = job_dir / f"lock-{shard.index}-of-{shard.count}"
+        self.job_dir, self.shard = job_dir, shard
+        self._fd: int | None = None
+
+    def __enter__(self) -> "ShardLock":
+        self.job_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = os.pread(fd, 4096, 0).decode("utf-8", "replace")
+            os.close(fd)
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                return self  # a filesystem without locks: run unlocked, as before locks existed
+            try:
+                who = json.loads(holder)
+                running = f"pid {who['pid']} on {who['host']}"
+            except (ValueError, KeyError, TypeError):
+                running = "a process that is just starting"
+            raise InputError(f"{self.job_dir}: shard {self.shard} of this job is already running ({running}); "
+                             "wait for it to finish or stop it, then run this again") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                  "since": round(time.time(), 3)}).encode(), 0)
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc):
+        if self._fd is not None:
+            os.close(self._fd)  # releases the lock; the file stays (removing it would race a new taker)
+            self._fd = None
 
 
 def read_job(job_dir: Path) -> list[dict]:
@@ -385,6 +456,11 @@ def run_batch(items: list[BatchItem], opts: DubOptions, job_dir: Path, shard: Sh
               force: bool = False, on_outcome: Callable[[Outcome], None] | None = None,
               on_start: Callable[[int], None] | None = None) -> BatchSummary:
     """Dub this shard's items that the job log does not already settle. The model loads once."""
+    with ShardLock(job_dir, shard):  # before reading the log: the plan is this run's alone
+        return _run_locked(items, opts, job_dir, shard, retry_failed, force, on_outcome, on_start)
+
+
+def _run_locked(items, opts, job_dir, shard, retry_failed, force, on_outcome, on_start) -> BatchSummary:
     from .dub import Dubber
 
     mine = shard.select(items)
@@ -413,12 +489,14 @@ def run_batch(items: list[BatchItem], opts: DubOptions, job_dir: Path, shard: Sh
         dubber = Dubber(opts)
         by_id = {it.id: it for it in runnable}
         digests: dict[str, str] = {}
+        in_flight: dict[str, BatchItem] = {}  # started, neither done nor failed yet
 
         def requests():
             for item in runnable:
-                for leftover in media.leftover_partials(item.output):  # from a killed earlier run
+                for leftover in outputs.leftover_partials(item.output):  # from a killed earlier run
                     leftover.unlink(missing_ok=True)
                 log.append(item.id, "started", video=item.video, audio=item.audio, output=item.output)
+                in_flight[item.id] = item
                 # force: the plan already decided this output may be replaced (ours, or --force)
                 yield ClipRequest(item.video, item.audio, item.output, force=True, overrides=item.overrides,
                                   key=item.id)
@@ -429,6 +507,9 @@ def run_batch(items: list[BatchItem], opts: DubOptions, job_dir: Path, shard: Sh
 
         def on_result(request: ClipRequest, result: DubResult | None, error: BaseException | None):
             item = by_id[request.key]
+            if error is not None and interrupts.stopping() is not None:
+                return  # failed because the run is being stopped (its ffmpeg too): interrupted, not failed
+            in_flight.pop(item.id, None)
             if error is None:
                 log.append(item.id, "done", output=item.output, sha256=digests[item.id],
                            size=os.path.getsize(item.output), frames=result.frames, seconds=round(result.seconds, 3),
@@ -441,7 +522,12 @@ def run_batch(items: list[BatchItem], opts: DubOptions, job_dir: Path, shard: Sh
             if on_outcome:
                 on_outcome(outcome)
 
-        dubber.run(requests(), on_result, before_commit=before_commit)
+        try:
+            dubber.run(requests(), on_result, before_commit=before_commit)
+        except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGHUP: the log says what was cut short
+            for item in list(in_flight.values()):
+                log.append(item.id, "interrupted", reason=interrupts.describe(exc))
+            raise
 
     ordered = [outcomes[it.id] for it in mine if it.id in outcomes]
     return BatchSummary(ordered, shard, str(job_dir))

@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 
 from .. import audio as audio_mod
-from .. import media
+from .. import media, outputs
 from ..detect import DEFAULT_PADS, BoxSmoother, DetectorPool, DetectorUnavailable, FaceTracker, pad_box
 from ..errors import InputError, LipsyncError
 from ..models.inference import FACE_SIZE, GeneratorRunner
@@ -256,7 +256,7 @@ class _Clip:
         self.written = 0
         self.failure: BaseException | None = None
         self.cancelled = False  # set when the clip failed downstream: stop decoding it
-        self.out: media.AtomicFile | None = None
+        self.out: outputs.AtomicFile | None = None
         self.writer: media.FrameWriter | None = None
         video, audio_path = request.video, request.audio
 
@@ -280,7 +280,8 @@ class _Clip:
         self.mel = audio_mod.melspectrogram(sound.samples)
         self.clock.add("audio", t0)
         self.n_out = audio_mod.output_frame_count(sound.duration, self.fps)
-        self.out = media.AtomicFile(request.output, force=request.force)
+        self.out = outputs.AtomicFile(request.output, force=request.force,
+                                      inputs=(video, audio_path, opts.checkpoint))
 
     def result(self, model: str, device: str, precision: str) -> DubResult:
         return DubResult(
@@ -457,6 +458,7 @@ class Dubber:
         (request, temporary_path)` runs just before the rename (a job log records the checksum)."""
         q: queue.Queue = queue.Queue(maxsize=2)
         fatal: list[BaseException] = []
+        abandoned = threading.Event()  # interrupted: what is still queued is neither written nor committed
 
         def finish(clip: _Clip):
             if clip.failure is None:
@@ -483,7 +485,7 @@ class Dubber:
                 event = q.get()
                 if event is None:
                     return
-                if fatal:  # keep draining so the producer never blocks on a dead consumer
+                if fatal or abandoned.is_set():  # keep draining so the producer never blocks on a dead consumer
                     continue
                 kind, clip, payload = event
                 try:
@@ -519,12 +521,17 @@ class Dubber:
 
         thread = threading.Thread(target=work, name="paste+encode", daemon=True)
         thread.start()
+        events = self._generated(requests)
         try:
-            for event in self._generated(requests):
+            for event in events:
                 if fatal:
                     break
                 q.put(event)
+        except BaseException:
+            abandoned.set()
+            raise
         finally:
+            events.close()  # stops the decode thread first: no clip opens an output after this
             q.put(None)
             thread.join()
             with self._open_lock:
@@ -549,6 +556,7 @@ def dub(video: str, audio_path: str, output: str, opts: DubOptions, force: bool 
     """Dub `video` (or a still image) with `audio_path` into `output`. See the module docstring."""
     started = time.perf_counter()
     outcome: list = []
+    outputs.refuse_inputs(output, (video, audio_path, opts.checkpoint))  # before the model loads
     dubber = Dubber(opts)
     request = ClipRequest(video, audio_path, output, force=force)
     dubber.run([request], lambda req, result, error: outcome.append((result, error)),

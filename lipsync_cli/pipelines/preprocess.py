@@ -31,7 +31,7 @@ from typing import Callable
 import cv2
 
 from .. import audio as audio_mod
-from .. import media
+from .. import media, outputs
 from ..errors import InputError, LipsyncError
 from ..detect import DetectorPool
 from .dub import DubOptions, _BoxFinder, _Clock
@@ -122,6 +122,7 @@ def preprocess(src: str | os.PathLike, data: str | os.PathLike, opts: Preprocess
     src, data = Path(src), Path(data)
     if not src.is_dir():
         raise InputError(f"{src}: not a folder of videos")
+    outputs.refuse_overlap(data, src, "the data folder", "the source folder")
     videos = find_videos(src)
     if not videos:
         raise InputError(f"{src}: no videos found")
@@ -137,17 +138,15 @@ def preprocess(src: str | os.PathLike, data: str | os.PathLike, opts: Preprocess
             if progress:
                 progress(i, len(videos), key)
             continue
-        tmp = final.parent / f".{final.name}.partial"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
+        for leftover in outputs.leftover_partials(final):  # of an interrupted or killed earlier run
+            shutil.rmtree(leftover, ignore_errors=True)
         started = time.perf_counter()
         try:
-            frames = _process_clip(path, tmp, opts, detectors)
-            os.replace(tmp, final)
+            with outputs.atomic_folder(final) as tmp:  # removed on any failure, Ctrl-C or SIGTERM included
+                frames = _process_clip(path, tmp, opts, detectors)
             record = {"clip": key, "state": "done", "frames": frames, "seconds": round(time.perf_counter() - started, 3)}
             counts["done"] += 1
         except (LipsyncError, OSError) as exc:
-            shutil.rmtree(tmp, ignore_errors=True)
             record = {"clip": key, "state": "skipped", "reason": str(exc), "video": str(path)}
             counts["skipped"] += 1
         with open(report_path, "a") as f:
@@ -162,5 +161,5 @@ def preprocess(src: str | os.PathLike, data: str | os.PathLike, opts: Preprocess
             lists[split].append(key)
     (data / "filelists").mkdir(exist_ok=True)
     for split, keys in lists.items():
-        (data / "filelists" / f"{split}.txt").write_text("".join(f"{k}\n" for k in keys))
+        outputs.atomic_write_text(data / "filelists" / f"{split}.txt", "".join(f"{k}\n" for k in keys))
     return {**counts, "train": len(lists["train"]), "val": len(lists["val"])}

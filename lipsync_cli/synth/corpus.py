@@ -29,7 +29,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -38,6 +37,7 @@ import cv2
 import numpy as np
 
 from ..audio import write_wav
+from .. import outputs
 from ..errors import InputError
 from .face import Identity, crop_placement, dark_mouth_area, face_box, make_identity, render
 from .speech import SAMPLE_RATE, WORDS, Span, Voice, make_voice, synthesize, viseme_track
@@ -251,20 +251,28 @@ def _list_line(spec: CorpusSpec, plan: ClipPlan) -> str:
     return plan.folder
 
 
+MARKER = ".lipsync-synth"  # in every corpus: `--force` replaces a folder holding it, and no other
+
+
 def make_corpus(spec: CorpusSpec, out: str | os.PathLike, workers: int = 1, force: bool = False,
                 progress: Callable[[int, int], None] | None = None) -> Path:
-    """Write the corpus into `out`, atomically: it is built beside it and renamed at the end."""
+    """Write the corpus into `out`, atomically: it is built beside it and renamed at the end.
+    An existing `out` is replaced only when it is empty, or with `force` when synth made it."""
     spec.check()
     out = Path(out)
-    if out.exists() and not (out.is_dir() and not any(out.iterdir())):
-        if not force:
-            raise InputError(f"{out}: already exists (use --force to replace it)")
-    if not out.parent.exists():
-        raise InputError(f"{out.parent}: output folder does not exist")
-    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
+    target = Path(os.path.realpath(out))  # "." has no name to build a temporary folder beside
+    if target.exists():
+        if not target.is_dir():
+            raise InputError(f"{out}: already exists and is not a folder")
+        if any(target.iterdir()):
+            if not (target / MARKER).is_file():
+                raise InputError(f"{out}: already exists and is not a corpus made by `lipsync synth`; "
+                                 "it is never replaced: choose another folder")
+            if not force:
+                raise InputError(f"{out}: already exists (use --force to replace it)")
+    if not target.parent.exists():
+        raise InputError(f"{target.parent}: output folder does not exist")
+    with outputs.atomic_folder(target, replace=True) as tmp:
         if spec.layout == "videos":
             (tmp / "videos").mkdir()
             (tmp / "audio").mkdir()
@@ -294,10 +302,5 @@ def make_corpus(spec: CorpusSpec, out: str | os.PathLike, workers: int = 1, forc
                 "words": list(WORDS), "identities": split_members(spec.identities),
                 "voices": split_members(spec.voices), "clips": {s: len(v) for s, v in lists.items()}}
         (tmp / "corpus.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        (tmp / MARKER).write_text("made by `lipsync synth`: `lipsync synth --force` may replace this folder\n")
     return out

@@ -31,9 +31,9 @@ from typing import Callable
 import torch
 from torch.nn import functional as F
 
-from ..checkpoints import link_or_copy, save_atomic
 from ..errors import InputError
 from ..models.davs import Davs, DavsConfig
+from ..outputs import atomic_torch_save, link_or_copy
 from . import loop
 from .data import WordClips
 
@@ -273,7 +273,7 @@ def train_davs(cfg: DavsTrainConfig, progress: Callable[[int, int, dict], None] 
     def save(step: int):
         payload = trainer.state(step)
         path = out / f"davs_step{step:06d}.pth"
-        save_atomic(payload, path)
+        atomic_torch_save(payload, path)
         link_or_copy(path, out / "last.pth")
 
     trainer.net.train()

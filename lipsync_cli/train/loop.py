@@ -21,8 +21,9 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..checkpoints import link_or_copy, read_state_dict, save_published
+from ..checkpoints import read_state_dict, save_published
 from ..errors import InputError
+from ..outputs import atomic_write_text, link_or_copy, refuse_overlap
 
 
 @dataclass
@@ -72,6 +73,7 @@ def start_run(cfg: TrainConfig, kind: str):
     the config (rank 0), seed, pick the device and the mixed precision. Returns (run folder,
     Distributed, device, autocast dtype or None)."""
     out = Path(cfg.out)
+    refuse_overlap(out, cfg.data, "the run folder", "the data folder")  # a run never writes into its data
     ddp = init_distributed(cfg.device)
     if ddp.main:
         out.mkdir(parents=True, exist_ok=True)
@@ -329,4 +331,4 @@ def resume_named(path: Path, model: torch.nn.Module, optimizer) -> int:
 
 
 def write_config(out: Path, cfg, kind: str):
-    (out / "config.json").write_text(json.dumps({"kind": kind, **asdict(cfg)}, indent=1))
+    atomic_write_text(out / "config.json", json.dumps({"kind": kind, **asdict(cfg)}, indent=1))

@@ -268,3 +268,281 @@ def test_train_run_folder_may_not_overlap_the_data(capsys, tmp_path):
         code, _, err = cli(capsys, "train", "syncnet", data, "-o", run, "--steps", "1", "-q")
         assert_refused(code, err, f"the run folder {relation} the data folder")
         assert snapshot(tmp_path) == before and not (data / "runs").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Signals: SIGTERM and SIGHUP do what Ctrl-C does
+
+
+def test_a_signal_interrupts_once_and_the_handlers_come_back():
+    from lipsync_cli import interrupts
+
+    before = {s: signal.getsignal(s) for s in interrupts.SIGNALS}
+    caught = []
+    with interrupts.signals_as_interrupts():
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(1000):  # the handler runs in this thread, between two of its steps
+                time.sleep(0.001)
+        except KeyboardInterrupt as exc:
+            caught.append(exc)
+            os.kill(os.getpid(), signal.SIGINT)  # more signals while cleaning up: ignored
+            os.kill(os.getpid(), signal.SIGHUP)
+            for _ in range(100):
+                time.sleep(0.001)
+        assert interrupts.stopping() == signal.SIGTERM
+    assert len(caught) == 1 and isinstance(caught[0], interrupts.Interrupted) and caught[0].signum == signal.SIGTERM
+    assert interrupts.exit_code(caught[0]) == 143 and interrupts.describe(caught[0]) == "interrupted by SIGTERM"
+    assert interrupts.exit_code(interrupts.Interrupted(signal.SIGHUP)) == 129
+    assert interrupts.exit_code(KeyboardInterrupt()) == 130 and interrupts.describe(KeyboardInterrupt()) == "interrupted"
+    assert {s: signal.getsignal(s) for s in interrupts.SIGNALS} == before and interrupts.stopping() is None
+
+
+def test_a_signal_ignored_at_start_stays_ignored():
+    from lipsync_cli import interrupts
+
+    old = signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as under nohup
+    try:
+        with interrupts.signals_as_interrupts():
+            assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+            assert signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, signal.SIG_IGN)
+    finally:
+        signal.signal(signal.SIGHUP, old)
+
+
+def _default_signals():
+    # A test runner started in the background passes SIGINT on ignored, nohup SIGHUP; the child
+    # gets the dispositions a terminal gives (lipsync keeps a signal it was started with ignored).
+    for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(number, signal.SIG_DFL)
+
+
+def start(*args) -> subprocess.Popen:
+    """`lipsync ARGS` in a session of its own, as a scheduler or a terminal starts it."""
+    return subprocess.Popen([*PYTHON_CLI, *map(str, args)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True, preexec_fn=_default_signals)
+
+
+def wait_for(proc: subprocess.Popen, condition, what: str):
+    """Poll until `condition()` holds (returned), while the process runs."""
+    deadline = time.monotonic() + 300  # a safety bound, not a measure
+    while time.monotonic() < deadline:
+        try:
+            found = condition()
+        except (OSError, ValueError):  # a file that came or went while looked at
+            found = None
+        if found:
+            return found
+        if proc.poll() is not None:
+            pytest.fail(f"the run ended before {what}: {proc.stderr.read()}")
+        time.sleep(0.02)
+    proc.kill()
+    pytest.fail(f"no {what} in time")
+
+
+def stop(proc: subprocess.Popen, *signals: int) -> str:
+    """Send the signals one right after the other (the later ones land in the cleanup), then wait."""
+    for number in signals:
+        proc.send_signal(number)
+    _, err = proc.communicate(timeout=300)
+    return err
+
+
+def session_processes(session: int) -> list[str]:
+    """What still runs in the session the child led (its ffmpeg, its data loader workers...)."""
+    left = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        fields = text.rsplit(")", 1)[1].split()
+        if int(fields[3]) == session and fields[0] != "Z":
+            left.append(text.split(")")[0] + ")")
+    return left
+
+
+def assert_stopped(proc: subprocess.Popen, err: str, number: int, message: str, tree: Path):
+    assert proc.returncode == 128 + number, err
+    assert err.strip() == f"interrupted by {signal.Signals(number).name}: {message}", err
+    assert partials(tree) == []
+    assert session_processes(proc.pid) == []
+
+
+def written(path: Path) -> bool:
+    return path.stat().st_size > 0
+
+
+def test_dub_stopped_by_sighup_writes_nothing_and_leaves_nothing(tmp_path, example_video, checkpoint):
+    wav = tone(tmp_path / "long.wav", 60.0)
+    out = tmp_path / "out.mp4"
+    proc = start("dub", example_video, wav, "-o", out, "-c", checkpoint, *BOX, "-q")
+    wait_for(proc, lambda: [p for p in tmp_path.glob(".out.partial-*") if written(p)], "encoded frames")
+    # A SIGTERM right after: Python runs pending handlers by signal number, so SIGHUP's comes
+    # first and SIGTERM's runs in the cleanup, where it must change nothing.
+    err = stop(proc, signal.SIGHUP, signal.SIGTERM)
+    assert_stopped(proc, err, signal.SIGHUP, "no output was written", tmp_path)
+    assert not out.exists()
+
+
+def log_records(out: Path) -> list[dict]:
+    from lipsync_cli.pipelines import batch as batch_mod
+
+    return batch_mod.read_job(out / batch_mod.JOB_FOLDER)
+
+
+def test_a_log_line_cut_by_a_crash_does_not_swallow_the_next_record(tmp_path):
+    from lipsync_cli.pipelines.batch import JobLog, Shard, read_job
+
+    JobLog(tmp_path, Shard(0, 1)).append("a.mp4", "started")
+    with open(tmp_path / "log-0-of-1.jsonl", "a") as f:
+        f.write('{"t": 1, "item": "a.mp4", "sta')  # SIGKILL in the middle of a line
+    JobLog(tmp_path, Shard(0, 1)).append("a.mp4", "interrupted")
+    assert [r["state"] for r in read_job(tmp_path)] == ["started", "interrupted"]
+
+
+@pytest.fixture
+def clip_folder(tmp_path, example_video, example_audio) -> tuple[Path, Path]:
+    """Four clips (links to examples/talk.mp4) and 0.6 s of speech for each: 15 frames a clip."""
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    for i in range(4):
+        (clips / f"clip{i}.mp4").symlink_to(example_video)
+    speech = tmp_path / "speech.wav"
+    ffmpeg("-i", str(example_audio), "-t", "0.6", str(speech))
+    return clips, speech
+
+
+def test_batch_stopped_by_sigterm_logs_what_was_in_flight_and_a_rerun_finishes(capsys, tmp_path, clip_folder,
+                                                                                checkpoint):
+    from lipsync_cli.pipelines.batch import latest_states
+
+    clips, speech = clip_folder
+    out = tmp_path / "out"
+    args = ["batch", clips, "--audio", speech, "-o", out, "-c", checkpoint, *BOX, "-q"]
+    proc = start(*args)
+    wait_for(proc, lambda: [r for r in log_records(out) if r["state"] == "done"], "a finished clip")
+    err = stop(proc, signal.SIGTERM)
+    assert_stopped(proc, err, signal.SIGTERM, "finished clips are kept; run the same command again to go on", tmp_path)
+    states = latest_states(log_records(out))
+    assert {s["state"] for s in states.values()} == {"done", "interrupted"}, states  # nothing left "started"
+    done = {item for item, s in states.items() if s["state"] == "done"}
+    assert 1 <= len(done) < 4 and all((out / item).exists() for item in done)
+    assert not any((out / item).exists() for item, s in states.items() if s["state"] == "interrupted")
+
+    assert cli(capsys, *args)[0] == 0  # the rerun takes the lock over and finishes the job
+    records = log_records(out)
+    assert Counter(r["item"] for r in records if r["state"] == "done") == Counter(f"clip{i}.mp4" for i in range(4))
+    started = Counter(r["item"] for r in records if r["state"] == "started")
+    assert all(started[item] == 1 for item in done)  # finished work was not redone
+    assert partials(tmp_path) == []
+
+
+def test_preprocess_stopped_by_sigterm_removes_its_partial_clip(tmp_path, example_video):
+    src, data = tmp_path / "raw", tmp_path / "data"
+    (src / "spk").mkdir(parents=True)
+    ffmpeg("-stream_loop", "9", "-i", str(example_video), "-c", "copy", str(src / "spk" / "long.mp4"))  # 20 s
+    proc = start("preprocess", src, data, "--device", "cpu", "-q")
+    wait_for(proc, lambda: list(data.glob("spk/.long.partial*/*.jpg")), "face crops")
+    err = stop(proc, signal.SIGTERM)
+    assert_stopped(proc, err, signal.SIGTERM,
+                   f"finished clips are kept in {data}; run the same command again to go on", tmp_path)
+    assert not (data / "spk" / "long").exists()
+
+
+def test_synth_stopped_by_sigterm_removes_its_temporary_corpus(tmp_path):
+    proc = start("synth", tmp_path / "corpus", "--clips", "100000", "--workers", "2", "-q")
+    wait_for(proc, lambda: list(tmp_path.glob(".corpus.partial-*/*/*/audio.wav")), "clips")
+    err = stop(proc, signal.SIGTERM)
+    assert_stopped(proc, err, signal.SIGTERM, "no output was written", tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_animate_stopped_by_sigterm_leaves_nothing(tmp_path, example_portrait, davs_checkpoint):
+    wav = tone(tmp_path / "long.wav", 120.0)
+    out = tmp_path / "out.mp4"
+    proc = start("animate", example_portrait, wav, "-o", out, "-c", davs_checkpoint, "--device", "cpu", "-q")
+    wait_for(proc, lambda: [p for p in tmp_path.glob(".out.partial-*") if written(p)], "encoded frames")
+    err = stop(proc, signal.SIGTERM)
+    assert_stopped(proc, err, signal.SIGTERM, "no output was written", tmp_path)
+    assert not out.exists()
+
+
+@pytest.fixture(scope="module")
+def small_corpus(tmp_path_factory) -> Path:
+    from lipsync_cli.synth.corpus import CorpusSpec, make_corpus
+
+    return make_corpus(CorpusSpec(clips=12, seed=0, identities=10, voices=10), tmp_path_factory.mktemp("c") / "data")
+
+
+def _steps_logged(run: Path) -> list[int]:
+    lines = (run / "metrics.jsonl").read_text().splitlines() if (run / "metrics.jsonl").exists() else []
+    return [r["step"] for r in map(json.loads, lines) if "train_loss" in r]
+
+
+def test_train_stopped_by_sigterm_saves_its_checkpoint_and_resumes(capsys, tmp_path, small_corpus):
+    import torch
+
+    run = tmp_path / "run"
+    flags = ["--batch-size", "2", "--workers", "1", "--eval-every", "100000", "--eval-batches", "1",
+             "--checkpoint-every", "100000", "--amp", "off", "-q"]
+    proc = start("train", "syncnet", small_corpus, "-o", run, "--steps", "100000", *flags)
+    wait_for(proc, lambda: _steps_logged(run), "a training step")
+    err = stop(proc, signal.SIGTERM)
+    assert_stopped(proc, err, signal.SIGTERM, f"checkpoint saved in {run}; run the same command to resume", tmp_path)
+    step = torch.load(run / "last.pth", weights_only=True)["global_step"]
+    logged = _steps_logged(run)
+    assert step >= logged[-1] >= 1 and logged == list(range(1, logged[-1] + 1))  # every step logged is kept
+    assert (run / f"syncnet_step{step:06d}.pth").samefile(run / "last.pth")
+
+    assert cli(capsys, "train", "syncnet", small_corpus, "-o", run, "--steps", step + 1, *flags)[0] == 0
+    assert torch.load(run / "last.pth", weights_only=True)["global_step"] == step + 1
+    assert _steps_logged(run)[-1] == step + 1
+
+
+# ---------------------------------------------------------------------------------------------
+# One run per batch shard
+
+
+def test_a_shard_lock_is_exclusive_and_free_again_once_its_process_is_gone(tmp_path):
+    import socket
+
+    from lipsync_cli.errors import InputError
+    from lipsync_cli.pipelines.batch import Shard, ShardLock
+
+    job = tmp_path / "job"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; from lipsync_cli.pipelines.batch import "
+         "Shard, ShardLock; ShardLock(Path(sys.argv[1]), Shard(0, 2)).__enter__(); print('locked', flush=True); "
+         "time.sleep(600)", str(job)], stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(InputError, match=rf"{job}: shard 0/2 of this job is already running "
+                                             rf"\(pid {holder.pid} on {socket.gethostname()}\)"):
+            with ShardLock(job, Shard(0, 2)):
+                pass
+        with ShardLock(job, Shard(1, 2)):  # another shard of the job runs at the same time
+            pass
+    finally:
+        holder.kill()
+        holder.wait()
+    assert f'"pid": {holder.pid}' in (job / "lock-0-of-2").read_text()  # what the killed holder left
+    with ShardLock(job, Shard(0, 2)):
+        assert f'"pid": {os.getpid()}' in (job / "lock-0-of-2").read_text()
+
+
+def test_a_second_run_of_a_running_shard_is_refused_and_each_clip_is_dubbed_once(capsys, tmp_path, clip_folder,
+                                                                                 checkpoint):
+    clips, speech = clip_folder
+    out = tmp_path / "out"
+    args = ["batch", clips, "--audio", speech, "-o", out, "-c", checkpoint, *BOX, "-q"]
+    first = start(*args)
+    wait_for(first, lambda: [r for r in log_records(out) if r["state"] == "started"], "the first run's start")
+    code, _, err = cli(capsys, *args)  # refused only while the first holds the lock: while it runs
+    assert_refused(code, err, f"{out / '.lipsync-job'}: shard 0/1 of this job is already running (pid {first.pid} on")
+    code, stdout, _ = cli(capsys, "batch", "--report", out, "--json")
+    assert code == 0 and json.loads(stdout)["items"]  # a report needs no lock
+    assert first.wait(timeout=300) == 0, first.stderr.read()
+    records = log_records(out)
+    assert Counter(r["item"] for r in records if r["state"] == "done") == Counter(f"clip{i}.mp4" for i in range(4))
+    assert {r["pid"] for r in records} == {first.pid}

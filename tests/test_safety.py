@@ -546,3 +546,21 @@ def test_a_second_run_of_a_running_shard_is_refused_and_each_clip_is_dubbed_once
     records = log_records(out)
     assert Counter(r["item"] for r in records if r["state"] == "done") == Counter(f"clip{i}.mp4" for i in range(4))
     assert {r["pid"] for r in records} == {first.pid}
+
+
+def test_train_never_writes_over_the_checkpoints_it_reads(capsys, tmp_path, small_corpus):
+    from lipsync_cli.checkpoints import save_published
+    from lipsync_cli.models.syncnet import SyncNetColor
+
+    run = tmp_path / "run"
+    run.mkdir()
+    save_published(SyncNetColor(), run / "last.pth")  # the expert, kept in the folder the generator run writes
+    before = snapshot(tmp_path)
+    for flag in ("--expert", "--init"):
+        args = ["train", "wav2lip", small_corpus, "-o", run, "--expert", run / "last.pth", "--steps", "1",
+                "--batch-size", "2", "--workers", "0", "--eval-batches", "1", "--no-gan", "--fresh", "-q"]
+        if flag == "--init":
+            args[5:7] = ["--expert", tmp_path / "elsewhere.pth", "--init", run / "last.pth"]
+        code, _, err = cli(capsys, *args)
+        assert_refused(code, err, f"{flag} {run / 'last.pth'}: lies in the run folder {run}")
+        assert snapshot(tmp_path) == before

@@ -74,6 +74,11 @@ def start_run(cfg: TrainConfig, kind: str):
     Distributed, device, autocast dtype or None)."""
     out = Path(cfg.out)
     refuse_overlap(out, cfg.data, "the run folder", "the data folder")  # a run never writes into its data
+    for flag in ("expert", "init"):  # checkpoints the run reads: its own saves would replace them
+        source = getattr(cfg, flag, None)
+        if source and Path(os.path.realpath(out)) in Path(os.path.realpath(source)).parents:
+            raise InputError(f"--{flag} {source}: lies in the run folder {out}, where the run writes its checkpoints: "
+                             "choose another run folder")
     ddp = init_distributed(cfg.device)
     if ddp.main:
         out.mkdir(parents=True, exist_ok=True)

@@ -381,7 +381,7 @@ def synth(
     scene: Tuple[int, int] = typer.Option((256, 256), help="Frame HEIGHT WIDTH of the videos layout."),
     words: Tuple[int, int] = typer.Option((2, 4), help="Words per clip, MIN MAX (train, videos)."),
     workers: int = typer.Option(1, help="Processes (the corpus is identical for any number)."),
-    force: bool = typer.Option(False, "--force", "-f", help="Replace OUT_DIR if it exists."),
+    force: bool = typer.Option(False, "--force", "-f", help="Replace OUT_DIR if it is a corpus that synth made."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 ):

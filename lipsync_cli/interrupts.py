@@ -73,6 +73,7 @@ def signals_as_interrupts() -> Iterator[None]:
         _received.append(signum)
         raise Interrupted(signum)
 
+    _received.clear()
     previous = {}
     try:
         for number in SIGNALS:
@@ -80,7 +81,6 @@ def signals_as_interrupts() -> Iterator[None]:
                 previous[number] = signal.signal(number, handler)
     except ValueError:  # not the main thread: signals are not ours to handle
         pass
-    _received.clear()
     try:
         yield
     finally:

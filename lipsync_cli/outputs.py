@@ -153,7 +153,8 @@ def atomic_output(path: str | os.PathLike, force: bool = False, inputs: Iterable
 
 
 def _disk_error(path, exc: BaseException) -> LipsyncError:
-    return LipsyncError(f"could not write {path} (is the disk full?): {str(exc).splitlines()[0] if str(exc) else exc!r}")
+    reason = str(exc).splitlines()[0] if str(exc) else repr(exc)
+    return LipsyncError(f"could not write {path} (is the disk full?): {reason}")
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

@@ -225,7 +225,7 @@ def test_animate_never_overwrites_its_photo_audio_or_driver(capsys, tmp_path, ex
     before = snapshot(tmp_path)
     args = ["animate", photo, audio, "-o", tmp_path / "out.mp4", "-c", davs_checkpoint, "--force", "-q"]
     if which == "driver":
-        args = ["animate", photo, "--driver", driver, "-o", tmp_path / "out.mp4", "-c", davs_checkpoint, "--force", "-q"]
+        args = ["animate", photo, "--driver", driver, *args[3:]]
     code, _, err = cli(capsys, *args)
     assert_refused(code, err, "is the input")
     assert snapshot(tmp_path) == before
@@ -294,7 +294,8 @@ def test_a_signal_interrupts_once_and_the_handlers_come_back():
     assert len(caught) == 1 and isinstance(caught[0], interrupts.Interrupted) and caught[0].signum == signal.SIGTERM
     assert interrupts.exit_code(caught[0]) == 143 and interrupts.describe(caught[0]) == "interrupted by SIGTERM"
     assert interrupts.exit_code(interrupts.Interrupted(signal.SIGHUP)) == 129
-    assert interrupts.exit_code(KeyboardInterrupt()) == 130 and interrupts.describe(KeyboardInterrupt()) == "interrupted"
+    assert interrupts.exit_code(KeyboardInterrupt()) == 130
+    assert interrupts.describe(KeyboardInterrupt()) == "interrupted"
     assert {s: signal.getsignal(s) for s in interrupts.SIGNALS} == before and interrupts.stopping() is None
 
 

@@ -243,7 +243,7 @@ def collect_items(inputs: Iterable[str | os.PathLike], out_dir: str | os.PathLik
 def _refuse_output_folder(out_dir: Path, folder: Path) -> None:
     """The output folder may not be an input folder: its outputs are named after the inputs, and
     the next run would take the dubbed clips for inputs."""
-    if out_dir.exists() and os.path.samefile(out_dir, folder) or os.path.realpath(out_dir) == os.path.realpath(folder):
+    if os.path.realpath(out_dir) == os.path.realpath(folder) or (out_dir.exists() and os.path.samefile(out_dir, folder)):
         raise InputError(f"{out_dir}: the output folder is also an input folder (the next run would take the "
                          "dubbed clips for inputs): give another output folder with -o")
 

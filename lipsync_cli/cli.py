@@ -294,7 +294,7 @@ def _batch(inputs, output_dir, audio, job, shard, retry_failed, report_dir, chec
     items = batch_mod.collect_items(inputs, output_dir, str(audio) if audio else None)
     the_shard = batch_mod.parse_shard(shard) if shard else (batch_mod.shard_from_environment() or batch_mod.Shard(0, 1))
     opts = _dub_options(checkpoint, model, detector, box, pads, face_index, on_no_face, paste, loop, fps, no_smooth,
-                        detect_size, detect_every, s3fd_weights, batch_mod.device_for_shard(device), precision,
+                        detect_size, detect_every, s3fd_weights, device, precision,
                         batch_size, crf)
     output_dir.mkdir(parents=True, exist_ok=True)
     job_dir = job or output_dir / batch_mod.JOB_FOLDER
@@ -424,7 +424,7 @@ def preprocess(
     """Turn raw talking videos into a training set: 25 fps face crops + 16 kHz audio + file lists.
 
     Resumable: finished clips are kept on a rerun; skipped clips and why are in the report."""
-    from .models.inference import resolve_device
+    from .device import resolve_device
     from .pipelines.preprocess import PreprocessOptions, preprocess as run
 
     opts = PreprocessOptions(size=size, detector=detector, detect_size=detect_size, pads=tuple(pads),
@@ -461,7 +461,7 @@ def eval_sync(
     from rich.table import Table
 
     from .eval.lse import evaluate_expert, evaluate_syncnet_v2, load_sync_model
-    from .models.inference import resolve_device
+    from .device import resolve_device
 
     dev = resolve_device(device)
     kind, net = load_sync_model(str(syncnet))
@@ -632,7 +632,7 @@ def eval_davs(
     from rich.table import Table
 
     from .eval.davs import evaluate_split
-    from .models.inference import resolve_device
+    from .device import resolve_device
     from .train.davs import load_davs
 
     dev = resolve_device(device)

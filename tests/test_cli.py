@@ -72,7 +72,7 @@ def test_dub_writes_json_summary(capsys, workdir, example_video, checkpoint):
 
     summary = json.loads(out)
     assert summary["frames"] == 10 and summary["output"] == "out.mp4"
-    from lipsync_cli.models.inference import auto_precision
+    from lipsync_cli.device import auto_precision
 
     assert summary["device"] == "cpu" and summary["precision"] == auto_precision(torch.device("cpu"))
     assert media.probe(workdir / "out.mp4").video.frame_count == 10

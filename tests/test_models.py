@@ -278,11 +278,11 @@ def test_bf16_on_cpu_stays_close_to_fp32(wav2lip):
 
 
 def test_auto_precision_follows_the_cpu(wav2lip, monkeypatch):
-    from lipsync_cli.models import inference
+    from lipsync_cli import device
 
-    monkeypatch.setattr(inference, "cpu_has_amx_bf16", lambda: True)
+    monkeypatch.setattr(device, "cpu_has_amx_bf16", lambda: True)
     assert GeneratorRunner(wav2lip, device="cpu").precision == "bf16"
-    monkeypatch.setattr(inference, "cpu_has_amx_bf16", lambda: False)
+    monkeypatch.setattr(device, "cpu_has_amx_bf16", lambda: False)
     assert GeneratorRunner(wav2lip, device="cpu").precision == "fp32"
 
 
@@ -299,3 +299,64 @@ def test_cuda_without_a_gpu_is_refused(wav2lip):
         GeneratorRunner(wav2lip, device="cuda")
     runner = GeneratorRunner(wav2lip, device="auto")
     assert runner.device.type == "cpu" and runner.precision in ("fp32", "bf16")
+
+
+# --------------------------------------------------------------------------- the device policy
+
+
+def test_amx_probe_is_switched_off_by_the_environment(monkeypatch):
+    from lipsync_cli import device
+
+    import io
+
+    # a CPU with AMX, as /proc/cpuinfo reads there
+    monkeypatch.setattr(device, "open", lambda *a, **k: io.StringIO("flags\t: fpu avx2 amx_bf16\n"), raising=False)
+    assert device.cpu_has_amx_bf16()
+    for name, value in (("LIPSYNC_NO_AMX", "1"), ("ONEDNN_MAX_CPU_ISA", "AVX2"), ("ONEDNN_MAX_CPU_ISA", "avx512_core")):
+        with monkeypatch.context() as m:
+            m.setenv(name, value)
+            assert not device.cpu_has_amx_bf16(), (name, value)
+            assert device.auto_precision(torch.device("cpu")) == "fp32"
+            assert device.autocast_dtype(torch.device("cpu"), "auto") is None
+    for value in ("AVX512_CORE_AMX", "ALL"):
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", value)
+        assert device.cpu_has_amx_bf16()
+        assert device.autocast_dtype(torch.device("cpu"), "on") == torch.bfloat16
+
+
+def test_autocast_dtype_and_context(monkeypatch):
+    from lipsync_cli import device
+    from lipsync_cli.errors import InputError
+
+    assert device.autocast_dtype(torch.device("cuda"), "auto") == torch.float16
+    assert device.autocast_dtype(torch.device("cuda"), "off") is None
+    with pytest.raises(InputError, match="--amp fast"):
+        device.autocast_dtype(torch.device("cpu"), "fast")
+    monkeypatch.setattr(device, "cpu_has_amx_bf16", lambda: True)
+    assert device.auto_precision(torch.device("cpu")) == "bf16"
+    assert device.auto_precision(torch.device("cuda")) == "fp16"
+    lin = nn.Linear(4, 4)
+    with device.autocast(torch.device("cpu"), torch.bfloat16):
+        assert lin(torch.ones(1, 4)).dtype == torch.bfloat16
+    with device.autocast(torch.device("cpu"), None):
+        assert lin(torch.ones(1, 4)).dtype == torch.float32
+
+
+def test_resolve_device_under_torchrun_takes_the_local_gpu(monkeypatch):
+    from lipsync_cli import device
+    from lipsync_cli.errors import InputError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert device.resolve_device("auto") == torch.device("cuda")
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    assert device.resolve_device("auto") == torch.device("cuda:1")
+    assert device.resolve_device("cuda") == torch.device("cuda:1")
+    assert device.resolve_device("cuda:0") == torch.device("cuda:0")  # an explicit GPU stays
+    assert device.resolve_device("cpu") == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert device.resolve_device("auto") == torch.device("cpu")  # CPU processes under torchrun
+    with pytest.raises(LipsyncError, match="cuda:1"):
+        device.resolve_device("cuda:1")
+    with pytest.raises(InputError, match="tpu"):
+        device.resolve_device("tpu")

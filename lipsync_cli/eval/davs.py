@@ -66,7 +66,7 @@ def retrieval(query: torch.Tensor, gallery: torch.Tensor, words: torch.Tensor | 
 def _features(net, ds: WordClips, samples, batch_size: int, device, dtype) -> dict:
     """Run the encoders (and the decoder) over `samples` of a WordClips: clip features, logits
     and reconstruction scores, concatenated. (The probe's person-ID features: `_person_features`.)"""
-    from ..train.loop import autocast
+    from ..device import autocast
 
     out: dict[str, list] = {k: [] for k in ("f_v", "f_a", "logit_v", "logit_a", "word", "person",
                                             "psnr_audio", "psnr_video", "ssim_audio", "ssim_video")}
@@ -100,7 +100,7 @@ def _person_features(net, ds: WordClips, batch_size: int, device, dtype) -> tupl
     """The probe's inputs from a split, without running the other networks: the person-ID features
     of each clip's first T frames (what `_OnePerClip` gives the encoders), concatenated in order as
     C_p^w reads them, and the clips' words."""
-    from ..train.loop import autocast
+    from ..device import autocast
 
     feats, words = [], []
     net.eval()

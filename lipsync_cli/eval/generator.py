@@ -30,7 +30,7 @@ from .lse import expert_sync_of_crops
 def generate(gen, faces: np.ndarray, references: np.ndarray, mel_windows: np.ndarray, device="cpu",
              dtype: torch.dtype | None = None, batch: int = 32) -> np.ndarray:
     """Faces and references (n, 96, 96, 3) uint8 BGR, mel windows (n, 80, 16) -> (n, 96, 96, 3) uint8."""
-    from ..train.loop import autocast
+    from ..device import autocast
 
     gen.eval()
     out = np.empty_like(faces)

@@ -16,48 +16,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import LipsyncError
+from ..device import auto_precision, autocast, resolve_device
+from ..errors import InputError, LipsyncError
 
 FACE_SIZE = 96
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise LipsyncError("--device cuda: no CUDA GPU is available to PyTorch here")
-    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
-        raise LipsyncError(f"--device {name}: choose auto, cpu or cuda")
-    return torch.device(name)
-
-
-def cpu_has_amx_bf16() -> bool:
-    """True when the CPU multiplies bf16 matrices in hardware (AMX), where oneDNN's bf16
-    convolutions beat fp32 several times over. Read from Linux's CPU flags; False elsewhere,
-    and False when oneDNN is kept off AMX (ONEDNN_MAX_CPU_ISA=AVX2 and the like, which makes a
-    machine behave as an AVX2-only CPU) or LIPSYNC_NO_AMX=1 is set: bf16 would then be emulated."""
-    import os
-
-    if os.environ.get("LIPSYNC_NO_AMX", "") not in ("", "0"):
-        return False
-    isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper()
-    if isa and "AMX" not in isa and isa not in ("ALL", "DEFAULT"):
-        return False
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return "amx_bf16" in line.split()
-    except OSError:
-        pass
-    return False
-
-
-def auto_precision(device: torch.device) -> str:
-    """What `--precision auto` means on this device."""
-    if device.type == "cuda":
-        return "fp16"
-    return "bf16" if cpu_has_amx_bf16() else "fp32"
 
 
 def fold_batchnorm(net: nn.Module, inplace: bool = False) -> nn.Module:
@@ -89,9 +51,9 @@ class GeneratorRunner:
         if precision == "auto":
             precision = auto_precision(self.device)
         if precision not in ("fp32", "fp16", "bf16"):
-            raise LipsyncError(f"--precision {precision}: choose auto, fp32, fp16 or bf16")
+            raise InputError(f"--precision {precision}: choose auto, fp32, fp16 or bf16")
         if precision == "fp16" and not cuda:
-            raise LipsyncError("--precision fp16 needs a CUDA device; the CPU runs fp32 or bf16")
+            raise InputError("--precision fp16 needs a CUDA device; the CPU runs fp32 or bf16")
         self.precision = precision
         # CUDA: autocast (fp32 weights, half-precision matmuls). CPU bf16: the weights themselves
         # in bf16, which is faster than autocast there and halves the memory they take.
@@ -113,10 +75,7 @@ class GeneratorRunner:
         if dev.type == "cpu":
             x = x.contiguous(memory_format=torch.channels_last)
         m = torch.from_numpy(mel).to(dev, non_blocking=True).unsqueeze(1).to(self.input_dtype)
-        if self.autocast_dtype is not None:
-            with torch.autocast(device_type=dev.type, dtype=self.autocast_dtype):
-                out = self.net(m, x)
-        else:
+        with autocast(dev, self.autocast_dtype):
             out = self.net(m, x)
         out = out.float().mul_(255.0)
         if round_output:

@@ -286,16 +286,6 @@ def shard_from_environment(env=os.environ) -> Shard | None:
     return None
 
 
-def device_for_shard(device: str, env=os.environ) -> str:
-    """Under torchrun, `auto` means this process's own GPU (LOCAL_RANK)."""
-    if device == "auto" and "LOCAL_RANK" in env:
-        import torch
-
-        if torch.cuda.is_available():
-            return f"cuda:{int(env['LOCAL_RANK']) % torch.cuda.device_count()}"
-    return device
-
-
 # ----------------------------------------------------------------------------------------------
 # The job log
 

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from ..checkpoints import read_state_dict, save_published
+from ..device import autocast, autocast_dtype, resolve_device  # noqa: F401 (autocast: the loops' loop.autocast)
 from ..errors import InputError
 from ..outputs import atomic_write_text, link_or_copy, refuse_overlap
 
@@ -94,26 +95,6 @@ def seed_everything(seed: int):
     torch.manual_seed(seed)
 
 
-def resolve_device(name: str) -> torch.device:
-    from ..models.inference import resolve_device as resolve
-
-    if "LOCAL_RANK" in os.environ and name in ("auto", "cuda") and torch.cuda.is_available():
-        return torch.device(f"cuda:{int(os.environ['LOCAL_RANK'])}")
-    return resolve(name)
-
-
-def autocast_dtype(device: torch.device, amp: str) -> torch.dtype | None:
-    if amp == "off":
-        return None
-    if amp not in ("auto", "on"):
-        raise InputError(f"--amp {amp}: choose auto, on or off")
-    if device.type == "cuda":
-        return torch.float16
-    from ..models.inference import cpu_has_amx_bf16
-
-    return torch.bfloat16 if cpu_has_amx_bf16() else None
-
-
 def place(model: torch.nn.Module, device: torch.device, dtype: torch.dtype | None) -> torch.nn.Module:
     """Move a network to the device; under mixed precision also to channels-last memory, the
     layout oneDNN's bf16 and cuDNN's fp16 convolutions run natively (bf16 training of the
@@ -125,13 +106,6 @@ def place(model: torch.nn.Module, device: torch.device, dtype: torch.dtype | Non
             if t.dim() == 4:
                 t.data = t.data.contiguous(memory_format=torch.channels_last)
     return model
-
-
-def autocast(device: torch.device, dtype: torch.dtype | None):
-    """Mixed precision for a forward pass, or nothing when dtype is None."""
-    import contextlib
-
-    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,7 @@ def _report_errors(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from .detect import DetectorUnavailable
+        from .faces import DetectorUnavailable
 
         debug = bool(kwargs.get("debug")) or bool(os.environ.get("LIPSYNC_DEBUG"))
         try:

@@ -209,7 +209,7 @@ def test_short_training_lowers_the_losses_and_resumes(words, tmp_path):
 
 
 def test_alignment_maps_key_points_to_the_template_and_pastes_back():
-    from lipsync_cli.detect import align
+    from lipsync_cli.faces import align
 
     rng = np.random.default_rng(0)
     angle, scale, shift = 0.2, 1.7, np.array([40.0, 25.0])

@@ -13,7 +13,7 @@ import torch
 from conftest import decode_frames, ffmpeg, numbered_frames, read_number, tone, write_frames
 from lipsync_cli import audio as audio_mod
 from lipsync_cli import media
-from lipsync_cli.detect import make_detector, pad_box
+from lipsync_cli.faces import make_detector, pad_box
 from lipsync_cli.errors import InputError
 from lipsync_cli.pipelines import dub as dub_mod
 from lipsync_cli.pipelines.dub import DubOptions, dub, source_index
@@ -296,7 +296,7 @@ def test_small_face_in_a_large_frame_is_found_by_the_second_look(tmp_path, examp
 def test_boxes_between_detected_frames_are_interpolated(example_portrait):
     # A face gliding 6 px per frame: detecting every 4th frame and interpolating gives nearly the
     # boxes that detecting every frame gives.
-    from lipsync_cli.detect import iou
+    from lipsync_cli.faces import iou
     from lipsync_cli.pipelines.dub import _BoxFinder, _Clock
 
     face = cv2.resize(cv2.imread(str(example_portrait)), (128, 128))

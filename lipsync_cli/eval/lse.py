@@ -68,7 +68,7 @@ def sync_scores(dists: torch.Tensor, vshift: int = VSHIFT) -> tuple[float, float
 def face_track(video: str, detector: str = "retinaface", device: str = "cpu") -> tuple[list[np.ndarray], list]:
     """Frames at 25 fps and the followed face's box (x1, y1, x2, y2) in each; frames without a
     detection take the nearest detected box."""
-    from ..detect import FaceTracker, make_detector
+    from ..faces import FaceTracker, make_detector
 
     info = media.probe(video)
     if info.video is None or info.video.frame_count == 0:
@@ -141,7 +141,7 @@ def evaluate_syncnet_v2(net, video: str, audio_path: str | None = None, detector
 def evaluate_expert(expert, video: str, audio_path: str | None = None, detector: str = "retinaface",
                     batch: int = 20, device: str = "cpu") -> SyncResult:
     """The same statistics with our lip-sync expert: 96x96 crops (dub's pads), mel windows."""
-    from ..detect import DEFAULT_PADS, pad_box
+    from ..faces import DEFAULT_PADS, pad_box
 
     frames, boxes = face_track(video, detector, device)
     h, w = frames[0].shape[:2]

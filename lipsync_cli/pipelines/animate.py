@@ -62,7 +62,7 @@ def _read_photo(path: str) -> np.ndarray:
 
 
 def _detect_one(detector, image: np.ndarray, what: str):
-    from ..detect import select_face
+    from ..faces import select_face
 
     det = select_face(detector.detect([image])[0])
     if det is None:
@@ -90,7 +90,7 @@ def _encode_batches(encoder, inputs: np.ndarray, batch: int, device) -> np.ndarr
 def _driver_faces(path: str, opts: AnimateOptions, detector, size: int) -> np.ndarray:
     """The driving video's faces at opts.fps, aligned like the photo: (n, 3, size, size) in [0, 1].
     Key points are followed through the video and averaged over 5 frames against jitter."""
-    from ..detect import FaceTracker, align
+    from ..faces import FaceTracker, align
 
     info = media.probe(path)
     if info.video is None or info.video.frame_count == 0:
@@ -120,7 +120,7 @@ def _driver_faces(path: str, opts: AnimateOptions, detector, size: int) -> np.nd
 
 def animate(photo: str, audio_path: str | None, output: str, opts: AnimateOptions, force: bool = False,
             progress: Callable[[int, int], None] | None = None) -> AnimateResult:
-    from ..detect import align, make_detector
+    from ..faces import align, make_detector
     from ..device import resolve_device
     from ..train.davs import load_davs
 

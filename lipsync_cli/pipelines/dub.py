@@ -28,7 +28,7 @@ import numpy as np
 
 from .. import audio as audio_mod
 from .. import media, outputs
-from ..detect import DEFAULT_PADS, BoxSmoother, DetectorPool, DetectorUnavailable, FaceTracker, pad_box
+from ..faces import DEFAULT_PADS, BoxSmoother, DetectorPool, DetectorUnavailable, FaceTracker, pad_box
 from ..errors import InputError, LipsyncError
 from ..models.inference import FACE_SIZE, GeneratorRunner
 from .stages import threaded

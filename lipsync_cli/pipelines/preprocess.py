@@ -33,7 +33,7 @@ import cv2
 from .. import audio as audio_mod
 from .. import media, outputs
 from ..errors import InputError, LipsyncError
-from ..detect import DetectorPool
+from ..faces import DetectorPool
 from .dub import DubOptions, _BoxFinder, _Clock
 
 VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".flv"}

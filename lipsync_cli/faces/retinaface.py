@@ -99,7 +99,7 @@ def decode_outputs(
 
 
 class RetinaFaceDetector:
-    """RetinaFace-mobilenet0.25 (ONNX). See :func:`lipsync_cli.detect.make_detector`."""
+    """RetinaFace-mobilenet0.25 (ONNX). See :func:`lipsync_cli.faces.make_detector`."""
 
     name = "retinaface"
 

@@ -49,7 +49,7 @@ def _first_line(exc: BaseException) -> str:
 
 
 class S3FDDetector:
-    """S3FD via face_alignment's SFDDetector. See :func:`lipsync_cli.detect.make_detector`."""
+    """S3FD via face_alignment's SFDDetector. See :func:`lipsync_cli.faces.make_detector`."""
 
     name = "s3fd"
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lipsync_cli.detect import (
+from lipsync_cli.faces import (
     BoxSmoother,
     Detection,
     DetectorUnavailable,
@@ -303,7 +303,7 @@ def test_s3fd_no_candidates(tmp_path):
 
 def test_s3fd_real_weights_if_present(portrait):
     """With the published weights at hand (torch hub cache or $S3FD_WEIGHTS): one face."""
-    from lipsync_cli.detect.s3fd import default_weights_path
+    from lipsync_cli.faces.s3fd import default_weights_path
 
     path = Path(os.environ.get("S3FD_WEIGHTS", default_weights_path()))
     if not path.is_file():

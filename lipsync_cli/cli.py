@@ -45,8 +45,6 @@ def _report_errors(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from .faces import DetectorUnavailable
-
         debug = bool(kwargs.get("debug")) or bool(os.environ.get("LIPSYNC_DEBUG"))
         try:
             return fn(*args, **kwargs)
@@ -58,7 +56,7 @@ def _report_errors(fn):
         except Exception as exc:
             if debug:
                 traceback.print_exc()
-            if isinstance(exc, (LipsyncError, DetectorUnavailable)):
+            if isinstance(exc, LipsyncError):
                 err.print(f"error: {exc}", markup=False)
                 raise typer.Exit(getattr(exc, "exit_code", 1))
             err.print(f"error: {type(exc).__name__}: {exc} (run with --debug for the traceback)", markup=False)

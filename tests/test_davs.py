@@ -210,6 +210,7 @@ def test_short_training_lowers_the_losses_and_resumes(words, tmp_path):
 
 def test_alignment_maps_key_points_to_the_template_and_pastes_back():
     from lipsync_cli.faces import align
+    from lipsync_cli.faces.paste import AlignedPaster, soft_mask
 
     rng = np.random.default_rng(0)
     angle, scale, shift = 0.2, 1.7, np.array([40.0, 25.0])
@@ -222,10 +223,10 @@ def test_alignment_maps_key_points_to_the_template_and_pastes_back():
 
     image = (rng.random((200, 220, 3)) * 255).astype(np.uint8)
     image = cv2.GaussianBlur(image, (9, 9), 0)  # smooth content: warping it twice loses little
-    paster = align.Paster(image, m, 64)
+    paster = AlignedPaster(image, m, 64)
     face = align.align(image, m, 64)
     back = paster.paste(face)
-    inside = cv2.warpAffine(np.ones((64, 64), np.float32) * (align.soft_mask(64) > 0.99), paster.inverse,
+    inside = cv2.warpAffine(np.ones((64, 64), np.float32) * (soft_mask(64) > 0.99), paster.inverse,
                             (220, 200)) > 0.99
     assert inside.sum() > 500
     assert np.abs(back.astype(int) - image.astype(int))[inside].mean() < 6  # the face returns where it was

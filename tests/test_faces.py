@@ -1,4 +1,4 @@
-"""Face detection: RetinaFace and S3FD on real media, tracking, smoothing, padding.
+"""Faces: RetinaFace and S3FD on real media, tracking, smoothing, padding, FaceBoxes.
 
 Real media come from ../shared/media (or $LIPSYNC_MEDIA), else from examples/; tests that need
 them are skipped when neither has them.
@@ -14,10 +14,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lipsync_cli.errors import LipsyncError
 from lipsync_cli.faces import (
+    SMOOTH_WINDOW,
     BoxSmoother,
     Detection,
+    DetectorPool,
     DetectorUnavailable,
+    FaceBoxes,
     FaceDetector,
     FaceTracker,
     detection_size,
@@ -323,6 +327,7 @@ def test_s3fd_missing_weights_file_is_unavailable(tmp_path):
     msg = str(e.value)
     assert "\n" not in msg
     assert "s3fd-619a316812.pth" in msg and "--s3fd-weights" in msg and str(missing) in msg
+    assert isinstance(e.value, LipsyncError) and e.value.exit_code == 2  # the user named that file
 
 
 def test_s3fd_offline_download_is_unavailable(tmp_path, monkeypatch):
@@ -344,6 +349,7 @@ def test_s3fd_offline_download_is_unavailable(tmp_path, monkeypatch):
     assert "\n" not in msg
     assert "s3fd-619a316812.pth" in msg and "--s3fd-weights" in msg
     assert str(tmp_path / "hub" / "checkpoints" / "s3fd-619a316812.pth") in msg
+    assert isinstance(e.value, LipsyncError) and e.value.exit_code == 1  # not the user's mistake
 
 
 def test_s3fd_uses_hub_cache_without_network(tmp_path, monkeypatch, random_s3fd_weights):
@@ -375,7 +381,7 @@ def test_s3fd_bad_weights_file_is_unavailable(tmp_path, content):
         torch.save({"conv.weight": torch.zeros(1)}, path)
     with pytest.raises(DetectorUnavailable) as e:
         make_detector("s3fd", s3fd_weights=str(path))
-    assert "\n" not in str(e.value) and str(path) in str(e.value)
+    assert "\n" not in str(e.value) and str(path) in str(e.value) and e.value.exit_code == 2
 
 
 # --------------------------------------------------------------------------- tracking
@@ -541,13 +547,14 @@ def test_smoother_streaming_equals_whole_and_lags():
 
 
 def test_pad_box_default_pads_and_clipping():
-    assert pad_box((10.2, 20.6, 50.4, 80.5), (0, 10, 0, 0), 640, 480) == (21, 90, 10, 50)
+    # (x1, y1, x2, y2) in and out; pads (top, bottom, left, right)
+    assert pad_box((10.2, 20.6, 50.4, 80.5), (0, 10, 0, 0), 640, 480) == (10, 21, 50, 90)
     # clipped at every edge
-    assert pad_box((-5, -3, 650, 479), (5, 10, 5, 5), 640, 480) == (0, 480, 0, 640)
+    assert pad_box((-5, -3, 650, 479), (5, 10, 5, 5), 640, 480) == (0, 0, 640, 480)
     assert pad_box((100, 100, 200, 200), (10, 20, 30, 40), frame_w=640, frame_h=480) == (
-        90, 220, 70, 240)
-    y1, y2, x1, x2 = pad_box((1.0, 2.0, 3.0, 4.0), (0, 10, 0, 0), 100, 100)
-    assert all(isinstance(v, int) for v in (y1, y2, x1, x2))
+        70, 90, 240, 220)
+    x1, y1, x2, y2 = pad_box((1.0, 2.0, 3.0, 4.0), (0, 10, 0, 0), 100, 100)
+    assert all(isinstance(v, int) for v in (x1, y1, x2, y2))
     with pytest.raises(ValueError):
         pad_box((700, 10, 800, 50), (0, 10, 0, 0), 640, 480)
 
@@ -562,6 +569,152 @@ def test_track_smooth_pad_on_real_frames(retina, talk_frames):
     out += smoother.flush()
     assert len(out) == len(talk_frames) and all(b is not None for b in out)
     for b in out:
-        y1, y2, x1, x2 = pad_box(b, (0, 10, 0, 0), w, h)
+        x1, y1, x2, y2 = pad_box(b, (0, 10, 0, 0), w, h)
         assert 0 <= y1 < y2 <= h and 0 <= x1 < x2 <= w
         assert talk_frames[0][y1:y2, x1:x2].size > 0
+
+
+# --------------------------------------------------------------------------- FaceBoxes
+
+
+def test_boxes_between_detected_frames_are_interpolated(example_portrait):
+    # A face gliding 6 px per frame: detecting every 4th frame and interpolating gives nearly the
+    # boxes that detecting every frame gives.
+    import cv2
+
+    face = cv2.resize(cv2.imread(str(example_portrait)), (128, 128))
+    frames = np.full((9, 240, 320, 3), 50, np.uint8)
+    for i in range(9):
+        frames[i, 60:188, 20 + 6 * i: 148 + 6 * i] = face
+
+    def boxes(every):
+        finder = FaceBoxes(DetectorPool("retinaface"), 320, 240, smooth=False, detect_every=every)
+        return [box for _, box in finder.push(frames) + finder.flush()]
+
+    dense, sparse = boxes(1), boxes(4)
+    assert all(b is not None for b in dense + sparse)
+    assert min(iou(a, b) for a, b in zip(dense, sparse)) > 0.9
+    assert sparse[2][0] > sparse[0][0] + 6  # the interpolated box moves with the face
+
+
+class ScriptedDetector:
+    """A detector that answers from a script: frame value (the first pixel) -> detections; it
+    records the frames it was asked about, per detection size."""
+
+    name = "scripted"
+
+    def __init__(self, script, max_side, asked):
+        self.script, self.max_side, self.asked = script, max_side, asked
+
+    def detect(self, frames):
+        self.asked.append((self.max_side, [int(f[0, 0, 0]) for f in frames]))
+        return [list(self.script.get((self.max_side, int(f[0, 0, 0])), self.script.get(int(f[0, 0, 0]), [])))
+                for f in frames]
+
+
+def scripted_pool(script):
+    asked: list = []
+    return (lambda max_side: ScriptedDetector(script, max_side, asked)), asked
+
+
+def numbered(n, h=100, w=200):
+    frames = np.zeros((n, h, w, 3), np.uint8)
+    frames[:, 0, 0, 0] = np.arange(n)
+    return frames
+
+
+def test_face_boxes_detect_every_nth_frame_interpolate_and_pad():
+    script = {i: [det((10 + 2 * i, 20, 50 + 2 * i, 60))] for i in range(10)}
+    pool, asked = scripted_pool(script)
+    fb = FaceBoxes(pool, 200, 100, pads=(0, 10, 0, 0), detect_size=0, detect_every=3, smooth=False)
+    out = fb.push(numbered(8))
+    assert asked == [(0, [0, 3, 6, 7])]  # every 3rd frame and the chunk's last one
+    assert [int(f[0, 0, 0]) for f, _ in out] == list(range(8))
+    assert [b for _, b in out] == [(10 + 2 * i, 20, 50 + 2 * i, 70) for i in range(8)]  # linear face, padded below
+    assert fb.flush() == [] and fb.seconds > 0
+
+
+def test_face_boxes_look_again_at_twice_the_size():
+    # frame 0: a face at the detection size; frame 1: only at twice the size; frame 2: none at all
+    pool, asked = scripted_pool({(320, 0): [det((5, 5, 15, 15))], (640, 1): [det((6, 5, 16, 15))]})
+    fb = FaceBoxes(pool, 1280, 720, detect_every=1, smooth=False, pads=(0, 0, 0, 0))
+    out = fb.push(numbered(3, 720, 1280))
+    assert asked == [(320, [0, 1, 2]), (640, [1, 2])]  # only the frames where nothing was found
+    assert [b for _, b in out] == [(5, 5, 15, 15), (6, 5, 16, 15), None]
+    # a frame no larger than the detection size is not searched again
+    pool, asked = scripted_pool({})
+    FaceBoxes(pool, 320, 200, detect_every=1).push(numbered(2, 200, 320))
+    assert asked == [(320, [0, 1])]
+
+
+def test_face_boxes_track_ids_keep_interpolation_within_a_track():
+    a, b = det((0, 0, 40, 40)), det((100, 0, 140, 40))
+    tracker = FaceTracker(max_lost=1)
+    tracks = tracker.tracks([[a], [], [b], [b]])
+    assert tracks == [{0: a.box}, {}, {1: b.box}, {1: b.box}]  # a re-chosen face is a new track
+    # frame 0 has face a, frame 2 face b (a new track after a frame lost): frame 1 between them
+    # is not interpolated from two different faces
+    pool, _ = scripted_pool({0: [a], 2: [b]})
+    fb = FaceBoxes(pool, 200, 100, detect_size=0, detect_every=2, smooth=False, pads=(0, 0, 0, 0))
+    fb.tracker.max_lost = 0
+    assert [box for _, box in fb.push(numbered(3))] == [(0, 0, 40, 40), None, (100, 0, 140, 40)]
+
+
+def test_face_boxes_streaming_equals_whole_with_smoothing():
+    rng = random.Random(3)
+    script = {}
+    for i in range(60):
+        if rng.random() > 0.1:
+            x = 20 + i + rng.uniform(-3, 3)
+            script[i] = [det((x, 10, x + 40, 60))]
+
+    def run(chunks, every=1):
+        pool, _ = scripted_pool(script)
+        fb = FaceBoxes(pool, 200, 100, detect_size=0, detect_every=every)
+        frames, out = numbered(60), []
+        start = 0
+        for n in chunks:
+            out += fb.push(frames[start:start + n])
+            assert len(out) >= start + n - (SMOOTH_WINDOW - 1)  # held back: the smoothing's look-ahead
+            start += n
+        out += fb.flush()
+        assert [int(f[0, 0, 0]) for f, _ in out] == list(range(60))  # every frame once, in order
+        return [b for _, b in out]
+
+    whole = run([60])
+    assert sum(b is None for b in whole) == 60 - len(script)
+    raw = [script[i][0].box if i in script else None for i in range(60)]
+    assert whole == [None if b is None else pad_box(b, (0, 10, 0, 0), 200, 100) for b in smooth_boxes(raw)]
+    assert run([7, 1, 30, 22]) == whole
+    assert sum(b is None for b in run([7, 1, 30, 22], every=2)) <= 60 - len(script) + 10
+
+
+def test_face_boxes_fixed_box_is_clipped_or_refused():
+    from lipsync_cli.errors import InputError
+
+    fb = FaceBoxes(None, 200, 100, box=(-10, 20, 150, 300))
+    frames = numbered(3)
+    assert [b for _, b in fb.push(frames)] == [(0, 20, 150, 100)] * 3 and fb.flush() == []
+    with pytest.raises(InputError, match=r"--box 5 10 300 400: empty inside a 200x100 frame"):
+        FaceBoxes(None, 200, 100, box=(300, 5, 400, 10))
+
+
+# --------------------------------------------------------------------------- paste
+
+
+def test_box_paster_hard_and_feather_in_the_box():
+    from lipsync_cli.faces import BoxPaster
+
+    frame = np.full((60, 80, 3), 10, np.uint8)
+    face = np.full((96, 96, 3), 200, np.uint8)
+    box = (20, 5, 60, 45)  # x1, y1, x2, y2: 40 wide, 40 high
+    hard = BoxPaster("hard")(frame, box, face)
+    inside = np.zeros(frame.shape[:2], bool)
+    inside[5:45, 20:60] = True
+    assert (hard[inside] == 200).all() and (hard[~inside] == 10).all() and (frame == 10).all()
+    soft = BoxPaster("feather")(frame, box, face)
+    assert (soft[~inside] == 10).all()
+    assert (soft[5:20, 20:60] == 10).all()  # the upper face (eyes) is kept
+    assert (soft[32, 30:50] == 200).all()  # the mouth area is the generated face
+    with pytest.raises(ValueError, match="feather or hard"):
+        BoxPaster("soft")

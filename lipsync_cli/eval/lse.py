@@ -146,9 +146,9 @@ def evaluate_expert(expert, video: str, audio_path: str | None = None, detector:
     frames, boxes = face_track(video, detector, device)
     h, w = frames[0].shape[:2]
     crops = []
-    for frame, (x1, y1, x2, y2) in zip(frames, boxes):
-        by1, by2, bx1, bx2 = pad_box((x1, y1, x2, y2), DEFAULT_PADS, w, h)
-        crops.append(cv2.resize(frame[by1:by2, bx1:bx2], (96, 96)))
+    for frame, box in zip(frames, boxes):
+        x1, y1, x2, y2 = pad_box(box, DEFAULT_PADS, w, h)
+        crops.append(cv2.resize(frame[y1:y2, x1:x2], (96, 96)))
     mel = audio_mod.melspectrogram(audio_mod.load_audio(audio_path or video).samples)
     return expert_sync_of_crops(expert, np.stack(crops), mel, video, batch, device)
 

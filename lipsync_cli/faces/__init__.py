@@ -1,18 +1,20 @@
-"""Face detection: one detector interface (RetinaFace, S3FD), tracking, smoothing, padding.
+"""Faces: finding them, following them through a video, and putting generated ones back.
 
-Detectors are imported lazily by :func:`make_detector`, so importing this package does not load
-onnxruntime or torch.
+- base.py: the detector interface (Detection, FaceDetector, DetectorUnavailable) and the helpers
+  the detectors share; retinaface.py (ONNX, built in) and s3fd.py (face-alignment) implement it;
+  detectors.py builds them by name (make_detector, DetectorPool).
+- track.py: following a face (FaceTracker, by track), smoothing (BoxSmoother), padding (pad_box).
+- boxes.py: FaceBoxes, the streaming per-frame boxes that dub and preprocess crop.
+- paste.py: dub's feathered / hard paste into a box, DAVS's paste through the inverse alignment.
+- align.py: DAVS's template alignment.
+
+Boxes are (x1, y1, x2, y2) throughout. Detectors load onnxruntime or torch only when one is built.
 """
 
-from .base import (
-    DETECTOR_NAMES,
-    Detection,
-    DetectorPool,
-    DetectorUnavailable,
-    FaceDetector,
-    detection_size,
-    make_detector,
-)
+from .base import Detection, DetectorUnavailable, FaceDetector, detection_size
+from .boxes import FaceBoxes
+from .detectors import DETECTOR_NAMES, DetectorPool, make_detector
+from .paste import PASTE_MODES, AlignedPaster, BoxPaster
 from .track import (
     DEFAULT_PADS,
     SMOOTH_WINDOW,
@@ -27,11 +29,15 @@ from .track import (
 __all__ = [
     "DETECTOR_NAMES",
     "DEFAULT_PADS",
+    "PASTE_MODES",
     "SMOOTH_WINDOW",
+    "AlignedPaster",
+    "BoxPaster",
     "BoxSmoother",
     "Detection",
     "DetectorPool",
     "DetectorUnavailable",
+    "FaceBoxes",
     "FaceDetector",
     "FaceTracker",
     "detection_size",

@@ -1,6 +1,6 @@
 """Face alignment for DAVS: the eye centres and the mouth centre mapped by a similarity transform
-(rotation, uniform scale, translation) onto a fixed template, and the inverse transform that
-pastes a generated face back with a soft mask.
+(rotation, uniform scale, translation) onto a fixed template (paste.AlignedPaster pastes a
+generated face back through the inverse transform).
 
 The template puts the eyes and the mouth where the synthetic corpus's face crops have them (an
 upright face filling the crop as Wav2Lip's crops do), so real photos aligned here are framed like
@@ -61,41 +61,3 @@ def alignment(points: np.ndarray, size: int) -> np.ndarray:
 
 def align(image: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
     return cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REPLICATE)
-
-
-def soft_mask(size: int, feather: float = 0.08) -> np.ndarray:
-    """(size, size) float32 in [0, 1]: an ellipse over the face in the aligned frame, its edge
-    blurred over `feather` of the side, so a pasted face fades into the photo."""
-    mask = np.zeros((size, size), np.float32)
-    centre = (size / 2, size * 0.52)
-    axes = (size * 0.36, size * 0.44)
-    cv2.ellipse(mask, (int(round(centre[0])), int(round(centre[1]))),
-                (int(round(axes[0])), int(round(axes[1]))), 0, 0, 360, 1.0, -1)
-    k = max(3, int(size * feather) | 1)
-    return cv2.GaussianBlur(mask, (k, k), 0)
-
-
-class Paster:
-    """Pastes aligned faces back into one image through the inverse of its alignment."""
-
-    def __init__(self, image: np.ndarray, matrix: np.ndarray, size: int, feather: float = 0.08):
-        self.image = image
-        self.inverse = cv2.invertAffineTransform(matrix)
-        h, w = image.shape[:2]
-        mask = cv2.warpAffine(soft_mask(size, feather), self.inverse, (w, h), flags=cv2.INTER_LINEAR)
-        ys, xs = np.nonzero(mask > 1e-3)
-        if len(ys) == 0:
-            raise ValueError("the face lies outside the image")
-        self.y1, self.y2, self.x1, self.x2 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
-        self.alpha = mask[self.y1:self.y2, self.x1:self.x2, None]
-        self.shift = self.inverse.copy()
-        self.shift[:, 2] -= (self.x1, self.y1)  # warp straight into the region that changes
-
-    def paste(self, face: np.ndarray) -> np.ndarray:
-        out = self.image.copy()
-        region = out[self.y1:self.y2, self.x1:self.x2]
-        warped = cv2.warpAffine(face, self.shift, (self.x2 - self.x1, self.y2 - self.y1), flags=cv2.INTER_LINEAR,
-                                borderMode=cv2.BORDER_REPLICATE)
-        blended = region.astype(np.float32) * (1 - self.alpha) + warped.astype(np.float32) * self.alpha
-        out[self.y1:self.y2, self.x1:self.x2] = np.clip(blended + 0.5, 0, 255).astype(np.uint8)
-        return out

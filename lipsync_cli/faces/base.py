@@ -1,4 +1,4 @@
-"""One face-detector interface, shared helpers, and the detector factory.
+"""The face-detector interface that every detector implements, and the helpers they share.
 
 Every detector takes a batch of same-sized uint8 HxWx3 **BGR** frames (as decoded for the
 model) and returns, per frame, a list of :class:`Detection` sorted by score, highest first.
@@ -14,8 +14,7 @@ from typing import Protocol, Sequence, runtime_checkable
 import cv2
 import numpy as np
 
-DETECTOR_NAMES = ("retinaface", "s3fd")
-
+from ..errors import InputError, LipsyncError
 
 @dataclass(frozen=True)
 class Detection:
@@ -56,8 +55,15 @@ class FaceDetector(Protocol):
         ...
 
 
-class DetectorUnavailable(Exception):
-    """A detector cannot be used here; the message is one line meant for the user."""
+class DetectorUnavailable(LipsyncError):
+    """A detector cannot be set up here (its weights missing, unreadable or not downloadable);
+    the message is one line that says what to do. Exit code 1, or 2 when the file the user named
+    (--s3fd-weights) is the problem."""
+
+    def __init__(self, message: str, *, users_file: bool = False):
+        super().__init__(message)
+        if users_file:
+            self.exit_code = InputError.exit_code
 
 
 def check_frames(frames: Sequence[np.ndarray]) -> tuple[int, int]:
@@ -105,47 +111,3 @@ def clip_box(
         min(max(x2, 0.0), float(width)),
         min(max(y2, 0.0), float(height)),
     )
-
-
-class DetectorPool:
-    """Detectors of one kind built once per detection size and reused (clips of a batch, the
-    second look at twice the size). Not thread-safe: one decoding thread uses it."""
-
-    def __init__(self, name: str, device: str = "cpu", s3fd_weights: str | None = None):
-        self.name, self.device, self.s3fd_weights = name, device, s3fd_weights
-        self._built: dict[int, FaceDetector] = {}
-
-    def __call__(self, max_side: int) -> FaceDetector:
-        if max_side not in self._built:
-            self._built[max_side] = make_detector(self.name, self.device, max_side=max_side,
-                                                  s3fd_weights=self.s3fd_weights)
-        return self._built[max_side]
-
-
-def make_detector(
-    name: str,
-    device: str = "cpu",
-    *,
-    max_side: int = 480,
-    s3fd_weights: str | None = None,
-    score_threshold: float = 0.8,
-) -> FaceDetector:
-    """Build a face detector by name ("retinaface" or "s3fd").
-
-    ``device``: "cpu" or "cuda[:N]" (RetinaFace falls back to CPU when onnxruntime has no
-    CUDA provider). ``max_side``: detection resolution, see :func:`detection_size`.
-    ``s3fd_weights``: local path to s3fd-619a316812.pth (otherwise the torch hub cache / a
-    download is tried). Raises :class:`DetectorUnavailable` when the detector cannot be set up.
-    """
-    key = name.lower().strip()
-    if key == "retinaface":
-        from .retinaface import RetinaFaceDetector
-
-        return RetinaFaceDetector(device, max_side=max_side, score_threshold=score_threshold)
-    if key == "s3fd":
-        from .s3fd import S3FDDetector
-
-        return S3FDDetector(
-            device, max_side=max_side, weights=s3fd_weights, score_threshold=score_threshold
-        )
-    raise ValueError(f"unknown face detector {name!r}; choose one of: {', '.join(DETECTOR_NAMES)}")

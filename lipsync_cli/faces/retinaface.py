@@ -37,7 +37,7 @@ def _cpu_threads() -> int:
 
 
 @lru_cache(maxsize=4)
-def _session(use_cuda: bool, threads: int):
+def _session(gpu: int | None, threads: int):
     import onnxruntime as ort
     from retinaface.weights import WEIGHTS
 
@@ -47,9 +47,9 @@ def _session(use_cuda: bool, threads: int):
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     # no busy-waiting between runs: the pipeline's other stages (decode, generator) share the CPU
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    providers = ["CPUExecutionProvider"]
-    if use_cuda:
-        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    providers: list = ["CPUExecutionProvider"]
+    if gpu is not None:
+        providers = [("CUDAExecutionProvider", {"device_id": gpu}), "CPUExecutionProvider"]
     return ort.InferenceSession(WEIGHTS, sess_options=opts, providers=providers)
 
 
@@ -99,7 +99,7 @@ def decode_outputs(
 
 
 class RetinaFaceDetector:
-    """RetinaFace-mobilenet0.25 (ONNX). See :func:`lipsync_cli.faces.make_detector`."""
+    """RetinaFace-mobilenet0.25 (ONNX). See :func:`lipsync_cli.faces.detectors.make_detector`."""
 
     name = "retinaface"
 
@@ -113,9 +113,11 @@ class RetinaFaceDetector:
     ):
         self.max_side = max_side
         self.score_threshold = float(score_threshold)
-        use_cuda = str(device).startswith("cuda") and _cuda_available()
-        self.device = "cuda" if use_cuda else "cpu"
-        self._session = _session(use_cuda, threads or _cpu_threads())
+        device = str(device)
+        # "cuda:N" runs on GPU N (each torchrun process on its own), "cuda" on the first
+        gpu = int(device.partition(":")[2] or 0) if device.startswith("cuda") and _cuda_available() else None
+        self.device = "cpu" if gpu is None else "cuda"
+        self._session = _session(gpu, threads or _cpu_threads())
         self._input_name = self._session.get_inputs()[0].name
 
     def detect(self, frames: list[np.ndarray]) -> list[list[Detection]]:

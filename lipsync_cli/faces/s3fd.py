@@ -49,7 +49,7 @@ def _first_line(exc: BaseException) -> str:
 
 
 class S3FDDetector:
-    """S3FD via face_alignment's SFDDetector. See :func:`lipsync_cli.faces.make_detector`."""
+    """S3FD via face_alignment's SFDDetector. See :func:`lipsync_cli.faces.detectors.make_detector`."""
 
     name = "s3fd"
 
@@ -72,11 +72,13 @@ class S3FDDetector:
         self.device = device
 
         path: Path | None = Path(weights).expanduser() if weights is not None else None
+        users_file = path is not None  # a file the user named: a wrong one is their mistake (exit 2)
         if path is None and default_weights_path().is_file():
             path = default_weights_path()
         if path is not None and not path.is_file():
             raise DetectorUnavailable(
-                f"S3FD weights not found at {path}: {S3FD_FILENAME} is needed; {_how_to_get()}"
+                f"S3FD weights not found at {path}: {S3FD_FILENAME} is needed; {_how_to_get()}",
+                users_file=users_file,
             )
         try:
             self._sfd = SFDDetector(
@@ -87,7 +89,7 @@ class S3FDDetector:
         except (urllib.error.URLError, OSError) as exc:
             if path is not None:
                 raise DetectorUnavailable(
-                    f"cannot read S3FD weights {path}: {_first_line(exc)}"
+                    f"cannot read S3FD weights {path}: {_first_line(exc)}", users_file=users_file
                 ) from exc
             raise DetectorUnavailable(
                 f"S3FD weights {S3FD_FILENAME} are not available offline "
@@ -97,7 +99,8 @@ class S3FDDetector:
             where = path if path is not None else default_weights_path()
             raise DetectorUnavailable(
                 f"{where} is not a valid S3FD state_dict ({type(exc).__name__}: "
-                f"{_first_line(exc)}); {_how_to_get()}"
+                f"{_first_line(exc)}); {_how_to_get()}",
+                users_file=users_file,
             ) from exc
 
     def detect(self, frames: list[np.ndarray]) -> list[list[Detection]]:

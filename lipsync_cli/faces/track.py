@@ -9,8 +9,9 @@ chunks and never holds all frames::
         ...                        # boxes for the oldest frames not yet emitted, in order
     boxes = smoother.flush()       # the rest
 
-Boxes are (x1, y1, x2, y2) float tuples in full-frame pixels, or None for a frame without the
-tracked face.
+Boxes are (x1, y1, x2, y2) in full-frame pixels everywhere in the code (floats from the
+detectors, integers once padded), or None for a frame without the tracked face.
+(boxes.FaceBoxes runs this chain, with detection every n-th frame, for dub and preprocess.)
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from typing import Iterable, Sequence
 
 from .base import Detection
 
-Box = tuple[float, float, float, float]
+Box = tuple[float, float, float, float]  # (x1, y1, x2, y2)
+Tracks = dict[int, Box]  # one frame's tracked faces: track id -> box
 
 DEFAULT_PADS = (0, 10, 0, 0)  # Wav2Lip's (top, bottom, left, right)
 SMOOTH_WINDOW = 5  # Wav2Lip's temporal window
@@ -66,6 +68,9 @@ class FaceTracker:
     elsewhere does not steal the track. Frames where the tracked face is not found give None
     and keep the last box; after ``max_lost`` such frames in a row (a cut, the person left) the
     face is chosen afresh. ``max_lost`` None: never re-choose.
+
+    Each choice starts a new track (``track_id`` counts them): :meth:`tracks` gives per frame the
+    followed faces by track id, the form in which a tracker of several faces will answer.
     """
 
     def __init__(
@@ -83,6 +88,7 @@ class FaceTracker:
     def reset(self) -> None:
         self.last_box: Box | None = None
         self.lost = 0
+        self.track_id = -1  # the current track's id, -1 before the first
 
     def step(self, dets: Sequence[Detection]) -> Box | None:
         """One frame's detections -> the tracked box (or None)."""
@@ -103,6 +109,8 @@ class FaceTracker:
         if chosen is None:
             self.lost += 1
             return None
+        if self.last_box is None:
+            self.track_id += 1
         self.lost = 0
         self.last_box = tuple(float(v) for v in chosen.box)  # type: ignore[assignment]
         return self.last_box
@@ -110,6 +118,14 @@ class FaceTracker:
     def update(self, dets_per_frame: Iterable[Sequence[Detection]]) -> list[Box | None]:
         """A chunk of frames' detections -> one box (or None) per frame; state carries over."""
         return [self.step(dets) for dets in dets_per_frame]
+
+    def tracks(self, dets_per_frame: Iterable[Sequence[Detection]]) -> list[Tracks]:
+        """As :meth:`update`, each frame's box keyed by its track id ({} without one)."""
+        out: list[Tracks] = []
+        for dets in dets_per_frame:
+            box = self.step(dets)
+            out.append({} if box is None else {self.track_id: box})
+        return out
 
 
 def _mean(boxes: Sequence[Box]) -> Box:
@@ -190,9 +206,10 @@ def pad_box(
     frame_w: int,
     frame_h: int,
 ) -> tuple[int, int, int, int]:
-    """Grow a box by ``pads`` = (top, bottom, left, right) pixels and clip it to the frame.
+    """Grow a box (x1, y1, x2, y2) by ``pads`` = (top, bottom, left, right) pixels and clip it
+    to the frame.
 
-    Returns integer (y1, y2, x1, x2), ready for ``frame[y1:y2, x1:x2]``, as Wav2Lip does:
+    Returns integer (x1, y1, x2, y2), for ``frame[y1:y2, x1:x2]``, as Wav2Lip pads:
     y1 = max(0, top - pad_top), y2 = min(h, bottom + pad_bottom), x1 = max(0, left - pad_left),
     x2 = min(w, right + pad_right). Box coordinates are rounded to the nearest pixel first.
     Raises ValueError when nothing of the box is left inside the frame.
@@ -205,4 +222,4 @@ def pad_box(
     x2 = min(int(frame_w), x2 + pad_right)
     if y2 <= y1 or x2 <= x1:
         raise ValueError(f"box {tuple(box)} lies outside the {frame_w}x{frame_h} frame")
-    return y1, y2, x1, x2
+    return x1, y1, x2, y2

@@ -121,6 +121,7 @@ def _driver_faces(path: str, opts: AnimateOptions, detector, size: int) -> np.nd
 def animate(photo: str, audio_path: str | None, output: str, opts: AnimateOptions, force: bool = False,
             progress: Callable[[int, int], None] | None = None) -> AnimateResult:
     from ..faces import align, make_detector
+    from ..faces.paste import AlignedPaster
     from ..device import resolve_device
     from ..train.davs import load_davs
 
@@ -167,7 +168,7 @@ def animate(photo: str, audio_path: str | None, output: str, opts: AnimateOption
 
         t = time.perf_counter()
         height, width = (size, size) if opts.crop else image.shape[:2]
-        paster = None if opts.crop else align.Paster(image, matrix, size)
+        paster = None if opts.crop else AlignedPaster(image, matrix, size)
         extra = {"shortest": None} if driven_by == "video" else None
         writer = media.FrameWriter(str(out.tmp), width, height, opts.fps, sound_source, extra_output_args=extra)
         try:

@@ -3,9 +3,9 @@
 Data flows one way through stages joined by bounded queues, so memory does not grow with the
 length of the video:
 
-    decode (ffmpeg) -> detect + track + smooth  [thread]
-        -> crop 96x96, mel windows, generator   [main thread: the costly part]
-        -> paste mouths back, encode (ffmpeg)   [thread]
+    decode (ffmpeg) -> face boxes (faces.FaceBoxes: detect, track, smooth, pad)  [thread]
+        -> crop 96x96, mel windows, generator        [main thread: the costly part]
+        -> paste mouths back (faces.BoxPaster), encode (ffmpeg)  [thread]
 
 Timing: the output has as many frames as the audio needs (its duration to the nearest frame);
 frame i is driven by the 16-step mel window starting at int(80 * i / fps). When the audio is
@@ -18,7 +18,6 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections import deque
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from typing import Callable, Iterable, Iterator
@@ -28,12 +27,11 @@ import numpy as np
 
 from .. import audio as audio_mod
 from .. import media, outputs
-from ..faces import DEFAULT_PADS, BoxSmoother, DetectorPool, DetectorUnavailable, FaceTracker, pad_box
 from ..errors import InputError, LipsyncError
+from ..faces import DEFAULT_PADS, PASTE_MODES, BoxPaster, DetectorPool, FaceBoxes
 from ..models.inference import FACE_SIZE, GeneratorRunner
-from .stages import threaded
+from .stages import StageClock, threaded
 
-PASTE_MODES = ("feather", "hard")
 REPLAY_MODES = ("pingpong", "loop")
 
 
@@ -97,17 +95,7 @@ def source_index(j: int, n_src: int, replay: str) -> int:
 class _Item:
     index: int  # output frame index
     frame: np.ndarray  # BGR, full resolution
-    box: tuple[int, int, int, int] | None  # (y1, y2, x1, x2) or None when no face
-
-
-class _Clock:
-    """Wall time spent per stage (threads overlap, so the sum can exceed the total)."""
-
-    def __init__(self):
-        self.seconds: dict[str, float] = {}
-
-    def add(self, stage: str, t0: float):
-        self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - t0
+    box: tuple[int, int, int, int] | None  # (x1, y1, x2, y2) or None when no face
 
 
 def _validate(opts: DubOptions):
@@ -121,111 +109,14 @@ def _validate(opts: DubOptions):
         raise InputError(f"--on-no-face {opts.on_no_face}: choose skip or error")
 
 
-def _fixed_box(box, width: int, height: int) -> tuple[int, int, int, int]:
-    y1, y2, x1, x2 = (int(v) for v in box)
-    y1, x1 = max(0, y1), max(0, x1)
-    y2, x2 = min(height, y2), min(width, x2)
-    if y2 - y1 < 2 or x2 - x1 < 2:
-        raise InputError(f"--box {' '.join(map(str, box))}: empty inside a {width}x{height} frame")
-    return y1, y2, x1, x2
-
-
-class _BoxFinder:
-    """Per-frame face boxes for a stream of frame chunks: detection, tracking, smoothing, padding.
-
-    Smoothing looks ahead, so boxes come out a few frames after their frames went in; frames wait
-    in a small deque meanwhile."""
-
-    def __init__(self, opts: DubOptions, width: int, height: int, clock: _Clock, device: str, detectors=None):
-        self.opts, self.width, self.height, self.clock = opts, width, height, clock
-        # detectors(max_side) -> a detector; the Dubber shares its pool between clips
-        self.detectors = detectors or DetectorPool(opts.detector, device, opts.s3fd_weights)
-        self.detector = None if opts.box else self.detectors(opts.detect_max_side)
-        self.fallback = None
-        self.tracker = FaceTracker(opts.face_index)
-        self.smoother = BoxSmoother() if opts.smooth else BoxSmoother(1)
-        self.waiting: deque[np.ndarray] = deque()
-
-    def _finish(self, boxes) -> list[tuple[np.ndarray, tuple | None]]:
-        out = []
-        for b in boxes:
-            frame = self.waiting.popleft()
-            out.append((frame, None if b is None else pad_box(b, self.opts.pads, self.width, self.height)))
-        return out
-
-    def push(self, frames: np.ndarray) -> list[tuple[np.ndarray, tuple | None]]:
-        if self.opts.box is not None:
-            box = _fixed_box(self.opts.box, self.width, self.height)
-            return [(f, box) for f in frames]
-        t0 = time.perf_counter()
-        n = len(frames)
-        # Detect on every `detect_every`-th frame and on the chunk's last one; the frames between
-        # take boxes interpolated between their detected neighbours.
-        sampled = list(range(0, n, self.opts.detect_every))
-        if sampled[-1] != n - 1:
-            sampled.append(n - 1)
-        dets = self.detector.detect([frames[k] for k in sampled])
-        missed = [i for i, d in enumerate(dets) if not d]
-        if missed and self.opts.detect_max_side and max(self.width, self.height) > self.opts.detect_max_side:
-            # A small face can vanish in the downscaled frame: look again at twice the size.
-            if self.fallback is None:
-                self.fallback = self.detectors(2 * self.opts.detect_max_side)
-            for i, d in zip(missed, self.fallback.detect([frames[sampled[i]] for i in missed])):
-                dets[i] = d
-        tracked = self.tracker.update(dets)
-        raw = [None] * n
-        for (a, box_a), (b, box_b) in zip(zip(sampled, tracked), zip(sampled[1:], tracked[1:])):
-            raw[a] = box_a
-            if box_a is not None and box_b is not None:
-                for k in range(a + 1, b):
-                    w = (k - a) / (b - a)
-                    raw[k] = tuple((1 - w) * u + w * v for u, v in zip(box_a, box_b))
-        raw[sampled[-1]] = tracked[-1]
-        self.waiting.extend(frames)
-        out = self._finish(self.smoother.push(raw))
-        self.clock.add("detect", t0)
-        return out
-
-    def flush(self) -> list[tuple[np.ndarray, tuple | None]]:
-        if self.opts.box is not None:
-            return []
-        return self._finish(self.smoother.flush())
-
-
-def _feather_mask(h: int, w: int) -> np.ndarray:
-    """Blend weights for the generated face inside its box: the lower face (where the mouth is
-    regenerated) fully, fading out towards the eyes and the box edges so no seam shows."""
-    y = np.linspace(0.0, 1.0, h, dtype=np.float32)[:, None]
-    x = np.linspace(0.0, 1.0, w, dtype=np.float32)[None, :]
-
-    def ramp(v, a, b):
-        t = np.clip((v - a) / (b - a), 0.0, 1.0)
-        return t * t * (3 - 2 * t)
-
-    vertical = ramp(y, 0.40, 0.58) * (1.0 - ramp(y, 0.94, 1.0))
-    horizontal = ramp(x, 0.0, 0.12) * (1.0 - ramp(x, 0.88, 1.0))
-    return np.ascontiguousarray(vertical * horizontal)
-
-
-class _Paster:
-    def __init__(self, mode: str):
-        self.mode = mode
-        self._masks: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
-
-    def __call__(self, frame: np.ndarray, box, face: np.ndarray) -> np.ndarray:
-        y1, y2, x1, x2 = box
-        patch = cv2.resize(face, (x2 - x1, y2 - y1))  # bilinear, as the reference
-        out = frame.copy()
-        if self.mode == "hard":
-            out[y1:y2, x1:x2] = patch
-            return out
-        key = (y2 - y1, x2 - x1)
-        if key not in self._masks:
-            m = _feather_mask(*key)
-            self._masks[key] = (m, 1.0 - m)
-        m, inv = self._masks[key]
-        out[y1:y2, x1:x2] = cv2.blendLinear(patch, out[y1:y2, x1:x2], m, inv)
-        return out
+def _box_from_flag(box):
+    """DubOptions.box as the code's (x1, y1, x2, y2).
+    TEMPORARY, the one conversion point until the CLI and the batch manifest parser convert the
+    user's --box / `box` column (Y1 Y2 X1 X2) where they parse it: they still pass it as given."""
+    if box is None:
+        return None
+    y1, y2, x1, x2 = box
+    return x1, y1, x2, y2
 
 
 @dataclass
@@ -251,7 +142,7 @@ class _Clip:
     def __init__(self, request: ClipRequest, opts: DubOptions):
         self.request, self.opts = request, opts
         self.started = time.perf_counter()
-        self.clock = _Clock()
+        self.clock = StageClock()
         self.no_face = 0
         self.written = 0
         self.failure: BaseException | None = None
@@ -324,8 +215,8 @@ class Dubber:
         self.runner = GeneratorRunner(net, opts.device, precision, opts.batch_size, take_ownership=True)
         del net
         self.load_seconds = time.perf_counter() - t0
-        self.paster = _Paster(opts.paste)
-        self.detectors = DetectorPool(opts.detector, self.runner.device.type, opts.s3fd_weights)
+        self.paster = BoxPaster(opts.paste)
+        self.detectors = DetectorPool(opts.detector, str(self.runner.device), opts.s3fd_weights)
         self._open: set[_Clip] = set()  # clips holding a temporary output, removed on an interruption
         self._open_lock = threading.Lock()
 
@@ -360,22 +251,25 @@ class Dubber:
     def _clip_items(self, clip: _Clip) -> Iterator[_Item]:
         """Output frames of one clip in order with their face boxes."""
         opts, n_out = clip.opts, clip.n_out
-        finder = _BoxFinder(opts, clip.width, clip.height, clip.clock, self.runner.device.type, detectors=self.detectors)
-        if clip.still:
-            placed = finder.push(clip.still_frame[None]) + finder.flush()
-            frame, box = placed[0]
-            for j in range(n_out):
-                yield _Item(j, frame, box)
-            return
-        spill = media.FrameSpill(clip.width, clip.height) if n_out > clip.info.video.frame_count else None
+        faces = FaceBoxes(self.detectors, clip.width, clip.height, box=_box_from_flag(opts.box), pads=opts.pads,
+                          face_index=opts.face_index, detect_size=opts.detect_max_side,
+                          detect_every=opts.detect_every, smooth=opts.smooth)
+        spill = None
         boxes: list = []  # per source frame; tiny, kept for the replay passes
         j = 0
         try:
+            if clip.still:
+                [(frame, box)] = faces.push(clip.still_frame[None]) + faces.flush()
+                for j in range(n_out):
+                    yield _Item(j, frame, box)
+                return
+            if n_out > clip.info.video.frame_count:
+                spill = media.FrameSpill(clip.width, clip.height)
             reader = media.FrameReader(clip.info, chunk=self.runner.batch_size)
-            for chunk in _timed(reader, clip.clock, "decode"):
+            for chunk in clip.clock.timed(reader, "decode"):
                 if spill is not None:
                     spill.append(chunk)
-                for frame, box in finder.push(chunk):
+                for frame, box in faces.push(chunk):
                     boxes.append(box)
                     if j < n_out:
                         yield _Item(j, frame, box)
@@ -384,7 +278,7 @@ class Dubber:
                     break
             if clip.cancelled:
                 return
-            for frame, box in finder.flush():
+            for frame, box in faces.flush():
                 boxes.append(box)
                 if j < n_out:
                     yield _Item(j, frame, box)
@@ -400,6 +294,8 @@ class Dubber:
                     yield _Item(j, frame, boxes[-1])
                 j += 1
         finally:
+            if faces.seconds:
+                clip.clock.record("detect", faces.seconds)
             if spill is not None:
                 spill.close()
 
@@ -416,7 +312,7 @@ class Dubber:
                 return items, None
             t = time.perf_counter()
             crops = np.stack([cv2.resize(it.frame[y1:y2, x1:x2], (FACE_SIZE, FACE_SIZE))
-                              for it in with_face for (y1, y2, x1, x2) in [it.box]])
+                              for it in with_face for (x1, y1, x2, y2) in [it.box]])
             windows = audio_mod.mel_windows(clip.mel, clip.fps, [it.index for it in with_face])
             clip.clock.add("prepare", t)
             t = time.perf_counter()
@@ -542,9 +438,9 @@ class Dubber:
             raise fatal[0]
 
 
-def _as_clip_error(exc: Exception) -> LipsyncError | DetectorUnavailable:
+def _as_clip_error(exc: Exception) -> LipsyncError:
     """A clip's failure as a one-line error (unexpected ones keep their type in the message)."""
-    if isinstance(exc, (LipsyncError, DetectorUnavailable)):
+    if isinstance(exc, LipsyncError):
         return exc
     error = LipsyncError(f"{type(exc).__name__}: {exc}")
     error.__cause__ = exc
@@ -567,20 +463,3 @@ def dub(video: str, audio_path: str, output: str, opts: DubOptions, force: bool 
     result.seconds = time.perf_counter() - started
     result.stage_seconds["load"] = dubber.load_seconds
     return result
-
-
-def _timed(iterable, clock: _Clock, stage: str):
-    it = iter(iterable)
-    try:
-        while True:
-            t = time.perf_counter()
-            try:
-                item = next(it)
-            except StopIteration:
-                return
-            clock.add(stage, t)
-            yield item
-    finally:
-        close = getattr(it, "close", None)
-        if close:
-            close()

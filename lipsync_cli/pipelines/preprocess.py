@@ -33,8 +33,7 @@ import cv2
 from .. import audio as audio_mod
 from .. import media, outputs
 from ..errors import InputError, LipsyncError
-from ..faces import DetectorPool
-from .dub import DubOptions, _BoxFinder, _Clock
+from ..faces import DetectorPool, FaceBoxes
 
 VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".flv"}
 FPS = Fraction(25)
@@ -92,10 +91,8 @@ def _process_clip(path: Path, dest: Path, opts: PreprocessOptions, detectors: De
     if info.audio is None:
         raise InputError("no audio track")
     sound = audio_mod.load_audio(str(path))
-    dub_opts = DubOptions(checkpoint="", detector=opts.detector, pads=opts.pads, detect_max_side=opts.detect_size,
-                          detect_every=1, s3fd_weights=opts.s3fd_weights)
-
-    finder = _BoxFinder(dub_opts, info.video.width, info.video.height, _Clock(), opts.device, detectors=detectors)
+    faces = FaceBoxes(detectors, info.video.width, info.video.height, pads=opts.pads, detect_size=opts.detect_size,
+                      detect_every=1)
     params = [cv2.IMWRITE_JPEG_QUALITY, opts.jpeg_quality]
     n = 0
 
@@ -104,15 +101,15 @@ def _process_clip(path: Path, dest: Path, opts: PreprocessOptions, detectors: De
         for frame, box in placed:
             if box is None:
                 raise InputError(f"no face in frame {n}")
-            y1, y2, x1, x2 = box
+            x1, y1, x2, y2 = box
             crop = cv2.resize(frame[y1:y2, x1:x2], (opts.size, opts.size), interpolation=cv2.INTER_AREA)
             ok, data = cv2.imencode(".jpg", crop, params)
             (dest / f"{n}.jpg").write_bytes(data.tobytes())
             n += 1
 
     for chunk in media.FrameReader(info, chunk=32, fps=FPS):
-        write(finder.push(chunk))
-    write(finder.flush())
+        write(faces.push(chunk))
+    write(faces.flush())
     audio_mod.write_wav(dest / "audio.wav", sound.samples)
     return n
 

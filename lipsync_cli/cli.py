@@ -167,18 +167,21 @@ def dub(
     debug: DebugOpt = False,
 ):
     """Re-sync the mouth in VIDEO (or a still image) to AUDIO."""
-    from .pipelines.dub import dub as run_dub
+    from .pipelines.dub import dub as run_dub, load_model_for
 
     if output is None:
         output = Path.cwd() / f"{video.stem}_dubbed.mp4"
     opts = _dub_options(checkpoint, model, detector, box, pads, face_index, on_no_face, paste, loop, fps, no_smooth,
                         detect_size, detect_every, s3fd_weights, device, precision, batch_size, crf)
+    generator = load_model_for(opts)
     progress, update = _progress(quiet or as_json, "dubbing")
     try:
-        result = run_dub(str(video), str(audio), str(output), opts, force=force, progress=update)
+        result = run_dub(generator, str(video), str(audio), str(output), opts, force=force, progress=update)
     finally:
         if progress is not None and progress.live.is_started:
             progress.stop()
+    result.seconds += generator.load_seconds
+    result.stage_seconds["load"] = generator.load_seconds
     if as_json:
         print(json.dumps(result.as_dict()))
     elif not quiet:

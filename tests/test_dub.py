@@ -16,14 +16,15 @@ from lipsync_cli import media
 from lipsync_cli.faces import make_detector, pad_box
 from lipsync_cli.errors import InputError
 from lipsync_cli.pipelines import dub as dub_mod
-from lipsync_cli.pipelines.dub import DubOptions, dub, source_index
+from lipsync_cli.pipelines.dub import DubOptions, dub, load_model_for, source_index
 
 CORNER_SAFE_BOX = (24, 64, 24, 64)  # (y1, y2, x1, x2): away from the numbered corner
 
 
 def run(video, audio, out, checkpoint, **kw):
     force = kw.pop("force", False)
-    return dub(str(video), str(audio), str(out), DubOptions(checkpoint=str(checkpoint), **kw), force=force)
+    opts = DubOptions(checkpoint=str(checkpoint), **kw)
+    return dub(load_model_for(opts), str(video), str(audio), str(out), opts, force=force)
 
 
 def test_source_index_pingpong_and_loop():

@@ -11,6 +11,7 @@ generator in bf16 runs about 3.5x faster than in fp32, for a mean difference of 
 from __future__ import annotations
 
 import copy
+import time
 
 import numpy as np
 import torch
@@ -41,11 +42,33 @@ def fold_batchnorm(net: nn.Module, inplace: bool = False) -> nn.Module:
     return net
 
 
+def load_model(checkpoint: str = "wav2lip_gan", device: str = "auto", precision: str = "auto",
+               model: str | None = None, batch_size: int | None = None) -> "GeneratorRunner":
+    """A generator checkpoint loaded once, ready to dub: `checkpoint` is a path or a name from the
+    registry (weights/registry.json); `model` overrides the architecture read from its keys;
+    `precision` auto: see device.auto_precision; `batch_size` None: 16 on a CPU, 128 on CUDA."""
+    from ..checkpoints import load_generator
+    from ..weights import resolve_checkpoint
+
+    t0 = time.perf_counter()
+    path = resolve_checkpoint(str(checkpoint))
+    net, name = load_generator(path, model)
+    runner = GeneratorRunner(net, device, precision, batch_size, take_ownership=True, name=name)
+    runner.checkpoint, runner.load_seconds = path, time.perf_counter() - t0
+    return runner
+
+
 class GeneratorRunner:
-    """Turns batches of 96x96 BGR face crops and mel windows into generated faces (uint8 BGR)."""
+    """Turns batches of 96x96 BGR face crops and mel windows into generated faces (uint8 BGR).
+
+    `name` is the architecture (wav2lip, attnwav2lip...); `checkpoint` and `load_seconds` say
+    where load_model read it from and how long that took (None and 0 for a network handed in)."""
 
     def __init__(self, net: nn.Module, device: str = "auto", precision: str = "auto", batch_size: int | None = None,
-                 take_ownership: bool = False):
+                 take_ownership: bool = False, name: str = "generator"):
+        if batch_size is not None and batch_size < 1:
+            raise InputError(f"--batch-size {batch_size}: must be 1 or more")
+        self.name, self.checkpoint, self.load_seconds = name, None, 0.0
         self.device = resolve_device(device)
         cuda = self.device.type == "cuda"
         if precision == "auto":

@@ -3,7 +3,7 @@
 - Items come from folders of videos or images (paired with one audio file, or with a folder of
   audio files by file-name stem) or from a CSV / JSON / JSON-lines manifest with per-row options.
   An item's id is its output path relative to the output folder: unique and stable across runs.
-- One Dubber loads the model and the detectors once; the clips stream through it, so decoding the
+- The model and the detectors load once; the clips stream through one Dubber, so decoding the
   next clip overlaps the generator and the encoder of the last one.
 - The job folder keeps an append-only JSON-lines log per shard. Every state change of an item is
   one line, flushed and fsynced: started, writing (the finished file's sha256, just before it is
@@ -451,7 +451,7 @@ def run_batch(items: list[BatchItem], opts: DubOptions, job_dir: Path, shard: Sh
 
 
 def _run_locked(items, opts, job_dir, shard, retry_failed, force, on_outcome, on_start) -> BatchSummary:
-    from .dub import Dubber
+    from .dub import Dubber, load_model_for
 
     mine = shard.select(items)
     todo, settled, adopted = plan(mine, job_dir, retry_failed, force)
@@ -476,7 +476,7 @@ def _run_locked(items, opts, job_dir, shard, retry_failed, force, on_outcome, on
             runnable.append(item)
 
     if runnable:
-        dubber = Dubber(opts)
+        dubber = Dubber(load_model_for(opts), opts)  # loaded only when there is work
         by_id = {it.id: it for it in runnable}
         digests: dict[str, str] = {}
         in_flight: dict[str, BatchItem] = {}  # started, neither done nor failed yet

@@ -194,27 +194,21 @@ _START, _ITEM, _END, _FAIL = "start", "item", "end", "fail"
 
 
 class Dubber:
-    """The dubbing engine: the generator and the face detectors load once, then clips stream
-    through it. Decoding and detection run in one thread, the generator in the calling thread,
+    """The dubbing engine: handed the loaded generator, it builds the face detectors once, then
+    clips stream through it. Decoding and detection run in one thread, the generator in the calling thread,
     pasting and encoding in another; clip boundaries do not stop the stream, so the next clip is
     decoded while the last one's tail is generated and encoded.
+
+    `model` is the loaded generator (load_model_for(opts), or lipsync_cli.load_model): it brings
+    its device, precision and batch size, so those fields of `opts` are not read here.
 
     A clip that fails (bad input, no face with on_no_face=error, an encoder error) is reported to
     `on_result` and leaves no output; the others go on. Ctrl-C and failures of the engine itself
     propagate, after every temporary output has been removed."""
 
-    def __init__(self, opts: DubOptions):
-        from ..checkpoints import load_generator
-
+    def __init__(self, model: GeneratorRunner, opts: DubOptions):
         _validate(opts)
-        self.opts = opts
-        t0 = time.perf_counter()
-        net, self.model_name = load_generator(opts.checkpoint, opts.model)
-        # The reference mode reproduces the reference computation, so it stays in fp32 unless told.
-        precision = "fp32" if (opts.paste == "hard" and opts.precision == "auto") else opts.precision
-        self.runner = GeneratorRunner(net, opts.device, precision, opts.batch_size, take_ownership=True)
-        del net
-        self.load_seconds = time.perf_counter() - t0
+        self.runner, self.opts = model, opts
         self.paster = BoxPaster(opts.paste)
         self.detectors = DetectorPool(opts.detector, str(self.runner.device), opts.s3fd_weights)
         self._open: set[_Clip] = set()  # clips holding a temporary output, removed on an interruption
@@ -374,7 +368,7 @@ class Dubber:
             if clip.failure is not None:
                 on_result(clip.request, None, clip.failure)
             else:
-                on_result(clip.request, clip.result(self.model_name, str(self.runner.device), self.runner.precision), None)
+                on_result(clip.request, clip.result(self.runner.name, str(self.runner.device), self.runner.precision), None)
 
         def work():
             while True:
@@ -447,19 +441,28 @@ def _as_clip_error(exc: Exception) -> LipsyncError:
     return error
 
 
-def dub(video: str, audio_path: str, output: str, opts: DubOptions, force: bool = False,
+def load_model_for(opts: DubOptions) -> GeneratorRunner:
+    """The generator `opts` names, loaded on its device in its precision. With --paste hard,
+    --precision auto stays fp32: that mode reproduces the reference computation."""
+    from ..models.inference import load_model
+
+    _validate(opts)
+    precision = "fp32" if (opts.paste == "hard" and opts.precision == "auto") else opts.precision
+    return load_model(opts.checkpoint, opts.device, precision, opts.model, opts.batch_size)
+
+
+def dub(model: GeneratorRunner, video: str, audio_path: str, output: str, opts: DubOptions, force: bool = False,
         progress: Callable[[int, int], None] | None = None) -> DubResult:
-    """Dub `video` (or a still image) with `audio_path` into `output`. See the module docstring."""
+    """Dub `video` (or a still image) with `audio_path` into `output` with the loaded `model`.
+    See the module docstring."""
     started = time.perf_counter()
     outcome: list = []
-    outputs.refuse_inputs(output, (video, audio_path, opts.checkpoint))  # before the model loads
-    dubber = Dubber(opts)
+    outputs.refuse_inputs(output, (video, audio_path, model.checkpoint))  # before any work
     request = ClipRequest(video, audio_path, output, force=force)
-    dubber.run([request], lambda req, result, error: outcome.append((result, error)),
-               progress=(lambda req, done, total: progress(done, total)) if progress else None)
+    Dubber(model, opts).run([request], lambda req, result, error: outcome.append((result, error)),
+                            progress=(lambda req, done, total: progress(done, total)) if progress else None)
     result, error = outcome[0]
     if error is not None:
         raise error
     result.seconds = time.perf_counter() - started
-    result.stage_seconds["load"] = dubber.load_seconds
     return result

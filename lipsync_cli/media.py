@@ -34,7 +34,12 @@ from .errors import InputError, LipsyncError
 DECODE_SWS_FLAGS = "neighbor+accurate_rnd+full_chroma_int"
 ENCODE_SWS_FLAGS = "area+accurate_rnd"
 
+# What folders of inputs are searched for (by file name; ffmpeg reads more)
+VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".flv", ".mpg", ".mpeg", ".ts", ".wmv", ".3gp"}
+AUDIO_SUFFIXES = {".wav", ".mp3", ".m4a", ".aac", ".flac", ".ogg", ".opus", ".wma", ".aif", ".aiff"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
+
+FPS = Fraction(25)  # the training rate (Wav2Lip, DAVS, LSE) and a still image's default rate
 
 
 def ffmpeg_binary() -> str:
@@ -201,14 +206,14 @@ def _parse_video(header: str, listing: str) -> VideoInfo | None:
             pts.append(int(cols[2]))
             durations.append(int(cols[3]))
     if tb_match is None or not pts:
-        return VideoInfo(width, height, rotation, Fraction(25), 0, 0.0, False, codec.group(1) if codec else "?")
+        return VideoInfo(width, height, rotation, FPS, 0, 0.0, False, codec.group(1) if codec else "?")
     tb = Fraction(int(tb_match.group(1)), int(tb_match.group(2)))
     pts.sort()
     steps = np.diff(pts) if len(pts) > 1 else np.array([], dtype=np.int64)
     known = [d for d in durations if d > 0]
     if len(pts) == 1:
-        fps = Fraction(25)
-        duration = float(known[0] * tb) if known else 1 / 25
+        fps = FPS
+        duration = float(known[0] * tb) if known else float(1 / FPS)
         return VideoInfo(width, height, rotation, fps, 1, duration, False, codec.group(1) if codec else "?")
     typical = int(np.median(steps))
     last = known[-1] if known else typical

@@ -19,7 +19,6 @@ runs, not with published numbers).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from fractions import Fraction
 
 import cv2
 import numpy as np
@@ -30,7 +29,6 @@ from .. import audio as audio_mod
 from .. import media
 from ..errors import InputError
 
-FPS = Fraction(25)
 VSHIFT = 15
 CROP_SCALE = 0.40
 SMOOTH_KERNEL = 13
@@ -76,7 +74,7 @@ def face_track(video: str, detector: str = "retinaface", device: str = "cpu") ->
     det = make_detector(detector, device)
     tracker = FaceTracker(None)
     frames, boxes = [], []
-    for chunk in media.FrameReader(info, chunk=32, fps=FPS):
+    for chunk in media.FrameReader(info, chunk=32, fps=media.FPS):
         frames.extend(list(chunk))
         boxes.extend(tracker.update(det.detect(list(chunk))))
     known = [i for i, b in enumerate(boxes) if b is not None]
@@ -160,7 +158,7 @@ def expert_sync_of_crops(expert, crops: np.ndarray, mel: np.ndarray, name: str =
     the mel spectrogram of the speech they should follow."""
     from ..models.syncnet import lower_half_stack
 
-    last_frame = int((mel.shape[1] - audio_mod.MEL_STEP) * FPS / audio_mod.MEL_FPS)
+    last_frame = int((mel.shape[1] - audio_mod.MEL_STEP) * media.FPS / audio_mod.MEL_FPS)
     usable = min(len(crops) - FRAMES, last_frame) + 1
     if usable < 1:
         raise InputError(f"{name}: too short to measure sync")
@@ -168,7 +166,7 @@ def expert_sync_of_crops(expert, crops: np.ndarray, mel: np.ndarray, name: str =
 
     def embed(idx):
         v = torch.from_numpy(np.stack([crops[i:i + FRAMES] for i in idx])).permute(0, 4, 1, 2, 3).float().div(255)
-        m = torch.from_numpy(audio_mod.mel_windows(mel, FPS, list(idx))).unsqueeze(1)
+        m = torch.from_numpy(audio_mod.mel_windows(mel, media.FPS, list(idx))).unsqueeze(1)
         a_emb, v_emb = expert(m.to(device), lower_half_stack(v).to(device))
         return v_emb, a_emb
 

@@ -32,7 +32,7 @@ from ..errors import InputError
 class AnimateOptions:
     checkpoint: str
     driver: str | None = None  # a talking video whose mouth drives the photo instead of the speech
-    fps: Fraction = Fraction(25)
+    fps: Fraction = media.FPS
     detector: str = "retinaface"
     device: str = "auto"
     smooth: float = 1.0  # sigma in frames of the temporal smoothing of word-ID features; 0: none

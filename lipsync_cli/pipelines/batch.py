@@ -43,8 +43,6 @@ from ..errors import InputError
 from ..weights import sha256_of
 from .dub import ClipRequest, DubOptions, DubResult
 
-VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".flv", ".mpg", ".mpeg", ".ts", ".wmv", ".3gp"}
-AUDIO_SUFFIXES = {".wav", ".mp3", ".m4a", ".aac", ".flac", ".ogg", ".opus", ".wma", ".aif", ".aiff"}
 MANIFEST_SUFFIXES = {".csv", ".json", ".jsonl"}
 JOB_FOLDER = ".lipsync-job"
 
@@ -74,7 +72,7 @@ def _is_media(path: Path, suffixes) -> bool:
 def _audio_by_stem(folder: Path) -> dict[str, list[Path]]:
     found: dict[str, list[Path]] = {}
     for p in sorted(folder.iterdir()):
-        if _is_media(p, AUDIO_SUFFIXES | VIDEO_SUFFIXES):
+        if _is_media(p, media.AUDIO_SUFFIXES | media.VIDEO_SUFFIXES):
             found.setdefault(p.stem, []).append(p)
     return found
 
@@ -198,7 +196,7 @@ def collect_items(inputs: Iterable[str | os.PathLike], out_dir: str | os.PathLik
             raise InputError(f"{path}: no such file or folder")
         if path.is_dir():
             _refuse_output_folder(out_dir, path)
-            videos = [p for p in sorted(path.iterdir()) if _is_media(p, VIDEO_SUFFIXES | media.IMAGE_SUFFIXES)]
+            videos = [p for p in sorted(path.iterdir()) if _is_media(p, media.VIDEO_SUFFIXES | media.IMAGE_SUFFIXES)]
             if not videos:
                 raise InputError(f"{path}: no videos or images in this folder")
             for video in videos:

@@ -24,7 +24,6 @@ import os
 import shutil
 import time
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 from typing import Callable
 
@@ -33,10 +32,8 @@ import cv2
 from .. import audio as audio_mod
 from .. import media, outputs
 from ..errors import InputError, LipsyncError
-from ..faces import DetectorPool, FaceBoxes
+from ..faces import DEFAULT_PADS, DetectorPool, FaceBoxes
 
-VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".flv"}
-FPS = Fraction(25)
 
 
 @dataclass
@@ -44,7 +41,7 @@ class PreprocessOptions:
     size: int = 96
     detector: str = "retinaface"
     detect_size: int = 320
-    pads: tuple[int, int, int, int] = (0, 10, 0, 0)
+    pads: tuple[int, int, int, int] = DEFAULT_PADS
     s3fd_weights: str | None = None
     device: str = "cpu"
     val_share: float = 0.1
@@ -56,7 +53,7 @@ def find_videos(src: Path) -> list[tuple[str, Path]]:
     root = src / "main" if (src / "main").is_dir() else src
     out = []
     for path in sorted(root.rglob("*")):
-        if path.is_file() and path.suffix.lower() in VIDEO_SUFFIXES and not path.name.startswith("."):
+        if path.is_file() and path.suffix.lower() in media.VIDEO_SUFFIXES and not path.name.startswith("."):
             rel = path.relative_to(root).with_suffix("")
             speaker = rel.parent.as_posix() if rel.parent != Path(".") else "_"
             out.append((f"{speaker}/{rel.name}", path))
@@ -107,7 +104,7 @@ def _process_clip(path: Path, dest: Path, opts: PreprocessOptions, detectors: De
             (dest / f"{n}.jpg").write_bytes(data.tobytes())
             n += 1
 
-    for chunk in media.FrameReader(info, chunk=32, fps=FPS):
+    for chunk in media.FrameReader(info, chunk=32, fps=media.FPS):
         write(faces.push(chunk))
     write(faces.flush())
     audio_mod.write_wav(dest / "audio.wav", sound.samples)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import signal
 
-SAMPLE_RATE = 16000
+from ..audio import SAMPLE_RATE
 
 
 @dataclass(frozen=True)

@@ -144,7 +144,7 @@ def animate(photo: str, audio_path: str | None, output: str, opts: AnimateOption
         device = resolve_device(opts.device)
         net = load_davs(opts.checkpoint, device)
         size = net.cfg.size
-        detector = make_detector(opts.detector, "cuda" if device.type == "cuda" else "cpu")
+        detector = make_detector(opts.detector, str(device))
         det = _detect_one(detector, image, photo)
         matrix = align.alignment(align.key_points(det), size)
         face = align.align(image, matrix, size)

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..errors import InputError, LipsyncError
 
+
 @dataclass(frozen=True)
 class Detection:
     """One detected face in full-frame pixel coordinates.

@@ -631,9 +631,9 @@ def eval_davs(
     """PSNR / SSIM from audio and video, word accuracy, audio-video retrieval, and the word probe on person-ID features."""
     from rich.table import Table
 
+    from .checkpoints import load_davs
     from .eval.davs import evaluate_split
     from .models.inference import resolve_device
-    from .train.davs import load_davs
 
     dev = resolve_device(device)
     result = evaluate_split(load_davs(str(checkpoint), dev), str(data), split, device=dev)

@@ -121,8 +121,8 @@ def _driver_faces(path: str, opts: AnimateOptions, detector, size: int) -> np.nd
 def animate(photo: str, audio_path: str | None, output: str, opts: AnimateOptions, force: bool = False,
             progress: Callable[[int, int], None] | None = None) -> AnimateResult:
     from ..detect import align, make_detector
+    from ..checkpoints import load_davs
     from ..models.inference import resolve_device
-    from ..train.davs import load_davs
 
     started = time.perf_counter()
     stages: dict[str, float] = {}

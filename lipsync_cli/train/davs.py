@@ -31,9 +31,10 @@ from typing import Callable
 import torch
 from torch.nn import functional as F
 
+from ..checkpoints import load_weights, save_davs
 from ..errors import InputError
 from ..models.davs import Davs, DavsConfig
-from ..outputs import atomic_torch_save, link_or_copy
+from ..outputs import link_or_copy
 from . import loop
 from .data import WordClips
 
@@ -216,39 +217,16 @@ class DavsTrainer:
 
     # ---------------------------------------------------------------- checkpoints
 
-    def state(self, step: int) -> dict:
-        return {"kind": "davs", "davs_config": self.model_cfg.as_dict(), "global_step": step,
-                "state_dict": {k: v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()},
-                "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()}}
+    def save(self, path: str | Path, step: int):
+        save_davs(self.net, path, step, self.optimizers)
 
-    def load(self, payload: dict) -> int:
-        self.net.load_state_dict(payload["state_dict"])
+    def load(self, path: str | Path) -> int:
+        """Resume from a checkpoint of `save`: the networks, every optimiser's state; returns its step."""
+        extras = load_weights(self.net, path, "davs")
         for k, o in self.optimizers.items():
-            if k in payload.get("optimizers", {}):
-                o.load_state_dict(payload["optimizers"][k])
-        return int(payload.get("global_step", 0))
-
-
-def read_davs(path: str | Path) -> dict:
-    """A DAVS checkpoint, loaded safely (tensors and plain values only)."""
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: no such checkpoint")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise InputError(f"{path}: not a readable checkpoint ({type(exc).__name__})") from None
-    if not isinstance(payload, dict) or payload.get("kind") != "davs" or "davs_config" not in payload:
-        raise InputError(f"{path}: not a DAVS checkpoint (make one with `lipsync train davs`)")
-    return payload
-
-
-def load_davs(path: str | Path, device="cpu") -> Davs:
-    """The DAVS networks of a checkpoint, in evaluation mode."""
-    payload = read_davs(path)
-    net = Davs(DavsConfig.from_dict(payload["davs_config"]))
-    net.load_state_dict(payload["state_dict"])
-    return net.to(device).eval()
+            if k in extras.get("optimizers", {}):
+                o.load_state_dict(extras["optimizers"][k])
+        return int(extras.get("global_step", 0))
 
 
 # ------------------------------------------------------------------------------- the loop
@@ -265,15 +243,14 @@ def train_davs(cfg: DavsTrainConfig, progress: Callable[[int, int, dict], None] 
     words, persons = train_ds.class_counts()  # the train split's labels, read once
     val_ds = WordClips(cfg.data, "val", cfg.size, cfg.clip_frames, seed=10_000 + cfg.seed)
     trainer = DavsTrainer(cfg, words, persons, device, dtype, ddp)
-    start = trainer.load(read_davs(out / "last.pth")) if cfg.resume and (out / "last.pth").exists() else 0
+    start = trainer.load(out / "last.pth") if cfg.resume and (out / "last.pth").exists() else 0
     metrics = loop.Metrics(out) if ddp.main else None
     last_eval: dict = {}
     step = start
 
     def save(step: int):
-        payload = trainer.state(step)
         path = out / f"davs_step{step:06d}.pth"
-        atomic_torch_save(payload, path)
+        trainer.save(path, step)
         link_or_copy(path, out / "last.pth")
 
     trainer.net.train()

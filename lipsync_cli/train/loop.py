@@ -21,7 +21,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..checkpoints import read_state_dict, save_published
+from ..checkpoints import load_weights, save_published
 from ..errors import InputError
 from ..outputs import atomic_write_text, link_or_copy, refuse_overlap
 
@@ -310,16 +310,6 @@ def save_checkpoint(out: Path, name: str, model: torch.nn.Module, optimizer, ste
     save_published(model, path, optimizer=optimizer, global_step=step, extra=extra)
     link_or_copy(path, out / f"{last_name}.pth")
     return path
-
-
-def load_weights(model: torch.nn.Module, path: str | Path) -> dict:
-    """Load a checkpoint's weights into `model` (strict); returns the other top-level entries."""
-    state, extras = read_state_dict(path)
-    expected = model.state_dict()
-    if set(state) != set(expected) or any(state[k].shape != expected[k].shape for k in expected):
-        raise InputError(f"{path}: its weights do not fit this network ({type(model).__name__})")
-    model.load_state_dict(state)
-    return extras
 
 
 def resume(out: Path, model: torch.nn.Module, optimizer) -> int:

@@ -20,9 +20,10 @@ from typing import Callable
 import torch
 from torch.nn import functional as F
 
-from ..checkpoints import identify, read_state_dict
+from ..checkpoints import load_weights, read_state_dict
 from ..errors import InputError
 from ..models.discriminator import VisualQualityDiscriminator
+from ..models import syncnet
 from ..models.syncnet import SyncNetColor, lower_half_stack, sync_loss
 from ..models.wav2lip import GENERATOR_NAMES, build_generator
 from . import loop
@@ -55,11 +56,8 @@ def loss_weights(cfg: Wav2LipConfig, sync_on: bool) -> tuple[float, float, float
 def load_expert(path: str, device, dtype: torch.dtype | None = None) -> SyncNetColor:
     if not path:
         raise InputError("--expert CKPT is required: a lip-sync expert from `lipsync train syncnet` or lipsync_expert.pth")
-    state, _ = read_state_dict(path)
-    if identify(state) != "wav2lip_syncnet_expert_color":
-        raise InputError(f"{path}: not a lip-sync expert (SyncNet colour) checkpoint")
     expert = SyncNetColor()
-    loop.load_weights(expert, path)
+    load_weights(expert, path, syncnet.SIGNATURE.kind, "not a lip-sync expert (SyncNet colour) checkpoint")
     expert.eval().requires_grad_(False)
     return loop.place(expert, device, dtype)
 
@@ -109,7 +107,7 @@ def train_wav2lip(cfg: Wav2LipConfig, progress: Callable[[int, int, dict], None]
     elif cfg.init:
         if not Path(cfg.init).exists():
             raise InputError(f"--init {cfg.init}: no such checkpoint")
-        loop.load_weights(gen, cfg.init)  # weights only: a fresh optimiser, step 0, a = 0 until switched
+        load_weights(gen, cfg.init)  # weights only: a fresh optimiser, step 0, a = 0 until switched
     gen_step = loop.parallel(gen, ddp, device)
     # The generator's adversarial term goes through the bare discriminator: its gradients there
     # are discarded, so they need no averaging; the discriminator's own step uses the wrapped one.

@@ -71,7 +71,7 @@ def cmd_expert_test(args, tmp: Path):
     import torch
 
     from lipsync_cli.train import loop
-    from lipsync_cli.train.data import PreprocessedData, SyncPairs
+    from lipsync_cli.datasets import PreprocessedData, SyncPairs
     from lipsync_cli.train.syncnet import evaluate
 
     data = Path(args.data) if args.data else _corpus(tmp, 5)
@@ -129,7 +129,7 @@ def _setup(args):
     import torch
 
     from lipsync_cli.train import loop
-    from lipsync_cli.train.data import PreprocessedData
+    from lipsync_cli.datasets import PreprocessedData
 
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,7 @@ from lipsync_cli.cli import main
 from lipsync_cli.eval.davs import retrieval
 from lipsync_cli.models.davs import Davs, DavsConfig
 from lipsync_cli.synth.corpus import CorpusSpec, make_corpus
-from lipsync_cli.train.data import WordClips
+from lipsync_cli.datasets import WordClips
 from lipsync_cli.train.davs import (DavsTrainConfig, DavsTrainer, contrastive_loss, dataset_sizes, train_davs,
                                     uniform_target_loss)
 

@@ -36,7 +36,7 @@ from ..errors import InputError
 from ..models.davs import Davs, DavsConfig
 from ..outputs import link_or_copy
 from . import loop
-from .data import WordClips
+from ..datasets import WordClips
 
 
 @dataclass

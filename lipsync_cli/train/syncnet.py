@@ -15,7 +15,7 @@ import torch
 
 from ..models.syncnet import SyncNetColor, sync_loss, sync_probability
 from . import loop
-from .data import PreprocessedData, SyncPairs
+from ..datasets import PreprocessedData, SyncPairs
 
 
 @dataclass

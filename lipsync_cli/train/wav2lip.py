@@ -27,7 +27,7 @@ from ..models import syncnet
 from ..models.syncnet import SyncNetColor, lower_half_stack, sync_loss
 from ..models.wav2lip import GENERATOR_NAMES, build_generator
 from . import loop
-from .data import GeneratorWindows, PreprocessedData
+from ..datasets import GeneratorWindows, PreprocessedData
 
 SYNC_WEIGHT = 0.03  # a, once switched on
 GAN_WEIGHT = 0.07  # b

@@ -525,7 +525,7 @@ def train_syncnet(
     debug: DebugOpt = False,
 ):
     """Train the lip-sync expert (SyncNet, colour) on 5-frame windows; resumes from OUT/last.pth."""
-    from .train.loop import TrainConfig
+    from .train.config import TrainConfig
     from .train.syncnet import train_syncnet as run
 
     cfg = TrainConfig.from_sources(

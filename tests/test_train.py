@@ -17,7 +17,7 @@ from lipsync_cli.models.discriminator import VisualQualityDiscriminator, percept
 from lipsync_cli.models.syncnet import SyncNetColor, lower_half_stack, sync_loss, sync_probability
 from lipsync_cli.synth.corpus import CorpusSpec, make_corpus
 from lipsync_cli.datasets import GeneratorWindows, PreprocessedData, SyncPairs
-from lipsync_cli.train.loop import TrainConfig
+from lipsync_cli.train.config import TrainConfig
 from lipsync_cli.train.syncnet import train_syncnet
 
 

@@ -6,6 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
+# The generator architectures (models/wav2lip.py builds them), here for the torch-free training config.
+GENERATOR_NAMES = ("wav2lip", "attnwav2lip", "attnwav2lip-spatial", "attnwav2lip-channel")
+
 
 @dataclass(frozen=True)
 class Signature:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from . import Signature
+from . import GENERATOR_NAMES, Signature  # noqa: F401 (the names are read from here too)
 from .blocks import AttentionBlock, Conv2d, Conv2dTranspose
 
 ENCODER_CHANNELS = (16, 32, 64, 128, 256, 512, 512)
@@ -49,9 +49,6 @@ class GeneratorConfig:
         if name not in table:
             raise ValueError(f"unknown generator {name!r}; choose from {', '.join(table)}")
         return table[name]
-
-
-GENERATOR_NAMES = ("wav2lip", "attnwav2lip", "attnwav2lip-spatial", "attnwav2lip-channel")
 
 
 def _face_encoder() -> nn.ModuleList:

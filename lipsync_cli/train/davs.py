@@ -24,7 +24,6 @@ step never moves a critic.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -32,34 +31,11 @@ import torch
 from torch.nn import functional as F
 
 from ..checkpoints import load_weights, save_davs
-from ..errors import InputError
 from ..models.davs import Davs, DavsConfig
 from ..outputs import link_or_copy
 from . import loop
+from .config import DavsTrainConfig
 from ..datasets import WordClips
-
-
-@dataclass
-class DavsTrainConfig(loop.TrainConfig):
-    batch_size: int = 16
-    lr: float = 2e-4
-    size: int = 64  # aligned face side: 64, 128 or 256 (the paper)
-    width: float = 1.0  # encoder and decoder channel multiplier
-    clip_frames: int = 12  # T for the word classifier and the contrastive loss
-    gen_frames: int = 6  # frames generated per clip (D_seq's clip)
-    disentangle_from: int = 1000  # step at which stage 2 starts
-    generate_from: int = 2000  # step at which stage 3 starts
-    word_classifier: str = "shared"  # shared | separate (one per modality) | none (contrastive alone)
-    domain_adversarial: bool = True
-    disentangle: bool = True  # off: the ablation without stage 2
-    # 10 wins the word-ID ablation (retrieval), but in the full training it made the disentangled
-    # faces follow the speech less well and the probe no longer dropped (benchmarks/README.md)
-    contrastive_weight: float = 1.0
-    domain_weight: float = 1.0
-    # sum_j (softmax_j - 1/N)^2 is ~0.01 once a critic is near chance: at weight 1 it was ~1% of the
-    # loss, the critic kept learning and the person-ID features kept the word (benchmarks/README.md)
-    uniform_weight: float = 100.0
-    gan_weight: float = 0.01  # alpha
 
 
 # ------------------------------------------------------------------------------- losses
@@ -95,8 +71,6 @@ class DavsTrainer:
 
     def __init__(self, cfg: DavsTrainConfig, words: int, persons: int, device: torch.device,
                  dtype: torch.dtype | None = None, ddp: loop.Distributed = loop.Distributed()):
-        if cfg.word_classifier not in ("shared", "separate", "none"):
-            raise InputError(f"--word-classifier {cfg.word_classifier}: choose shared, separate or none")
         self.cfg, self.device, self.dtype, self.ddp = cfg, device, dtype, ddp
         self.model_cfg = DavsConfig(size=cfg.size, words=words, persons=persons, clip_frames=cfg.clip_frames,
                                     width=cfg.width,

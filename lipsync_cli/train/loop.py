@@ -14,7 +14,7 @@ import os
 import random
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -24,48 +24,7 @@ import torch
 from ..checkpoints import load_weights, save_published
 from ..errors import InputError
 from ..outputs import atomic_write_text, link_or_copy, refuse_overlap
-
-
-@dataclass
-class TrainConfig:
-    data: str
-    out: str
-    steps: int = 10000
-    batch_size: int = 64
-    lr: float = 1e-4
-    eval_every: int = 500
-    eval_batches: int = 20
-    checkpoint_every: int = 1000
-    seed: int = 0
-    device: str = "auto"
-    amp: str = "auto"  # auto: fp16 on CUDA, bf16 on a CPU with AMX; off: fp32
-    workers: int = 2
-    resume: bool = True  # continue from OUT/last.pth when it exists
-
-    @classmethod
-    def from_sources(cls, config_file: str | None, **flags) -> "TrainConfig":
-        """A JSON or TOML config file, then the command-line flags that were given (not None)."""
-        values: dict = {}
-        if config_file:
-            path = Path(config_file)
-            if not path.exists():
-                raise InputError(f"{path}: no such config file")
-            text = path.read_text()
-            if path.suffix.lower() == ".toml":
-                import tomllib
-
-                values = tomllib.loads(text)
-            else:
-                values = json.loads(text)
-        values.update({k: v for k, v in flags.items() if v is not None})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise InputError(f"unknown setting {unknown[0]!r} (known: {', '.join(sorted(known))})")
-        missing = [k for k in ("data", "out") if k not in values]
-        if missing:
-            raise InputError(f"missing setting: {missing[0]}")
-        return cls(**values)
+from .config import TrainConfig
 
 
 def start_run(cfg: TrainConfig, kind: str):

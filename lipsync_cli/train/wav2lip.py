@@ -13,7 +13,6 @@ generated (0) lower halves, with its own Adam.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -25,26 +24,10 @@ from ..errors import InputError
 from ..models.discriminator import VisualQualityDiscriminator
 from ..models import syncnet
 from ..models.syncnet import SyncNetColor, lower_half_stack, sync_loss
-from ..models.wav2lip import GENERATOR_NAMES, build_generator
+from ..models.wav2lip import build_generator
 from . import loop
+from .config import Wav2LipConfig
 from ..datasets import GeneratorWindows, PreprocessedData
-
-SYNC_WEIGHT = 0.03  # a, once switched on
-GAN_WEIGHT = 0.07  # b
-SYNC_SWITCH = 0.75  # evaluation sync loss below which a switches on
-
-
-@dataclass
-class Wav2LipConfig(loop.TrainConfig):
-    expert: str = ""
-    model: str = "wav2lip"
-    gan: bool = True
-    sync_weight: float = SYNC_WEIGHT
-    gan_weight: float = GAN_WEIGHT
-    sync_switch: float = SYNC_SWITCH  # inf: use the sync loss from the first step
-    t: int = 5
-    init: str = ""  # generator weights to start from (fine-tuning), when not resuming
-
 
 def loss_weights(cfg: Wav2LipConfig, sync_on: bool) -> tuple[float, float, float]:
     """(L1, sync, GAN) weights for the generator at this point of training."""
@@ -87,8 +70,6 @@ def evaluate(gen, expert, disc, ds, cfg: Wav2LipConfig, device, dtype) -> dict:
 
 
 def train_wav2lip(cfg: Wav2LipConfig, progress: Callable[[int, int, dict], None] | None = None) -> dict:
-    if cfg.model not in GENERATOR_NAMES:
-        raise InputError(f"--model {cfg.model}: choose from {', '.join(GENERATOR_NAMES)}")
     out, ddp, device, dtype = loop.start_run(cfg, "wav2lip")
     expert = load_expert(cfg.expert, device, dtype)
     train_ds = GeneratorWindows(PreprocessedData(cfg.data, "train"), seed=cfg.seed, t=cfg.t)

@@ -45,7 +45,7 @@ def random_davs(words, tmp_path_factory) -> Path:
     n_words, n_persons = dataset_sizes(str(words))
     trainer = DavsTrainer(small(words, tmp_path_factory.mktemp("r")), n_words, n_persons, torch.device("cpu"))
     path = tmp_path_factory.mktemp("ckpt") / "davs.pth"
-    trainer.save(path, 0)
+    save_davs(trainer.net, path)
     return path
 
 

@@ -46,7 +46,7 @@ def run(name: str, work: Path, data: Path, args, *flags) -> dict:
     import torch
 
     from lipsync_cli.eval.davs import evaluate_split
-    from lipsync_cli.train.davs import load_davs
+    from lipsync_cli.checkpoints import load_davs
 
     folder = work / name
     scores = folder / "test_scores.json"
@@ -136,7 +136,7 @@ def cmd_retrieval(args, work: Path):
 
 def cmd_sync(args, work: Path):
     from lipsync_cli.eval.davs import mouth_sync
-    from lipsync_cli.train.davs import load_davs
+    from lipsync_cli.checkpoints import load_davs
 
     data = Path(args.data) if args.data else corpus(work, args.clips)
     r = mouth_sync(load_davs(args.checkpoint), str(data), "test")

@@ -60,7 +60,7 @@ def cmd_expert(args, tmp: Path):
 
 def _load_expert(path: str):
     from lipsync_cli.models.syncnet import SyncNetColor
-    from lipsync_cli.train.loop import load_weights
+    from lipsync_cli.checkpoints import load_weights
 
     net = SyncNetColor()
     load_weights(net, path)
@@ -71,7 +71,7 @@ def cmd_expert_test(args, tmp: Path):
     import torch
 
     from lipsync_cli.train import loop
-    from lipsync_cli.train.data import PreprocessedData, SyncPairs
+    from lipsync_cli.datasets import PreprocessedData, SyncPairs
     from lipsync_cli.train.syncnet import evaluate
 
     data = Path(args.data) if args.data else _corpus(tmp, 5)
@@ -94,6 +94,7 @@ def _train_and_score(name: str, run: Path, data: Path, judge, test, dtype, args,
     """Train one generator run (unless its scores exist) and score its final checkpoint."""
     import torch
 
+    from lipsync_cli.checkpoints import load_weights
     from lipsync_cli.eval.generator import score_split, summarise
     from lipsync_cli.models.wav2lip import build_generator
     from lipsync_cli.train import loop
@@ -106,7 +107,7 @@ def _train_and_score(name: str, run: Path, data: Path, judge, test, dtype, args,
                 "--workers", 1, "-q", *flags)
         wall = time.perf_counter() - t
         gen = build_generator(model)
-        loop.load_weights(gen, run / "last.pth")
+        load_weights(gen, run / "last.pth")
         gen = loop.place(gen, torch.device("cpu"), dtype)
         summary = summarise(score_split(gen, judge, test, dtype=dtype, max_clips=args.eval_clips))
         summary.update(name=name, train_minutes=wall / 60)
@@ -128,7 +129,7 @@ def _setup(args):
     import torch
 
     from lipsync_cli.train import loop
-    from lipsync_cli.train.data import PreprocessedData
+    from lipsync_cli.datasets import PreprocessedData
 
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)

@@ -1,34 +1,30 @@
-"""Checkpoint loading and saving in the published Wav2Lip layouts.
+"""Checkpoint loading and saving, for every network of the package.
 
 Published files are `{"state_dict": {"module.<key>": tensor}, "optimizer": ..., "global_step": ...,
 "global_epoch": ...}` (saved from DataParallel). We also accept a bare state_dict and keys without
 `module.`. Everything loads with `weights_only=True`: a checkpoint can carry tensors and plain
-containers, never code. The architecture is read from the keys.
+containers, never code. Which network a file holds is read from its keys: each network declares
+its `Signature` beside its model (models/*.py); one check compares a file's keys and shapes with
+the network that should take them.
 """
 
 from __future__ import annotations
 
 import os
 import pickle
+from dataclasses import dataclass
+from typing import Callable, Iterable
 
 import torch
 
 from .errors import CheckpointError
+from .models import Signature, davs, discriminator, syncnet, syncnet_v2, wav2lip
 from .outputs import atomic_torch_save
 
-# What each known network's state_dict looks like, by a key it alone has.
-KIND_SIGNATURES = {
-    "wav2lip_generator": ("face_decoder_blocks.0.0.conv_block.0.weight", "output_block.1.weight"),
-    "wav2lip_visual_quality_discriminator": ("binary_pred.0.weight",),
-    "wav2lip_syncnet_expert_color": ("face_encoder.0.conv_block.0.weight", "audio_encoder.0.conv_block.0.weight"),
-    "syncnet_v2_evaluation": ("netcnnaud.0.weight",),
-}
-KIND_DESCRIPTIONS = {
-    "wav2lip_generator": "a Wav2Lip generator",
-    "wav2lip_visual_quality_discriminator": "a Wav2Lip visual-quality discriminator",
-    "wav2lip_syncnet_expert_color": "a Wav2Lip lip-sync expert (SyncNet)",
-    "syncnet_v2_evaluation": "the evaluation SyncNet (syncnet_v2)",
-}
+# In the order they are tried: the first whose keys are all present names the file.
+NETWORKS: tuple[Signature, ...] = (wav2lip.SIGNATURE, discriminator.SIGNATURE, syncnet.SIGNATURE,
+                                   syncnet_v2.SIGNATURE, davs.SIGNATURE)
+_BY_KIND = {sig.kind: sig for sig in NETWORKS}
 
 
 def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
@@ -48,7 +44,7 @@ def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
             ) from None
         raise CheckpointError(f"{path}: not a PyTorch checkpoint") from None
     except Exception:  # torch.load raises many types on foreign files (IndexError, RuntimeError, ...)
-        raise CheckpointError(f"{path}: not a PyTorch checkpoint (unreadable or truncated)") from None
+        raise CheckpointError(f"{path}: not a readable checkpoint (not a PyTorch checkpoint, or a truncated one)") from None
     extras: dict = {}
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         extras = {k: v for k, v in obj.items() if k != "state_dict"}
@@ -60,54 +56,104 @@ def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
 
 
 def identify(state: dict[str, torch.Tensor]) -> str | None:
-    for kind, keys in KIND_SIGNATURES.items():
-        if all(k in state for k in keys):
-            if kind == "wav2lip_syncnet_expert_color" and "face_decoder_blocks.0.0.conv_block.0.weight" in state:
-                continue
-            return kind
-    return None
+    """The kind of network a state_dict is for (a Signature's kind), or None."""
+    return next((sig.kind for sig in NETWORKS if all(k in state for k in sig.keys)), None)
 
 
-def generator_variant(state: dict[str, torch.Tensor]) -> str:
-    """wav2lip / attnwav2lip / attnwav2lip-spatial / attnwav2lip-channel, from the attention keys."""
-    has_cam = any(k.startswith("face_encoder_attention.") and ".cam." in k for k in state)
-    has_sam = any(k.startswith("face_encoder_attention.") and ".sam." in k for k in state)
-    if has_cam and has_sam:
-        return "attnwav2lip"
-    if has_sam:
-        return "attnwav2lip-spatial"
-    if has_cam:
-        return "attnwav2lip-channel"
-    return "wav2lip"
+def describe(kind: str) -> str:
+    """How messages name a kind of network ("a Wav2Lip lip-sync expert (SyncNet)")."""
+    return _BY_KIND[kind].description if kind in _BY_KIND else kind
+
+
+def mismatch(state: dict[str, torch.Tensor], expected: dict[str, Iterable[int]]) -> list[str]:
+    """How a state_dict differs from the keys and shapes a network expects: one line per kind of
+    difference ("2 missing keys (e.g. a, b)"); empty when it fits exactly."""
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k])]
+    return [f"{len(keys)} {label} (e.g. {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''})"
+            for label, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("wrong shapes", wrong))
+            if keys]
+
+
+def _shapes(net: torch.nn.Module) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(v.shape) for k, v in net.state_dict().items()}
+
+
+def _expect(path, state: dict, kinds: Iterable[str], refusal: str | None = None) -> Signature:
+    """The Signature of the file when it is one of `kinds`; otherwise a CheckpointError that says
+    what the file is (`refusal` is the end of that sentence: "not a generator for `dub`")."""
+    kinds = tuple(kinds)
+    found = identify(state)
+    if found in kinds:
+        return _BY_KIND[found]
+    wanted = [describe(k) for k in kinds]
+    named = f"not {wanted[0]}" if len(wanted) == 1 else "neither " + " nor ".join(wanted)
+    if found is None:
+        raise CheckpointError(f"{path}: {named} (its keys are those of no network this tool knows)")
+    raise CheckpointError(f"{path}: this checkpoint is {describe(found)}, {refusal or named}")
+
+
+@dataclass
+class Loaded:
+    kind: str
+    net: torch.nn.Module  # on the CPU, in evaluation mode
+    extras: dict  # the file's other top-level entries (global_step, optimizer, ...)
+
+
+def load_network(path: str | os.PathLike, kinds: Iterable[str], refusal: str | None = None,
+                 build: Callable[[dict, dict], torch.nn.Module] | None = None) -> Loaded:
+    """The network a checkpoint holds, which must be one of `kinds`, built to fit it (or by
+    `build`, to ask for a given architecture) and loaded strictly."""
+    state, extras = read_state_dict(path)
+    sig = _expect(path, state, kinds, refusal)
+    try:
+        with torch.device("meta"):  # no random initialisation: every tensor comes from the file
+            net = (build or sig.build)(state, extras)
+    except (ValueError, TypeError) as exc:  # a config entry the network cannot be built from
+        raise CheckpointError(f"{path}: {str(exc).splitlines()[0]}") from None
+    problems = mismatch(state, _shapes(net))
+    if problems:
+        raise CheckpointError(f"{path}: does not match the {_architecture(net)} architecture ({'; '.join(problems)})")
+    net.load_state_dict(state, strict=True, assign=True)
+    return Loaded(sig.kind, net.eval(), extras)
+
+
+def _architecture(net: torch.nn.Module) -> str:
+    config = getattr(net, "config", None)
+    return getattr(config, "name", None) or type(net).__name__
+
+
+def load_weights(model: torch.nn.Module, path: str | os.PathLike, kind: str | None = None,
+                 refusal: str | None = None) -> dict:
+    """Load a checkpoint's weights into an existing `model` (strict; a resumed or initialised
+    training network, which keeps its device and memory layout); returns the other top-level
+    entries. With `kind`, the file must hold that kind of network."""
+    state, extras = read_state_dict(path)
+    if kind is not None:
+        _expect(path, state, (kind,), refusal)
+    problems = mismatch(state, _shapes(model))
+    if problems:
+        raise CheckpointError(f"{path}: does not fit this network ({_architecture(model)}: {'; '.join(problems)})")
+    model.load_state_dict(state)
+    return extras
 
 
 def load_generator(path: str | os.PathLike, model: str | None = None):
-    """Build the generator the checkpoint holds (or `model`, when given) and load it strictly."""
-    from .models.wav2lip import GENERATOR_NAMES, build_generator
+    """Build the generator the checkpoint holds (or `model`, when given) and load it strictly.
+    Returns (network in evaluation mode, its name)."""
+    build = None
+    if model is not None:
+        if model not in wav2lip.GENERATOR_NAMES:
+            raise CheckpointError(f"unknown model {model!r}; choose from {', '.join(wav2lip.GENERATOR_NAMES)}")
+        build = lambda state, extras: wav2lip.build_generator(model)  # noqa: E731
+    net = load_network(path, (wav2lip.SIGNATURE.kind,), "not a generator for `dub`", build).net
+    return net, net.config.name
 
-    state, _ = read_state_dict(path)
-    kind = identify(state)
-    if kind != "wav2lip_generator":
-        what = KIND_DESCRIPTIONS.get(kind, "not a Wav2Lip-family generator")
-        raise CheckpointError(f"{path}: this checkpoint is {what}, not a generator for `dub`")
-    name = model or generator_variant(state)
-    if name not in GENERATOR_NAMES:
-        raise CheckpointError(f"unknown model {name!r}; choose from {', '.join(GENERATOR_NAMES)}")
-    with torch.device("meta"):  # no random initialisation: every tensor comes from the file
-        net = build_generator(name)
-    expected = net.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    wrong = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
-    if missing or unexpected or wrong:
-        detail = "; ".join(
-            f"{label}: {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''} ({len(keys)})"
-            for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong))
-            if keys
-        )
-        raise CheckpointError(f"{path}: does not match the {name} architecture ({detail})")
-    net.load_state_dict(state, strict=True, assign=True)
-    return net.eval(), name
+
+def load_davs(path: str | os.PathLike, device="cpu") -> davs.Davs:
+    """The DAVS networks of a checkpoint from `lipsync train davs`, in evaluation mode."""
+    return load_network(path, (davs.SIGNATURE.kind,)).net.to(device).eval()
 
 
 def save_published(module: torch.nn.Module, path: str | os.PathLike, optimizer=None, global_step: int = 0,
@@ -126,6 +172,15 @@ def save_published(module: torch.nn.Module, path: str | os.PathLike, optimizer=N
     atomic_torch_save(payload, path)
 
 
+def save_davs(net: davs.Davs, path: str | os.PathLike, global_step: int = 0,
+              optimizers: dict[str, torch.optim.Optimizer] | None = None) -> None:
+    """A DAVS checkpoint: the networks' state_dict, the DavsConfig they are built from, and the
+    training state (step, each optimiser's state) that `lipsync train davs` resumes from."""
+    atomic_torch_save({"kind": "davs", "davs_config": net.cfg.as_dict(), "global_step": int(global_step),
+                       "state_dict": {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()},
+                       "optimizers": {k: o.state_dict() for k, o in (optimizers or {}).items()}}, path)
+
+
 def published_keys() -> dict[str, dict[str, list[int]]]:
     """The exact state_dict keys and shapes of the published checkpoints, by kind."""
     import json
@@ -135,27 +190,24 @@ def published_keys() -> dict[str, dict[str, list[int]]]:
 
 
 def structure_problems(path: str | os.PathLike, kind: str | None = None) -> list[str]:
-    """Compare a checkpoint's keys and shapes with the architecture it should hold."""
+    """Compare a checkpoint's keys and shapes with the architecture it should hold: the published
+    key list for the published networks, else the network built to fit the file."""
     try:
-        state, _ = read_state_dict(path)
+        state, extras = read_state_dict(path)
     except CheckpointError as exc:
         return [str(exc)]
     found = identify(state)
     if found is None:
         return ["not a checkpoint of any known network"]
     if kind is not None and found != kind:
-        return [f"holds {KIND_DESCRIPTIONS[found]}, expected {KIND_DESCRIPTIONS.get(kind, kind)}"]
-    if found == "wav2lip_generator" and generator_variant(state) != "wav2lip":
-        from .models.wav2lip import build_generator
-
-        expected = {k: list(v.shape) for k, v in build_generator(generator_variant(state)).state_dict().items()}
-    else:
-        expected = published_keys()[found]
-    problems = []
-    missing = [k for k in expected if k not in state]
-    extra = [k for k in state if k not in expected]
-    wrong = [k for k in expected if k in state and list(state[k].shape) != expected[k]]
-    for label, keys in (("missing keys", missing), ("unexpected keys", extra), ("wrong shapes", wrong)):
-        if keys:
-            problems.append(f"{len(keys)} {label} (e.g. {keys[0]})")
-    return problems
+        return [f"holds {describe(found)}, expected {describe(kind)}"]
+    expected = published_keys().get(found)
+    if found == wav2lip.SIGNATURE.kind and wav2lip.variant_of(state) != "wav2lip":
+        expected = None  # AttnWav2Lip and its ablations were never published
+    if expected is None:
+        try:
+            with torch.device("meta"):
+                expected = _shapes(_BY_KIND[found].build(state, extras))
+        except (ValueError, TypeError) as exc:
+            return [str(exc).splitlines()[0]]
+    return mismatch(state, expected)

@@ -526,7 +526,7 @@ def train_syncnet(
     debug: DebugOpt = False,
 ):
     """Train the lip-sync expert (SyncNet, colour) on 5-frame windows; resumes from OUT/last.pth."""
-    from .train.loop import TrainConfig
+    from .train.config import TrainConfig
     from .train.syncnet import train_syncnet as run
 
     cfg = TrainConfig.from_sources(
@@ -632,9 +632,9 @@ def eval_davs(
     """PSNR / SSIM from audio and video, word accuracy, audio-video retrieval, and the word probe on person-ID features."""
     from rich.table import Table
 
+    from .checkpoints import load_davs
     from .eval.davs import evaluate_split
     from .device import resolve_device
-    from .train.davs import load_davs
 
     dev = resolve_device(device)
     result = evaluate_split(load_davs(str(checkpoint), dev), str(data), split, device=dev)

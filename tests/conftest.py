@@ -16,7 +16,7 @@ from lipsync_cli.models.wav2lip import build_generator
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
-REFERENCE_KEYS = Path(__file__).parent / "data" / "state_dict_keys.json"
+REFERENCE_KEYS = ROOT / "lipsync_cli" / "published_keys.json"  # the published checkpoints' keys and shapes
 
 
 def seeded_generator(name: str = "wav2lip", seed: int = 0):

@@ -165,6 +165,60 @@ def test_a_generator_with_a_wrong_shape_is_refused_by_load_generator(checkpoint,
     assert "output_block.1.weight" in str(err.value)
 
 
+def _one_of_each_network(tmp_path) -> dict[str, Path]:
+    """A seeded checkpoint of every network the package knows, each in the layout its trainer writes."""
+    from lipsync_cli.models.davs import Davs, DavsConfig
+    from lipsync_cli.models.discriminator import VisualQualityDiscriminator
+    from lipsync_cli.models.syncnet import SyncNetColor
+    from lipsync_cli.models.syncnet_v2 import EvalSyncNet
+
+    torch.manual_seed(0)
+    paths = {}
+    for kind, net in (("wav2lip_generator", seeded_generator()), ("wav2lip_syncnet_expert_color", SyncNetColor()),
+                      ("wav2lip_visual_quality_discriminator", VisualQualityDiscriminator()),
+                      ("syncnet_v2_evaluation", EvalSyncNet())):
+        paths[kind] = tmp_path / f"{kind}.pth"
+        save_published(net, paths[kind])
+    paths["davs"] = tmp_path / "davs.pth"
+    checkpoints.save_davs(Davs(DavsConfig(size=64, words=5, persons=3, width=0.25)), paths["davs"], 7)
+    return paths
+
+
+def test_one_loader_for_every_network(tmp_path):
+    paths = _one_of_each_network(tmp_path)
+    assert {sig.kind for sig in checkpoints.NETWORKS} == set(paths)
+    for kind, path in paths.items():
+        state, _ = read_state_dict(path)
+        assert checkpoints.identify(state) == kind
+        loaded = checkpoints.load_network(path, [kind])
+        assert loaded.kind == kind and not loaded.net.training
+        ours = loaded.net.state_dict()
+        assert list(ours) == list(state) and all(torch.equal(ours[k], state[k]) for k in state)
+        assert structure_problems(path) == [] and structure_problems(path, kind) == []
+    assert checkpoints.load_network(paths["davs"], ["davs"]).extras["global_step"] == 7
+    assert checkpoints.load_davs(paths["davs"]).cfg.words == 5
+
+    # asked for another network: the message says what the file holds instead
+    with pytest.raises(CheckpointError, match="this checkpoint is a Wav2Lip-family generator, not a DAVS model"):
+        checkpoints.load_davs(paths["wav2lip_generator"])
+    with pytest.raises(CheckpointError, match="DAVS model, neither the evaluation SyncNet .* nor a Wav2Lip lip-sync"):
+        checkpoints.load_network(paths["davs"], ["syncnet_v2_evaluation", "wav2lip_syncnet_expert_color"])
+    with pytest.raises(CheckpointError, match="not a lip-sync expert"):
+        checkpoints.load_weights(torch.nn.Linear(2, 2), paths["davs"], "wav2lip_syncnet_expert_color",
+                                 "not a lip-sync expert")
+    # the right kind with other sizes: the same key and shape check as every loader
+    from lipsync_cli.models.davs import Davs, DavsConfig
+
+    other = Davs(DavsConfig(size=64, words=6, persons=3, width=0.25))
+    with pytest.raises(CheckpointError, match="does not fit this network .*wrong shapes"):
+        checkpoints.load_weights(other, paths["davs"], "davs")
+    raw = torch.load(paths["davs"], weights_only=True)
+    del raw["davs_config"]
+    torch.save(raw, tmp_path / "no_config.pth")
+    with pytest.raises(CheckpointError, match="no davs_config"):
+        checkpoints.load_davs(tmp_path / "no_config.pth")
+
+
 # ---------------------------------------------------------------------------------------------
 # Safety: weights only, never code
 

@@ -43,7 +43,9 @@ def expert_checkpoint(tmp_path) -> Path:
     """A checkpoint of the wrong network: the lip-sync expert's published keys and shapes."""
     import json
 
-    keys = json.loads((Path(__file__).parent / "data" / "state_dict_keys.json").read_text())
+    from conftest import REFERENCE_KEYS
+
+    keys = json.loads(REFERENCE_KEYS.read_text())
     state = {f"module.{k}": torch.zeros(shape) for k, shape in keys["wav2lip_syncnet_expert_color"].items()}
     path = tmp_path / "lipsync_expert.pth"
     torch.save({"state_dict": state, "optimizer": None, "global_step": 0, "global_epoch": 0}, path)

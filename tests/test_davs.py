@@ -13,14 +13,14 @@ import numpy as np
 import pytest
 import torch
 
-from lipsync_cli.outputs import atomic_torch_save
+from lipsync_cli.checkpoints import load_davs, read_state_dict, save_davs
 from lipsync_cli.cli import main
 from lipsync_cli.eval.davs import retrieval
 from lipsync_cli.models.davs import Davs, DavsConfig
 from lipsync_cli.synth.corpus import CorpusSpec, make_corpus
-from lipsync_cli.train.data import WordClips
-from lipsync_cli.train.davs import (DavsTrainConfig, DavsTrainer, contrastive_loss, dataset_sizes,
-                                    read_davs, train_davs, uniform_target_loss)
+from lipsync_cli.datasets import WordClips
+from lipsync_cli.train.davs import (DavsTrainConfig, DavsTrainer, contrastive_loss, dataset_sizes, train_davs,
+                                    uniform_target_loss)
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -45,7 +45,7 @@ def random_davs(words, tmp_path_factory) -> Path:
     n_words, n_persons = dataset_sizes(str(words))
     trainer = DavsTrainer(small(words, tmp_path_factory.mktemp("r")), n_words, n_persons, torch.device("cpu"))
     path = tmp_path_factory.mktemp("ckpt") / "davs.pth"
-    atomic_torch_save(trainer.state(0), path)
+    save_davs(trainer.net, path)
     return path
 
 
@@ -179,7 +179,7 @@ def test_ctrl_c_saves_the_davs_run_where_it_stopped(words, tmp_path):
 
     with pytest.raises(KeyboardInterrupt):
         train_davs(small(words, out, steps=4, clip_frames=8, gen_frames=4), progress=ctrl_c_after_step_2)
-    assert read_davs(out / "last.pth")["global_step"] == 2
+    assert read_state_dict(out / "last.pth")[1]["global_step"] == 2
     assert train_davs(small(words, out, steps=4, clip_frames=8, gen_frames=4))["step"] == 4
 
 
@@ -288,7 +288,6 @@ def test_eval_davs_command(words, random_davs, capsys):
 
 def test_mouth_sync_scores_generated_mouths_against_the_driving_speech(words, random_davs):
     from lipsync_cli.eval.davs import mouth_sync
-    from lipsync_cli.train.davs import load_davs
 
     r = mouth_sync(load_davs(random_davs), str(words), "test")
     assert r["clips"] >= 2

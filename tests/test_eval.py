@@ -101,7 +101,7 @@ def test_generator_scores_on_a_held_out_split(tmp_path):
     from lipsync_cli.eval.generator import score_split, summarise
     from lipsync_cli.models.syncnet import SyncNetColor
     from lipsync_cli.synth.corpus import CorpusSpec, make_corpus
-    from lipsync_cli.train.data import PreprocessedData
+    from lipsync_cli.datasets import PreprocessedData
 
     data = make_corpus(CorpusSpec(clips=40, seed=3, identities=10, voices=10), tmp_path / "d")
     test = PreprocessedData(data, "test")

@@ -16,8 +16,8 @@ from lipsync_cli.cli import main
 from lipsync_cli.models.discriminator import VisualQualityDiscriminator, perceptual_loss
 from lipsync_cli.models.syncnet import SyncNetColor, lower_half_stack, sync_loss, sync_probability
 from lipsync_cli.synth.corpus import CorpusSpec, make_corpus
-from lipsync_cli.train.data import GeneratorWindows, PreprocessedData, SyncPairs
-from lipsync_cli.train.loop import TrainConfig
+from lipsync_cli.datasets import GeneratorWindows, PreprocessedData, SyncPairs
+from lipsync_cli.train.config import TrainConfig
 from lipsync_cli.train.syncnet import train_syncnet
 
 

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from ..train.data import WordClips
+from ..datasets import WordClips
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

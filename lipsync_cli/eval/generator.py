@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..train.data import FACE, FPS, PreprocessedData
 from .. import audio as audio_mod
+from ..datasets import FACE, FPS, PreprocessedData
 from .lse import expert_sync_of_crops
 
 

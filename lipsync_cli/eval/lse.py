@@ -175,17 +175,8 @@ def expert_sync_of_crops(expert, crops: np.ndarray, mel: np.ndarray, name: str =
 
 def load_sync_model(path: str):
     """(kind, network) for a syncnet_v2 checkpoint or one of our experts."""
-    from ..checkpoints import identify, read_state_dict
-    from ..models.syncnet import SyncNetColor
-    from ..models.syncnet_v2 import EvalSyncNet
+    from ..checkpoints import load_network
+    from ..models import syncnet, syncnet_v2
 
-    state, _ = read_state_dict(path)
-    kind = identify(state)
-    if kind == "syncnet_v2_evaluation":
-        net = EvalSyncNet()
-    elif kind == "wav2lip_syncnet_expert_color":
-        net = SyncNetColor()
-    else:
-        raise InputError(f"{path}: neither the evaluation SyncNet (syncnet_v2) nor a lip-sync expert")
-    net.load_state_dict(state)
-    return kind, net.eval()
+    loaded = load_network(path, (syncnet_v2.SIGNATURE.kind, syncnet.SIGNATURE.kind))
+    return loaded.kind, loaded.net

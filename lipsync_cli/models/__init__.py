@@ -1,0 +1,26 @@
+"""The networks. Each module declares, beside its model, the `Signature` by which
+checkpoints.py recognises and builds it from a checkpoint (this package imports no torch)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+# The generator architectures (models/wav2lip.py builds them), here for the torch-free training config.
+GENERATOR_NAMES = ("wav2lip", "attnwav2lip", "attnwav2lip-spatial", "attnwav2lip-channel")
+
+
+@dataclass(frozen=True)
+class Signature:
+    """How a network's checkpoints are recognised and loaded.
+
+    kind: the name used in the weights registry and in messages' place of a class name;
+    keys: state_dict keys only this network has (all must be present);
+    description: what to call it in a message ("a Wav2Lip lip-sync expert (SyncNet)");
+    build: the untrained network that fits a checkpoint, from its state_dict and its other
+    top-level entries (called under torch.device("meta"): no initialisation is computed)."""
+
+    kind: str
+    keys: tuple[str, ...]
+    description: str
+    build: Callable[[dict, dict], Any]

@@ -26,6 +26,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from . import Signature
+
 LATENT = 256
 MFCC_COEFFS = 12
 MFCC_STEPS = 20
@@ -258,3 +260,18 @@ class Davs(nn.Module):
         b, t = f_w.shape[:2]
         faces = self.decoder(f_p[:, None].expand(b, t, LATENT).flatten(0, 1), f_w.flatten(0, 1))
         return faces.view(b, t, *faces.shape[1:]).transpose(1, 2)
+
+
+def _from_checkpoint(state: dict, extras: dict) -> Davs:
+    """The networks a checkpoint was saved from: their sizes are in its `davs_config` entry."""
+    if not isinstance(extras.get("davs_config"), dict):
+        raise ValueError("not a DAVS checkpoint: no davs_config entry (make one with `lipsync train davs`)")
+    return Davs(DavsConfig.from_dict(extras["davs_config"]))
+
+
+SIGNATURE = Signature(
+    kind="davs",
+    keys=("person_encoder.fc.weight", "word_from_person.out.weight", "sequence_discriminator.net.0.weight"),
+    description="a DAVS model",
+    build=_from_checkpoint,
+)

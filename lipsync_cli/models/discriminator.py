@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from . import Signature
 from .blocks import NoNormConv
 
 
@@ -42,3 +43,11 @@ def perceptual_loss(disc: VisualQualityDiscriminator, generated: torch.Tensor) -
     """The generator's adversarial term: -log D(G(x)), as BCE against 'real'."""
     p = disc(generated)
     return F.binary_cross_entropy(p, torch.ones_like(p))
+
+
+SIGNATURE = Signature(
+    kind="wav2lip_visual_quality_discriminator",
+    keys=("binary_pred.0.weight",),
+    description="a Wav2Lip visual-quality discriminator",
+    build=lambda state, extras: VisualQualityDiscriminator(),
+)

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from . import Signature
 from .blocks import Conv2d
 
 
@@ -68,3 +69,11 @@ def lower_half_stack(frames: torch.Tensor) -> torch.Tensor:
     b, c, t, h, w = frames.shape
     lower = frames[:, :, :, h // 2:]
     return torch.cat([lower[:, :, i] for i in range(t)], dim=1)
+
+
+SIGNATURE = Signature(
+    kind="wav2lip_syncnet_expert_color",
+    keys=("face_encoder.0.conv_block.0.weight", "audio_encoder.0.conv_block.0.weight"),
+    description="a Wav2Lip lip-sync expert (SyncNet)",
+    build=lambda state, extras: SyncNetColor(),
+)

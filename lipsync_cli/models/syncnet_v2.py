@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from . import Signature
+
 
 def _fc() -> nn.Sequential:
     return nn.Sequential(nn.Linear(512, 512), nn.BatchNorm1d(512), nn.ReLU(), nn.Linear(512, 1024))
@@ -47,3 +49,11 @@ class EvalSyncNet(nn.Module):
     def lip_features(self, frames: torch.Tensor) -> torch.Tensor:
         """(B, 3, 5, 224, 224) BGR 0-255 -> (B, 1024)."""
         return self.netfclip(self.netcnnlip(frames).flatten(1))
+
+
+SIGNATURE = Signature(
+    kind="syncnet_v2_evaluation",
+    keys=("netcnnaud.0.weight",),
+    description="the evaluation SyncNet (syncnet_v2)",
+    build=lambda state, extras: EvalSyncNet(),
+)

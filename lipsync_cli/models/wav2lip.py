@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from . import GENERATOR_NAMES, Signature  # noqa: F401 (the names are read from here too)
 from .blocks import AttentionBlock, Conv2d, Conv2dTranspose
 
 ENCODER_CHANNELS = (16, 32, 64, 128, 256, 512, 512)
@@ -48,9 +49,6 @@ class GeneratorConfig:
         if name not in table:
             raise ValueError(f"unknown generator {name!r}; choose from {', '.join(table)}")
         return table[name]
-
-
-GENERATOR_NAMES = ("wav2lip", "attnwav2lip", "attnwav2lip-spatial", "attnwav2lip-channel")
 
 
 def _face_encoder() -> nn.ModuleList:
@@ -156,3 +154,18 @@ class Wav2LipGenerator(nn.Module):
 
 def build_generator(name: str = "wav2lip") -> Wav2LipGenerator:
     return Wav2LipGenerator(GeneratorConfig.from_name(name))
+
+
+def variant_of(state: dict[str, torch.Tensor]) -> str:
+    """wav2lip / attnwav2lip / attnwav2lip-spatial / attnwav2lip-channel, from a state_dict's attention keys."""
+    attention = [k for k in state if k.startswith("face_encoder_attention.")]
+    return GeneratorConfig(channel_attention=any(".cam." in k for k in attention),
+                           spatial_attention=any(".sam." in k for k in attention)).name
+
+
+SIGNATURE = Signature(
+    kind="wav2lip_generator",
+    keys=("face_decoder_blocks.0.0.conv_block.0.weight", "output_block.1.weight"),
+    description="a Wav2Lip-family generator",
+    build=lambda state, extras: build_generator(variant_of(state)),
+)

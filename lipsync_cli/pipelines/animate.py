@@ -123,7 +123,7 @@ def animate(photo: str, audio_path: str | None, output: str, opts: AnimateOption
     from ..faces import align, make_detector
     from ..faces.paste import AlignedPaster
     from ..device import resolve_device
-    from ..train.davs import load_davs
+    from ..checkpoints import load_davs
 
     started = time.perf_counter()
     stages: dict[str, float] = {}

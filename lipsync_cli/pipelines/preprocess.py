@@ -1,4 +1,4 @@
-"""`lipsync preprocess`: raw talking videos -> the training layout (train/data.py reads it).
+"""`lipsync preprocess`: raw talking videos -> the training layout (datasets.py reads it).
 
 For every video under SRC: frames decoded as a stream and resampled to 25 fps, faces found in
 batches with the same detectors, tracking and smoothing as `dub` (every frame is detected), each

@@ -24,41 +24,17 @@ step never moves a critic.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import torch
 from torch.nn import functional as F
 
-from ..errors import InputError
+from ..checkpoints import load_weights, save_davs
+from ..datasets import WordClips
 from ..models.davs import Davs, DavsConfig
-from ..outputs import atomic_torch_save, link_or_copy
 from . import loop
-from .data import WordClips
-
-
-@dataclass
-class DavsTrainConfig(loop.TrainConfig):
-    batch_size: int = 16
-    lr: float = 2e-4
-    size: int = 64  # aligned face side: 64, 128 or 256 (the paper)
-    width: float = 1.0  # encoder and decoder channel multiplier
-    clip_frames: int = 12  # T for the word classifier and the contrastive loss
-    gen_frames: int = 6  # frames generated per clip (D_seq's clip)
-    disentangle_from: int = 1000  # step at which stage 2 starts
-    generate_from: int = 2000  # step at which stage 3 starts
-    word_classifier: str = "shared"  # shared | separate (one per modality) | none (contrastive alone)
-    domain_adversarial: bool = True
-    disentangle: bool = True  # off: the ablation without stage 2
-    # 10 wins the word-ID ablation (retrieval), but in the full training it made the disentangled
-    # faces follow the speech less well and the probe no longer dropped (benchmarks/README.md)
-    contrastive_weight: float = 1.0
-    domain_weight: float = 1.0
-    # sum_j (softmax_j - 1/N)^2 is ~0.01 once a critic is near chance: at weight 1 it was ~1% of the
-    # loss, the critic kept learning and the person-ID features kept the word (benchmarks/README.md)
-    uniform_weight: float = 100.0
-    gan_weight: float = 0.01  # alpha
+from .config import DavsTrainConfig
 
 
 # ------------------------------------------------------------------------------- losses
@@ -89,18 +65,18 @@ def paired(f_v: torch.Tensor, f_a: torch.Tensor):
 # ------------------------------------------------------------------------------- the trainer
 
 
-class DavsTrainer:
-    """The networks, their optimisers and one training step; used by the loop and by the tests."""
+class DavsTrainer(loop.Trainer):
+    """The networks, their optimisers and one training step; used by the loop and by the tests
+    (`val_data`: the evaluation set, for the loop)."""
 
     def __init__(self, cfg: DavsTrainConfig, words: int, persons: int, device: torch.device,
-                 dtype: torch.dtype | None = None, ddp: loop.Distributed = loop.Distributed()):
-        if cfg.word_classifier not in ("shared", "separate", "none"):
-            raise InputError(f"--word-classifier {cfg.word_classifier}: choose shared, separate or none")
-        self.cfg, self.device, self.dtype, self.ddp = cfg, device, dtype, ddp
+                 dtype: torch.dtype | None = None, ddp: loop.Distributed = loop.Distributed(),
+                 val_data: WordClips | None = None):
+        self.cfg, self.device, self.dtype, self.ddp, self.val_data = cfg, device, dtype, ddp, val_data
         self.model_cfg = DavsConfig(size=cfg.size, words=words, persons=persons, clip_frames=cfg.clip_frames,
                                     width=cfg.width,
                                     word_classifier="separate" if cfg.word_classifier == "separate" else "shared")
-        self.net = loop.place(Davs(self.model_cfg), device, dtype)
+        self.net = self.model = loop.place(Davs(self.model_cfg), device, dtype)
         n = self.net
         encoder_side = [n.person_encoder, n.video_word_encoder, n.audio_word_encoder, n.decoder, n.word_classifier,
                         n.person_classifier] + ([n.audio_word_classifier] if n.audio_word_classifier else [])
@@ -111,8 +87,8 @@ class DavsTrainer:
                                                         betas=betas)}
         for name, critic in self.critics.items():
             self.optimizers[name] = torch.optim.Adam(critic.parameters(), lr=cfg.lr, betas=betas)
-        fp16 = device.type == "cuda" and dtype == torch.float16  # loss scaling, one scaler per optimiser
-        self.scalers = {k: torch.amp.GradScaler("cuda", enabled=fp16) for k in self.optimizers}
+        # several optimisers over parts of one network: gradients averaged by hand, not by a DDP wrapper
+        self.updates = {k: loop.Update(o, device, dtype, average_over=ddp) for k, o in self.optimizers.items()}
 
     def stages(self, step: int) -> tuple[bool, bool]:
         """(disentangling on, generation on) at this step."""
@@ -122,7 +98,7 @@ class DavsTrainer:
         """One update of the encoder side, then one of each critic in use. Returns the losses."""
         logs, cache = self.encoder_step(batch, step)
         logs.update(self.critic_steps(cache, step))
-        return logs
+        return {f"train_{k}": v for k, v in logs.items()}
 
     def encoder_step(self, batch, step: int) -> tuple[dict, dict]:
         """Update the encoders, C_w, C_p and the decoder on the sum of their losses (the critics
@@ -170,7 +146,7 @@ class DavsTrainer:
                 loss = loss + l1 + cfg.gan_weight * l_gan
                 logs.update(l1=l1.item(), gen_adv=l_gan.item())
                 cache.update(target=target, generated=torch.cat([gen_a, gen_v]).detach())
-        self._update("encoders", loss)
+        self.updates["encoders"](loss)
         logs["loss"] = loss.item()
         cache.update(f_v=f_v.detach(), f_a=f_a.detach(), f_p=f_p.detach())
         return logs, cache
@@ -202,53 +178,28 @@ class DavsTrainer:
         return logs
 
     def _critic_step(self, name: str, loss: torch.Tensor) -> float:
-        self._update(name, loss)
+        self.updates[name](loss)
         return loss.item()
 
-    def _update(self, name: str, loss: torch.Tensor):
-        """Backward and step of one optimiser: gradients averaged across processes, fp16 loss scaling."""
-        opt, scaler = self.optimizers[name], self.scalers[name]
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        loop.average_gradients(opt, self.ddp)
-        scaler.step(opt)
-        scaler.update()
+    # ---------------------------------------------------------------- the loop's side
 
-    # ---------------------------------------------------------------- checkpoints
+    def evaluate(self) -> dict:
+        from ..eval.davs import evaluate_batches
 
-    def state(self, step: int) -> dict:
-        return {"kind": "davs", "davs_config": self.model_cfg.as_dict(), "global_step": step,
-                "state_dict": {k: v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()},
-                "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()}}
+        return {f"val_{k}": v for k, v in evaluate_batches(self.net, self.val_data, self.cfg.eval_batches,
+                                                           self.cfg.batch_size, self.device, self.dtype).items()}
 
-    def load(self, payload: dict) -> int:
-        self.net.load_state_dict(payload["state_dict"])
+    def save(self, step: int):
+        loop.save_checkpoint(Path(self.cfg.out), f"davs_step{step:06d}",
+                             lambda path: save_davs(self.net, path, step, self.optimizers))
+
+    def resume(self, last: Path) -> int:
+        """The networks and every optimiser's state from a checkpoint of `save`; returns its step."""
+        extras = load_weights(self.net, last, "davs")
         for k, o in self.optimizers.items():
-            if k in payload.get("optimizers", {}):
-                o.load_state_dict(payload["optimizers"][k])
-        return int(payload.get("global_step", 0))
-
-
-def read_davs(path: str | Path) -> dict:
-    """A DAVS checkpoint, loaded safely (tensors and plain values only)."""
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: no such checkpoint")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise InputError(f"{path}: not a readable checkpoint ({type(exc).__name__})") from None
-    if not isinstance(payload, dict) or payload.get("kind") != "davs" or "davs_config" not in payload:
-        raise InputError(f"{path}: not a DAVS checkpoint (make one with `lipsync train davs`)")
-    return payload
-
-
-def load_davs(path: str | Path, device="cpu") -> Davs:
-    """The DAVS networks of a checkpoint, in evaluation mode."""
-    payload = read_davs(path)
-    net = Davs(DavsConfig.from_dict(payload["davs_config"]))
-    net.load_state_dict(payload["state_dict"])
-    return net.to(device).eval()
+            if k in extras.get("optimizers", {}):
+                o.load_state_dict(extras["optimizers"][k])
+        return int(extras.get("global_step", 0))
 
 
 # ------------------------------------------------------------------------------- the loop
@@ -260,38 +211,9 @@ def dataset_sizes(data: str) -> tuple[int, int]:
 
 
 def train_davs(cfg: DavsTrainConfig, progress: Callable[[int, int, dict], None] | None = None) -> dict:
-    out, ddp, device, dtype = loop.start_run(cfg, "davs")
-    train_ds = WordClips(cfg.data, "train", cfg.size, cfg.clip_frames, seed=cfg.seed)
-    words, persons = train_ds.class_counts()  # the train split's labels, read once
-    val_ds = WordClips(cfg.data, "val", cfg.size, cfg.clip_frames, seed=10_000 + cfg.seed)
-    trainer = DavsTrainer(cfg, words, persons, device, dtype, ddp)
-    start = trainer.load(read_davs(out / "last.pth")) if cfg.resume and (out / "last.pth").exists() else 0
-    metrics = loop.Metrics(out) if ddp.main else None
-    last_eval: dict = {}
-    step = start
-
-    def save(step: int):
-        payload = trainer.state(step)
-        path = out / f"davs_step{step:06d}.pth"
-        atomic_torch_save(payload, path)
-        link_or_copy(path, out / "last.pth")
-
-    trainer.net.train()
-    with loop.finishing(ddp, metrics, save, start, lambda: step):
-        for batch in loop.batches(train_ds, range(start, cfg.steps), cfg.batch_size, cfg.workers, device, ddp):
-            logs = trainer.step(batch, step)
-            step += 1
-            if ddp.main:
-                metrics.scalars(step, **{f"train_{k}": v for k, v in logs.items()})
-                if step % cfg.eval_every == 0 or step == cfg.steps:
-                    from ..eval.davs import evaluate_batches
-
-                    last_eval = {f"val_{k}": v for k, v in evaluate_batches(
-                        trainer.net, val_ds, cfg.eval_batches, cfg.batch_size, device, dtype).items()}
-                    metrics.scalars(step, **last_eval)
-                if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-                    save(step)
-                if progress:
-                    progress(step, cfg.steps, {"loss": logs["loss"], **last_eval})
-        loop.check_ranks_agree(trainer.net, ddp, device)
-    return {"step": step, **last_eval}
+    run = loop.start_run(cfg, "davs")
+    train_data = WordClips(cfg.data, "train", cfg.size, cfg.clip_frames, seed=cfg.seed)
+    words, persons = train_data.class_counts()  # the train split's labels, read once
+    val_data = WordClips(cfg.data, "val", cfg.size, cfg.clip_frames, seed=10_000 + cfg.seed)
+    trainer = DavsTrainer(cfg, words, persons, run.device, run.dtype, run.ddp, val_data)
+    return loop.train(trainer, run, train_data, progress)

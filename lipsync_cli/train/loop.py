@@ -1,7 +1,9 @@
-"""What every training loop shares: configuration, seeds, devices and mixed precision,
-checkpoints in the published layout with resume, metrics (JSON lines, TensorBoard when
-installed), data-parallel training under `torchrun`, and a clean stop on Ctrl-C that leaves a
-checkpoint behind.
+"""The training loop's skeleton, which drives every trainer (syncnet.py, wav2lip.py, davs.py):
+the run folder and its config, seeds, devices and mixed precision, resume from OUT/last.pth,
+batches by step, metrics (JSON lines, TensorBoard when installed), periodic evaluation and
+checkpoints, progress, data-parallel training under `torchrun`, and a clean stop on Ctrl-C that
+leaves a checkpoint behind. A trainer supplies its networks, its step, its evaluation and its
+checkpoint format (`Trainer`).
 
 Under `torchrun` (WORLD_SIZE > 1) every process takes its own slice of each step's batch (the
 batch size stays the global one), gradients are averaged by DistributedDataParallel, and only
@@ -14,65 +16,41 @@ import os
 import random
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 
-from ..checkpoints import read_state_dict, save_published
+from ..checkpoints import load_weights, save_published
 from ..device import autocast, autocast_dtype, resolve_device  # noqa: F401 (autocast: the loops' loop.autocast)
 from ..errors import InputError
 from ..outputs import atomic_write_text, link_or_copy, refuse_overlap
+from .config import TrainConfig
 
 
-@dataclass
-class TrainConfig:
-    data: str
-    out: str
-    steps: int = 10000
-    batch_size: int = 64
-    lr: float = 1e-4
-    eval_every: int = 500
-    eval_batches: int = 20
-    checkpoint_every: int = 1000
-    seed: int = 0
-    device: str = "auto"
-    amp: str = "auto"  # auto: fp16 on CUDA, bf16 on a CPU with AMX; off: fp32
-    workers: int = 2
-    resume: bool = True  # continue from OUT/last.pth when it exists
+@dataclass(frozen=True)
+class Run:
+    """Where a training run stands: its folder, this process's place in a torchrun job, its device
+    and its mixed precision (the autocast dtype, or None for fp32)."""
 
-    @classmethod
-    def from_sources(cls, config_file: str | None, **flags) -> "TrainConfig":
-        """A JSON or TOML config file, then the command-line flags that were given (not None)."""
-        values: dict = {}
-        if config_file:
-            path = Path(config_file)
-            if not path.exists():
-                raise InputError(f"{path}: no such config file")
-            text = path.read_text()
-            if path.suffix.lower() == ".toml":
-                import tomllib
+    cfg: TrainConfig
+    out: Path
+    ddp: Distributed
+    device: torch.device
+    dtype: torch.dtype | None
 
-                values = tomllib.loads(text)
-            else:
-                values = json.loads(text)
-        values.update({k: v for k, v in flags.items() if v is not None})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise InputError(f"unknown setting {unknown[0]!r} (known: {', '.join(sorted(known))})")
-        missing = [k for k in ("data", "out") if k not in values]
-        if missing:
-            raise InputError(f"missing setting: {missing[0]}")
-        return cls(**values)
+    def place(self, model: torch.nn.Module) -> torch.nn.Module:
+        return place(model, self.device, self.dtype)
+
+    def autocast(self):
+        return autocast(self.device, self.dtype)
 
 
-def start_run(cfg: TrainConfig, kind: str):
+def start_run(cfg: TrainConfig, kind: str) -> Run:
     """What every loop does first: join torchrun's group if any, make the run folder and record
-    the config (rank 0), seed, pick the device and the mixed precision. Returns (run folder,
-    Distributed, device, autocast dtype or None)."""
+    the config (rank 0), seed, pick the device and the mixed precision."""
     out = Path(cfg.out)
     refuse_overlap(out, cfg.data, "the run folder", "the data folder")  # a run never writes into its data
     for flag in ("expert", "init"):  # checkpoints the run reads: its own saves would replace them
@@ -86,7 +64,7 @@ def start_run(cfg: TrainConfig, kind: str):
         write_config(out, cfg, kind)
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
-    return out, ddp, device, autocast_dtype(device, cfg.amp)
+    return Run(cfg, out, ddp, device, autocast_dtype(device, cfg.amp))
 
 
 def seed_everything(seed: int):
@@ -106,6 +84,103 @@ def place(model: torch.nn.Module, device: torch.device, dtype: torch.dtype | Non
             if t.dim() == 4:
                 t.data = t.data.contiguous(memory_format=torch.channels_last)
     return model
+
+
+class Trainer:
+    """What a trainer supplies to `train`; the loop does the rest. Its networks are built and
+    placed when it is made; `model` is the network whose weights every rank must end with."""
+
+    model: torch.nn.Module
+
+    def resume(self, last: Path) -> int:
+        """Restore the state saved in OUT/last.pth; returns its step."""
+        raise NotImplementedError
+
+    def fresh(self) -> int:
+        """Set up a run from step 0 (not resumed); returns 0."""
+        return 0
+
+    def parallel(self) -> None:
+        """Wrap the networks for data-parallel steps, once their starting weights are in place."""
+
+    def step(self, batch: tuple, step: int) -> dict[str, float]:
+        """One optimisation step on this process's part of the batch; the scalars to log
+        (`train_loss` among them)."""
+        raise NotImplementedError
+
+    def evaluate(self) -> dict[str, float]:
+        """Rank 0: the evaluation scalars (`val_...`)."""
+        raise NotImplementedError
+
+    def evaluated(self) -> None:
+        """Every rank, after an evaluation: share what rank 0 decided from it."""
+
+    def images(self) -> dict[str, torch.Tensor]:
+        """Rank 0, after an evaluation: images to log by tag."""
+        return {}
+
+    def save(self, step: int) -> None:
+        """Rank 0: write the checkpoints of this step, and OUT/last.pth."""
+        raise NotImplementedError
+
+    def summary(self) -> dict[str, float]:
+        """Entries of the result beside the step and the last evaluation."""
+        return {}
+
+
+def train(trainer: Trainer, run: Run, data, progress: Callable[[int, int, dict], None] | None = None) -> dict:
+    """Train from OUT/last.pth (or from step 0) to cfg.steps on `data`, evaluating every
+    eval_every steps and saving every checkpoint_every steps and at the end; returns the step,
+    the trainer's summary and the last evaluation."""
+    cfg, ddp = run.cfg, run.ddp
+    last = run.out / "last.pth"
+    start = trainer.resume(last) if cfg.resume and last.exists() else trainer.fresh()
+    trainer.parallel()
+    metrics = Metrics(run.out) if ddp.main else None
+    last_eval: dict = {}
+    step = start
+    trainer.model.train()
+    with finishing(ddp, metrics, trainer.save, start, lambda: step):
+        for batch in batches(data, range(start, cfg.steps), cfg.batch_size, cfg.workers, run.device, ddp):
+            logs = trainer.step(batch, step)
+            step += 1
+            evaluate_now = step % cfg.eval_every == 0 or step == cfg.steps
+            if ddp.main:
+                metrics.scalars(step, **logs)
+                if evaluate_now:
+                    last_eval = trainer.evaluate()
+                    metrics.scalars(step, **last_eval)
+                    for tag, image in trainer.images().items():
+                        metrics.images(step, tag, image)
+            if evaluate_now:
+                trainer.evaluated()
+            if ddp.main:
+                if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+                    trainer.save(step)
+                if progress:
+                    progress(step, cfg.steps, {"loss": logs["train_loss"], **last_eval})
+        check_ranks_agree(trainer.model, ddp, run.device)
+    return {"step": step, **trainer.summary(), **last_eval}
+
+
+class Update:
+    """One optimiser's step, the same under every precision: zero the gradients, backward, step.
+    Under fp16 (CUDA) the loss is scaled against underflow; elsewhere the scaler does nothing.
+    With `average_over`, the gradients are averaged over the processes by hand (for several
+    optimisers over parts of one network, where a DDP wrapper does not fit)."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, device: torch.device, dtype: torch.dtype | None,
+                 average_over: Distributed | None = None):
+        self.optimizer, self.average_over = optimizer, average_over
+        self.scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and dtype == torch.float16)
+
+    def __call__(self, loss: torch.Tensor) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.average_over is not None:
+            average_gradients(self.optimizer, self.average_over)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
 
 
 @dataclass(frozen=True)
@@ -275,38 +350,30 @@ class Metrics:
             self.tb.close()
 
 
-def save_checkpoint(out: Path, name: str, model: torch.nn.Module, optimizer, step: int, extra: dict | None = None,
-                    last_name: str = "last"):
-    """`name`.pth in the published layout (what `dub` and the published tools load), and the
-    running `last_name`.pth the run resumes from: the same file (a hard link where possible),
-    since checkpoints are never rewritten in place."""
+def save_checkpoint(out: Path, name: str, write: Callable[[Path], None], last_name: str = "last") -> Path:
+    """OUT/`name`.pth, written by `write(path)`, and the running OUT/`last_name`.pth the run
+    resumes from: the same file (a hard link where possible), since checkpoints are never
+    rewritten in place."""
     path = out / f"{name}.pth"
-    save_published(model, path, optimizer=optimizer, global_step=step, extra=extra)
+    write(path)
     link_or_copy(path, out / f"{last_name}.pth")
     return path
 
 
-def load_weights(model: torch.nn.Module, path: str | Path) -> dict:
-    """Load a checkpoint's weights into `model` (strict); returns the other top-level entries."""
-    state, extras = read_state_dict(path)
-    expected = model.state_dict()
-    if set(state) != set(expected) or any(state[k].shape != expected[k].shape for k in expected):
-        raise InputError(f"{path}: its weights do not fit this network ({type(model).__name__})")
-    model.load_state_dict(state)
-    return extras
+def save_published_checkpoint(out: Path, name: str, model: torch.nn.Module, optimizer, step: int,
+                              extra: dict | None = None, last_name: str = "last") -> Path:
+    """`save_checkpoint` in the published layout (what `dub` and the published tools load)."""
+    return save_checkpoint(out, name, lambda path: save_published(model, path, optimizer=optimizer, global_step=step,
+                                                                  extra=extra), last_name)
 
 
-def resume(out: Path, model: torch.nn.Module, optimizer) -> int:
-    """The step to continue from: 0, or the step of OUT/last.pth (weights and optimizer restored)."""
-    last = out / "last.pth"
-    return resume_named(last, model, optimizer) if last.exists() else 0
-
-
-def resume_named(path: Path, model: torch.nn.Module, optimizer) -> int:
+def restore(path: Path, model: torch.nn.Module, optimizer) -> dict:
+    """Weights and optimiser state from a published-layout checkpoint; returns its other
+    top-level entries (global_step, a loss schedule...)."""
     extras = load_weights(model, path)
     if optimizer is not None and extras.get("optimizer"):
         optimizer.load_state_dict(extras["optimizer"])
-    return int(extras.get("global_step", 0))
+    return extras
 
 
 def write_config(out: Path, cfg, kind: str):

@@ -13,9 +13,10 @@ from typing import Callable
 
 import torch
 
+from ..datasets import PreprocessedData, SyncPairs
 from ..models.syncnet import SyncNetColor, sync_loss, sync_probability
 from . import loop
-from .data import PreprocessedData, SyncPairs
+from .config import TrainConfig
 
 
 @dataclass
@@ -40,49 +41,39 @@ def evaluate(model: SyncNetColor, ds: SyncPairs, batches: int, batch_size: int, 
     return SyncEval(total / n, correct / n, n)
 
 
-def train_syncnet(cfg: loop.TrainConfig, progress: Callable[[int, int, dict], None] | None = None) -> dict:
-    """Train (or continue training) the expert; returns the last evaluation."""
-    out, ddp, device, dtype = loop.start_run(cfg, "syncnet")
-    train_ds = SyncPairs(PreprocessedData(cfg.data, "train"), seed=cfg.seed)
-    val_ds = SyncPairs(PreprocessedData(cfg.data, "val"), seed=10_000 + cfg.seed)  # a fixed evaluation set
+class SyncNetTrainer(loop.Trainer):
+    def __init__(self, run: loop.Run, val_data: SyncPairs):
+        self.cfg, self.run, self.val_data = run.cfg, run, val_data
+        self.model = self.net = run.place(SyncNetColor())  # net: what the step calls (DDP-wrapped or not)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.cfg.lr)
+        self.update = loop.Update(self.optimizer, run.device, run.dtype)
 
-    model = loop.place(SyncNetColor(), device, dtype)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    start = loop.resume(out, model, optimizer) if cfg.resume else 0
-    net = loop.parallel(model, ddp, device)
-    scaler = torch.amp.GradScaler("cuda") if (device.type == "cuda" and dtype == torch.float16) else None
-    metrics = loop.Metrics(out) if ddp.main else None
-    last_eval: dict = {}
-    step = start
+    def resume(self, last) -> int:
+        return int(loop.restore(last, self.model, self.optimizer).get("global_step", 0))
 
-    def save(step: int):
-        loop.save_checkpoint(out, f"syncnet_step{step:06d}", model, optimizer, step)
+    def parallel(self):
+        self.net = loop.parallel(self.model, self.run.ddp, self.run.device)
 
-    model.train()
-    with loop.finishing(ddp, metrics, save, start, lambda: step):
-        for faces, mel, label in loop.batches(train_ds, range(start, cfg.steps), cfg.batch_size, cfg.workers, device, ddp):
-            with loop.autocast(device, dtype):
-                a, v = net(mel, faces)
-            loss = sync_loss(a.float(), v.float(), label)
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                loss.backward()
-                optimizer.step()
-            step += 1
-            if not ddp.main:
-                continue
-            metrics.scalars(step, train_loss=loss.item())
-            if step % cfg.eval_every == 0 or step == cfg.steps:
-                ev = evaluate(model, val_ds, cfg.eval_batches, cfg.batch_size, device, dtype)
-                last_eval = {"step": step, "val_loss": ev.loss, "val_accuracy": ev.accuracy}
-                metrics.scalars(step, val_loss=ev.loss, val_accuracy=ev.accuracy)
-            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-                save(step)
-            if progress:
-                progress(step, cfg.steps, {"loss": loss.item(), **last_eval})
-        loop.check_ranks_agree(model, ddp, device)
-    return {"step": step, **last_eval}
+    def step(self, batch, step: int) -> dict:
+        faces, mel, label = batch
+        with self.run.autocast():
+            a, v = self.net(mel, faces)
+        loss = sync_loss(a.float(), v.float(), label)
+        self.update(loss)
+        return {"train_loss": loss.item()}
+
+    def evaluate(self) -> dict:
+        ev = evaluate(self.model, self.val_data, self.cfg.eval_batches, self.cfg.batch_size, self.run.device,
+                      self.run.dtype)
+        return {"val_loss": ev.loss, "val_accuracy": ev.accuracy}
+
+    def save(self, step: int):
+        loop.save_published_checkpoint(self.run.out, f"syncnet_step{step:06d}", self.model, self.optimizer, step)
+
+
+def train_syncnet(cfg: TrainConfig, progress: Callable[[int, int, dict], None] | None = None) -> dict:
+    """Train (or continue training) the expert; returns the step and the last evaluation."""
+    run = loop.start_run(cfg, "syncnet")
+    train_data = SyncPairs(PreprocessedData(cfg.data, "train"), seed=cfg.seed)
+    val_data = SyncPairs(PreprocessedData(cfg.data, "val"), seed=10_000 + cfg.seed)  # a fixed evaluation set
+    return loop.train(SyncNetTrainer(run, val_data), run, train_data, progress)

@@ -13,36 +13,21 @@ generated (0) lower halves, with its own Adam.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import torch
 from torch.nn import functional as F
 
-from ..checkpoints import identify, read_state_dict
+from ..checkpoints import load_weights
+from ..datasets import GeneratorWindows, PreprocessedData
 from ..errors import InputError
+from ..models import syncnet
 from ..models.discriminator import VisualQualityDiscriminator
 from ..models.syncnet import SyncNetColor, lower_half_stack, sync_loss
-from ..models.wav2lip import GENERATOR_NAMES, build_generator
+from ..models.wav2lip import build_generator
 from . import loop
-from .data import GeneratorWindows, PreprocessedData
-
-SYNC_WEIGHT = 0.03  # a, once switched on
-GAN_WEIGHT = 0.07  # b
-SYNC_SWITCH = 0.75  # evaluation sync loss below which a switches on
-
-
-@dataclass
-class Wav2LipConfig(loop.TrainConfig):
-    expert: str = ""
-    model: str = "wav2lip"
-    gan: bool = True
-    sync_weight: float = SYNC_WEIGHT
-    gan_weight: float = GAN_WEIGHT
-    sync_switch: float = SYNC_SWITCH  # inf: use the sync loss from the first step
-    t: int = 5
-    init: str = ""  # generator weights to start from (fine-tuning), when not resuming
+from .config import Wav2LipConfig
 
 
 def loss_weights(cfg: Wav2LipConfig, sync_on: bool) -> tuple[float, float, float]:
@@ -55,11 +40,8 @@ def loss_weights(cfg: Wav2LipConfig, sync_on: bool) -> tuple[float, float, float
 def load_expert(path: str, device, dtype: torch.dtype | None = None) -> SyncNetColor:
     if not path:
         raise InputError("--expert CKPT is required: a lip-sync expert from `lipsync train syncnet` or lipsync_expert.pth")
-    state, _ = read_state_dict(path)
-    if identify(state) != "wav2lip_syncnet_expert_color":
-        raise InputError(f"{path}: not a lip-sync expert (SyncNet colour) checkpoint")
     expert = SyncNetColor()
-    loop.load_weights(expert, path)
+    load_weights(expert, path, syncnet.SIGNATURE.kind, "not a lip-sync expert (SyncNet colour) checkpoint")
     expert.eval().requires_grad_(False)
     return loop.place(expert, device, dtype)
 
@@ -88,94 +70,96 @@ def evaluate(gen, expert, disc, ds, cfg: Wav2LipConfig, device, dtype) -> dict:
     return {f"val_{key}": v / n for key, v in sums.items()}
 
 
-def train_wav2lip(cfg: Wav2LipConfig, progress: Callable[[int, int, dict], None] | None = None) -> dict:
-    if cfg.model not in GENERATOR_NAMES:
-        raise InputError(f"--model {cfg.model}: choose from {', '.join(GENERATOR_NAMES)}")
-    out, ddp, device, dtype = loop.start_run(cfg, "wav2lip")
-    expert = load_expert(cfg.expert, device, dtype)
-    train_ds = GeneratorWindows(PreprocessedData(cfg.data, "train"), seed=cfg.seed, t=cfg.t)
-    val_ds = GeneratorWindows(PreprocessedData(cfg.data, "val"), seed=10_000 + cfg.seed, t=cfg.t)
+class Wav2LipTrainer(loop.Trainer):
+    def __init__(self, run: loop.Run, expert: SyncNetColor, val_data: GeneratorWindows):
+        self.cfg, self.run, self.expert, self.val_data = run.cfg, run, expert, val_data
+        cfg = self.cfg
+        self.gen = self.model = run.place(build_generator(cfg.model))
+        self.gen_opt = torch.optim.Adam(self.gen.parameters(), lr=cfg.lr)
+        self.disc = run.place(VisualQualityDiscriminator()) if cfg.gan else None
+        self.disc_opt = torch.optim.Adam(self.disc.parameters(), lr=cfg.lr) if self.disc is not None else None
+        self.gen_update = loop.Update(self.gen_opt, run.device, run.dtype)
+        self.disc_update = loop.Update(self.disc_opt, run.device, run.dtype) if self.disc is not None else None
+        self.gen_step, self.disc_step = self.gen, self.disc  # what the step calls (DDP-wrapped or not)
+        self.sync_on = math.isinf(cfg.sync_switch)  # --sync-switch inf: the sync loss from the first step
+        self.shown: torch.Tensor | None = None  # the last step's targets and generated faces, for TensorBoard
 
-    gen = loop.place(build_generator(cfg.model), device, dtype)
-    gen_opt = torch.optim.Adam(gen.parameters(), lr=cfg.lr)
-    disc = loop.place(VisualQualityDiscriminator(), device, dtype) if cfg.gan else None
-    disc_opt = torch.optim.Adam(disc.parameters(), lr=cfg.lr) if disc is not None else None
-    start, sync_on = 0, math.isinf(cfg.sync_switch)  # --sync-switch inf: the sync loss from the first step
-    if cfg.resume and (out / "last.pth").exists():
-        start = loop.resume(out, gen, gen_opt)
-        sync_on = bool(read_state_dict(out / "last.pth")[1].get("sync_on", False))
-        if disc is not None and (out / "disc_last.pth").exists():
-            loop.resume_named(out / "disc_last.pth", disc, disc_opt)
-    elif cfg.init:
-        if not Path(cfg.init).exists():
-            raise InputError(f"--init {cfg.init}: no such checkpoint")
-        loop.load_weights(gen, cfg.init)  # weights only: a fresh optimiser, step 0, a = 0 until switched
-    gen_step = loop.parallel(gen, ddp, device)
-    # The generator's adversarial term goes through the bare discriminator: its gradients there
-    # are discarded, so they need no averaging; the discriminator's own step uses the wrapped one.
-    disc_step = loop.parallel(disc, ddp, device) if disc is not None else None
-    fp16 = device.type == "cuda" and dtype == torch.float16
-    gen_scaler = torch.amp.GradScaler("cuda", enabled=fp16)
-    disc_scaler = torch.amp.GradScaler("cuda", enabled=fp16)
-    metrics = loop.Metrics(out) if ddp.main else None
-    last_eval: dict = {}
-    step = start
+    def resume(self, last: Path) -> int:
+        extras = loop.restore(last, self.gen, self.gen_opt)
+        self.sync_on = bool(extras.get("sync_on", False))
+        if self.disc is not None and (last.parent / "disc_last.pth").exists():
+            loop.restore(last.parent / "disc_last.pth", self.disc, self.disc_opt)
+        return int(extras.get("global_step", 0))
 
-    def save(step: int):
-        loop.save_checkpoint(out, f"{cfg.model}_step{step:06d}", gen, gen_opt, step, extra={"sync_on": sync_on})
+    def fresh(self) -> int:
+        if self.cfg.init:
+            if not Path(self.cfg.init).exists():
+                raise InputError(f"--init {self.cfg.init}: no such checkpoint")
+            load_weights(self.gen, self.cfg.init)  # weights only: a fresh optimiser, step 0, a = 0 until switched
+        return 0
+
+    def parallel(self):
+        ddp, device = self.run.ddp, self.run.device
+        self.gen_step = loop.parallel(self.gen, ddp, device)
+        # The generator's adversarial term goes through the bare discriminator: its gradients there
+        # are discarded, so they need no averaging; the discriminator's own step uses the wrapped one.
+        self.disc_step = loop.parallel(self.disc, ddp, device) if self.disc is not None else None
+
+    def step(self, batch, step: int) -> dict:
+        faces_in, mels, sync_mel, target = batch
+        device, disc = self.run.device, self.disc
+        w_l1, w_sync, w_gan = loss_weights(self.cfg, self.sync_on)
+        with self.run.autocast():
+            g = self.gen_step(mels, faces_in).float()
+            l1 = F.l1_loss(g, target)
+            l_sync = expert_sync_loss(self.expert, g, sync_mel) if w_sync > 0 else torch.zeros((), device=device)
+            l_gen = F.binary_cross_entropy(disc(g).float(), torch.ones(g.size(0) * g.size(2), 1, device=device)) \
+                if disc is not None else torch.zeros((), device=device)
+        loss = w_l1 * l1 + w_sync * l_sync + w_gan * l_gen
+        self.gen_update(loss)
+        logged = {"train_l1": l1.item(), "train_sync": l_sync.item(), "train_loss": loss.item()}
         if disc is not None:
-            loop.save_checkpoint(out, f"disc_step{step:06d}", disc, disc_opt, step, last_name="disc_last")
+            with self.run.autocast():
+                # real and generated lower halves in one forward (one DDP reduction per step)
+                both = torch.cat([target, g.detach()]).transpose(1, 2).flatten(0, 1)  # (2*B*T, 3, H, W)
+                real, fake = self.disc_step(both).float().chunk(2)
+                d_loss = F.binary_cross_entropy(real, torch.ones_like(real)) + \
+                    F.binary_cross_entropy(fake, torch.zeros_like(fake))
+            self.disc_update(d_loss)
+            logged.update(train_gen_adv=l_gen.item(), train_disc=d_loss.item())
+        self.shown = torch.cat([target[:4, :, 0], g[:4, :, 0].detach()], dim=0)
+        return {**logged, "sync_weight": w_sync}
 
-    gen.train()
-    with loop.finishing(ddp, metrics, save, start, lambda: step):
-        steps = range(start, cfg.steps)
-        for faces_in, mels, sync_mel, target in loop.batches(train_ds, steps, cfg.batch_size, cfg.workers, device, ddp):
-            w_l1, w_sync, w_gan = loss_weights(cfg, sync_on)
-            with loop.autocast(device, dtype):
-                g = gen_step(mels, faces_in).float()
-                l1 = F.l1_loss(g, target)
-                l_sync = expert_sync_loss(expert, g, sync_mel) if w_sync > 0 else torch.zeros((), device=device)
-                l_gen = F.binary_cross_entropy(disc(g).float(), torch.ones(g.size(0) * g.size(2), 1, device=device)) \
-                    if disc is not None else torch.zeros((), device=device)
-            loss = w_l1 * l1 + w_sync * l_sync + w_gan * l_gen
-            gen_opt.zero_grad(set_to_none=True)
-            gen_scaler.scale(loss).backward()
-            gen_scaler.step(gen_opt)
-            gen_scaler.update()
-            logged = {"l1": l1.item(), "sync": l_sync.item(), "loss": loss.item()}
-            if disc is not None:
-                with loop.autocast(device, dtype):
-                    # real and generated lower halves in one forward (one DDP reduction per step)
-                    both = torch.cat([target, g.detach()]).transpose(1, 2).flatten(0, 1)  # (2*B*T, 3, H, W)
-                    judged = disc_step(both).float()
-                    real, fake = judged.chunk(2)
-                    d_loss = F.binary_cross_entropy(real, torch.ones_like(real)) + \
-                        F.binary_cross_entropy(fake, torch.zeros_like(fake))
-                disc_opt.zero_grad(set_to_none=True)
-                disc_scaler.scale(d_loss).backward()
-                disc_scaler.step(disc_opt)
-                disc_scaler.update()
-                logged.update(gen_adv=l_gen.item(), disc=d_loss.item())
-            step += 1
-            evaluate_now = step % cfg.eval_every == 0 or step == cfg.steps
-            if ddp.main:
-                metrics.scalars(step, **{f"train_{k}": v for k, v in logged.items()}, sync_weight=w_sync)
-                if evaluate_now:
-                    last_eval = evaluate(gen, expert, disc, val_ds, cfg, device, dtype)
-                    if not sync_on and last_eval["val_sync"] < cfg.sync_switch:
-                        sync_on = True  # a: 0 -> sync_weight from the next step on
-                    metrics.scalars(step, **last_eval)
-                    grid = torch.cat([target[:4, :, 0], g[:4, :, 0].detach()], dim=0)
-                    metrics.images(step, "target_top_generated_bottom", _grid(grid))
-            if evaluate_now:
-                sync_on = loop.broadcast_flag(sync_on, ddp, device)
-            if ddp.main:
-                if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-                    save(step)
-                if progress:
-                    progress(step, cfg.steps, {"loss": logged["loss"], **last_eval})
-        loop.check_ranks_agree(gen, ddp, device)
-    return {"step": step, "sync_on": float(sync_on), **last_eval}
+    def evaluate(self) -> dict:
+        result = evaluate(self.gen, self.expert, self.disc, self.val_data, self.cfg, self.run.device, self.run.dtype)
+        if not self.sync_on and result["val_sync"] < self.cfg.sync_switch:
+            self.sync_on = True  # a: 0 -> sync_weight from the next step on
+        return result
+
+    def evaluated(self):
+        self.sync_on = loop.broadcast_flag(self.sync_on, self.run.ddp, self.run.device)
+
+    def images(self) -> dict:
+        return {"target_top_generated_bottom": _grid(self.shown)}
+
+    def save(self, step: int):
+        out = self.run.out
+        loop.save_published_checkpoint(out, f"{self.cfg.model}_step{step:06d}", self.gen, self.gen_opt, step,
+                                       extra={"sync_on": self.sync_on})
+        if self.disc is not None:
+            loop.save_published_checkpoint(out, f"disc_step{step:06d}", self.disc, self.disc_opt, step,
+                                           last_name="disc_last")
+
+    def summary(self) -> dict:
+        return {"sync_on": float(self.sync_on)}
+
+
+def train_wav2lip(cfg: Wav2LipConfig, progress: Callable[[int, int, dict], None] | None = None) -> dict:
+    run = loop.start_run(cfg, "wav2lip")
+    expert = load_expert(cfg.expert, run.device, run.dtype)
+    train_data = GeneratorWindows(PreprocessedData(cfg.data, "train"), seed=cfg.seed, t=cfg.t)
+    val_data = GeneratorWindows(PreprocessedData(cfg.data, "val"), seed=10_000 + cfg.seed, t=cfg.t)
+    return loop.train(Wav2LipTrainer(run, expert, val_data), run, train_data, progress)
 
 
 def _grid(images: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,5 @@
-"""Training data in the preprocessed Wav2Lip layout, read as it is on disk.
+"""Datasets on disk, read as they are: the preprocessed Wav2Lip layout and DAVS's words layout, for
+the training loops, the evaluations and preprocess alike (nothing here imports train/).
 
 The layout is what `lipsync preprocess` writes and what `lipsync synth --layout train` makes:
 
@@ -23,9 +24,9 @@ import cv2
 import numpy as np
 import torch
 
-from .. import audio as audio_mod
-from ..errors import InputError
-from ..models.syncnet import lower_half_stack
+from . import audio as audio_mod
+from .errors import InputError
+from .models.syncnet import lower_half_stack
 
 FPS = 25
 FACE = 96

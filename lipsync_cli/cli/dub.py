@@ -1,0 +1,209 @@
+"""`lipsync dub` and `lipsync batch`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, List, Optional, Tuple
+
+import typer
+from rich.progress import TimeElapsedColumn, TimeRemainingColumn
+
+from .common import (DebugOpt, DetectorOpt, DetectSizeOpt, DeviceOpt, FpsOpt, JsonOpt, PadsOpt, QuietOpt,
+                     RateColumn, FieldColumn, S3fdWeightsOpt, err, interrupted, out, parse_fps, progress_bar,
+                     report_errors)
+
+# Options that `dub` and `batch` share, declared once.
+CheckpointOpt = Annotated[Optional[str], typer.Option("--checkpoint", "-c", help="Generator checkpoint: a path, or a name from `lipsync weights list` (default: wav2lip_gan).")]
+ModelOpt = Annotated[Optional[str], typer.Option(help="Override the architecture read from the checkpoint: wav2lip, attnwav2lip, attnwav2lip-spatial, attnwav2lip-channel.")]
+BoxOpt = Annotated[Optional[Tuple[int, int, int, int]], typer.Option("--box", help="Fixed face box Y1 Y2 X1 X2 in pixels: skips detection.", show_default=False)]
+FaceIndexOpt = Annotated[Optional[int], typer.Option(help="Which face when there are several, counted left to right from 0 (default: the largest).")]
+OnNoFaceOpt = Annotated[str, typer.Option(help="Frames without a face: skip (left unchanged, counted) or error (the clip fails).")]
+PasteOpt = Annotated[str, typer.Option(help="feather: blend the lower face softly into the frame; hard: paste the whole box back exactly like the reference Wav2Lip inference.")]
+LoopOpt = Annotated[bool, typer.Option("--loop", help="When the audio is longer than the video, repeat the video from the start (default: play it back and forth).")]
+NoSmoothOpt = Annotated[bool, typer.Option("--no-smooth", help="Do not smooth face boxes over time.")]
+DetectEveryOpt = Annotated[int, typer.Option(help="Detect faces on every N-th frame; boxes in between are interpolated.")]
+PrecisionOpt = Annotated[str, typer.Option(help="auto (fp16 on CUDA; bf16 on a CPU with AMX, else fp32; fp32 with --paste hard), fp32, fp16 (CUDA) or bf16.")]
+BatchSizeOpt = Annotated[Optional[int], typer.Option(help="Frames per generator batch (default: 16 on CPU, 128 on CUDA, halved on out-of-memory).")]
+CrfOpt = Annotated[int, typer.Option(help="H.264 quality (lower is better, 0-51).")]
+
+
+def _dub_options(checkpoint, model, detector, box, pads, face_index, on_no_face, paste, loop, fps, no_smooth,
+                 detect_size, detect_every, s3fd_weights, device, precision, batch_size, crf):
+    """The shared options as the engine's DubOptions."""
+    from ..pipelines.dub import DubOptions
+    from ..weights import resolve_checkpoint
+
+    return DubOptions(
+        checkpoint=resolve_checkpoint(checkpoint), model=model, detector=detector,
+        box=tuple(box) if box else None, pads=tuple(pads), face_index=face_index,
+        detect_max_side=detect_size, detect_every=detect_every, s3fd_weights=str(s3fd_weights) if s3fd_weights else None,
+        smooth=not no_smooth, on_no_face=on_no_face, paste=paste, replay="loop" if loop else "pingpong",
+        still_fps=parse_fps(fps), device=device, precision=precision, batch_size=batch_size, crf=crf,
+    )
+
+
+@report_errors
+def dub(
+    video: Path = typer.Argument(..., help="Talking-head video, or a still image of a face."),
+    audio: Path = typer.Argument(..., help="Speech: any audio ffmpeg reads (wav, mp3, m4a, or a video's audio track)."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output video (default: VIDEO_STEM_dubbed.mp4 in the current folder)."),
+    checkpoint: CheckpointOpt = None,
+    model: ModelOpt = None,
+    detector: DetectorOpt = "retinaface",
+    box: BoxOpt = None,
+    pads: PadsOpt = (0, 10, 0, 0),
+    face_index: FaceIndexOpt = None,
+    on_no_face: OnNoFaceOpt = "skip",
+    paste: PasteOpt = "feather",
+    loop: LoopOpt = False,
+    fps: FpsOpt = "25",
+    no_smooth: NoSmoothOpt = False,
+    detect_size: DetectSizeOpt = 320,
+    detect_every: DetectEveryOpt = 2,
+    s3fd_weights: S3fdWeightsOpt = None,
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "auto",
+    batch_size: BatchSizeOpt = None,
+    crf: CrfOpt = 18,
+    force: bool = typer.Option(False, "--force", "-f", help="Overwrite OUTPUT if it exists."),
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
+    debug: DebugOpt = False,
+):
+    """Re-sync the mouth in VIDEO (or a still image) to AUDIO."""
+    from ..pipelines.dub import dub as run_dub
+
+    if output is None:
+        output = Path.cwd() / f"{video.stem}_dubbed.mp4"
+    opts = _dub_options(checkpoint, model, detector, box, pads, face_index, on_no_face, paste, loop, fps, no_smooth,
+                        detect_size, detect_every, s3fd_weights, device, precision, batch_size, crf)
+    with progress_bar("dubbing", quiet or as_json, RateColumn("frames"), TimeRemainingColumn()) as update:
+        result = run_dub(str(video), str(audio), str(output), opts, force=force, progress=update)
+    if as_json:
+        print(json.dumps(result.as_dict()))
+    elif not quiet:
+        note = f", {result.frames_without_face} frames without a face left unchanged" if result.frames_without_face else ""
+        err.print(
+            f"wrote {result.output}: {result.frames} frames at {float(result.fps):.3f} fps "
+            f"({result.duration:.2f} s), {result.model} on {result.device} ({result.precision}), {result.seconds:.1f} s{note}"
+        )
+
+
+@report_errors
+def batch(
+    inputs: Optional[List[Path]] = typer.Argument(None, help="Folders of videos or images, single files, or CSV / JSON / JSON-lines manifests (columns: video, audio, output, box, pads, face_index, loop, fps, crf, on_no_face, smooth)."),
+    output_dir: Optional[Path] = typer.Option(None, "-o", "--output-dir", help="Folder for the dubbed clips (created if missing); each is named after its video."),
+    audio: Optional[Path] = typer.Option(None, "--audio", "-a", help="One audio file for every video, or a folder of audio files paired with the videos by file name."),
+    job: Optional[Path] = typer.Option(None, "--job", help="Job folder with the resumable log (default: OUTPUT_DIR/.lipsync-job)."),
+    shard: Optional[str] = typer.Option(None, "--shard", help="Process only shard K of N (K/N, from 0) (default: from torchrun's RANK/WORLD_SIZE or a SLURM array, else all)."),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="Retry items that failed in an earlier run."),
+    report_dir: Optional[Path] = typer.Option(None, "--report", help="Print the merged report of a job (all shards) and exit: a job folder or a batch output folder."),
+    checkpoint: CheckpointOpt = None,
+    model: ModelOpt = None,
+    detector: DetectorOpt = "retinaface",
+    box: BoxOpt = None,
+    pads: PadsOpt = (0, 10, 0, 0),
+    face_index: FaceIndexOpt = None,
+    on_no_face: OnNoFaceOpt = "skip",
+    paste: PasteOpt = "feather",
+    loop: LoopOpt = False,
+    fps: FpsOpt = "25",
+    no_smooth: NoSmoothOpt = False,
+    detect_size: DetectSizeOpt = 320,
+    detect_every: DetectEveryOpt = 2,
+    s3fd_weights: S3fdWeightsOpt = None,
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "auto",
+    batch_size: BatchSizeOpt = None,
+    crf: CrfOpt = 18,
+    force: bool = typer.Option(False, "--force", "-f", help="Overwrite outputs that exist but were not made by this job."),
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
+    debug: DebugOpt = False,
+):
+    """Dub many clips: pairing, a resumable job log, a per-clip report, sharding.
+
+    Rerun the same command after an interruption: finished clips are kept, the rest are done."""
+    from ..errors import InputError
+    from ..pipelines import batch as batch_mod
+
+    if report_dir is not None:
+        _print_report(batch_mod.report(batch_mod.find_job_dir(report_dir)), as_json)
+        return 0
+    if not inputs:
+        raise InputError("no inputs: give folders, files or a manifest (see `lipsync batch --help`)")
+    if output_dir is None:
+        raise InputError("give the output folder with -o DIR")
+    if output_dir.exists() and not output_dir.is_dir():
+        raise InputError(f"{output_dir}: not a folder")
+    items = batch_mod.collect_items(inputs, output_dir, str(audio) if audio else None)
+    the_shard = batch_mod.parse_shard(shard) if shard else (batch_mod.shard_from_environment() or batch_mod.Shard(0, 1))
+    opts = _dub_options(checkpoint, model, detector, box, pads, face_index, on_no_face, paste, loop, fps, no_smooth,
+                        detect_size, detect_every, s3fd_weights, batch_mod.device_for_shard(device), precision,
+                        batch_size, crf)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    job_dir = job or output_dir / batch_mod.JOB_FOLDER
+
+    try:
+        with progress_bar("batch", quiet or as_json, FieldColumn("last"), TimeElapsedColumn()) as update:
+            total, done = None, 0
+
+            def on_start(n: int):
+                nonlocal total
+                if update is not None and n:
+                    total = n
+                    update(0, n, last="")
+
+            def on_outcome(o):
+                # items settled by the log before the start (done or failed earlier) are not counted
+                nonlocal done
+                if update is not None and total is not None and o.state != "skipped" \
+                        and not o.reason.startswith("failed earlier"):
+                    done += 1
+                    update(done, total, last=f"{o.item.id}: {o.state}")
+
+            summary = batch_mod.run_batch(items, opts, job_dir, the_shard, retry_failed=retry_failed, force=force,
+                                          on_outcome=on_outcome, on_start=on_start)
+    except KeyboardInterrupt as exc:
+        raise interrupted(exc, "finished clips are kept; run the same command again to go on") from None
+    if as_json:
+        print(json.dumps(summary.as_dict()))
+    elif not quiet:
+        _print_summary(summary)
+    return 1 if summary.failed else 0
+
+
+def _print_summary(summary) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"batch (shard {summary.shard}, job {summary.job_dir})")
+    for col in ("done", "failed", "skipped"):
+        table.add_column(col, justify="right")
+    table.add_row(str(summary.count("done")), str(summary.count("failed")), str(summary.count("skipped")))
+    err.print(table)
+    if summary.failed:
+        failures = Table(title="failed")
+        failures.add_column("item")
+        failures.add_column("why")
+        for o in summary.failed:
+            failures.add_row(o.item.id, o.reason)
+        err.print(failures)
+
+
+def _print_report(rows: list[dict], as_json: bool) -> None:
+    from collections import Counter
+
+    from rich.table import Table
+
+    if as_json:
+        print(json.dumps({"items": rows, "counts": dict(Counter(r["state"] for r in rows))}))
+        return
+    table = Table(title="batch report (all shards)")
+    for col in ("item", "state", "shard", "seconds", "reason"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["item"], r["state"], r.get("shard", ""), str(r.get("seconds", "")), r.get("reason", ""))
+    out.print(table)
+    counts = Counter(r["state"] for r in rows)
+    out.print(", ".join(f"{n} {state}" for state, n in sorted(counts.items())))

@@ -15,6 +15,9 @@ from .errors import InputError, LipsyncError
 from .outputs import atomic_output
 
 
+DEFAULT_CHECKPOINT = "wav2lip_gan"  # the generator `dub` uses when none is named
+
+
 @dataclass(frozen=True)
 class WeightEntry:
     name: str
@@ -52,7 +55,7 @@ def local_path(e: WeightEntry) -> Path:
     return weights_dir() / e.file
 
 
-def resolve_checkpoint(spec: str | None, default: str = "wav2lip_gan") -> str:
+def resolve_checkpoint(spec: str | None, default: str = DEFAULT_CHECKPOINT) -> str:
     """A checkpoint argument (a path, or a registry name) -> an existing file path.
 
     When nothing usable is there, the error says exactly what to download and where to put it."""

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import json
+from fractions import Fraction
 from pathlib import Path
 from typing import Optional
 
 import typer
 from rich.progress import TimeRemainingColumn
 
-from .common import (DebugOpt, DetectorOpt, DeviceOpt, FpsOpt, JsonOpt, QuietOpt, RateColumn, err, parse_fps,
-                     progress_bar, report_errors)
+from .common import (DebugOpt, DetectorOpt, DeviceOpt, FpsOpt, JsonOpt, QuietOpt, RateColumn, err, progress_bar,
+                     report_errors)
 
 
 @report_errors
@@ -21,7 +22,7 @@ def animate(
     checkpoint: Path = typer.Option(..., "-c", "--checkpoint", help="A DAVS checkpoint from `lipsync train davs`."),
     driver: Optional[Path] = typer.Option(None, "--driver", help="A talking video whose mouth drives the photo (its word-ID features) instead of the speech; its sound is used when AUDIO is not given."),
     crop: bool = typer.Option(False, "--crop", help="Write the aligned generated face alone instead of pasting it into the photo."),
-    fps: FpsOpt = "25",
+    fps: FpsOpt = Fraction(25),
     smooth: float = typer.Option(1.0, help="Temporal smoothing of the word-ID features: Gaussian sigma in frames (0: none)."),
     detector: DetectorOpt = "retinaface",
     device: DeviceOpt = "auto",
@@ -37,7 +38,7 @@ def animate(
         output = Path.cwd() / f"{photo.stem}_animated.mp4"
     if smooth < 0:
         raise typer.BadParameter("--smooth must be 0 or more")
-    opts = AnimateOptions(checkpoint=str(checkpoint), driver=str(driver) if driver else None, fps=parse_fps(fps),
+    opts = AnimateOptions(checkpoint=str(checkpoint), driver=str(driver) if driver else None, fps=fps,
                           detector=detector, device=device, smooth=smooth, crop=crop)
     with progress_bar("animating", quiet or as_json, RateColumn("frames"), TimeRemainingColumn()) as update:
         result = run_animate(str(photo), str(audio) if audio else None, str(output), opts, force=force, progress=update)

@@ -17,6 +17,7 @@ from rich.text import Text
 
 from .. import interrupts
 from ..errors import LipsyncError
+from ..pipelines.options import PER_CLIP, ClipOption
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False, soft_wrap=True)
@@ -114,20 +115,25 @@ def progress_bar(label: str, quiet: bool, *columns: ProgressColumn) -> Iterator[
             progress.stop()
 
 
-def parse_fps(text: str) -> Fraction:
-    from ..media import parse_frame_rate
+def from_table(option: ClipOption) -> Callable:
+    """A flag's parser or callback that reads its value as the per-clip option table says."""
 
-    try:
-        return parse_frame_rate(text)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from None
+    def read(value):
+        if value is None:
+            return None
+        try:
+            return option.read(value)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
+
+    return read
 
 
 # Options that several commands share, declared once.
 DetectorOpt = Annotated[str, typer.Option(help="Face detector: retinaface (built in, offline) or s3fd (face-alignment; needs its weights).")]
-PadsOpt = Annotated[Tuple[int, int, int, int], typer.Option("--pads", help="Padding of the detected box: TOP BOTTOM LEFT RIGHT pixels.")]
-FpsOpt = Annotated[str, typer.Option(help="Frame rate of the output for a still image.")]
-DetectSizeOpt = Annotated[int, typer.Option(help="Detect faces on frames downscaled to this longer side (pixels); frames where no face is found are searched again at twice the size.")]
+PadsOpt = Annotated[Tuple[int, int, int, int], typer.Option("--pads", help=PER_CLIP["pads"].help)]
+FpsOpt = Annotated[Fraction, typer.Option(help=PER_CLIP["fps"].help, parser=from_table(PER_CLIP["fps"]), metavar="<rate>")]
+DetectSizeOpt = Annotated[int, typer.Option(min=0, help="Detect faces on frames downscaled to this longer side (pixels; 0: full size); frames where no face is found are searched again at twice the size.")]
 S3fdWeightsOpt = Annotated[Optional[Path], typer.Option(help="Local S3FD weights file (s3fd-619a316812.pth) for --detector s3fd.")]
 DeviceOpt = Annotated[str, typer.Option(help="auto, cpu or cuda (under torchrun, auto is the process's own GPU).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]

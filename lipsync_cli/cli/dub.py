@@ -3,44 +3,43 @@
 from __future__ import annotations
 
 import json
+from dataclasses import fields
 from pathlib import Path
 from typing import Annotated, List, Optional, Tuple
 
 import typer
 from rich.progress import TimeElapsedColumn, TimeRemainingColumn
 
-from .common import (DebugOpt, DetectorOpt, DetectSizeOpt, DeviceOpt, FpsOpt, JsonOpt, PadsOpt, QuietOpt,
-                     RateColumn, FieldColumn, S3fdWeightsOpt, err, interrupted, out, parse_fps, progress_bar,
+from ..pipelines.options import MANIFEST_COLUMNS, PER_CLIP, DubOptions
+from ..weights import DEFAULT_CHECKPOINT
+from .common import (DebugOpt, DetectorOpt, DetectSizeOpt, DeviceOpt, FieldColumn, FpsOpt, JsonOpt, PadsOpt,
+                     QuietOpt, RateColumn, S3fdWeightsOpt, err, from_table, interrupted, out, progress_bar,
                      report_errors)
 
-# Options that `dub` and `batch` share, declared once.
-CheckpointOpt = Annotated[Optional[str], typer.Option("--checkpoint", "-c", help="Generator checkpoint: a path, or a name from `lipsync weights list` (default: wav2lip_gan).")]
+# The options of `dub` and `batch`, declared once; each parameter is named as its DubOptions field,
+# whose default it takes.
+CheckpointOpt = Annotated[Optional[str], typer.Option("--checkpoint", "-c", help=f"Generator checkpoint: a path, or a name from `lipsync weights list` (default: {DEFAULT_CHECKPOINT}).")]
 ModelOpt = Annotated[Optional[str], typer.Option(help="Override the architecture read from the checkpoint: wav2lip, attnwav2lip, attnwav2lip-spatial, attnwav2lip-channel.")]
-BoxOpt = Annotated[Optional[Tuple[int, int, int, int]], typer.Option("--box", help="Fixed face box Y1 Y2 X1 X2 in pixels: skips detection.", show_default=False)]
-FaceIndexOpt = Annotated[Optional[int], typer.Option(help="Which face when there are several, counted left to right from 0 (default: the largest).")]
-OnNoFaceOpt = Annotated[str, typer.Option(help="Frames without a face: skip (left unchanged, counted) or error (the clip fails).")]
+BoxOpt = Annotated[Optional[Tuple[int, int, int, int]], typer.Option("--box", help=PER_CLIP["box"].help, callback=from_table(PER_CLIP["box"]), show_default=False)]
+FaceIndexOpt = Annotated[Optional[int], typer.Option(help=PER_CLIP["face_index"].help)]
+OnNoFaceOpt = Annotated[str, typer.Option(help=PER_CLIP["on_no_face"].help, callback=from_table(PER_CLIP["on_no_face"]))]
 PasteOpt = Annotated[str, typer.Option(help="feather: blend the lower face softly into the frame; hard: paste the whole box back exactly like the reference Wav2Lip inference.")]
-LoopOpt = Annotated[bool, typer.Option("--loop", help="When the audio is longer than the video, repeat the video from the start (default: play it back and forth).")]
-NoSmoothOpt = Annotated[bool, typer.Option("--no-smooth", help="Do not smooth face boxes over time.")]
-DetectEveryOpt = Annotated[int, typer.Option(help="Detect faces on every N-th frame; boxes in between are interpolated.")]
+LoopOpt = Annotated[bool, typer.Option("--loop", help=PER_CLIP["loop"].help)]
+SmoothOpt = Annotated[bool, typer.Option("--smooth/--no-smooth", help=PER_CLIP["smooth"].help)]
+DetectEveryOpt = Annotated[int, typer.Option(min=1, help="Detect faces on every N-th frame; boxes in between are interpolated.")]
 PrecisionOpt = Annotated[str, typer.Option(help="auto (fp16 on CUDA; bf16 on a CPU with AMX, else fp32; fp32 with --paste hard), fp32, fp16 (CUDA) or bf16.")]
-BatchSizeOpt = Annotated[Optional[int], typer.Option(help="Frames per generator batch (default: 16 on CPU, 128 on CUDA, halved on out-of-memory).")]
-CrfOpt = Annotated[int, typer.Option(help="H.264 quality (lower is better, 0-51).")]
+BatchSizeOpt = Annotated[Optional[int], typer.Option(min=1, help="Frames per generator batch (default: 16 on CPU, 128 on CUDA, halved on out-of-memory).")]
+CrfOpt = Annotated[int, typer.Option(min=PER_CLIP["crf"].low, max=PER_CLIP["crf"].high, help=PER_CLIP["crf"].help)]
+D = DubOptions  # the defaults
 
 
-def _dub_options(checkpoint, model, detector, box, pads, face_index, on_no_face, paste, loop, fps, no_smooth,
-                 detect_size, detect_every, s3fd_weights, device, precision, batch_size, crf):
-    """The shared options as the engine's DubOptions."""
-    from ..pipelines.dub import DubOptions
+def dub_options(flags: dict, **changes) -> DubOptions:
+    """DubOptions from a command's parameters (a flag and its field share their name), the
+    checkpoint name or path resolved to its file."""
     from ..weights import resolve_checkpoint
 
-    return DubOptions(
-        checkpoint=resolve_checkpoint(checkpoint), model=model, detector=detector,
-        box=tuple(box) if box else None, pads=tuple(pads), face_index=face_index,
-        detect_max_side=detect_size, detect_every=detect_every, s3fd_weights=str(s3fd_weights) if s3fd_weights else None,
-        smooth=not no_smooth, on_no_face=on_no_face, paste=paste, replay="loop" if loop else "pingpong",
-        still_fps=parse_fps(fps), device=device, precision=precision, batch_size=batch_size, crf=crf,
-    )
+    given = {f.name: flags[f.name] for f in fields(DubOptions) if f.name in flags}
+    return DubOptions(**{**given, **changes, "checkpoint": resolve_checkpoint(given["checkpoint"])})
 
 
 @report_errors
@@ -49,23 +48,23 @@ def dub(
     audio: Path = typer.Argument(..., help="Speech: any audio ffmpeg reads (wav, mp3, m4a, or a video's audio track)."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output video (default: VIDEO_STEM_dubbed.mp4 in the current folder)."),
     checkpoint: CheckpointOpt = None,
-    model: ModelOpt = None,
-    detector: DetectorOpt = "retinaface",
-    box: BoxOpt = None,
-    pads: PadsOpt = (0, 10, 0, 0),
-    face_index: FaceIndexOpt = None,
-    on_no_face: OnNoFaceOpt = "skip",
-    paste: PasteOpt = "feather",
-    loop: LoopOpt = False,
-    fps: FpsOpt = "25",
-    no_smooth: NoSmoothOpt = False,
-    detect_size: DetectSizeOpt = 320,
-    detect_every: DetectEveryOpt = 2,
-    s3fd_weights: S3fdWeightsOpt = None,
-    device: DeviceOpt = "auto",
-    precision: PrecisionOpt = "auto",
-    batch_size: BatchSizeOpt = None,
-    crf: CrfOpt = 18,
+    model: ModelOpt = D.model,
+    detector: DetectorOpt = D.detector,
+    box: BoxOpt = D.box,
+    pads: PadsOpt = D.pads,
+    face_index: FaceIndexOpt = D.face_index,
+    on_no_face: OnNoFaceOpt = D.on_no_face,
+    paste: PasteOpt = D.paste,
+    loop: LoopOpt = D.loop,
+    fps: FpsOpt = D.fps,
+    smooth: SmoothOpt = D.smooth,
+    detect_size: DetectSizeOpt = D.detect_size,
+    detect_every: DetectEveryOpt = D.detect_every,
+    s3fd_weights: S3fdWeightsOpt = D.s3fd_weights,
+    device: DeviceOpt = D.device,
+    precision: PrecisionOpt = D.precision,
+    batch_size: BatchSizeOpt = D.batch_size,
+    crf: CrfOpt = D.crf,
     force: bool = typer.Option(False, "--force", "-f", help="Overwrite OUTPUT if it exists."),
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
@@ -74,10 +73,10 @@ def dub(
     """Re-sync the mouth in VIDEO (or a still image) to AUDIO."""
     from ..pipelines.dub import dub as run_dub
 
+    flags = locals()
     if output is None:
         output = Path.cwd() / f"{video.stem}_dubbed.mp4"
-    opts = _dub_options(checkpoint, model, detector, box, pads, face_index, on_no_face, paste, loop, fps, no_smooth,
-                        detect_size, detect_every, s3fd_weights, device, precision, batch_size, crf)
+    opts = dub_options(flags)
     with progress_bar("dubbing", quiet or as_json, RateColumn("frames"), TimeRemainingColumn()) as update:
         result = run_dub(str(video), str(audio), str(output), opts, force=force, progress=update)
     if as_json:
@@ -92,7 +91,7 @@ def dub(
 
 @report_errors
 def batch(
-    inputs: Optional[List[Path]] = typer.Argument(None, help="Folders of videos or images, single files, or CSV / JSON / JSON-lines manifests (columns: video, audio, output, box, pads, face_index, loop, fps, crf, on_no_face, smooth)."),
+    inputs: Optional[List[Path]] = typer.Argument(None, help=f"Folders of videos or images, single files, or CSV / JSON / JSON-lines manifests (columns: {', '.join(MANIFEST_COLUMNS)})."),
     output_dir: Optional[Path] = typer.Option(None, "-o", "--output-dir", help="Folder for the dubbed clips (created if missing); each is named after its video."),
     audio: Optional[Path] = typer.Option(None, "--audio", "-a", help="One audio file for every video, or a folder of audio files paired with the videos by file name."),
     job: Optional[Path] = typer.Option(None, "--job", help="Job folder with the resumable log (default: OUTPUT_DIR/.lipsync-job)."),
@@ -100,23 +99,23 @@ def batch(
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Retry items that failed in an earlier run."),
     report_dir: Optional[Path] = typer.Option(None, "--report", help="Print the merged report of a job (all shards) and exit: a job folder or a batch output folder."),
     checkpoint: CheckpointOpt = None,
-    model: ModelOpt = None,
-    detector: DetectorOpt = "retinaface",
-    box: BoxOpt = None,
-    pads: PadsOpt = (0, 10, 0, 0),
-    face_index: FaceIndexOpt = None,
-    on_no_face: OnNoFaceOpt = "skip",
-    paste: PasteOpt = "feather",
-    loop: LoopOpt = False,
-    fps: FpsOpt = "25",
-    no_smooth: NoSmoothOpt = False,
-    detect_size: DetectSizeOpt = 320,
-    detect_every: DetectEveryOpt = 2,
-    s3fd_weights: S3fdWeightsOpt = None,
-    device: DeviceOpt = "auto",
-    precision: PrecisionOpt = "auto",
-    batch_size: BatchSizeOpt = None,
-    crf: CrfOpt = 18,
+    model: ModelOpt = D.model,
+    detector: DetectorOpt = D.detector,
+    box: BoxOpt = D.box,
+    pads: PadsOpt = D.pads,
+    face_index: FaceIndexOpt = D.face_index,
+    on_no_face: OnNoFaceOpt = D.on_no_face,
+    paste: PasteOpt = D.paste,
+    loop: LoopOpt = D.loop,
+    fps: FpsOpt = D.fps,
+    smooth: SmoothOpt = D.smooth,
+    detect_size: DetectSizeOpt = D.detect_size,
+    detect_every: DetectEveryOpt = D.detect_every,
+    s3fd_weights: S3fdWeightsOpt = D.s3fd_weights,
+    device: DeviceOpt = D.device,
+    precision: PrecisionOpt = D.precision,
+    batch_size: BatchSizeOpt = D.batch_size,
+    crf: CrfOpt = D.crf,
     force: bool = typer.Option(False, "--force", "-f", help="Overwrite outputs that exist but were not made by this job."),
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
@@ -128,6 +127,7 @@ def batch(
     from ..errors import InputError
     from ..pipelines import batch as batch_mod
 
+    flags = locals()
     if report_dir is not None:
         _print_report(batch_mod.report(batch_mod.find_job_dir(report_dir)), as_json)
         return 0
@@ -139,9 +139,7 @@ def batch(
         raise InputError(f"{output_dir}: not a folder")
     items = batch_mod.collect_items(inputs, output_dir, str(audio) if audio else None)
     the_shard = batch_mod.parse_shard(shard) if shard else (batch_mod.shard_from_environment() or batch_mod.Shard(0, 1))
-    opts = _dub_options(checkpoint, model, detector, box, pads, face_index, on_no_face, paste, loop, fps, no_smooth,
-                        detect_size, detect_every, s3fd_weights, batch_mod.device_for_shard(device), precision,
-                        batch_size, crf)
+    opts = dub_options(flags, device=batch_mod.device_for_shard(device))
     output_dir.mkdir(parents=True, exist_ok=True)
     job_dir = job or output_dir / batch_mod.JOB_FOLDER
 

@@ -28,36 +28,11 @@ import numpy as np
 
 from .. import audio as audio_mod
 from .. import media, outputs
-from ..detect import DEFAULT_PADS, BoxSmoother, DetectorPool, DetectorUnavailable, FaceTracker, pad_box
+from ..detect import BoxSmoother, DetectorPool, DetectorUnavailable, FaceTracker, pad_box
 from ..errors import InputError, LipsyncError
 from ..models.inference import FACE_SIZE, GeneratorRunner
+from .options import NO_FACE_ACTIONS, PASTE_MODES, PER_CLIP_OPTIONS, DubOptions
 from .stages import threaded
-
-PASTE_MODES = ("feather", "hard")
-REPLAY_MODES = ("pingpong", "loop")
-
-
-@dataclass
-class DubOptions:
-    checkpoint: str
-    model: str | None = None  # override the architecture read from the checkpoint
-    detector: str = "retinaface"  # or "s3fd"
-    box: tuple[int, int, int, int] | None = None  # fixed (y1, y2, x1, x2): skip detection
-    pads: tuple[int, int, int, int] = DEFAULT_PADS  # (top, bottom, left, right)
-    face_index: int | None = None  # None: largest face
-    detect_max_side: int = 320
-    detect_every: int = 2  # detect on every n-th frame, interpolate the boxes between
-    s3fd_weights: str | None = None
-    smooth: bool = True
-    on_no_face: str = "skip"  # or "error"
-    paste: str = "feather"
-    replay: str = "pingpong"
-    still_fps: Fraction = Fraction(25)
-    device: str = "auto"
-    precision: str = "auto"
-    batch_size: int | None = None
-    crf: int = 18
-    preset: str = "veryfast"
 
 
 @dataclass
@@ -82,11 +57,12 @@ class DubResult:
         }
 
 
-def source_index(j: int, n_src: int, replay: str) -> int:
-    """Which source frame output frame j shows when the output outlasts the source."""
+def source_index(j: int, n_src: int, loop: bool) -> int:
+    """Which source frame output frame j shows when the output outlasts the source: from the
+    start again (loop), or back and forth."""
     if j < n_src or n_src == 1:
         return min(j, n_src - 1)
-    if replay == "loop":
+    if loop:
         return j % n_src
     period = 2 * n_src - 2
     k = j % period
@@ -113,20 +89,20 @@ class _Clock:
 def _validate(opts: DubOptions):
     if opts.paste not in PASTE_MODES:
         raise InputError(f"--paste {opts.paste}: choose {' or '.join(PASTE_MODES)}")
-    if opts.replay not in REPLAY_MODES:
-        raise InputError(f"unknown replay mode {opts.replay}")
     if opts.detect_every < 1:
         raise InputError("--detect-every must be 1 or more")
-    if opts.on_no_face not in ("skip", "error"):
-        raise InputError(f"--on-no-face {opts.on_no_face}: choose skip or error")
+    if opts.on_no_face not in NO_FACE_ACTIONS:
+        raise InputError(f"--on-no-face {opts.on_no_face}: choose {' or '.join(NO_FACE_ACTIONS)}")
 
 
 def _fixed_box(box, width: int, height: int) -> tuple[int, int, int, int]:
-    y1, y2, x1, x2 = (int(v) for v in box)
+    """The given box (x1, y1, x2, y2) inside the frame, as (y1, y2, x1, x2)."""
+    x1, y1, x2, y2 = (int(v) for v in box)
+    given = f"{y1} {y2} {x1} {x2}"  # as the user wrote it: --box Y1 Y2 X1 X2
     y1, x1 = max(0, y1), max(0, x1)
     y2, x2 = min(height, y2), min(width, x2)
     if y2 - y1 < 2 or x2 - x1 < 2:
-        raise InputError(f"--box {' '.join(map(str, box))}: empty inside a {width}x{height} frame")
+        raise InputError(f"--box {given}: empty inside a {width}x{height} frame")
     return y1, y2, x1, x2
 
 
@@ -140,7 +116,7 @@ class _BoxFinder:
         self.opts, self.width, self.height, self.clock = opts, width, height, clock
         # detectors(max_side) -> a detector; the Dubber shares its pool between clips
         self.detectors = detectors or DetectorPool(opts.detector, device, opts.s3fd_weights)
-        self.detector = None if opts.box else self.detectors(opts.detect_max_side)
+        self.detector = None if opts.box else self.detectors(opts.detect_size)
         self.fallback = None
         self.tracker = FaceTracker(opts.face_index)
         self.smoother = BoxSmoother() if opts.smooth else BoxSmoother(1)
@@ -166,10 +142,10 @@ class _BoxFinder:
             sampled.append(n - 1)
         dets = self.detector.detect([frames[k] for k in sampled])
         missed = [i for i, d in enumerate(dets) if not d]
-        if missed and self.opts.detect_max_side and max(self.width, self.height) > self.opts.detect_max_side:
+        if missed and self.opts.detect_size and max(self.width, self.height) > self.opts.detect_size:
             # A small face can vanish in the downscaled frame: look again at twice the size.
             if self.fallback is None:
-                self.fallback = self.detectors(2 * self.opts.detect_max_side)
+                self.fallback = self.detectors(2 * self.opts.detect_size)
             for i, d in zip(missed, self.fallback.detect([frames[sampled[i]] for i in missed])):
                 dets[i] = d
         tracked = self.tracker.update(dets)
@@ -230,8 +206,8 @@ class _Paster:
 
 @dataclass
 class ClipRequest:
-    """One clip to dub. `overrides` replaces per-clip fields of the Dubber's options (box, pads,
-    face_index, on_no_face, replay, still_fps, smooth, crf); `key` is the caller's tag."""
+    """One clip to dub. `overrides` replaces per-clip fields of the Dubber's options (the names
+    of options.PER_CLIP_OPTIONS); `key` is the caller's tag."""
 
     video: str
     audio: str
@@ -239,9 +215,6 @@ class ClipRequest:
     force: bool = False
     overrides: dict = field(default_factory=dict)
     key: object = None
-
-
-PER_CLIP_OPTIONS = ("box", "pads", "face_index", "on_no_face", "replay", "still_fps", "smooth", "crf")
 
 
 class _Clip:
@@ -267,7 +240,7 @@ class _Clip:
             raise InputError(f"{video}: the video has no frames")
         self.info = info
         self.still = info.video.is_still
-        self.fps = opts.still_fps if self.still else info.video.fps
+        self.fps = opts.fps if self.still else info.video.fps
         self.still_frame = None
         if self.still:  # OpenCV applies a photo's EXIF orientation; ffmpeg decodes anything else
             use_cv2 = video.lower().endswith(tuple(media.IMAGE_SUFFIXES))
@@ -336,7 +309,7 @@ class Dubber:
             # A clip's own failure (bad file, unreadable audio, a detector error) is that clip's
             # alone: it is reported and the stream goes on with the next one.
             try:
-                unknown = set(request.overrides) - set(PER_CLIP_OPTIONS)
+                unknown = set(request.overrides) - {o.name for o in PER_CLIP_OPTIONS}
                 if unknown:
                     raise InputError(f"options that cannot change per clip: {', '.join(sorted(unknown))}")
                 clip_opts = replace(self.opts, **{k: v for k, v in request.overrides.items() if v is not None})
@@ -394,7 +367,7 @@ class Dubber:
                 raise InputError(f"{clip.request.video}: no frame could be decoded")
             while j < n_out:
                 if spill is not None:  # replay from the spill file
-                    s = source_index(j, n_src, opts.replay)
+                    s = source_index(j, n_src, opts.loop)
                     yield _Item(j, spill.read(s), boxes[s])
                 else:  # the decoder gave a frame or two fewer than probed: hold the last one
                     yield _Item(j, frame, boxes[-1])

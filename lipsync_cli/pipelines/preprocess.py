@@ -92,7 +92,7 @@ def _process_clip(path: Path, dest: Path, opts: PreprocessOptions, detectors: De
     if info.audio is None:
         raise InputError("no audio track")
     sound = audio_mod.load_audio(str(path))
-    dub_opts = DubOptions(checkpoint="", detector=opts.detector, pads=opts.pads, detect_max_side=opts.detect_size,
+    dub_opts = DubOptions(checkpoint="", detector=opts.detector, pads=opts.pads, detect_size=opts.detect_size,
                           detect_every=1, s3fd_weights=opts.s3fd_weights)
 
     finder = _BoxFinder(dub_opts, info.video.width, info.video.height, _Clock(), opts.device, detectors=detectors)

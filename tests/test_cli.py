@@ -199,3 +199,92 @@ def test_weights_list_and_verify(capsys, workdir, checkpoint, expert_checkpoint,
     (workdir / "wav2lip_gan.pth").write_bytes(expert_checkpoint.read_bytes())
     code, _, err = cli(capsys, "weights", "verify", "wav2lip_gan")
     assert_one_line_error(code, err, 1, "does not verify", "lip-sync expert")
+
+
+# Every numeric option of every command, with values out of its range. Options where any whole
+# number means something are listed apart, with the reason.
+REQUIRED = {  # the arguments each command needs besides the option under test
+    "dub": ["in.mp4", "a.wav", "-o", "out.mp4"],
+    "batch": ["clips", "-o", "out"],
+    "animate": ["photo.png", "a.wav", "-o", "out.mp4", "-c", "davs.pth"],
+    "synth": ["corpus"],
+    "preprocess": ["src", "data"],
+    "train syncnet": ["data", "-o", "run"],
+    "train wav2lip": ["data", "-o", "run"],
+    "train davs": ["data", "-o", "run"],
+    "weights init": ["w.pth"],
+}
+DUB_OUT_OF_RANGE = {"--crf": ["-1", "52"], "--detect-size": ["-1"], "--detect-every": ["0"], "--batch-size": ["0"],
+                    "--fps": ["0", "-25"], "--box": ["10 5 10 5", "5 10 10 5"]}
+TRAIN_OUT_OF_RANGE = {"--steps": ["0"], "--batch-size": ["0"], "--lr": ["0", "-1e-4"], "--eval-every": ["0"],
+                      "--eval-batches": ["0"], "--checkpoint-every": ["0"], "--seed": ["-1"], "--workers": ["-1"]}
+OUT_OF_RANGE = {
+    "dub": DUB_OUT_OF_RANGE,
+    "batch": {**DUB_OUT_OF_RANGE, "--shard": ["2/2", "0/0"]},
+    "animate": {"--fps": ["0"], "--smooth": ["-0.5"]},
+    "synth": {"--clips": ["0"], "--seed": ["-1"], "--identities": ["2"], "--voices": ["2"], "--size": ["31", "1025"],
+              "--scene": ["31 256", "256 31"], "--words": ["0 2", "3 2"], "--workers": ["0"]},
+    "preprocess": {"--size": ["0"], "--detect-size": ["-1"], "--val": ["-0.1", "1.1"]},
+    "train syncnet": TRAIN_OUT_OF_RANGE,
+    "train wav2lip": {**TRAIN_OUT_OF_RANGE, "--sync-switch": ["-0.1"], "--sync-weight": ["-0.1"]},
+    "train davs": {**TRAIN_OUT_OF_RANGE, "--size": ["100"], "--width": ["0"], "--disentangle-from": ["-1"],
+                   "--generate-from": ["-1"], "--contrastive-weight": ["-1"], "--uniform-weight": ["-1"],
+                   "--gan-weight": ["-1"]},
+    "weights init": {"--seed": ["-1"]},
+}
+ANY_WHOLE_NUMBER = {  # negative pads shrink the box; a negative face index counts from the right
+    ("dub", "--pads"), ("dub", "--face-index"), ("batch", "--pads"), ("batch", "--face-index"),
+    ("preprocess", "--pads"),
+}
+
+
+def _commands():
+    """(command path, click command) for every command of the app."""
+    import typer
+
+    from lipsync_cli.cli import app
+
+    def walk(command, path):
+        if hasattr(command, "commands"):
+            for name, sub in command.commands.items():
+                yield from walk(sub, (*path, name))
+        else:
+            yield " ".join(path), command
+
+    return list(walk(typer.main.get_command(app), ()))
+
+
+def _is_numeric(annotation) -> bool:
+    import typing
+    from fractions import Fraction
+
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if args:  # Optional[X], Tuple[X, ...], List[X]
+        return any(_is_numeric(a) for a in args)
+    return annotation in (int, float, Fraction)
+
+
+def test_every_numeric_option_has_a_range_case():
+    import typing
+
+    numeric = set()
+    for path, command in _commands():
+        hints = typing.get_type_hints(command.callback)
+        for param in command.params:
+            if param.param_type_name == "option" and _is_numeric(hints[param.name]):
+                numeric.add((path, max(param.opts, key=len)))
+    cases = {(path, flag) for path, flags in OUT_OF_RANGE.items() for flag in flags}
+    assert numeric - cases - ANY_WHOLE_NUMBER == set()  # a numeric option without a range case
+    assert len(numeric) > 40
+
+
+@pytest.mark.parametrize("command,flag,value", [
+    (command, flag, value) for command, flags in OUT_OF_RANGE.items() for flag, values in flags.items()
+    for value in values])
+def test_out_of_range_values_are_refused(capsys, workdir, command, flag, value):
+    code, out, err = cli(capsys, *command.split(), *REQUIRED[command], flag, *value.split())
+    assert code == 2, err
+    assert "Traceback" not in err and not out
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and flag in lines[0], err
+    assert list(workdir.iterdir()) == []  # no output, no run folder, nothing

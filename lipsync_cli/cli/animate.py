@@ -23,7 +23,7 @@ def animate(
     driver: Optional[Path] = typer.Option(None, "--driver", help="A talking video whose mouth drives the photo (its word-ID features) instead of the speech; its sound is used when AUDIO is not given."),
     crop: bool = typer.Option(False, "--crop", help="Write the aligned generated face alone instead of pasting it into the photo."),
     fps: FpsOpt = Fraction(25),
-    smooth: float = typer.Option(1.0, help="Temporal smoothing of the word-ID features: Gaussian sigma in frames (0: none)."),
+    smooth: float = typer.Option(1.0, min=0, help="Temporal smoothing of the word-ID features: Gaussian sigma in frames (0: none)."),
     detector: DetectorOpt = "retinaface",
     device: DeviceOpt = "auto",
     force: bool = typer.Option(False, "--force", "-f", help="Overwrite OUTPUT if it exists."),
@@ -36,8 +36,6 @@ def animate(
 
     if output is None:
         output = Path.cwd() / f"{photo.stem}_animated.mp4"
-    if smooth < 0:
-        raise typer.BadParameter("--smooth must be 0 or more")
     opts = AnimateOptions(checkpoint=str(checkpoint), driver=str(driver) if driver else None, fps=fps,
                           detector=detector, device=device, smooth=smooth, crop=crop)
     with progress_bar("animating", quiet or as_json, RateColumn("frames"), TimeRemainingColumn()) as update:

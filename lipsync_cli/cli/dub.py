@@ -137,8 +137,8 @@ def batch(
         raise InputError("give the output folder with -o DIR")
     if output_dir.exists() and not output_dir.is_dir():
         raise InputError(f"{output_dir}: not a folder")
-    items = batch_mod.collect_items(inputs, output_dir, str(audio) if audio else None)
     the_shard = batch_mod.parse_shard(shard) if shard else (batch_mod.shard_from_environment() or batch_mod.Shard(0, 1))
+    items = batch_mod.collect_items(inputs, output_dir, str(audio) if audio else None)
     opts = dub_options(flags, device=batch_mod.device_for_shard(device))
     output_dir.mkdir(parents=True, exist_ok=True)
     job_dir = job or output_dir / batch_mod.JOB_FOLDER

@@ -10,23 +10,56 @@ import typer
 from rich.progress import TimeRemainingColumn
 
 from .. import interrupts
+# The config classes hold the settings' defaults. (They import torch until they move to a module of their own.)
+from ..train.davs import DavsTrainConfig
+from ..train.loop import TrainConfig
+from ..train.wav2lip import Wav2LipConfig
 from .common import DebugOpt, FieldColumn, QuietOpt, SpeedColumn, err, interrupted, progress_bar, report_errors
 
 app = typer.Typer(help="The training loops: syncnet (the lip-sync expert), wav2lip (the generator), davs.",
                   no_args_is_help=True)
 
-# The settings every training loop shares (their defaults live in the loop's config class).
+# Each setting's default is declared once, in its loop's config class; a flag left out is None,
+# so the config file (or that default) wins.
 ConfigFileOpt = Annotated[Optional[Path], typer.Option("--config", help="JSON or TOML file of settings; flags given here win.")]
-StepsOpt = Annotated[Optional[int], typer.Option(help="Total optimisation steps (default: 10000).")]
-LrOpt = Annotated[Optional[float], typer.Option(help="Adam learning rate (default: 1e-4; davs 2e-4).")]
-EvalEveryOpt = Annotated[Optional[int], typer.Option(help="Evaluate on the val split every N steps (default: 500).")]
-EvalBatchesOpt = Annotated[Optional[int], typer.Option(help="Batches per evaluation (default: 20).")]
-CheckpointEveryOpt = Annotated[Optional[int], typer.Option(help="Save a checkpoint every N steps (default: 1000).")]
-SeedOpt = Annotated[Optional[int], typer.Option(help="Seed of the initialisation and of the samples (default: 0).")]
-TrainDeviceOpt = Annotated[Optional[str], typer.Option(help="auto, cpu or cuda (under torchrun, auto is the process's own GPU).")]
-AmpOpt = Annotated[Optional[str], typer.Option(help="auto (fp16 on CUDA, bf16 on a CPU with AMX), on or off.")]
-WorkersOpt = Annotated[Optional[int], typer.Option(help="Data loading processes (default: 2).")]
 FreshOpt = Annotated[bool, typer.Option("--fresh", help="Start from scratch even if OUT/last.pth exists (default: resume).")]
+
+
+def _above_zero(value):
+    if value is not None and not value > 0:
+        raise typer.BadParameter(f"must be above 0, got {value:g}")
+    return value
+
+
+def _one_of(*choices):
+    def check(value):
+        if value is not None and value not in choices:
+            raise typer.BadParameter(f"choose {', '.join(map(str, choices))}, got {value}")
+        return value
+
+    return check
+
+
+# The flags of the settings every loop shares: help and valid range.
+LOOP_SETTINGS = {
+    "steps": ("Total optimisation steps", dict(min=1)),
+    "lr": ("Adam learning rate", dict(callback=_above_zero)),
+    "eval_every": ("Evaluate on the val split every N steps", dict(min=1)),
+    "eval_batches": ("Batches per evaluation", dict(min=1)),
+    "checkpoint_every": ("Save a checkpoint every N steps", dict(min=1)),
+    "seed": ("Seed of the initialisation and of the samples", dict(min=0)),
+    "device": ("auto, cpu or cuda (under torchrun, auto is the process's own GPU)", {}),
+    "amp": ("auto (fp16 on CUDA, bf16 on a CPU with AMX), on or off", {}),
+    "workers": ("Data loading processes (0: in the training process)", dict(min=0)),
+}
+
+
+def setting(cls, name: str, help: str | None = None, **option):
+    """The flag of setting `name` of config class `cls`: its help ends with the class's default."""
+    shared_help, bounds = LOOP_SETTINGS.get(name, (None, {}))
+    default = getattr(cls, name)
+    shown = f"{default:g}" if isinstance(default, float) else str(default)
+    return typer.Option(None, help=f"{help or shared_help} (default: {shown}).", **{**bounds, **option})
 
 
 def _loop_settings(steps, lr, eval_every, eval_batches, checkpoint_every, seed, device, amp, workers, fresh) -> dict:
@@ -42,22 +75,21 @@ def train_syncnet(
     data: Path = typer.Argument(..., help="Preprocessed data folder (filelists/ and clip folders), e.g. from `lipsync synth`."),
     out: Path = typer.Option(..., "-o", "--out", help="Run folder: checkpoints (published layout), last.pth, metrics.jsonl, TensorBoard logs."),
     config: ConfigFileOpt = None,
-    steps: StepsOpt = None,
-    batch_size: Optional[int] = typer.Option(None, help="Samples per step (default: 64)."),
-    lr: LrOpt = None,
-    eval_every: EvalEveryOpt = None,
-    eval_batches: EvalBatchesOpt = None,
-    checkpoint_every: CheckpointEveryOpt = None,
-    seed: SeedOpt = None,
-    device: TrainDeviceOpt = None,
-    amp: AmpOpt = None,
-    workers: WorkersOpt = None,
+    steps: Optional[int] = setting(TrainConfig, "steps"),
+    batch_size: Optional[int] = setting(TrainConfig, "batch_size", "Samples per step", min=1),
+    lr: Optional[float] = setting(TrainConfig, "lr"),
+    eval_every: Optional[int] = setting(TrainConfig, "eval_every"),
+    eval_batches: Optional[int] = setting(TrainConfig, "eval_batches"),
+    checkpoint_every: Optional[int] = setting(TrainConfig, "checkpoint_every"),
+    seed: Optional[int] = setting(TrainConfig, "seed"),
+    device: Optional[str] = setting(TrainConfig, "device"),
+    amp: Optional[str] = setting(TrainConfig, "amp"),
+    workers: Optional[int] = setting(TrainConfig, "workers"),
     fresh: FreshOpt = False,
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
 ):
     """Train the lip-sync expert (SyncNet, colour) on 5-frame windows; resumes from OUT/last.pth."""
-    from ..train.loop import TrainConfig
     from ..train.syncnet import train_syncnet as run
 
     cfg = TrainConfig.from_sources(
@@ -72,29 +104,29 @@ def train_wav2lip(
     data: Path = typer.Argument(..., help="Preprocessed data folder (filelists/ and clip folders), e.g. from `lipsync synth`."),
     out: Path = typer.Option(..., "-o", "--out", help="Run folder: generator and discriminator checkpoints (published layout), metrics, TensorBoard."),
     expert: Optional[Path] = typer.Option(None, "--expert", help="The frozen lip-sync expert: from `lipsync train syncnet`, or lipsync_expert.pth."),
-    model: Optional[str] = typer.Option(None, help="wav2lip, attnwav2lip, attnwav2lip-spatial or attnwav2lip-channel (default: wav2lip)."),
+    model: Optional[str] = setting(Wav2LipConfig, "model", "wav2lip, attnwav2lip, attnwav2lip-spatial or attnwav2lip-channel"),
     attention: bool = typer.Option(False, "--attention", help="Same as --model attnwav2lip (channel + spatial attention)."),
     no_gan: bool = typer.Option(False, "--no-gan", help="No visual-quality discriminator (the plain Wav2Lip stage): b = 0."),
-    sync_switch: Optional[float] = typer.Option(None, help="Evaluation sync loss below which the sync weight switches from 0 to 0.03 (default: 0.75); inf: from the first step."),
-    sync_weight: Optional[float] = typer.Option(None, help="a, the expert's weight once switched on (default: 0.03); 0 trains on L1 (and GAN) alone."),
+    sync_switch: Optional[float] = setting(Wav2LipConfig, "sync_switch", f"Evaluation sync loss below which the sync weight switches from 0 to {Wav2LipConfig.sync_weight:g}; inf: from the first step", min=0),
+    sync_weight: Optional[float] = setting(Wav2LipConfig, "sync_weight", "a, the expert's weight once switched on; 0 trains on L1 (and GAN) alone", min=0),
     init: Optional[Path] = typer.Option(None, "--init", help="Start from these generator weights (fine-tune; e.g. a run trained on L1 alone). Ignored when resuming."),
     config: ConfigFileOpt = None,
-    steps: StepsOpt = None,
-    batch_size: Optional[int] = typer.Option(None, help="Windows of 5 frames per step (default: 64)."),
-    lr: LrOpt = None,
-    eval_every: EvalEveryOpt = None,
-    eval_batches: EvalBatchesOpt = None,
-    checkpoint_every: CheckpointEveryOpt = None,
-    seed: SeedOpt = None,
-    device: TrainDeviceOpt = None,
-    amp: AmpOpt = None,
-    workers: WorkersOpt = None,
+    steps: Optional[int] = setting(Wav2LipConfig, "steps"),
+    batch_size: Optional[int] = setting(Wav2LipConfig, "batch_size", "Windows of 5 frames per step", min=1),
+    lr: Optional[float] = setting(Wav2LipConfig, "lr"),
+    eval_every: Optional[int] = setting(Wav2LipConfig, "eval_every"),
+    eval_batches: Optional[int] = setting(Wav2LipConfig, "eval_batches"),
+    checkpoint_every: Optional[int] = setting(Wav2LipConfig, "checkpoint_every"),
+    seed: Optional[int] = setting(Wav2LipConfig, "seed"),
+    device: Optional[str] = setting(Wav2LipConfig, "device"),
+    amp: Optional[str] = setting(Wav2LipConfig, "amp"),
+    workers: Optional[int] = setting(Wav2LipConfig, "workers"),
     fresh: FreshOpt = False,
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
 ):
     """Train the generator (Wav2Lip or AttnWav2Lip) with a frozen expert and the discriminator."""
-    from ..train.wav2lip import Wav2LipConfig, train_wav2lip as run
+    from ..train.wav2lip import train_wav2lip as run
 
     if attention and model not in (None, "attnwav2lip"):
         raise typer.BadParameter("--attention means --model attnwav2lip")
@@ -113,32 +145,32 @@ def train_davs(
     data: Path = typer.Argument(..., help="Words-layout data folder (one word per clip; file lists with word and person), e.g. `lipsync synth --layout words`."),
     out: Path = typer.Option(..., "-o", "--out", help="Run folder: checkpoints, last.pth, metrics.jsonl, TensorBoard logs."),
     config: ConfigFileOpt = None,
-    size: Optional[int] = typer.Option(None, help="Aligned face side: 64, 128 or 256 (the paper) (default: 64)."),
-    width: Optional[float] = typer.Option(None, help="Channel multiplier of the networks (default: 1.0)."),
-    disentangle_from: Optional[int] = typer.Option(None, help="Step at which the adversarial disentangling starts (default: 1000)."),
-    generate_from: Optional[int] = typer.Option(None, help="Step at which generation training starts (default: 2000)."),
-    word_classifier: Optional[str] = typer.Option(None, help="shared (one C_w for audio and video), separate, or none (contrastive loss alone) (default: shared)."),
+    size: Optional[int] = setting(DavsTrainConfig, "size", "Aligned face side: 64, 128 or 256 (the paper)", callback=_one_of(64, 128, 256)),
+    width: Optional[float] = setting(DavsTrainConfig, "width", "Channel multiplier of the networks", callback=_above_zero),
+    disentangle_from: Optional[int] = setting(DavsTrainConfig, "disentangle_from", "Step at which the adversarial disentangling starts", min=0),
+    generate_from: Optional[int] = setting(DavsTrainConfig, "generate_from", "Step at which generation training starts", min=0),
+    word_classifier: Optional[str] = setting(DavsTrainConfig, "word_classifier", "shared (one C_w for audio and video), separate, or none (contrastive loss alone)"),
     no_domain: bool = typer.Option(False, "--no-domain", help="Without the domain-adversarial loss (an ablation)."),
     no_disentangle: bool = typer.Option(False, "--no-disentangle", help="Without the adversarial disentangling (an ablation)."),
-    contrastive_weight: Optional[float] = typer.Option(None, help="Weight of the audio-video contrastive loss beside the word classifier's (default: 1)."),
-    uniform_weight: Optional[float] = typer.Option(None, help="Weight of the push of the encoders towards the critics' uniform softmax (default: 100)."),
-    gan_weight: Optional[float] = typer.Option(None, help="alpha, the temporal GAN loss's weight beside L1 (default: 0.01)."),
-    steps: StepsOpt = None,
-    batch_size: Optional[int] = typer.Option(None, help="Clips per step (default: 16)."),
-    lr: LrOpt = None,
-    eval_every: EvalEveryOpt = None,
-    eval_batches: EvalBatchesOpt = None,
-    checkpoint_every: CheckpointEveryOpt = None,
-    seed: SeedOpt = None,
-    device: TrainDeviceOpt = None,
-    amp: AmpOpt = None,
-    workers: WorkersOpt = None,
+    contrastive_weight: Optional[float] = setting(DavsTrainConfig, "contrastive_weight", "Weight of the audio-video contrastive loss beside the word classifier's", min=0),
+    uniform_weight: Optional[float] = setting(DavsTrainConfig, "uniform_weight", "Weight of the push of the encoders towards the critics' uniform softmax", min=0),
+    gan_weight: Optional[float] = setting(DavsTrainConfig, "gan_weight", "alpha, the temporal GAN loss's weight beside L1", min=0),
+    steps: Optional[int] = setting(DavsTrainConfig, "steps"),
+    batch_size: Optional[int] = setting(DavsTrainConfig, "batch_size", "Clips per step", min=1),
+    lr: Optional[float] = setting(DavsTrainConfig, "lr"),
+    eval_every: Optional[int] = setting(DavsTrainConfig, "eval_every"),
+    eval_batches: Optional[int] = setting(DavsTrainConfig, "eval_batches"),
+    checkpoint_every: Optional[int] = setting(DavsTrainConfig, "checkpoint_every"),
+    seed: Optional[int] = setting(DavsTrainConfig, "seed"),
+    device: Optional[str] = setting(DavsTrainConfig, "device"),
+    amp: Optional[str] = setting(DavsTrainConfig, "amp"),
+    workers: Optional[int] = setting(DavsTrainConfig, "workers"),
     fresh: FreshOpt = False,
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
 ):
     """Train DAVS: the word-ID space, the adversarial disentangling, then generation, in one resumable loop."""
-    from ..train.davs import DavsTrainConfig, train_davs as run
+    from ..train.davs import train_davs as run
 
     cfg = DavsTrainConfig.from_sources(
         str(config) if config else None, data=str(data), out=str(out), size=size, width=width,

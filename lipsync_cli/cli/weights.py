@@ -71,7 +71,7 @@ def weights_verify(target: str = typer.Argument(..., help="A registry name or a 
 def weights_init(
     path: Path = typer.Argument(..., help="Where to write the checkpoint (.pth)."),
     model: str = typer.Option("wav2lip", help="wav2lip, attnwav2lip, attnwav2lip-spatial or attnwav2lip-channel."),
-    seed: int = typer.Option(0, help="Random seed."),
+    seed: int = typer.Option(0, min=0, help="Random seed."),
     force: bool = typer.Option(False, "--force", help="Overwrite PATH if it exists."),
 ):
     """Write a seeded random-initialised generator in the published layout.

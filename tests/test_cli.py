@@ -15,6 +15,7 @@ import torch
 
 from conftest import ffmpeg, tone
 from lipsync_cli import media
+from lipsync_cli.errors import InputError
 from lipsync_cli.cli import main
 
 
@@ -288,3 +289,70 @@ def test_out_of_range_values_are_refused(capsys, workdir, command, flag, value):
     lines = [line for line in err.strip().splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and flag in lines[0], err
     assert list(workdir.iterdir()) == []  # no output, no run folder, nothing
+
+
+def test_one_name_or_path_rule_for_dub_and_verify(capsys, workdir, example_video, example_audio, checkpoint,
+                                                  monkeypatch):
+    from lipsync_cli.weights import locate, resolve_checkpoint
+
+    weights = workdir / "weights"
+    weights.mkdir()
+    monkeypatch.setenv("LIPSYNC_WEIGHTS", str(weights))
+    (workdir / "mine.pth").write_bytes(checkpoint.read_bytes())
+    assert locate("mine.pth") == ("mine.pth", None)  # an existing file is itself
+    named = locate("wav2lip_gan")
+    assert named[0] == str(weights / "wav2lip_gan.pth") and named[1].name == "wav2lip_gan"
+    assert locate("wav2lip_gan.pth") == named  # the registry's file name too, when not a file here
+    assert locate("sub/wav2lip_gan.pth") == ("sub/wav2lip_gan.pth", None)  # written as a path
+    assert locate("other.pth") == ("other.pth", None)
+    with pytest.raises(InputError, match="unknown checkpoint name 'wav2lip_gun'"):
+        locate("wav2lip_gun")
+
+    # both commands follow it: missing in the weights folder, then present there
+    for args, needle in [(["dub", example_video, example_audio, "-o", "o.mp4", "-c", "wav2lip_gan.pth"], "no checkpoint"),
+                         (["weights", "verify", "wav2lip_gan.pth"], "not present"),
+                         (["weights", "verify", "other.pth"], "no such checkpoint file")]:
+        code, _, err = cli(capsys, *args)
+        assert_one_line_error(code, err, 2, needle)
+    (weights / "wav2lip_gan.pth").write_bytes(checkpoint.read_bytes())
+    assert resolve_checkpoint("wav2lip_gan.pth") == resolve_checkpoint(None) == str(weights / "wav2lip_gan.pth")
+    code, _, err = cli(capsys, "weights", "verify", "wav2lip_gan.pth")
+    assert code == 0 and err.strip() == f"{weights / 'wav2lip_gan.pth'}: OK"
+
+
+def test_weights_init_is_seeded_and_leaves_the_random_state(capsys, workdir):
+    from lipsync_cli.checkpoints import read_state_dict
+
+    torch.manual_seed(123)
+    before = torch.rand(3)
+    torch.manual_seed(123)
+    for name, seed in [("a.pth", 0), ("b.pth", 0), ("c.pth", 1)]:
+        code, _, err = cli(capsys, "weights", "init", name, "--seed", seed)
+        assert code == 0 and f"wrote {name} (random wav2lip, seed {seed})" in err
+    assert torch.equal(torch.rand(3), before)
+    a, b, c = (read_state_dict(workdir / n)[0] for n in ("a.pth", "b.pth", "c.pth"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+    code, _, err = cli(capsys, "weights", "init", "a.pth")
+    assert_one_line_error(code, err, 2, "already exists", "--force")
+    code, _, err = cli(capsys, "weights", "init", "d.pth", "--model", "wav3lip")
+    assert_one_line_error(code, err, 2, "--model wav3lip")
+    assert not (workdir / "d.pth").exists()
+
+
+def test_eval_sync_reports_each_video_and_the_means(capsys, workdir, monkeypatch):
+    import json
+
+    from lipsync_cli.eval import lse
+
+    scores = {"a.mp4": (8.0, 1.0), "b.mp4": (6.0, 3.0)}
+    monkeypatch.setattr(lse, "load_sync_model", lambda path: ("wav2lip_syncnet_expert_color", torch.nn.Identity()))
+    monkeypatch.setattr(lse, "evaluate_expert", lambda net, video, audio, detector, device: lse.SyncResult(
+        video, *scores[video], offset=0, frames=40))
+    code, out, err = cli(capsys, "eval", "sync", "a.mp4", "b.mp4", "--syncnet", "expert.pth", "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert [v["video"] for v in report["videos"]] == ["a.mp4", "b.mp4"]
+    assert (report["lse_d"], report["lse_c"]) == (7.0, 2.0)
+    code, out, _ = cli(capsys, "eval", "sync", "a.mp4", "b.mp4", "--syncnet", "expert.pth")
+    assert code == 0 and "our expert" in out and "7.000" in out and "2.000" in out

@@ -28,26 +28,19 @@ def eval_sync(
     """LSE-D (lower is better) and LSE-C (higher is better) per video and their mean."""
     from rich.table import Table
 
-    from ..eval.lse import evaluate_expert, evaluate_syncnet_v2, load_sync_model
+    from ..eval.lse import score_videos
     from ..models.inference import resolve_device
 
-    dev = resolve_device(device)
-    kind, net = load_sync_model(str(syncnet))
-    net = net.to(dev)
-    evaluate = evaluate_syncnet_v2 if kind == "syncnet_v2_evaluation" else evaluate_expert
-    results = [evaluate(net, str(v), str(audio) if audio else None, detector, device=dev.type) for v in videos]
-    mean_d = sum(r.lse_d for r in results) / len(results)
-    mean_c = sum(r.lse_c for r in results) / len(results)
+    report = score_videos(str(syncnet), videos, str(audio) if audio else None, detector, resolve_device(device))
     if as_json:
-        print(json.dumps({"model": kind, "videos": [r.as_dict() for r in results],
-                          "lse_d": round(mean_d, 4), "lse_c": round(mean_c, 4)}))
+        print(json.dumps(report.as_dict()))
         return
-    table = Table(title=f"sync ({'syncnet_v2' if kind == 'syncnet_v2_evaluation' else 'our expert'})")
+    table = Table(title=f"sync ({'syncnet_v2' if report.published_syncnet else 'our expert'})")
     for col in ("video", "LSE-D", "LSE-C", "offset", "frames"):
         table.add_column(col)
-    for r in results:
+    for r in report.videos:
         table.add_row(r.video, f"{r.lse_d:.3f}", f"{r.lse_c:.3f}", str(r.offset), str(r.frames))
-    table.add_row("mean", f"{mean_d:.3f}", f"{mean_c:.3f}", "", "")
+    table.add_row("mean", f"{report.lse_d:.3f}", f"{report.lse_c:.3f}", "", "")
     out.print(table)
 
 

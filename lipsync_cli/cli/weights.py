@@ -51,15 +51,11 @@ def weights_fetch(name: str = typer.Argument(..., help="A name from `lipsync wei
 def weights_verify(target: str = typer.Argument(..., help="A registry name or a checkpoint file.")):
     """Check a checkpoint: size and sha256 where recorded, exact keys and shapes always."""
     from ..errors import InputError
-    from ..weights import entry, local_path, verify_file
+    from ..weights import locate, verify_file
 
-    if os.path.exists(target):
-        path, e = target, None
-    else:
-        e = entry(target)
-        path = str(local_path(e))
-        if not os.path.exists(path):
-            raise InputError(f"{e.name}: not present at {path}")
+    path, e = locate(target)
+    if not os.path.exists(path):
+        raise InputError(f"{e.name}: not present at {path}" if e else f"{path}: no such checkpoint file")
     problems = verify_file(path, e)
     if problems:
         raise LipsyncError(f"{path}: does not verify: {'; '.join(problems)}")
@@ -78,16 +74,7 @@ def weights_init(
 
     For smoke tests and benchmarks without the published weights: it runs the whole pipeline at
     full cost, but its mouths are grey, not speech."""
-    import torch
+    from ..weights import write_random_generator
 
-    from ..checkpoints import save_published
-    from ..errors import InputError
-    from ..models.wav2lip import GENERATOR_NAMES, build_generator
-
-    if model not in GENERATOR_NAMES:
-        raise InputError(f"--model {model}: choose from {', '.join(GENERATOR_NAMES)}")
-    if path.exists() and not force:
-        raise InputError(f"{path}: already exists (use --force to overwrite)")
-    torch.manual_seed(seed)
-    save_published(build_generator(model), path)
+    write_random_generator(path, model, seed, force=force)
     err.print(f"wrote {path} (random {model}, seed {seed})")

@@ -73,7 +73,7 @@ def dub(
     """Re-sync the mouth in VIDEO (or a still image) to AUDIO."""
     from ..pipelines.dub import dub as run_dub
 
-    flags = locals()
+    flags = dict(locals())  # the parameters, before anything else is bound
     if output is None:
         output = Path.cwd() / f"{video.stem}_dubbed.mp4"
     opts = dub_options(flags)
@@ -127,7 +127,7 @@ def batch(
     from ..errors import InputError
     from ..pipelines import batch as batch_mod
 
-    flags = locals()
+    flags = dict(locals())  # the parameters, before anything else is bound
     if report_dir is not None:
         _print_report(batch_mod.report(batch_mod.find_job_dir(report_dir)), as_json)
         return 0

@@ -19,6 +19,7 @@ NOT_FLAGS = {"preset"}  # DubOptions fields without a flag
 
 @pytest.mark.parametrize("command", [dub_cli.dub, dub_cli.batch])
 def test_every_dub_option_is_a_flag_of_the_same_name_and_default(command):
+    assert set(dub_cli.DUB_FLAGS) == {f.name for f in fields(DubOptions)} - NOT_FLAGS
     params = inspect.signature(command).parameters
     for f in fields(DubOptions):
         if f.name in NOT_FLAGS:
@@ -32,8 +33,8 @@ def test_every_dub_option_is_a_flag_of_the_same_name_and_default(command):
 def test_dub_options_from_flags(tmp_path):
     ckpt = tmp_path / "g.pth"
     ckpt.write_bytes(b"")
-    flags = {f.name: f.default for f in fields(DubOptions) if f.name not in NOT_FLAGS}
-    opts = dub_cli.dub_options({**flags, "checkpoint": str(ckpt), "video": "v.mp4", "loop": True}, device="cpu")
+    flags = {name: default for name, (_, default) in dub_cli.DUB_FLAGS.items()}
+    opts = dub_cli.dub_options({**flags, "checkpoint": str(ckpt), "loop": True}, device="cpu")
     assert opts == DubOptions(checkpoint=str(ckpt), loop=True, device="cpu")
 
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 import traceback
 from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
-from typing import Annotated, Callable, Iterator, Optional, Tuple
+from typing import Annotated, Any, Callable, Iterator, Optional, Tuple
 
 import typer
 from rich.console import Console
@@ -113,6 +114,24 @@ def progress_bar(label: str, quiet: bool, *columns: ProgressColumn) -> Iterator[
     finally:
         if progress.live.is_started:
             progress.stop()
+
+
+def with_flags(flags: dict[str, tuple[Any, Any]], before: str) -> Callable:
+    """A decorator that gives a command flags declared once for several commands: {name:
+    (annotation, default)}, listed in its help before its own parameter `before`. The command
+    takes them as **flags."""
+
+    def add(command):
+        own = [p for p in inspect.signature(command, eval_str=True).parameters.values()
+               if p.kind is not inspect.Parameter.VAR_KEYWORD]
+        at = [p.name for p in own].index(before)
+        shared = [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=annotation,
+                                    default=default) for name, (annotation, default) in flags.items()]
+        command.__signature__ = inspect.Signature(own[:at] + shared + own[at:])  # what Typer reads
+        command.__annotations__ = {**command.__annotations__, **{n: a for n, (a, _) in flags.items()}}
+        return command
+
+    return add
 
 
 def from_table(option: ClipOption) -> Callable:

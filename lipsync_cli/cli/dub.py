@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import fields
 from pathlib import Path
 from typing import Annotated, List, Optional, Tuple
 
@@ -14,10 +13,8 @@ from ..pipelines.options import MANIFEST_COLUMNS, PER_CLIP, DubOptions
 from ..weights import DEFAULT_CHECKPOINT
 from .common import (DebugOpt, DetectorOpt, DetectSizeOpt, DeviceOpt, FieldColumn, FpsOpt, JsonOpt, PadsOpt,
                      QuietOpt, RateColumn, S3fdWeightsOpt, err, from_table, interrupted, out, progress_bar,
-                     report_errors)
+                     report_errors, with_flags)
 
-# The options of `dub` and `batch`, declared once; each parameter is named as its DubOptions field,
-# whose default it takes.
 CheckpointOpt = Annotated[Optional[str], typer.Option("--checkpoint", "-c", help=f"Generator checkpoint: a path, or a name from `lipsync weights list` (default: {DEFAULT_CHECKPOINT}).")]
 ModelOpt = Annotated[Optional[str], typer.Option(help="Override the architecture read from the checkpoint: wav2lip, attnwav2lip, attnwav2lip-spatial, attnwav2lip-channel.")]
 BoxOpt = Annotated[Optional[Tuple[int, int, int, int]], typer.Option("--box", help=PER_CLIP["box"].help, callback=from_table(PER_CLIP["box"]), show_default=False)]
@@ -30,50 +27,42 @@ DetectEveryOpt = Annotated[int, typer.Option(min=1, help="Detect faces on every 
 PrecisionOpt = Annotated[str, typer.Option(help="auto (fp16 on CUDA; bf16 on a CPU with AMX, else fp32; fp32 with --paste hard), fp32, fp16 (CUDA) or bf16.")]
 BatchSizeOpt = Annotated[Optional[int], typer.Option(min=1, help="Frames per generator batch (default: 16 on CPU, 128 on CUDA, halved on out-of-memory).")]
 CrfOpt = Annotated[int, typer.Option(min=PER_CLIP["crf"].low, max=PER_CLIP["crf"].high, help=PER_CLIP["crf"].help)]
-D = DubOptions  # the defaults
+
+# The flags of `dub` and `batch`, declared once: one per DubOptions field, named as it, with its default.
+DUB_FLAGS = {
+    "checkpoint": (CheckpointOpt, None),  # None: the registry's default generator
+    **{name: (annotation, getattr(DubOptions, name)) for name, annotation in [
+        ("model", ModelOpt), ("detector", DetectorOpt), ("box", BoxOpt), ("pads", PadsOpt),
+        ("face_index", FaceIndexOpt), ("on_no_face", OnNoFaceOpt), ("paste", PasteOpt), ("loop", LoopOpt),
+        ("fps", FpsOpt), ("smooth", SmoothOpt), ("detect_size", DetectSizeOpt), ("detect_every", DetectEveryOpt),
+        ("s3fd_weights", S3fdWeightsOpt), ("device", DeviceOpt), ("precision", PrecisionOpt),
+        ("batch_size", BatchSizeOpt), ("crf", CrfOpt)]},
+}
+with_dub_flags = with_flags(DUB_FLAGS, before="force")
 
 
 def dub_options(flags: dict, **changes) -> DubOptions:
-    """DubOptions from a command's parameters (a flag and its field share their name), the
-    checkpoint name or path resolved to its file."""
+    """DubOptions from the dub flags, the checkpoint name or path resolved to its file."""
     from ..weights import resolve_checkpoint
 
-    given = {f.name: flags[f.name] for f in fields(DubOptions) if f.name in flags}
-    return DubOptions(**{**given, **changes, "checkpoint": resolve_checkpoint(given["checkpoint"])})
+    return DubOptions(**{**flags, **changes, "checkpoint": resolve_checkpoint(flags["checkpoint"])})
 
 
 @report_errors
+@with_dub_flags
 def dub(
     video: Path = typer.Argument(..., help="Talking-head video, or a still image of a face."),
     audio: Path = typer.Argument(..., help="Speech: any audio ffmpeg reads (wav, mp3, m4a, or a video's audio track)."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output video (default: VIDEO_STEM_dubbed.mp4 in the current folder)."),
-    checkpoint: CheckpointOpt = None,
-    model: ModelOpt = D.model,
-    detector: DetectorOpt = D.detector,
-    box: BoxOpt = D.box,
-    pads: PadsOpt = D.pads,
-    face_index: FaceIndexOpt = D.face_index,
-    on_no_face: OnNoFaceOpt = D.on_no_face,
-    paste: PasteOpt = D.paste,
-    loop: LoopOpt = D.loop,
-    fps: FpsOpt = D.fps,
-    smooth: SmoothOpt = D.smooth,
-    detect_size: DetectSizeOpt = D.detect_size,
-    detect_every: DetectEveryOpt = D.detect_every,
-    s3fd_weights: S3fdWeightsOpt = D.s3fd_weights,
-    device: DeviceOpt = D.device,
-    precision: PrecisionOpt = D.precision,
-    batch_size: BatchSizeOpt = D.batch_size,
-    crf: CrfOpt = D.crf,
     force: bool = typer.Option(False, "--force", "-f", help="Overwrite OUTPUT if it exists."),
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
     debug: DebugOpt = False,
+    **flags,
 ):
     """Re-sync the mouth in VIDEO (or a still image) to AUDIO."""
     from ..pipelines.dub import dub as run_dub
 
-    flags = dict(locals())  # the parameters, before anything else is bound
     if output is None:
         output = Path.cwd() / f"{video.stem}_dubbed.mp4"
     opts = dub_options(flags)
@@ -90,6 +79,7 @@ def dub(
 
 
 @report_errors
+@with_dub_flags
 def batch(
     inputs: Optional[List[Path]] = typer.Argument(None, help=f"Folders of videos or images, single files, or CSV / JSON / JSON-lines manifests (columns: {', '.join(MANIFEST_COLUMNS)})."),
     output_dir: Optional[Path] = typer.Option(None, "-o", "--output-dir", help="Folder for the dubbed clips (created if missing); each is named after its video."),
@@ -98,28 +88,11 @@ def batch(
     shard: Optional[str] = typer.Option(None, "--shard", help="Process only shard K of N (K/N, from 0) (default: from torchrun's RANK/WORLD_SIZE or a SLURM array, else all)."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Retry items that failed in an earlier run."),
     report_dir: Optional[Path] = typer.Option(None, "--report", help="Print the merged report of a job (all shards) and exit: a job folder or a batch output folder."),
-    checkpoint: CheckpointOpt = None,
-    model: ModelOpt = D.model,
-    detector: DetectorOpt = D.detector,
-    box: BoxOpt = D.box,
-    pads: PadsOpt = D.pads,
-    face_index: FaceIndexOpt = D.face_index,
-    on_no_face: OnNoFaceOpt = D.on_no_face,
-    paste: PasteOpt = D.paste,
-    loop: LoopOpt = D.loop,
-    fps: FpsOpt = D.fps,
-    smooth: SmoothOpt = D.smooth,
-    detect_size: DetectSizeOpt = D.detect_size,
-    detect_every: DetectEveryOpt = D.detect_every,
-    s3fd_weights: S3fdWeightsOpt = D.s3fd_weights,
-    device: DeviceOpt = D.device,
-    precision: PrecisionOpt = D.precision,
-    batch_size: BatchSizeOpt = D.batch_size,
-    crf: CrfOpt = D.crf,
     force: bool = typer.Option(False, "--force", "-f", help="Overwrite outputs that exist but were not made by this job."),
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
     debug: DebugOpt = False,
+    **flags,
 ):
     """Dub many clips: pairing, a resumable job log, a per-clip report, sharding.
 
@@ -127,7 +100,6 @@ def batch(
     from ..errors import InputError
     from ..pipelines import batch as batch_mod
 
-    flags = dict(locals())  # the parameters, before anything else is bound
     if report_dir is not None:
         _print_report(batch_mod.report(batch_mod.find_job_dir(report_dir)), as_json)
         return 0
@@ -139,7 +111,7 @@ def batch(
         raise InputError(f"{output_dir}: not a folder")
     the_shard = batch_mod.parse_shard(shard) if shard else (batch_mod.shard_from_environment() or batch_mod.Shard(0, 1))
     items = batch_mod.collect_items(inputs, output_dir, str(audio) if audio else None)
-    opts = dub_options(flags, device=batch_mod.device_for_shard(device))
+    opts = dub_options(flags, device=batch_mod.device_for_shard(flags["device"]))
     output_dir.mkdir(parents=True, exist_ok=True)
     job_dir = job or output_dir / batch_mod.JOB_FOLDER
 

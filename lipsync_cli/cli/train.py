@@ -14,7 +14,8 @@ from .. import interrupts
 from ..train.davs import DavsTrainConfig
 from ..train.loop import TrainConfig
 from ..train.wav2lip import Wav2LipConfig
-from .common import DebugOpt, FieldColumn, QuietOpt, SpeedColumn, err, interrupted, progress_bar, report_errors
+from .common import (DebugOpt, FieldColumn, QuietOpt, SpeedColumn, err, interrupted, progress_bar, report_errors,
+                     with_flags)
 
 app = typer.Typer(help="The training loops: syncnet (the lip-sync expert), wav2lip (the generator), davs.",
                   no_args_is_help=True)
@@ -40,66 +41,60 @@ def _one_of(*choices):
     return check
 
 
-# The flags of the settings every loop shares: help and valid range.
+# The settings every loop shares, as flags: type, help and valid range. The help of batch_size
+# depends on the loop: what one sample is.
 LOOP_SETTINGS = {
-    "steps": ("Total optimisation steps", dict(min=1)),
-    "lr": ("Adam learning rate", dict(callback=_above_zero)),
-    "eval_every": ("Evaluate on the val split every N steps", dict(min=1)),
-    "eval_batches": ("Batches per evaluation", dict(min=1)),
-    "checkpoint_every": ("Save a checkpoint every N steps", dict(min=1)),
-    "seed": ("Seed of the initialisation and of the samples", dict(min=0)),
-    "device": ("auto, cpu or cuda (under torchrun, auto is the process's own GPU)", {}),
-    "amp": ("auto (fp16 on CUDA, bf16 on a CPU with AMX), on or off", {}),
-    "workers": ("Data loading processes (0: in the training process)", dict(min=0)),
+    "steps": (Optional[int], "Total optimisation steps", dict(min=1)),
+    "batch_size": (Optional[int], "{sample} per step", dict(min=1)),
+    "lr": (Optional[float], "Adam learning rate", dict(callback=_above_zero)),
+    "eval_every": (Optional[int], "Evaluate on the val split every N steps", dict(min=1)),
+    "eval_batches": (Optional[int], "Batches per evaluation", dict(min=1)),
+    "checkpoint_every": (Optional[int], "Save a checkpoint every N steps", dict(min=1)),
+    "seed": (Optional[int], "Seed of the initialisation and of the samples", dict(min=0)),
+    "device": (Optional[str], "auto, cpu or cuda (under torchrun, auto is the process's own GPU)", {}),
+    "amp": (Optional[str], "auto (fp16 on CUDA, bf16 on a CPU with AMX), on or off", {}),
+    "workers": (Optional[int], "Data loading processes (0: in the training process)", dict(min=0)),
 }
 
 
-def setting(cls, name: str, help: str | None = None, **option):
-    """The flag of setting `name` of config class `cls`: its help ends with the class's default."""
-    shared_help, bounds = LOOP_SETTINGS.get(name, (None, {}))
+def setting(cls, name: str, help: str, **option):
+    """The flag of setting `name` of config class `cls`: None when not given (then the config
+    file or the class's default wins); its help ends with the class's default."""
     default = getattr(cls, name)
     shown = f"{default:g}" if isinstance(default, float) else str(default)
-    return typer.Option(None, help=f"{help or shared_help} (default: {shown}).", **{**bounds, **option})
+    return typer.Option(None, help=f"{help} (default: {shown}).", **option)
 
 
-def _loop_settings(steps, lr, eval_every, eval_batches, checkpoint_every, seed, device, amp, workers, fresh) -> dict:
-    """The shared training flags as config values (None: not given, the config file or default wins)."""
-    return dict(steps=steps, lr=lr, eval_every=eval_every, eval_batches=eval_batches,
-                checkpoint_every=checkpoint_every, seed=seed, device=device, amp=amp, workers=workers,
-                resume=False if fresh else None)
+def with_loop_settings(cls, sample: str):
+    """Give a training command the flags of LOOP_SETTINGS with the defaults of its config class
+    (listed before --fresh); the command takes them as **settings."""
+    return with_flags({name: (annotation, setting(cls, name, help.format(sample=sample), **bounds))
+                       for name, (annotation, help, bounds) in LOOP_SETTINGS.items()}, before="fresh")
 
 
 @app.command("syncnet")
 @report_errors
+@with_loop_settings(TrainConfig, sample="Samples")
 def train_syncnet(
     data: Path = typer.Argument(..., help="Preprocessed data folder (filelists/ and clip folders), e.g. from `lipsync synth`."),
     out: Path = typer.Option(..., "-o", "--out", help="Run folder: checkpoints (published layout), last.pth, metrics.jsonl, TensorBoard logs."),
     config: ConfigFileOpt = None,
-    steps: Optional[int] = setting(TrainConfig, "steps"),
-    batch_size: Optional[int] = setting(TrainConfig, "batch_size", "Samples per step", min=1),
-    lr: Optional[float] = setting(TrainConfig, "lr"),
-    eval_every: Optional[int] = setting(TrainConfig, "eval_every"),
-    eval_batches: Optional[int] = setting(TrainConfig, "eval_batches"),
-    checkpoint_every: Optional[int] = setting(TrainConfig, "checkpoint_every"),
-    seed: Optional[int] = setting(TrainConfig, "seed"),
-    device: Optional[str] = setting(TrainConfig, "device"),
-    amp: Optional[str] = setting(TrainConfig, "amp"),
-    workers: Optional[int] = setting(TrainConfig, "workers"),
     fresh: FreshOpt = False,
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
+    **settings,
 ):
     """Train the lip-sync expert (SyncNet, colour) on 5-frame windows; resumes from OUT/last.pth."""
     from ..train.syncnet import train_syncnet as run
 
     cfg = TrainConfig.from_sources(
-        str(config) if config else None, data=str(data), out=str(out), batch_size=batch_size,
-        **_loop_settings(steps, lr, eval_every, eval_batches, checkpoint_every, seed, device, amp, workers, fresh))
+        str(config) if config else None, data=str(data), out=str(out), resume=False if fresh else None, **settings)
     _run_training(run, cfg, quiet, "syncnet")
 
 
 @app.command("wav2lip")
 @report_errors
+@with_loop_settings(Wav2LipConfig, sample="Windows of 5 frames")
 def train_wav2lip(
     data: Path = typer.Argument(..., help="Preprocessed data folder (filelists/ and clip folders), e.g. from `lipsync synth`."),
     out: Path = typer.Option(..., "-o", "--out", help="Run folder: generator and discriminator checkpoints (published layout), metrics, TensorBoard."),
@@ -111,19 +106,10 @@ def train_wav2lip(
     sync_weight: Optional[float] = setting(Wav2LipConfig, "sync_weight", "a, the expert's weight once switched on; 0 trains on L1 (and GAN) alone", min=0),
     init: Optional[Path] = typer.Option(None, "--init", help="Start from these generator weights (fine-tune; e.g. a run trained on L1 alone). Ignored when resuming."),
     config: ConfigFileOpt = None,
-    steps: Optional[int] = setting(Wav2LipConfig, "steps"),
-    batch_size: Optional[int] = setting(Wav2LipConfig, "batch_size", "Windows of 5 frames per step", min=1),
-    lr: Optional[float] = setting(Wav2LipConfig, "lr"),
-    eval_every: Optional[int] = setting(Wav2LipConfig, "eval_every"),
-    eval_batches: Optional[int] = setting(Wav2LipConfig, "eval_batches"),
-    checkpoint_every: Optional[int] = setting(Wav2LipConfig, "checkpoint_every"),
-    seed: Optional[int] = setting(Wav2LipConfig, "seed"),
-    device: Optional[str] = setting(Wav2LipConfig, "device"),
-    amp: Optional[str] = setting(Wav2LipConfig, "amp"),
-    workers: Optional[int] = setting(Wav2LipConfig, "workers"),
     fresh: FreshOpt = False,
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
+    **settings,
 ):
     """Train the generator (Wav2Lip or AttnWav2Lip) with a frozen expert and the discriminator."""
     from ..train.wav2lip import train_wav2lip as run
@@ -131,8 +117,7 @@ def train_wav2lip(
     if attention and model not in (None, "attnwav2lip"):
         raise typer.BadParameter("--attention means --model attnwav2lip")
     cfg = Wav2LipConfig.from_sources(
-        str(config) if config else None, data=str(data), out=str(out), batch_size=batch_size,
-        **_loop_settings(steps, lr, eval_every, eval_batches, checkpoint_every, seed, device, amp, workers, fresh),
+        str(config) if config else None, data=str(data), out=str(out), resume=False if fresh else None, **settings,
         expert=str(expert) if expert else None, model="attnwav2lip" if attention else model,
         gan=False if no_gan else None, sync_switch=sync_switch, sync_weight=sync_weight,
         init=str(init) if init else None)
@@ -141,6 +126,7 @@ def train_wav2lip(
 
 @app.command("davs")
 @report_errors
+@with_loop_settings(DavsTrainConfig, sample="Clips")
 def train_davs(
     data: Path = typer.Argument(..., help="Words-layout data folder (one word per clip; file lists with word and person), e.g. `lipsync synth --layout words`."),
     out: Path = typer.Option(..., "-o", "--out", help="Run folder: checkpoints, last.pth, metrics.jsonl, TensorBoard logs."),
@@ -155,19 +141,10 @@ def train_davs(
     contrastive_weight: Optional[float] = setting(DavsTrainConfig, "contrastive_weight", "Weight of the audio-video contrastive loss beside the word classifier's", min=0),
     uniform_weight: Optional[float] = setting(DavsTrainConfig, "uniform_weight", "Weight of the push of the encoders towards the critics' uniform softmax", min=0),
     gan_weight: Optional[float] = setting(DavsTrainConfig, "gan_weight", "alpha, the temporal GAN loss's weight beside L1", min=0),
-    steps: Optional[int] = setting(DavsTrainConfig, "steps"),
-    batch_size: Optional[int] = setting(DavsTrainConfig, "batch_size", "Clips per step", min=1),
-    lr: Optional[float] = setting(DavsTrainConfig, "lr"),
-    eval_every: Optional[int] = setting(DavsTrainConfig, "eval_every"),
-    eval_batches: Optional[int] = setting(DavsTrainConfig, "eval_batches"),
-    checkpoint_every: Optional[int] = setting(DavsTrainConfig, "checkpoint_every"),
-    seed: Optional[int] = setting(DavsTrainConfig, "seed"),
-    device: Optional[str] = setting(DavsTrainConfig, "device"),
-    amp: Optional[str] = setting(DavsTrainConfig, "amp"),
-    workers: Optional[int] = setting(DavsTrainConfig, "workers"),
     fresh: FreshOpt = False,
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
+    **settings,
 ):
     """Train DAVS: the word-ID space, the adversarial disentangling, then generation, in one resumable loop."""
     from ..train.davs import train_davs as run
@@ -177,8 +154,7 @@ def train_davs(
         disentangle_from=disentangle_from, generate_from=generate_from, word_classifier=word_classifier,
         domain_adversarial=False if no_domain else None, disentangle=False if no_disentangle else None,
         contrastive_weight=contrastive_weight, uniform_weight=uniform_weight, gan_weight=gan_weight,
-        batch_size=batch_size,
-        **_loop_settings(steps, lr, eval_every, eval_batches, checkpoint_every, seed, device, amp, workers, fresh))
+        resume=False if fresh else None, **settings)
     _run_training(run, cfg, quiet, "davs")
 
 

@@ -15,6 +15,9 @@ from .errors import InputError, LipsyncError
 from .outputs import atomic_output
 
 
+DEFAULT_CHECKPOINT = "wav2lip_gan"  # the generator `dub` uses when none is named
+
+
 @dataclass(frozen=True)
 class WeightEntry:
     name: str
@@ -52,16 +55,35 @@ def local_path(e: WeightEntry) -> Path:
     return weights_dir() / e.file
 
 
-def resolve_checkpoint(spec: str | None, default: str = "wav2lip_gan") -> str:
-    """A checkpoint argument (a path, or a registry name) -> an existing file path.
+CHECKPOINT_SUFFIXES = (".pth", ".pt", ".tar", ".ckpt")
 
-    When nothing usable is there, the error says exactly what to download and where to put it."""
-    if spec and (os.path.sep in spec or os.path.exists(spec) or spec.endswith((".pth", ".pt", ".tar", ".ckpt"))):
-        return spec  # a path: checkpoints.read_state_dict reports if it is missing or wrong
-    e = entry(spec or default)
-    path = local_path(e)
-    if path.exists():
-        return str(path)
+
+def locate(spec: str) -> tuple[str, WeightEntry | None]:
+    """The one rule for a checkpoint argument, a name or a path: (file path, its registry entry,
+    or None for a path given as such). An existing file is itself; otherwise a registry name or
+    file name (wav2lip_gan, wav2lip_gan.pth) is that file in the weights folder; otherwise the
+    argument is a path when it looks like one (a folder separator, a checkpoint suffix), and else
+    an unknown name (InputError). The file may not exist: the caller says what to do about it."""
+    if os.path.exists(spec):
+        return spec, None
+    if not any(sep and sep in spec for sep in (os.path.sep, os.path.altsep)):
+        try:
+            e = entry(spec)
+            return str(local_path(e)), e
+        except InputError:
+            if not spec.lower().endswith(CHECKPOINT_SUFFIXES):
+                raise  # an unknown name: the error lists the known ones
+    return spec, None
+
+
+def resolve_checkpoint(spec: str | None, default: str = DEFAULT_CHECKPOINT) -> str:
+    """A checkpoint argument (a path, or a registry name; see `locate`) -> a file path.
+
+    When a named checkpoint is missing, the error says exactly what to download and where to put
+    it; a missing path is left to checkpoints.read_state_dict to report."""
+    path, e = locate(spec or default)
+    if e is None or os.path.exists(path):
+        return path
     where = f"download it from {e.url}" if e.url else f"get {e.file} from {e.source}"
     raise InputError(
         f"no checkpoint: {where} and save it as {path} (or pass --checkpoint PATH); "
@@ -123,3 +145,22 @@ def verify_file(path: str | os.PathLike, e: WeightEntry | None) -> list[str]:
     if e is None or e.kind != "s3fd":
         problems.extend(checkpoints.structure_problems(path, e.kind if e else None))
     return problems
+
+
+def write_random_generator(path: str | os.PathLike, model: str = "wav2lip", seed: int = 0, force: bool = False) -> None:
+    """A seeded random-initialised generator in the published layout. The whole pipeline runs on
+    it at full cost, but its mouths are grey, not speech: for smoke tests and benchmarks without
+    the published weights. The same seed gives the same weights."""
+    import torch
+
+    from .checkpoints import save_published
+    from .models.wav2lip import GENERATOR_NAMES, build_generator
+
+    if model not in GENERATOR_NAMES:
+        raise InputError(f"--model {model}: choose from {', '.join(GENERATOR_NAMES)}")
+    if os.path.exists(path) and not force:
+        raise InputError(f"{path}: already exists (use --force to overwrite)")
+    with torch.random.fork_rng(devices=[]):  # the caller's random state is left as it was
+        torch.manual_seed(seed)
+        net = build_generator(model)
+    save_published(net, path)

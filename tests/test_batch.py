@@ -108,8 +108,8 @@ def test_manifests_csv_json_and_jsonl(tmp_path):
     one, renamed = items
     assert one.id == "one.mp4" and one.video == str(tmp_path / "m" / "clips" / "one.mp4")
     assert one.audio == str(tmp_path / "m" / "speech" / "one.wav")  # relative to the manifest
-    assert one.overrides == {"box": (10, 20, 30, 40), "replay": "loop", "still_fps": Fraction(30000, 1001),
-                             "on_no_face": "error"}
+    assert one.overrides == {"box": (30, 10, 40, 20), "loop": True, "fps": Fraction(30000, 1001),
+                             "on_no_face": "error"}  # the box column is Y1 Y2 X1 X2, held as (x1, y1, x2, y2)
     assert renamed.id == "renamed.mp4" and renamed.overrides == {}
 
     (tmp_path / "m" / "list.json").write_text(json.dumps({"items": [

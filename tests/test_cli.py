@@ -15,6 +15,7 @@ import torch
 
 from conftest import ffmpeg, tone
 from lipsync_cli import media
+from lipsync_cli.errors import InputError
 from lipsync_cli.cli import main
 
 
@@ -201,3 +202,159 @@ def test_weights_list_and_verify(capsys, workdir, checkpoint, expert_checkpoint,
     (workdir / "wav2lip_gan.pth").write_bytes(expert_checkpoint.read_bytes())
     code, _, err = cli(capsys, "weights", "verify", "wav2lip_gan")
     assert_one_line_error(code, err, 1, "does not verify", "lip-sync expert")
+
+
+# Every numeric option of every command, with values out of its range. Options where any whole
+# number means something are listed apart, with the reason.
+REQUIRED = {  # the arguments each command needs besides the option under test
+    "dub": ["in.mp4", "a.wav", "-o", "out.mp4"],
+    "batch": ["clips", "-o", "out"],
+    "animate": ["photo.png", "a.wav", "-o", "out.mp4", "-c", "davs.pth"],
+    "synth": ["corpus"],
+    "preprocess": ["src", "data"],
+    "train syncnet": ["data", "-o", "run"],
+    "train wav2lip": ["data", "-o", "run"],
+    "train davs": ["data", "-o", "run"],
+    "weights init": ["w.pth"],
+}
+DUB_OUT_OF_RANGE = {"--crf": ["-1", "52"], "--detect-size": ["-1"], "--detect-every": ["0"], "--batch-size": ["0"],
+                    "--fps": ["0", "-25"], "--box": ["10 5 10 5", "5 10 10 5"]}
+TRAIN_OUT_OF_RANGE = {"--steps": ["0"], "--batch-size": ["0"], "--lr": ["0", "-1e-4"], "--eval-every": ["0"],
+                      "--eval-batches": ["0"], "--checkpoint-every": ["0"], "--seed": ["-1"], "--workers": ["-1"]}
+OUT_OF_RANGE = {
+    "dub": DUB_OUT_OF_RANGE,
+    "batch": {**DUB_OUT_OF_RANGE, "--shard": ["2/2", "0/0"]},
+    "animate": {"--fps": ["0"], "--smooth": ["-0.5"]},
+    "synth": {"--clips": ["0"], "--seed": ["-1"], "--identities": ["2"], "--voices": ["2"], "--size": ["31", "1025"],
+              "--scene": ["31 256", "256 31"], "--words": ["0 2", "3 2"], "--workers": ["0"]},
+    "preprocess": {"--size": ["0"], "--detect-size": ["-1"], "--val": ["-0.1", "1.1"]},
+    "train syncnet": TRAIN_OUT_OF_RANGE,
+    "train wav2lip": {**TRAIN_OUT_OF_RANGE, "--sync-switch": ["-0.1"], "--sync-weight": ["-0.1"]},
+    "train davs": {**TRAIN_OUT_OF_RANGE, "--size": ["100"], "--width": ["0"], "--disentangle-from": ["-1"],
+                   "--generate-from": ["-1"], "--contrastive-weight": ["-1"], "--uniform-weight": ["-1"],
+                   "--gan-weight": ["-1"]},
+    "weights init": {"--seed": ["-1"]},
+}
+ANY_WHOLE_NUMBER = {  # negative pads shrink the box; a negative face index counts from the right
+    ("dub", "--pads"), ("dub", "--face-index"), ("batch", "--pads"), ("batch", "--face-index"),
+    ("preprocess", "--pads"),
+}
+
+
+def _commands():
+    """(command path, click command) for every command of the app."""
+    import typer
+
+    from lipsync_cli.cli import app
+
+    def walk(command, path):
+        if hasattr(command, "commands"):
+            for name, sub in command.commands.items():
+                yield from walk(sub, (*path, name))
+        else:
+            yield " ".join(path), command
+
+    return list(walk(typer.main.get_command(app), ()))
+
+
+def _is_numeric(annotation) -> bool:
+    import typing
+    from fractions import Fraction
+
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if args:  # Optional[X], Tuple[X, ...], List[X]
+        return any(_is_numeric(a) for a in args)
+    return annotation in (int, float, Fraction)
+
+
+def test_every_numeric_option_has_a_range_case():
+    import typing
+
+    numeric = set()
+    for path, command in _commands():
+        hints = typing.get_type_hints(command.callback)
+        for param in command.params:
+            if param.param_type_name == "option" and _is_numeric(hints[param.name]):
+                numeric.add((path, max(param.opts, key=len)))
+    cases = {(path, flag) for path, flags in OUT_OF_RANGE.items() for flag in flags}
+    assert numeric - cases - ANY_WHOLE_NUMBER == set()  # a numeric option without a range case
+    assert len(numeric) > 40
+
+
+@pytest.mark.parametrize("command,flag,value", [
+    (command, flag, value) for command, flags in OUT_OF_RANGE.items() for flag, values in flags.items()
+    for value in values])
+def test_out_of_range_values_are_refused(capsys, workdir, command, flag, value):
+    code, out, err = cli(capsys, *command.split(), *REQUIRED[command], flag, *value.split())
+    assert code == 2, err
+    assert "Traceback" not in err and not out
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and flag in lines[0], err
+    assert list(workdir.iterdir()) == []  # no output, no run folder, nothing
+
+
+def test_one_name_or_path_rule_for_dub_and_verify(capsys, workdir, example_video, example_audio, checkpoint,
+                                                  monkeypatch):
+    from lipsync_cli.weights import locate, resolve_checkpoint
+
+    weights = workdir / "weights"
+    weights.mkdir()
+    monkeypatch.setenv("LIPSYNC_WEIGHTS", str(weights))
+    (workdir / "mine.pth").write_bytes(checkpoint.read_bytes())
+    assert locate("mine.pth") == ("mine.pth", None)  # an existing file is itself
+    named = locate("wav2lip_gan")
+    assert named[0] == str(weights / "wav2lip_gan.pth") and named[1].name == "wav2lip_gan"
+    assert locate("wav2lip_gan.pth") == named  # the registry's file name too, when not a file here
+    assert locate("sub/wav2lip_gan.pth") == ("sub/wav2lip_gan.pth", None)  # written as a path
+    assert locate("other.pth") == ("other.pth", None)
+    with pytest.raises(InputError, match="unknown checkpoint name 'wav2lip_gun'"):
+        locate("wav2lip_gun")
+
+    # both commands follow it: missing in the weights folder, then present there
+    for args, needle in [(["dub", example_video, example_audio, "-o", "o.mp4", "-c", "wav2lip_gan.pth"], "no checkpoint"),
+                         (["weights", "verify", "wav2lip_gan.pth"], "not present"),
+                         (["weights", "verify", "other.pth"], "no such checkpoint file")]:
+        code, _, err = cli(capsys, *args)
+        assert_one_line_error(code, err, 2, needle)
+    (weights / "wav2lip_gan.pth").write_bytes(checkpoint.read_bytes())
+    assert resolve_checkpoint("wav2lip_gan.pth") == resolve_checkpoint(None) == str(weights / "wav2lip_gan.pth")
+    code, _, err = cli(capsys, "weights", "verify", "wav2lip_gan.pth")
+    assert code == 0 and err.strip() == f"{weights / 'wav2lip_gan.pth'}: OK"
+
+
+def test_weights_init_is_seeded_and_leaves_the_random_state(capsys, workdir):
+    from lipsync_cli.checkpoints import read_state_dict
+
+    torch.manual_seed(123)
+    before = torch.rand(3)
+    torch.manual_seed(123)
+    for name, seed in [("a.pth", 0), ("b.pth", 0), ("c.pth", 1)]:
+        code, _, err = cli(capsys, "weights", "init", name, "--seed", seed)
+        assert code == 0 and f"wrote {name} (random wav2lip, seed {seed})" in err
+    assert torch.equal(torch.rand(3), before)
+    a, b, c = (read_state_dict(workdir / n)[0] for n in ("a.pth", "b.pth", "c.pth"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+    code, _, err = cli(capsys, "weights", "init", "a.pth")
+    assert_one_line_error(code, err, 2, "already exists", "--force")
+    code, _, err = cli(capsys, "weights", "init", "d.pth", "--model", "wav3lip")
+    assert_one_line_error(code, err, 2, "--model wav3lip")
+    assert not (workdir / "d.pth").exists()
+
+
+def test_eval_sync_reports_each_video_and_the_means(capsys, workdir, monkeypatch):
+    import json
+
+    from lipsync_cli.eval import lse
+
+    scores = {"a.mp4": (8.0, 1.0), "b.mp4": (6.0, 3.0)}
+    monkeypatch.setattr(lse, "load_sync_model", lambda path: ("wav2lip_syncnet_expert_color", torch.nn.Identity()))
+    monkeypatch.setattr(lse, "evaluate_expert", lambda net, video, audio, detector, device: lse.SyncResult(
+        video, *scores[video], offset=0, frames=40))
+    code, out, err = cli(capsys, "eval", "sync", "a.mp4", "b.mp4", "--syncnet", "expert.pth", "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert [v["video"] for v in report["videos"]] == ["a.mp4", "b.mp4"]
+    assert (report["lse_d"], report["lse_c"]) == (7.0, 2.0)
+    code, out, _ = cli(capsys, "eval", "sync", "a.mp4", "b.mp4", "--syncnet", "expert.pth")
+    assert code == 0 and "our expert" in out and "7.000" in out and "2.000" in out

@@ -18,7 +18,7 @@ from lipsync_cli.errors import InputError
 from lipsync_cli.pipelines import dub as dub_mod
 from lipsync_cli.pipelines.dub import DubOptions, dub, load_model_for, source_index
 
-CORNER_SAFE_BOX = (24, 64, 24, 64)  # (y1, y2, x1, x2): away from the numbered corner
+CORNER_SAFE_BOX = (24, 24, 64, 64)  # (x1, y1, x2, y2): away from the numbered corner
 
 
 def run(video, audio, out, checkpoint, **kw):
@@ -28,9 +28,9 @@ def run(video, audio, out, checkpoint, **kw):
 
 
 def test_source_index_pingpong_and_loop():
-    assert [source_index(j, 4, "pingpong") for j in range(10)] == [0, 1, 2, 3, 2, 1, 0, 1, 2, 3]
-    assert [source_index(j, 4, "loop") for j in range(10)] == [0, 1, 2, 3, 0, 1, 2, 3, 0, 1]
-    assert [source_index(j, 1, "pingpong") for j in range(3)] == [0, 0, 0]
+    assert [source_index(j, 4, False) for j in range(10)] == [0, 1, 2, 3, 2, 1, 0, 1, 2, 3]
+    assert [source_index(j, 4, True) for j in range(10)] == [0, 1, 2, 3, 0, 1, 2, 3, 0, 1]
+    assert [source_index(j, 1, False) for j in range(3)] == [0, 0, 0]
 
 
 def test_dub_real_clip_streams_duration_and_untouched_background(tmp_path, example_video, example_audio, checkpoint):
@@ -102,7 +102,7 @@ def _reference_wav2lip(frames, wav, fps, box, net):
             break
         chunks.append(mel[:, start:start + 16])
         i += 1
-    y1, y2, x1, x2 = box
+    x1, y1, x2, y2 = box
     results = []
     for k, m in enumerate(chunks):
         frame = frames[k % len(frames)].copy()
@@ -123,7 +123,7 @@ def test_hard_paste_reproduces_reference_inference(tmp_path, example_video, chec
 
     wav_path = tmp_path / "short.wav"
     ffmpeg("-i", str(Path(example_video).parent / "speech.wav"), "-t", "0.6", str(wav_path))
-    box = (120, 250, 60, 200)
+    box = (60, 120, 200, 250)  # (x1, y1, x2, y2)
     monkeypatch.setattr(dub_mod.media, "FrameWriter", _Recorder)
     result = run(example_video, wav_path, tmp_path / "o.mp4", checkpoint, box=box, paste="hard")
     ours = _Recorder.frames
@@ -144,15 +144,15 @@ def _numbered_clip(tmp_path, n, fps="25", name="numbered.mp4", extra=()):
     return write_frames(tmp_path / name, numbered_frames(n), fps=fps, extra_out=("-crf", "0", *extra))
 
 
-@pytest.mark.parametrize("replay,expected", [
-    ("pingpong", [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0, 1, 2, 3, 4, 5, 6]),
-    ("loop", [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1, 2, 3, 4]),
+@pytest.mark.parametrize("loop,expected", [
+    (False, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0, 1, 2, 3, 4, 5, 6]),
+    (True, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1, 2, 3, 4]),
 ])
-def test_audio_longer_than_video_replays(tmp_path, checkpoint, replay, expected):
+def test_audio_longer_than_video_replays(tmp_path, checkpoint, loop, expected):
     video = _numbered_clip(tmp_path, 10)
     wav = tone(tmp_path / "a.wav", 1.0)
     out = tmp_path / "o.mp4"
-    result = run(video, wav, out, checkpoint, box=CORNER_SAFE_BOX, replay=replay)
+    result = run(video, wav, out, checkpoint, box=CORNER_SAFE_BOX, loop=loop)
     assert result.frames == 25
     assert [read_number(f) for f in decode_frames(out)] == expected
     assert abs(media.probe(out).video.duration - 1.0) <= 0.04 + 1e-6
@@ -210,7 +210,7 @@ def test_rotation_metadata_is_honoured(tmp_path, checkpoint):
     ffmpeg("-display_rotation", "90", "-i", str(src), "-c", "copy", str(rotated))
     wav = tone(tmp_path / "a.wav", 0.4)
     out = tmp_path / "o.mp4"
-    run(rotated, wav, out, checkpoint, box=(10, 40, 10, 40))
+    run(rotated, wav, out, checkpoint, box=(10, 10, 40, 40))
     o = media.probe(out).video
     assert (o.width, o.height) == (48, 64) and o.rotation == 0
 
@@ -220,7 +220,7 @@ def test_odd_frame_size_encodes(tmp_path, checkpoint):
     src = write_frames(tmp_path / "odd.mkv", frames, extra_out=("-c:v", "ffv1"))
     wav = tone(tmp_path / "a.wav", 0.3)
     out = tmp_path / "o.mp4"
-    run(src, wav, out, checkpoint, box=(10, 60, 10, 80))
+    run(src, wav, out, checkpoint, box=(10, 10, 80, 60))
     o = media.probe(out).video
     assert (o.width, o.height) == (94, 70)
 
@@ -236,11 +236,11 @@ def test_still_image_gives_talking_video(tmp_path, example_portrait, checkpoint)
 
 def test_audio_from_a_video_and_stereo_44k(tmp_path, example_video, checkpoint):
     out = tmp_path / "o.mp4"
-    run(example_video, example_video, out, checkpoint, box=(100, 250, 50, 200))
+    run(example_video, example_video, out, checkpoint, box=(50, 100, 200, 250))
     assert abs(media.probe(out).video.duration - 2.0) <= 0.04 + 1e-6
     stereo = tone(tmp_path / "s.wav", 0.5, rate=44100, channels=2)
     out2 = tmp_path / "o2.mp4"
-    run(example_video, stereo, out2, checkpoint, box=(100, 250, 50, 200))
+    run(example_video, stereo, out2, checkpoint, box=(50, 100, 200, 250))
     o2 = media.probe(out2)
     assert o2.video.frame_count == 12 or o2.video.frame_count == 13
     assert o2.audio.channels == 2
@@ -262,7 +262,7 @@ def test_frames_without_face_pass_through(tmp_path, checkpoint):
 def test_attnwav2lip_checkpoint_dubs(tmp_path, example_video, attn_checkpoint):
     wav = tone(tmp_path / "a.wav", 0.4)
     out = tmp_path / "o.mp4"
-    result = run(example_video, wav, out, attn_checkpoint, box=(100, 250, 50, 200))
+    result = run(example_video, wav, out, attn_checkpoint, box=(50, 100, 200, 250))
     assert result.model == "attnwav2lip" and media.probe(out).video.frame_count == 10
 
 

@@ -180,3 +180,37 @@ def load_sync_model(path: str):
 
     loaded = load_network(path, (syncnet_v2.SIGNATURE.kind, syncnet.SIGNATURE.kind))
     return loaded.kind, loaded.net
+
+
+@dataclass
+class SyncReport:
+    """Per-video results and their means, for one scoring network."""
+
+    model: str  # what the checkpoint held: syncnet_v2_evaluation, or our expert's kind
+    videos: list[SyncResult]
+    lse_d: float
+    lse_c: float
+
+    @property
+    def published_syncnet(self) -> bool:
+        """Scored by the evaluation SyncNet: comparable with published figures."""
+        return self.model == "syncnet_v2_evaluation"
+
+    def as_dict(self) -> dict:
+        return {"model": self.model, "videos": [r.as_dict() for r in self.videos],
+                "lse_d": round(self.lse_d, 4), "lse_c": round(self.lse_c, 4)}
+
+
+def score_videos(syncnet: str, videos, audio_path: str | None = None, detector: str = "retinaface",
+                 device: torch.device = torch.device("cpu")) -> SyncReport:
+    """LSE-D / LSE-C of each video (against its own audio track, or `audio_path`) and their means,
+    with whichever network the checkpoint `syncnet` holds: syncnet_v2 or one of our experts."""
+    videos = [str(v) for v in videos]
+    if not videos:
+        raise InputError("no videos to score")
+    kind, net = load_sync_model(syncnet)
+    net = net.to(device)
+    evaluate = evaluate_syncnet_v2 if kind == "syncnet_v2_evaluation" else evaluate_expert
+    results = [evaluate(net, v, audio_path, detector, device=device.type) for v in videos]
+    return SyncReport(kind, results, lse_d=sum(r.lse_d for r in results) / len(results),
+                      lse_c=sum(r.lse_c for r in results) / len(results))

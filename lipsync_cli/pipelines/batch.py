@@ -41,14 +41,11 @@ from typing import Callable, Iterable
 from .. import interrupts, media, outputs
 from ..errors import InputError
 from ..weights import sha256_of
-from .dub import ClipRequest, DubOptions, DubResult
+from .dub import ClipRequest, DubResult
+from .options import MANIFEST_COLUMNS, PER_CLIP_OPTIONS, DubOptions
 
 MANIFEST_SUFFIXES = {".csv", ".json", ".jsonl"}
 JOB_FOLDER = ".lipsync-job"
-
-# Manifest columns: the paths, and the options a row may set for its clip.
-MANIFEST_PATHS = ("video", "audio", "output")
-MANIFEST_OPTIONS = ("box", "pads", "face_index", "loop", "fps", "crf", "on_no_face", "smooth")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -90,54 +87,18 @@ def _pair_audio(video: Path, audio: Path | None, by_stem: dict[str, list[Path]] 
     return str(candidates[0]), None
 
 
-def _parse_ints(value, n: int, column: str, where: str) -> tuple[int, ...]:
-    parts = value if isinstance(value, (list, tuple)) else str(value).replace(",", " ").split()
-    try:
-        ints = tuple(int(v) for v in parts)
-    except (TypeError, ValueError):
-        ints = ()
-    if len(ints) != n:
-        raise InputError(f"{where}: {column} must be {n} whole numbers, got {value!r}")
-    return ints
-
-
-def _parse_bool(value, column: str, where: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "y"):
-        return True
-    if text in ("0", "false", "no", "n", ""):
-        return False
-    raise InputError(f"{where}: {column} must be true or false, got {value!r}")
-
-
 def row_overrides(row: dict, where: str) -> dict:
-    """Per-clip options of a manifest row, as DubOptions fields."""
+    """Per-clip options of a manifest row, as DubOptions fields (PER_CLIP_OPTIONS: a column per
+    option, its parser and its range). An empty cell keeps the batch's option."""
     out: dict = {}
-    for column in MANIFEST_OPTIONS:
-        value = row.get(column)
+    for option in PER_CLIP_OPTIONS:
+        value = row.get(option.name)
         if value is None or (isinstance(value, str) and not value.strip()):
             continue
-        if column == "box":
-            out["box"] = _parse_ints(value, 4, column, where)
-        elif column == "pads":
-            out["pads"] = _parse_ints(value, 4, column, where)
-        elif column == "face_index":
-            out["face_index"] = _parse_ints(value, 1, column, where)[0]
-        elif column == "crf":
-            out["crf"] = _parse_ints(value, 1, column, where)[0]
-        elif column == "loop":
-            out["replay"] = "loop" if _parse_bool(value, column, where) else "pingpong"
-        elif column == "smooth":
-            out["smooth"] = _parse_bool(value, column, where)
-        elif column == "on_no_face":
-            out["on_no_face"] = str(value).strip()
-        elif column == "fps":
-            try:
-                out["still_fps"] = media.parse_frame_rate(str(value))
-            except ValueError as exc:
-                raise InputError(f"{where}: fps: {exc}") from None
+        try:
+            out[option.name] = option.read(value)
+        except ValueError as exc:
+            raise InputError(f"{where}: {option.name} {exc}") from None
     return out
 
 
@@ -159,7 +120,7 @@ def read_manifest(path: Path) -> list[dict]:
         raise InputError(f"{path}: not a valid manifest ({exc})") from None
     if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
         raise InputError(f"{path}: a JSON manifest is a list of objects (or {{\"items\": [...]}})")
-    known = set(MANIFEST_PATHS) | set(MANIFEST_OPTIONS)
+    known = set(MANIFEST_COLUMNS)
     for i, row in enumerate(rows, 1):
         unknown = sorted(k for k in row if k is not None and k not in known)
         if unknown:

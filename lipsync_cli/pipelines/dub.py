@@ -28,35 +28,10 @@ import numpy as np
 from .. import audio as audio_mod
 from .. import media, outputs
 from ..errors import InputError, LipsyncError
-from ..faces import DEFAULT_PADS, PASTE_MODES, BoxPaster, DetectorPool, FaceBoxes
+from ..faces import BoxPaster, DetectorPool, FaceBoxes
 from ..models.inference import FACE_SIZE, GeneratorRunner
+from .options import NO_FACE_ACTIONS, PASTE_MODES, PER_CLIP_OPTIONS, DubOptions
 from .stages import StageClock, threaded
-
-REPLAY_MODES = ("pingpong", "loop")
-
-
-@dataclass
-class DubOptions:
-    checkpoint: str
-    model: str | None = None  # override the architecture read from the checkpoint
-    detector: str = "retinaface"  # or "s3fd"
-    box: tuple[int, int, int, int] | None = None  # fixed (y1, y2, x1, x2): skip detection
-    pads: tuple[int, int, int, int] = DEFAULT_PADS  # (top, bottom, left, right)
-    face_index: int | None = None  # None: largest face
-    detect_max_side: int = 320
-    detect_every: int = 2  # detect on every n-th frame, interpolate the boxes between
-    s3fd_weights: str | None = None
-    smooth: bool = True
-    on_no_face: str = "skip"  # or "error"
-    paste: str = "feather"
-    replay: str = "pingpong"
-    still_fps: Fraction = Fraction(25)
-    device: str = "auto"
-    precision: str = "auto"
-    batch_size: int | None = None
-    crf: int = 18
-    preset: str = "veryfast"
-
 
 @dataclass
 class DubResult:
@@ -80,11 +55,12 @@ class DubResult:
         }
 
 
-def source_index(j: int, n_src: int, replay: str) -> int:
-    """Which source frame output frame j shows when the output outlasts the source."""
+def source_index(j: int, n_src: int, loop: bool) -> int:
+    """Which source frame output frame j shows when the output outlasts the source: from the
+    start again (loop), or back and forth."""
     if j < n_src or n_src == 1:
         return min(j, n_src - 1)
-    if replay == "loop":
+    if loop:
         return j % n_src
     period = 2 * n_src - 2
     k = j % period
@@ -101,28 +77,16 @@ class _Item:
 def _validate(opts: DubOptions):
     if opts.paste not in PASTE_MODES:
         raise InputError(f"--paste {opts.paste}: choose {' or '.join(PASTE_MODES)}")
-    if opts.replay not in REPLAY_MODES:
-        raise InputError(f"unknown replay mode {opts.replay}")
     if opts.detect_every < 1:
         raise InputError("--detect-every must be 1 or more")
-    if opts.on_no_face not in ("skip", "error"):
-        raise InputError(f"--on-no-face {opts.on_no_face}: choose skip or error")
-
-
-def _box_from_flag(box):
-    """DubOptions.box as the code's (x1, y1, x2, y2).
-    TEMPORARY, the one conversion point until the CLI and the batch manifest parser convert the
-    user's --box / `box` column (Y1 Y2 X1 X2) where they parse it: they still pass it as given."""
-    if box is None:
-        return None
-    y1, y2, x1, x2 = box
-    return x1, y1, x2, y2
+    if opts.on_no_face not in NO_FACE_ACTIONS:
+        raise InputError(f"--on-no-face {opts.on_no_face}: choose {' or '.join(NO_FACE_ACTIONS)}")
 
 
 @dataclass
 class ClipRequest:
-    """One clip to dub. `overrides` replaces per-clip fields of the Dubber's options (box, pads,
-    face_index, on_no_face, replay, still_fps, smooth, crf); `key` is the caller's tag."""
+    """One clip to dub. `overrides` replaces per-clip fields of the Dubber's options (the names
+    of options.PER_CLIP_OPTIONS); `key` is the caller's tag."""
 
     video: str
     audio: str
@@ -130,9 +94,6 @@ class ClipRequest:
     force: bool = False
     overrides: dict = field(default_factory=dict)
     key: object = None
-
-
-PER_CLIP_OPTIONS = ("box", "pads", "face_index", "on_no_face", "replay", "still_fps", "smooth", "crf")
 
 
 class _Clip:
@@ -158,7 +119,7 @@ class _Clip:
             raise InputError(f"{video}: the video has no frames")
         self.info = info
         self.still = info.video.is_still
-        self.fps = opts.still_fps if self.still else info.video.fps
+        self.fps = opts.fps if self.still else info.video.fps
         self.still_frame = None
         if self.still:  # OpenCV applies a photo's EXIF orientation; ffmpeg decodes anything else
             use_cv2 = video.lower().endswith(tuple(media.IMAGE_SUFFIXES))
@@ -221,7 +182,7 @@ class Dubber:
             # A clip's own failure (bad file, unreadable audio, a detector error) is that clip's
             # alone: it is reported and the stream goes on with the next one.
             try:
-                unknown = set(request.overrides) - set(PER_CLIP_OPTIONS)
+                unknown = set(request.overrides) - {o.name for o in PER_CLIP_OPTIONS}
                 if unknown:
                     raise InputError(f"options that cannot change per clip: {', '.join(sorted(unknown))}")
                 clip_opts = replace(self.opts, **{k: v for k, v in request.overrides.items() if v is not None})
@@ -245,8 +206,8 @@ class Dubber:
     def _clip_items(self, clip: _Clip) -> Iterator[_Item]:
         """Output frames of one clip in order with their face boxes."""
         opts, n_out = clip.opts, clip.n_out
-        faces = FaceBoxes(self.detectors, clip.width, clip.height, box=_box_from_flag(opts.box), pads=opts.pads,
-                          face_index=opts.face_index, detect_size=opts.detect_max_side,
+        faces = FaceBoxes(self.detectors, clip.width, clip.height, box=opts.box, pads=opts.pads,
+                          face_index=opts.face_index, detect_size=opts.detect_size,
                           detect_every=opts.detect_every, smooth=opts.smooth)
         spill = None
         boxes: list = []  # per source frame; tiny, kept for the replay passes
@@ -282,7 +243,7 @@ class Dubber:
                 raise InputError(f"{clip.request.video}: no frame could be decoded")
             while j < n_out:
                 if spill is not None:  # replay from the spill file
-                    s = source_index(j, n_src, opts.replay)
+                    s = source_index(j, n_src, opts.loop)
                     yield _Item(j, spill.read(s), boxes[s])
                 else:  # the decoder gave a frame or two fewer than probed: hold the last one
                     yield _Item(j, frame, boxes[-1])

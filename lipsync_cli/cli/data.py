@@ -1,0 +1,83 @@
+"""`lipsync synth` (a synthetic corpus) and `lipsync preprocess` (raw videos -> a training set)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Tuple
+
+import typer
+from rich.progress import TimeRemainingColumn
+
+from .common import (DebugOpt, DetectorOpt, DetectSizeOpt, DeviceOpt, PadsOpt, QuietOpt, RateColumn, S3fdWeightsOpt,
+                     err, interrupted, progress_bar, report_errors)
+
+
+def _min_max(value: tuple[int, int]) -> tuple[int, int]:
+    if value[0] > value[1]:
+        raise typer.BadParameter(f"must be MIN MAX with MIN <= MAX, got {value[0]} {value[1]}")
+    return value
+
+
+@report_errors
+def synth(
+    out_dir: Path = typer.Argument(..., help="Folder to create for the corpus."),
+    clips: int = typer.Option(1000, "--clips", "-n", min=1, help="How many clips."),
+    layout: str = typer.Option("train", help="train (face crops + audio, the preprocessed Wav2Lip layout), words (one word per clip with word and person labels, for DAVS) or videos (full-frame mp4 with audio, for dub)."),
+    seed: int = typer.Option(0, min=0, help="Corpus seed: the same seed gives a byte-identical corpus."),
+    identities: int = typer.Option(120, min=3, help="Face identities (split 80/10/10 between train/val/test)."),
+    voices: int = typer.Option(48, min=3, help="Voices (split 80/10/10, separately from the faces)."),
+    size: int = typer.Option(96, min=32, max=1024, help="Face crop side in pixels (train, words)."),
+    scene: Tuple[int, int] = typer.Option((256, 256), min=32, help="Frame HEIGHT WIDTH of the videos layout."),
+    words: Tuple[int, int] = typer.Option((2, 4), min=1, callback=_min_max, help="Words per clip, MIN MAX (train, videos)."),
+    workers: int = typer.Option(1, min=1, help="Processes (the corpus is identical for any number)."),
+    force: bool = typer.Option(False, "--force", "-f", help="Replace OUT_DIR if it is a corpus that synth made."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+):
+    """Make a synthetic talking-face corpus with known truth (audio, faces, mouth shapes, labels).
+
+    For smoke-testing training setups and for measuring sync where the truth is known."""
+    import time
+
+    from ..synth.corpus import CorpusSpec, make_corpus
+
+    spec = CorpusSpec(clips=clips, seed=seed, layout=layout, identities=identities, voices=voices, size=size,
+                      scene=tuple(scene), min_words=words[0], max_words=words[1])
+    started = time.perf_counter()
+    with progress_bar("synth", quiet, RateColumn("clips"), TimeRemainingColumn()) as update:
+        make_corpus(spec, out_dir, workers=workers, force=force, progress=update)
+    if not quiet:
+        took = time.perf_counter() - started
+        err.print(f"wrote {out_dir}: {clips} clips ({layout}), {took:.1f} s, {clips / took:.1f} clips/s")
+
+
+@report_errors
+def preprocess(
+    src: Path = typer.Argument(..., help="Folder of talking videos (any depth; LRS2's layout with its train/val/test lists is understood)."),
+    data: Path = typer.Argument(..., help="Output folder: <speaker>/<clip>/{0..n}.jpg + audio.wav, filelists/, preprocess_report.jsonl."),
+    size: int = typer.Option(96, min=1, help="Side of the saved face crops."),
+    detector: DetectorOpt = "retinaface",
+    detect_size: DetectSizeOpt = 320,
+    pads: PadsOpt = (0, 10, 0, 0),
+    s3fd_weights: S3fdWeightsOpt = None,
+    device: DeviceOpt = "auto",
+    val: float = typer.Option(0.1, min=0, max=1, help="Share of speakers for the val split (without LRS2 lists)."),
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+):
+    """Turn raw talking videos into a training set: 25 fps face crops + 16 kHz audio + file lists.
+
+    Resumable: finished clips are kept on a rerun; skipped clips and why are in the report."""
+    from ..device import resolve_device
+    from ..pipelines.preprocess import PreprocessOptions, preprocess as run
+
+    opts = PreprocessOptions(size=size, detector=detector, detect_size=detect_size, pads=tuple(pads),
+                             s3fd_weights=str(s3fd_weights) if s3fd_weights else None,
+                             device=resolve_device(device).type, val_share=val)
+    try:
+        with progress_bar("preprocess", quiet, RateColumn("clips"), TimeRemainingColumn()) as update:
+            counts = run(src, data, opts, progress=(lambda i, n, key: update(i, n)) if update else None)
+    except KeyboardInterrupt as exc:
+        raise interrupted(exc, f"finished clips are kept in {data}; run the same command again to go on") from None
+    err.print(f"{data}: {counts['done']} clips done, {counts['kept']} kept from before, {counts['skipped']} skipped "
+              f"(see preprocess_report.jsonl); {counts['train']} train, {counts['val']} val")

@@ -1,0 +1,182 @@
+"""`lipsync dub` and `lipsync batch`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, List, Optional, Tuple
+
+import typer
+from rich.progress import TimeElapsedColumn, TimeRemainingColumn
+
+from ..pipelines.options import MANIFEST_COLUMNS, PER_CLIP, DubOptions
+from ..weights import DEFAULT_CHECKPOINT
+from .common import (DebugOpt, DetectorOpt, DetectSizeOpt, DeviceOpt, FieldColumn, FpsOpt, JsonOpt, PadsOpt,
+                     QuietOpt, RateColumn, S3fdWeightsOpt, err, from_table, interrupted, out, progress_bar,
+                     report_errors, with_flags)
+
+CheckpointOpt = Annotated[Optional[str], typer.Option("--checkpoint", "-c", help=f"Generator checkpoint: a path, or a name from `lipsync weights list` (default: {DEFAULT_CHECKPOINT}).")]
+ModelOpt = Annotated[Optional[str], typer.Option(help="Override the architecture read from the checkpoint: wav2lip, attnwav2lip, attnwav2lip-spatial, attnwav2lip-channel.")]
+BoxOpt = Annotated[Optional[Tuple[int, int, int, int]], typer.Option("--box", help=PER_CLIP["box"].help, callback=from_table(PER_CLIP["box"]), show_default=False)]
+FaceIndexOpt = Annotated[Optional[int], typer.Option(help=PER_CLIP["face_index"].help)]
+OnNoFaceOpt = Annotated[str, typer.Option(help=PER_CLIP["on_no_face"].help, callback=from_table(PER_CLIP["on_no_face"]))]
+PasteOpt = Annotated[str, typer.Option(help="feather: blend the lower face softly into the frame; hard: paste the whole box back exactly like the reference Wav2Lip inference.")]
+LoopOpt = Annotated[bool, typer.Option("--loop", help=PER_CLIP["loop"].help)]
+SmoothOpt = Annotated[bool, typer.Option("--smooth/--no-smooth", help=PER_CLIP["smooth"].help)]
+DetectEveryOpt = Annotated[int, typer.Option(min=1, help="Detect faces on every N-th frame; boxes in between are interpolated.")]
+PrecisionOpt = Annotated[str, typer.Option(help="auto (fp16 on CUDA; bf16 on a CPU with AMX, else fp32; fp32 with --paste hard), fp32, fp16 (CUDA) or bf16.")]
+BatchSizeOpt = Annotated[Optional[int], typer.Option(min=1, help="Frames per generator batch (default: 16 on CPU, 128 on CUDA, halved on out-of-memory).")]
+CrfOpt = Annotated[int, typer.Option(min=PER_CLIP["crf"].low, max=PER_CLIP["crf"].high, help=PER_CLIP["crf"].help)]
+
+# The flags of `dub` and `batch`, declared once: one per DubOptions field, named as it, with its default.
+DUB_FLAGS = {
+    "checkpoint": (CheckpointOpt, None),  # None: the registry's default generator
+    **{name: (annotation, getattr(DubOptions, name)) for name, annotation in [
+        ("model", ModelOpt), ("detector", DetectorOpt), ("box", BoxOpt), ("pads", PadsOpt),
+        ("face_index", FaceIndexOpt), ("on_no_face", OnNoFaceOpt), ("paste", PasteOpt), ("loop", LoopOpt),
+        ("fps", FpsOpt), ("smooth", SmoothOpt), ("detect_size", DetectSizeOpt), ("detect_every", DetectEveryOpt),
+        ("s3fd_weights", S3fdWeightsOpt), ("device", DeviceOpt), ("precision", PrecisionOpt),
+        ("batch_size", BatchSizeOpt), ("crf", CrfOpt)]},
+}
+with_dub_flags = with_flags(DUB_FLAGS, before="force")
+
+
+def dub_options(flags: dict, **changes) -> DubOptions:
+    """DubOptions from the dub flags, the checkpoint name or path resolved to its file."""
+    from ..weights import resolve_checkpoint
+
+    return DubOptions(**{**flags, **changes, "checkpoint": resolve_checkpoint(flags["checkpoint"])})
+
+
+@report_errors
+@with_dub_flags
+def dub(
+    video: Path = typer.Argument(..., help="Talking-head video, or a still image of a face."),
+    audio: Path = typer.Argument(..., help="Speech: any audio ffmpeg reads (wav, mp3, m4a, or a video's audio track)."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output video (default: VIDEO_STEM_dubbed.mp4 in the current folder)."),
+    force: bool = typer.Option(False, "--force", "-f", help="Overwrite OUTPUT if it exists."),
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
+    debug: DebugOpt = False,
+    **flags,
+):
+    """Re-sync the mouth in VIDEO (or a still image) to AUDIO."""
+    from ..pipelines.dub import dub as run_dub, load_model_for
+
+    if output is None:
+        output = Path.cwd() / f"{video.stem}_dubbed.mp4"
+    opts = dub_options(flags)
+    generator = load_model_for(opts)
+    with progress_bar("dubbing", quiet or as_json, RateColumn("frames"), TimeRemainingColumn()) as update:
+        result = run_dub(generator, str(video), str(audio), str(output), opts, force=force, progress=update)
+    result.seconds += generator.load_seconds
+    result.stage_seconds["load"] = generator.load_seconds
+    if as_json:
+        print(json.dumps(result.as_dict()))
+    elif not quiet:
+        note = f", {result.frames_without_face} frames without a face left unchanged" if result.frames_without_face else ""
+        err.print(
+            f"wrote {result.output}: {result.frames} frames at {float(result.fps):.3f} fps "
+            f"({result.duration:.2f} s), {result.model} on {result.device} ({result.precision}), {result.seconds:.1f} s{note}"
+        )
+
+
+@report_errors
+@with_dub_flags
+def batch(
+    inputs: Optional[List[Path]] = typer.Argument(None, help=f"Folders of videos or images, single files, or CSV / JSON / JSON-lines manifests (columns: {', '.join(MANIFEST_COLUMNS)})."),
+    output_dir: Optional[Path] = typer.Option(None, "-o", "--output-dir", help="Folder for the dubbed clips (created if missing); each is named after its video."),
+    audio: Optional[Path] = typer.Option(None, "--audio", "-a", help="One audio file for every video, or a folder of audio files paired with the videos by file name."),
+    job: Optional[Path] = typer.Option(None, "--job", help="Job folder with the resumable log (default: OUTPUT_DIR/.lipsync-job)."),
+    shard: Optional[str] = typer.Option(None, "--shard", help="Process only shard K of N (K/N, from 0) (default: from torchrun's RANK/WORLD_SIZE or a SLURM array, else all)."),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="Retry items that failed in an earlier run."),
+    report_dir: Optional[Path] = typer.Option(None, "--report", help="Print the merged report of a job (all shards) and exit: a job folder or a batch output folder."),
+    force: bool = typer.Option(False, "--force", "-f", help="Overwrite outputs that exist but were not made by this job."),
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
+    debug: DebugOpt = False,
+    **flags,
+):
+    """Dub many clips: pairing, a resumable job log, a per-clip report, sharding.
+
+    Rerun the same command after an interruption: finished clips are kept, the rest are done."""
+    from ..errors import InputError
+    from ..pipelines import batch as batch_mod
+
+    if report_dir is not None:
+        _print_report(batch_mod.report(batch_mod.find_job_dir(report_dir)), as_json)
+        return 0
+    if not inputs:
+        raise InputError("no inputs: give folders, files or a manifest (see `lipsync batch --help`)")
+    if output_dir is None:
+        raise InputError("give the output folder with -o DIR")
+    if output_dir.exists() and not output_dir.is_dir():
+        raise InputError(f"{output_dir}: not a folder")
+    the_shard = batch_mod.parse_shard(shard) if shard else (batch_mod.shard_from_environment() or batch_mod.Shard(0, 1))
+    items = batch_mod.collect_items(inputs, output_dir, str(audio) if audio else None)
+    opts = dub_options(flags)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    job_dir = job or output_dir / batch_mod.JOB_FOLDER
+
+    try:
+        with progress_bar("batch", quiet or as_json, FieldColumn("last"), TimeElapsedColumn()) as update:
+            total, done = None, 0
+
+            def on_start(n: int):
+                nonlocal total
+                if update is not None and n:
+                    total = n
+                    update(0, n, last="")
+
+            def on_outcome(o):
+                # items settled by the log before the start (done or failed earlier) are not counted
+                nonlocal done
+                if update is not None and total is not None and o.state != "skipped" \
+                        and not o.reason.startswith("failed earlier"):
+                    done += 1
+                    update(done, total, last=f"{o.item.id}: {o.state}")
+
+            summary = batch_mod.run_batch(items, opts, job_dir, the_shard, retry_failed=retry_failed, force=force,
+                                          on_outcome=on_outcome, on_start=on_start)
+    except KeyboardInterrupt as exc:
+        raise interrupted(exc, "finished clips are kept; run the same command again to go on") from None
+    if as_json:
+        print(json.dumps(summary.as_dict()))
+    elif not quiet:
+        _print_summary(summary)
+    return 1 if summary.failed else 0
+
+
+def _print_summary(summary) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"batch (shard {summary.shard}, job {summary.job_dir})")
+    for col in ("done", "failed", "skipped"):
+        table.add_column(col, justify="right")
+    table.add_row(str(summary.count("done")), str(summary.count("failed")), str(summary.count("skipped")))
+    err.print(table)
+    if summary.failed:
+        failures = Table(title="failed")
+        failures.add_column("item")
+        failures.add_column("why")
+        for o in summary.failed:
+            failures.add_row(o.item.id, o.reason)
+        err.print(failures)
+
+
+def _print_report(rows: list[dict], as_json: bool) -> None:
+    from collections import Counter
+
+    from rich.table import Table
+
+    if as_json:
+        print(json.dumps({"items": rows, "counts": dict(Counter(r["state"] for r in rows))}))
+        return
+    table = Table(title="batch report (all shards)")
+    for col in ("item", "state", "shard", "seconds", "reason"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["item"], r["state"], r.get("shard", ""), str(r.get("seconds", "")), r.get("reason", ""))
+    out.print(table)
+    counts = Counter(r["state"] for r in rows)
+    out.print(", ".join(f"{n} {state}" for state, n in sorted(counts.items())))

@@ -1,0 +1,177 @@
+"""`lipsync train syncnet|wav2lip|davs`: the training loops, resumable, under torchrun too."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.progress import TimeRemainingColumn
+
+from .. import interrupts
+# The config classes hold the settings' defaults (train/config.py imports no torch).
+from ..train.config import DavsTrainConfig, TrainConfig, Wav2LipConfig
+from .common import (DebugOpt, FieldColumn, QuietOpt, SpeedColumn, err, interrupted, progress_bar, report_errors,
+                     with_flags)
+
+app = typer.Typer(help="The training loops: syncnet (the lip-sync expert), wav2lip (the generator), davs.",
+                  no_args_is_help=True)
+
+# Each setting's default is declared once, in its loop's config class; a flag left out is None,
+# so the config file (or that default) wins.
+ConfigFileOpt = Annotated[Optional[Path], typer.Option("--config", help="JSON or TOML file of settings; flags given here win.")]
+FreshOpt = Annotated[bool, typer.Option("--fresh", help="Start from scratch even if OUT/last.pth exists (default: resume).")]
+
+
+def _above_zero(value):
+    if value is not None and not value > 0:
+        raise typer.BadParameter(f"must be above 0, got {value:g}")
+    return value
+
+
+def _one_of(*choices):
+    def check(value):
+        if value is not None and value not in choices:
+            raise typer.BadParameter(f"choose {', '.join(map(str, choices))}, got {value}")
+        return value
+
+    return check
+
+
+# The settings every loop shares, as flags: type, help and valid range. The help of batch_size
+# depends on the loop: what one sample is.
+LOOP_SETTINGS = {
+    "steps": (Optional[int], "Total optimisation steps", dict(min=1)),
+    "batch_size": (Optional[int], "{sample} per step", dict(min=1)),
+    "lr": (Optional[float], "Adam learning rate", dict(callback=_above_zero)),
+    "eval_every": (Optional[int], "Evaluate on the val split every N steps", dict(min=1)),
+    "eval_batches": (Optional[int], "Batches per evaluation", dict(min=1)),
+    "checkpoint_every": (Optional[int], "Save a checkpoint every N steps", dict(min=1)),
+    "seed": (Optional[int], "Seed of the initialisation and of the samples", dict(min=0)),
+    "device": (Optional[str], "auto, cpu or cuda (under torchrun, auto is the process's own GPU)", {}),
+    "amp": (Optional[str], "auto (fp16 on CUDA, bf16 on a CPU with AMX), on or off", {}),
+    "workers": (Optional[int], "Data loading processes (0: in the training process)", dict(min=0)),
+}
+
+
+def setting(cls, name: str, help: str, **option):
+    """The flag of setting `name` of config class `cls`: None when not given (then the config
+    file or the class's default wins); its help ends with the class's default."""
+    default = getattr(cls, name)
+    shown = f"{default:g}" if isinstance(default, float) else str(default)
+    return typer.Option(None, help=f"{help} (default: {shown}).", **option)
+
+
+def with_loop_settings(cls, sample: str):
+    """Give a training command the flags of LOOP_SETTINGS with the defaults of its config class
+    (listed before --fresh); the command takes them as **settings."""
+    return with_flags({name: (annotation, setting(cls, name, help.format(sample=sample), **bounds))
+                       for name, (annotation, help, bounds) in LOOP_SETTINGS.items()}, before="fresh")
+
+
+@app.command("syncnet")
+@report_errors
+@with_loop_settings(TrainConfig, sample="Samples")
+def train_syncnet(
+    data: Path = typer.Argument(..., help="Preprocessed data folder (filelists/ and clip folders), e.g. from `lipsync synth`."),
+    out: Path = typer.Option(..., "-o", "--out", help="Run folder: checkpoints (published layout), last.pth, metrics.jsonl, TensorBoard logs."),
+    config: ConfigFileOpt = None,
+    fresh: FreshOpt = False,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+    **settings,
+):
+    """Train the lip-sync expert (SyncNet, colour) on 5-frame windows; resumes from OUT/last.pth."""
+    from ..train.syncnet import train_syncnet as run
+
+    cfg = TrainConfig.from_sources(
+        str(config) if config else None, data=str(data), out=str(out), resume=False if fresh else None, **settings)
+    _run_training(run, cfg, quiet, "syncnet")
+
+
+@app.command("wav2lip")
+@report_errors
+@with_loop_settings(Wav2LipConfig, sample="Windows of 5 frames")
+def train_wav2lip(
+    data: Path = typer.Argument(..., help="Preprocessed data folder (filelists/ and clip folders), e.g. from `lipsync synth`."),
+    out: Path = typer.Option(..., "-o", "--out", help="Run folder: generator and discriminator checkpoints (published layout), metrics, TensorBoard."),
+    expert: Optional[Path] = typer.Option(None, "--expert", help="The frozen lip-sync expert: from `lipsync train syncnet`, or lipsync_expert.pth."),
+    model: Optional[str] = setting(Wav2LipConfig, "model", "wav2lip, attnwav2lip, attnwav2lip-spatial or attnwav2lip-channel"),
+    attention: bool = typer.Option(False, "--attention", help="Same as --model attnwav2lip (channel + spatial attention)."),
+    no_gan: bool = typer.Option(False, "--no-gan", help="No visual-quality discriminator (the plain Wav2Lip stage): b = 0."),
+    sync_switch: Optional[float] = setting(Wav2LipConfig, "sync_switch", f"Evaluation sync loss below which the sync weight switches from 0 to {Wav2LipConfig.sync_weight:g}; inf: from the first step", min=0),
+    sync_weight: Optional[float] = setting(Wav2LipConfig, "sync_weight", "a, the expert's weight once switched on; 0 trains on L1 (and GAN) alone", min=0),
+    init: Optional[Path] = typer.Option(None, "--init", help="Start from these generator weights (fine-tune; e.g. a run trained on L1 alone). Ignored when resuming."),
+    config: ConfigFileOpt = None,
+    fresh: FreshOpt = False,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+    **settings,
+):
+    """Train the generator (Wav2Lip or AttnWav2Lip) with a frozen expert and the discriminator."""
+    from ..train.wav2lip import train_wav2lip as run
+
+    if attention and model not in (None, "attnwav2lip"):
+        raise typer.BadParameter("--attention means --model attnwav2lip")
+    cfg = Wav2LipConfig.from_sources(
+        str(config) if config else None, data=str(data), out=str(out), resume=False if fresh else None, **settings,
+        expert=str(expert) if expert else None, model="attnwav2lip" if attention else model,
+        gan=False if no_gan else None, sync_switch=sync_switch, sync_weight=sync_weight,
+        init=str(init) if init else None)
+    _run_training(run, cfg, quiet, cfg.model)
+
+
+@app.command("davs")
+@report_errors
+@with_loop_settings(DavsTrainConfig, sample="Clips")
+def train_davs(
+    data: Path = typer.Argument(..., help="Words-layout data folder (one word per clip; file lists with word and person), e.g. `lipsync synth --layout words`."),
+    out: Path = typer.Option(..., "-o", "--out", help="Run folder: checkpoints, last.pth, metrics.jsonl, TensorBoard logs."),
+    config: ConfigFileOpt = None,
+    size: Optional[int] = setting(DavsTrainConfig, "size", "Aligned face side: 64, 128 or 256 (the paper)", callback=_one_of(64, 128, 256)),
+    width: Optional[float] = setting(DavsTrainConfig, "width", "Channel multiplier of the networks", callback=_above_zero),
+    disentangle_from: Optional[int] = setting(DavsTrainConfig, "disentangle_from", "Step at which the adversarial disentangling starts", min=0),
+    generate_from: Optional[int] = setting(DavsTrainConfig, "generate_from", "Step at which generation training starts", min=0),
+    word_classifier: Optional[str] = setting(DavsTrainConfig, "word_classifier", "shared (one C_w for audio and video), separate, or none (contrastive loss alone)"),
+    no_domain: bool = typer.Option(False, "--no-domain", help="Without the domain-adversarial loss (an ablation)."),
+    no_disentangle: bool = typer.Option(False, "--no-disentangle", help="Without the adversarial disentangling (an ablation)."),
+    contrastive_weight: Optional[float] = setting(DavsTrainConfig, "contrastive_weight", "Weight of the audio-video contrastive loss beside the word classifier's", min=0),
+    uniform_weight: Optional[float] = setting(DavsTrainConfig, "uniform_weight", "Weight of the push of the encoders towards the critics' uniform softmax", min=0),
+    gan_weight: Optional[float] = setting(DavsTrainConfig, "gan_weight", "alpha, the temporal GAN loss's weight beside L1", min=0),
+    fresh: FreshOpt = False,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+    **settings,
+):
+    """Train DAVS: the word-ID space, the adversarial disentangling, then generation, in one resumable loop."""
+    from ..train.davs import train_davs as run
+
+    cfg = DavsTrainConfig.from_sources(
+        str(config) if config else None, data=str(data), out=str(out), size=size, width=width,
+        disentangle_from=disentangle_from, generate_from=generate_from, word_classifier=word_classifier,
+        domain_adversarial=False if no_domain else None, disentangle=False if no_disentangle else None,
+        contrastive_weight=contrastive_weight, uniform_weight=uniform_weight, gan_weight=gan_weight,
+        resume=False if fresh else None, **settings)
+    _run_training(run, cfg, quiet, "davs")
+
+
+def _run_training(run, cfg, quiet: bool, label: str) -> dict:
+    """A training loop under a progress bar; Ctrl-C keeps a checkpoint and says how to go on.
+    Under torchrun only rank 0 shows progress and the summary."""
+    main_rank = os.environ.get("RANK", "0") == "0"
+    try:
+        with progress_bar(label, quiet or not main_rank, SpeedColumn(), TimeRemainingColumn(),
+                          FieldColumn("info")) as update:
+            def on_step(step: int, total: int, info: dict):
+                if update is not None:
+                    update(step, total, info="  ".join(f"{k} {v:.3f}" for k, v in info.items() if k != "step"))
+
+            result = run(cfg, on_step)
+    except KeyboardInterrupt as exc:
+        if main_rank:
+            raise interrupted(exc, f"checkpoint saved in {cfg.out}; run the same command to resume") from None
+        raise typer.Exit(interrupts.exit_code(exc)) from None
+    if main_rank:
+        err.print(f"step {result['step']}: " + ", ".join(f"{k} {v:.4f}" for k, v in result.items() if k != "step"))
+    return result

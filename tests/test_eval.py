@@ -97,14 +97,12 @@ class _CopyReference(torch.nn.Module):
         return faces[:, 3:]
 
 
-def test_generator_scores_on_a_held_out_split(tmp_path):
+def test_generator_scores_on_a_held_out_split(train_corpus):
     from lipsync_cli.eval.generator import score_split, summarise
     from lipsync_cli.models.syncnet import SyncNetColor
-    from lipsync_cli.synth.corpus import CorpusSpec, make_corpus
     from lipsync_cli.train.data import PreprocessedData
 
-    data = make_corpus(CorpusSpec(clips=40, seed=3, identities=10, voices=10), tmp_path / "d")
-    test = PreprocessedData(data, "test")
+    test = PreprocessedData(train_corpus, "test")
     torch.manual_seed(0)
     judge = SyncNetColor().eval()
     scores = score_split(_CopyReference(), judge, test, max_clips=3)

@@ -1,7 +1,10 @@
-"""Shared fixtures: seeded random-init checkpoints in the published layouts, generated clips."""
+"""Shared fixtures: seeded random-init checkpoints in the published layouts (in torch's zip format
+and in the legacy pre-zip format the published files use), generated clips, one synthetic corpus per
+layout for the whole session, and a way to meet permission bits when the tests run as root."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 from pathlib import Path
@@ -13,6 +16,7 @@ import torch
 from lipsync_cli import media
 from lipsync_cli.checkpoints import save_published
 from lipsync_cli.models.wav2lip import build_generator
+from lipsync_cli.synth.corpus import CorpusSpec, make_corpus
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -37,6 +41,20 @@ def checkpoint(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("ckpt") / "wav2lip_random.pth"
     save_published(seeded_generator(), path)
     return path
+
+
+def save_legacy(checkpoint: Path, path: Path) -> Path:
+    """The same checkpoint in torch's legacy (pre-zip) serialization: the format of the published
+    Wav2Lip checkpoints and of s3fd-619a316812.pth."""
+    torch.save(torch.load(checkpoint, map_location="cpu", weights_only=True), path,
+               _use_new_zipfile_serialization=False)
+    return path
+
+
+@pytest.fixture(scope="session")
+def legacy_checkpoint(checkpoint, tmp_path_factory) -> Path:
+    """The `checkpoint` generator saved as the published wav2lip.pth is: legacy format."""
+    return save_legacy(checkpoint, tmp_path_factory.mktemp("ckpt") / "wav2lip_random_legacy.pth")
 
 
 @pytest.fixture(scope="session")
@@ -96,6 +114,64 @@ def tone(path: Path, seconds: float, rate: int = 16000, channels: int = 1) -> Pa
     ffmpeg("-f", "lavfi", "-i", f"sine=frequency=220:sample_rate={rate}:duration={seconds}",
            "-af", "volume=0.5", "-ac", str(channels), str(path))
     return path
+
+
+# One corpus per layout for the whole session: the tests read them and never change them.
+TRAIN_CORPUS = CorpusSpec(clips=60, seed=3, identities=20, voices=10)
+WORDS_CORPUS = CorpusSpec(clips=48, seed=2, identities=12, voices=12, layout="words", size=64)
+VIDEOS_CORPUS = CorpusSpec(clips=2, seed=2, layout="videos", identities=6, voices=6, scene=(160, 200))
+
+
+@pytest.fixture(scope="session")
+def train_corpus(tmp_path_factory) -> Path:
+    """The preprocessed (LRS2-like) training layout: 96 px face crops and audio per clip."""
+    return make_corpus(TRAIN_CORPUS, tmp_path_factory.mktemp("corpus") / "train")
+
+
+@pytest.fixture(scope="session")
+def words_corpus(tmp_path_factory) -> Path:
+    """The word-clip (LRW-like) layout that DAVS trains on, 64 px faces."""
+    return make_corpus(WORDS_CORPUS, tmp_path_factory.mktemp("corpus") / "words")
+
+
+@pytest.fixture(scope="session")
+def videos_corpus(tmp_path_factory) -> Path:
+    """Full-frame talking-head videos with their speech, the input `dub` takes."""
+    return make_corpus(VIDEOS_CORPUS, tmp_path_factory.mktemp("corpus") / "videos")
+
+
+# Linux capabilities that let root ignore permission bits (linux/capability.h)
+CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH = 1, 2
+
+
+@contextlib.contextmanager
+def permission_bits_apply():
+    """Run the block with permission bits applying to this process as to any user, also as root
+    (how CI runs): root's capabilities to override them are dropped from this thread (and the
+    threads it starts) and restored afterwards. Root keeps its uid, so it still reads its own files
+    through their owner bits. Nothing changes for a process without those capabilities."""
+    import ctypes
+
+    class Header(ctypes.Structure):
+        _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+    class Data(ctypes.Structure):
+        _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    header, data = Header(0x20080522, 0), (Data * 2)()  # _LINUX_CAPABILITY_VERSION_3: two 32-bit words
+    if libc.capget(ctypes.byref(header), data) != 0:
+        raise OSError(ctypes.get_errno(), "capget")
+    saved = data[0].effective
+    data[0].effective &= ~((1 << CAP_DAC_OVERRIDE) | (1 << CAP_DAC_READ_SEARCH))
+    if libc.capset(ctypes.byref(header), data) != 0:
+        raise OSError(ctypes.get_errno(), "capset")
+    try:
+        yield
+    finally:
+        data[0].effective = saved
+        if libc.capset(ctypes.byref(header), data) != 0:
+            raise OSError(ctypes.get_errno(), "capset")
 
 
 @pytest.fixture

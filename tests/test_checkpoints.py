@@ -54,7 +54,7 @@ def reference_net():
 # The layouts a generator checkpoint comes in
 
 
-def test_load_generator_every_layout_gives_the_same_weights(checkpoint, tmp_path, reference_net):
+def test_load_generator_every_layout_gives_the_same_weights(checkpoint, legacy_checkpoint, tmp_path, reference_net):
     raw = torch.load(checkpoint, map_location="cpu", weights_only=True)
     assert all(k.startswith("module.") for k in raw["state_dict"])
     bare = {k[len("module."):]: v for k, v in raw["state_dict"].items()}
@@ -62,7 +62,8 @@ def test_load_generator_every_layout_gives_the_same_weights(checkpoint, tmp_path
     torch.save({"state_dict": bare, "global_step": 5}, tmp_path / "unwrapped.pth")  # no DataParallel prefix
 
     loaded = {}
-    for path in (checkpoint, tmp_path / "bare.pth", tmp_path / "unwrapped.pth"):
+    assert legacy_checkpoint.read_bytes()[:2] == b"\x80\x02"  # the published files' legacy (pre-zip) format
+    for path in (checkpoint, legacy_checkpoint, tmp_path / "bare.pth", tmp_path / "unwrapped.pth"):
         net, name = load_generator(path)
         assert name == "wav2lip", path
         assert not net.training

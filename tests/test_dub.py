@@ -266,16 +266,22 @@ def test_attnwav2lip_checkpoint_dubs(tmp_path, example_video, attn_checkpoint):
     assert result.model == "attnwav2lip" and media.probe(out).video.frame_count == 10
 
 
-def test_s3fd_path_with_local_weights(tmp_path, example_video, checkpoint):
+def test_s3fd_path_with_local_weights(tmp_path, example_video, legacy_checkpoint):
+    # the published s3fd-619a316812.pth and wav2lip.pth are in torch's legacy (pre-zip) format
     from face_alignment.detection.sfd.net_s3fd import s3fd
 
     torch.manual_seed(0)
     weights = tmp_path / "s3fd.pth"
-    torch.save(s3fd().state_dict(), weights)
+    torch.save(s3fd().state_dict(), weights, _use_new_zipfile_serialization=False)
     wav = tone(tmp_path / "a.wav", 0.2)
     out = tmp_path / "o.mp4"
-    result = run(example_video, wav, out, checkpoint, detector="s3fd", s3fd_weights=str(weights))
+    result = run(example_video, wav, out, legacy_checkpoint, detector="s3fd", s3fd_weights=str(weights))
     assert media.probe(out).video.frame_count == result.frames == 5
+    # random S3FD weights score no face above the 0.8 threshold: every frame passes through
+    assert result.frames_without_face == 5
+    lower_face = (slice(175, 250), slice(50, 200))  # where a dubbed mouth would be (box 100 250 50 200)
+    diff = np.abs(decode_frames(out).astype(int) - decode_frames(example_video)[:5].astype(int))
+    assert diff[:, lower_face[0], lower_face[1]].mean() < 3  # re-encoding noise only
 
 
 def test_small_face_in_a_large_frame_is_found_by_the_second_look(tmp_path, example_portrait, checkpoint):

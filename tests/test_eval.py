@@ -69,14 +69,18 @@ def cv2_resize(img):
 
 
 def test_eval_sync_command(tmp_path, capsys, example_video, checkpoint):
+    from conftest import ffmpeg
+
     torch.manual_seed(0)
     v2 = tmp_path / "syncnet_v2.model"
     torch.save(EvalSyncNet().state_dict(), v2)  # the published file is a bare state_dict
-    assert main(["eval", "sync", str(example_video), str(example_video), "--syncnet", str(v2), "--json"]) == 0
+    clip = tmp_path / "clip.mp4"
+    ffmpeg("-i", str(example_video), "-t", "0.8", str(clip))  # the first 20 frames, with their sound
+    assert main(["eval", "sync", str(clip), str(clip), "--syncnet", str(v2), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["model"] == "syncnet_v2_evaluation" and len(report["videos"]) == 2
     first = report["videos"][0]
-    assert first["frames"] == 45  # 2 s at 25 fps, less the last 5-frame window
+    assert first["frames"] == 15  # 0.8 s at 25 fps, less the last 5-frame window
     assert np.isfinite(first["lse_d"]) and first["lse_c"] >= 0 and -15 <= first["offset"] <= 15
 
     from lipsync_cli.checkpoints import save_published
@@ -84,9 +88,9 @@ def test_eval_sync_command(tmp_path, capsys, example_video, checkpoint):
 
     expert = tmp_path / "expert.pth"
     save_published(SyncNetColor(), expert)
-    assert main(["eval", "sync", str(example_video), "--syncnet", str(expert), "--json"]) == 0
+    assert main(["eval", "sync", str(clip), "--syncnet", str(expert), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["model"] == "wav2lip_syncnet_expert_color"
-    assert main(["eval", "sync", str(example_video), "--syncnet", str(checkpoint)]) == 2
+    assert main(["eval", "sync", str(clip), "--syncnet", str(checkpoint)]) == 2
     assert "neither the evaluation SyncNet" in capsys.readouterr().err
 
 
@@ -97,16 +101,14 @@ class _CopyReference(torch.nn.Module):
         return faces[:, 3:]
 
 
-def test_generator_scores_on_a_held_out_split(tmp_path):
+def test_generator_scores_on_a_held_out_split(train_corpus):
     from lipsync_cli.eval.generator import score_split, summarise
     from lipsync_cli.models.syncnet import SyncNetColor
-    from lipsync_cli.synth.corpus import CorpusSpec, make_corpus
     from lipsync_cli.datasets import PreprocessedData
 
-    data = make_corpus(CorpusSpec(clips=40, seed=3, identities=10, voices=10), tmp_path / "d")
-    test = PreprocessedData(data, "test")
+    test = PreprocessedData(train_corpus, "test")
     torch.manual_seed(0)
-    judge = SyncNetColor().eval()
+    judge = SyncNetColor(width=0.25).eval()  # what is tested is the scoring, not the judge
     scores = score_split(_CopyReference(), judge, test, max_clips=3)
     assert len(scores) == 3
     for s in scores:

@@ -305,19 +305,35 @@ def test_s3fd_no_candidates(tmp_path):
     assert d.detect([np.zeros((90, 120, 3), np.uint8)] * 2) == [[], []]
 
 
-def test_s3fd_real_weights_if_present(portrait):
-    """With the published weights at hand (torch hub cache or $S3FD_WEIGHTS): one face."""
+def test_s3fd_weights_in_the_published_legacy_format(tmp_path, portrait):
+    """s3fd-619a316812.pth is in torch's legacy (pre-zip) format: seeded random weights saved in
+    it detect on a real portrait exactly as the same weights in the zip format do. With the
+    published weights at hand (torch hub cache or $S3FD_WEIGHTS), also: one face."""
+    import torch
+    from face_alignment.detection.sfd.net_s3fd import s3fd
+
     from lipsync_cli.faces.s3fd import default_weights_path
 
-    path = Path(os.environ.get("S3FD_WEIGHTS", default_weights_path()))
-    if not path.is_file():
-        pytest.skip(f"S3FD weights not present at {path}")
-    d = make_detector("s3fd", s3fd_weights=str(path))
-    [dets] = d.detect([portrait])
-    assert len(dets) == 1
-    x1, y1, x2, y2 = dets[0].box
+    torch.manual_seed(0)
+    state = s3fd().state_dict()
+    legacy, current = tmp_path / "legacy.pth", tmp_path / "zip.pth"
+    torch.save(state, legacy, _use_new_zipfile_serialization=False)
+    torch.save(state, current)
+    assert legacy.read_bytes()[:2] == b"\x80\x02" and current.read_bytes()[:4] == b"PK\x03\x04"  # a pickle, a zip
+    found = [make_detector("s3fd", s3fd_weights=str(path), max_side=128, score_threshold=0.5).detect([portrait])[0]
+             for path in (legacy, current)]
+    assert found[0] and found[0] == found[1]  # random weights score many boxes above 0.5
     h, w = portrait.shape[:2]
-    assert 0 <= x1 < x2 <= w and 0 <= y1 < y2 <= h
+    for x in found[0]:
+        x1, y1, x2, y2 = x.box
+        assert 0 <= x1 <= x2 <= w and 0 <= y1 <= y2 <= h and x.score >= 0.5
+
+    published = Path(os.environ.get("S3FD_WEIGHTS", default_weights_path()))
+    if published.is_file():
+        [dets] = make_detector("s3fd", s3fd_weights=str(published)).detect([portrait])
+        assert len(dets) == 1
+        x1, y1, x2, y2 = dets[0].box
+        assert 0 <= x1 < x2 <= w and 0 <= y1 < y2 <= h
 
 
 def test_s3fd_missing_weights_file_is_unavailable(tmp_path):

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import decode_frames, ffmpeg, numbered_frames, read_number, tone, write_frames
+from conftest import decode_frames, ffmpeg, numbered_frames, permission_bits_apply, read_number, tone, write_frames
 from lipsync_cli import media, outputs
 from lipsync_cli.errors import InputError, LipsyncError
 
@@ -348,17 +348,16 @@ def test_atomic_output_bad_destinations(tmp_path):
     assert not os.path.exists("/sys/lipsync_out.mp4")
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores permission bits")
 def test_atomic_output_read_only_folder(tmp_path):
     folder = tmp_path / "ro"
     folder.mkdir()
-    folder.chmod(0o500)
-    try:
-        with pytest.raises(InputError, match="cannot write"):
+    folder.chmod(0o555)
+    entered = []
+    with permission_bits_apply():  # root (how CI runs) would ignore them
+        with pytest.raises(InputError, match="cannot write .*Permission denied"):
             with outputs.atomic_output(folder / "out.mp4"):
-                pass
-    finally:
-        folder.chmod(0o700)
+                entered.append(True)
+    assert not entered and list(folder.iterdir()) == []
 
 
 # ---------------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -10,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import decode_frames
+from conftest import TRAIN_CORPUS, WORDS_CORPUS, decode_frames
 from lipsync_cli import audio as audio_mod
 from lipsync_cli import media
 from lipsync_cli.cli import main
@@ -28,11 +29,6 @@ def tree_digest(root: Path) -> dict[str, str]:
 
 def read_list(root: Path, split: str) -> list[str]:
     return (root / "filelists" / f"{split}.txt").read_text().splitlines()
-
-
-@pytest.fixture(scope="module")
-def train_corpus(tmp_path_factory) -> Path:
-    return make_corpus(CorpusSpec(clips=60, seed=3, identities=20, voices=10), tmp_path_factory.mktemp("c") / "train")
 
 
 # ------------------------------------------------------------------------------- speech
@@ -148,20 +144,19 @@ def test_train_layout_truth_and_splits(train_corpus):
 
 
 def test_same_seed_same_bytes_any_workers_other_seed_differs(tmp_path, train_corpus):
-    spec = CorpusSpec(clips=60, seed=3, identities=20, voices=10)
-    again = make_corpus(spec, tmp_path / "again", workers=2)
+    again = make_corpus(TRAIN_CORPUS, tmp_path / "again", workers=2)
     assert tree_digest(again) == tree_digest(train_corpus)
-    other = make_corpus(CorpusSpec(clips=60, seed=4, identities=20, voices=10), tmp_path / "other")
+    other = make_corpus(dataclasses.replace(TRAIN_CORPUS, seed=4), tmp_path / "other")
     a, b = tree_digest(train_corpus), tree_digest(other)
     assert sum(a.get(k) == b.get(k) for k in a if k.endswith(".wav")) == 0
 
 
-def test_words_layout_labels(tmp_path):
-    root = make_corpus(CorpusSpec(clips=30, seed=1, layout="words", identities=12, voices=10), tmp_path / "w")
+def test_words_layout_labels(words_corpus):
+    root = words_corpus
     words = (root / "words.txt").read_text().splitlines()
     assert words == list(speech.WORDS)
     rows = [line.split() for s in ("train", "val", "test") for line in read_list(root, s)]
-    assert len(rows) == 30
+    assert len(rows) == WORDS_CORPUS.clips == 48
     for folder, word_index, person in rows:
         truth = json.loads((root / folder / "truth.json").read_text())
         assert len(truth["words"]) == 1 and truth["word"] == words[int(word_index)] == truth["words"][0][0]
@@ -204,11 +199,10 @@ def test_sync_measure_separates_truth_from_lies(train_corpus):
     assert sum(o == 0 for o in offsets) >= 0.9 * len(offsets)
 
 
-def test_videos_layout_through_dub(tmp_path, checkpoint):
+def test_videos_layout_through_dub(tmp_path, videos_corpus, checkpoint):
     """Full-frame synthetic videos play in `dub`; the measure sees the source in sync with its
     audio and a random generator's mouths out of sync."""
-    root = make_corpus(CorpusSpec(clips=2, seed=2, layout="videos", identities=6, voices=6, scene=(160, 200)),
-                       tmp_path / "v")
+    root = videos_corpus
     name = read_list(root, "train")[0] if read_list(root, "train") else read_list(root, "val")[0]
     video = root / name
     truth = json.loads(video.with_suffix(".json").read_text())

@@ -15,15 +15,14 @@ from lipsync_cli import outputs
 from lipsync_cli.cli import main
 from lipsync_cli.models.discriminator import VisualQualityDiscriminator, perceptual_loss
 from lipsync_cli.models.syncnet import SyncNetColor, lower_half_stack, sync_loss, sync_probability
-from lipsync_cli.synth.corpus import CorpusSpec, make_corpus
 from lipsync_cli.datasets import GeneratorWindows, PreprocessedData, SyncPairs
 from lipsync_cli.train.config import TrainConfig
 from lipsync_cli.train.syncnet import train_syncnet
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> Path:
-    return make_corpus(CorpusSpec(clips=30, seed=0, identities=10, voices=10), tmp_path_factory.mktemp("d") / "data")
+@pytest.fixture(scope="session")
+def corpus(train_corpus) -> Path:
+    return train_corpus
 
 
 def test_expert_and_discriminator_have_the_published_keys():
@@ -79,15 +78,16 @@ def test_data_reads_the_synthetic_layout_as_written(corpus):
 
 
 def test_expert_learns_a_batch():
-    """The loss and the optimiser move the expert: 25 steps on one fixed batch of the synthetic
-    corpus's kind of input bring its loss well below chance."""
+    """The loss and the optimiser move the expert: 10 steps on one fixed batch of the synthetic
+    corpus's kind of input bring its loss well below chance (a quarter-width expert: the same
+    layers, 16 times less work)."""
     torch.manual_seed(0)
-    net = SyncNetColor()
+    net = SyncNetColor(width=0.25)
     opt = torch.optim.Adam(net.parameters(), lr=1e-4)
     faces, mel = torch.rand(8, 15, 48, 96), torch.randn(8, 1, 80, 16)
     label = torch.tensor([1.0, 0.0] * 4)
     first = None
-    for _ in range(25):
+    for _ in range(10):
         loss = sync_loss(*net(mel, faces), label)
         first = first if first is not None else loss.item()
         opt.zero_grad()
@@ -195,12 +195,13 @@ def test_generator_loss_weights_and_schedule():
 
 
 def test_generator_learns_a_window():
-    """Adam on the L1 term moves the generator towards one fixed window's (flat dark) faces."""
+    """Adam on the L1 term moves the generator towards one fixed window's (flat dark) faces (an
+    eighth-width generator, which learns it at a higher rate in as few steps)."""
     from lipsync_cli.models.wav2lip import build_generator
 
     torch.manual_seed(0)
-    gen = build_generator()
-    opt = torch.optim.Adam(gen.parameters(), lr=1e-3)
+    gen = build_generator(width=0.125)
+    opt = torch.optim.Adam(gen.parameters(), lr=1e-2)
     faces, mels, target = torch.rand(1, 6, 5, 96, 96), torch.randn(1, 5, 1, 80, 16), torch.full((1, 3, 5, 96, 96), 0.1)
     losses = []
     for _ in range(6):

@@ -9,6 +9,12 @@ import torch
 from torch import nn
 
 
+def scaled(channels: int, width: float) -> int:
+    """A layer's channels in a network `width` times as wide (at least 8): width 1 is the published
+    size, narrower networks are for quick CPU runs and tests."""
+    return max(8, int(round(channels * width)))
+
+
 class Conv2d(nn.Module):
     """conv + batchnorm + ReLU, with an optional residual add (input and output shapes equal)."""
 

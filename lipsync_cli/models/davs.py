@@ -27,6 +27,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from . import Signature
+from .blocks import scaled
 
 LATENT = 256
 MFCC_COEFFS = 12
@@ -55,10 +56,6 @@ class DavsConfig:
         return cls(**{k: v for k, v in values.items() if k in known})
 
 
-def _ch(n: int, width: float) -> int:
-    return max(8, int(round(n * width)))
-
-
 def conv_bn(cin: int, cout: int, k: int, stride: int = 1, pad: int | None = None) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, k, stride, k // 2 if pad is None else pad, bias=False),
                          nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
@@ -70,7 +67,7 @@ class PersonEncoder(nn.Module):
     def __init__(self, cfg: DavsConfig):
         super().__init__()
         w = cfg.width
-        c1, c2, c3 = _ch(96, w), _ch(256, w), _ch(384, w)
+        c1, c2, c3 = scaled(96, w), scaled(256, w), scaled(384, w)
         self.features = nn.Sequential(
             conv_bn(3, c1, 7, 2), nn.MaxPool2d(3, 2, 1),
             conv_bn(c1, c2, 5, 2), nn.MaxPool2d(3, 2, 1),
@@ -113,7 +110,7 @@ class VideoWordEncoder(nn.Module):
 
     def __init__(self, cfg: DavsConfig):
         super().__init__()
-        ch = _ch(128, cfg.width)
+        ch = scaled(128, cfg.width)
         self.stem = nn.Sequential(conv_bn(3, ch // 2, 7, 2), Residual(ch // 2, ch), nn.MaxPool2d(2))
         self.hourglass = nn.Sequential(Hourglass(ch, 3), Residual(ch, ch), conv_bn(ch, ch, 1))
         self.maps = nn.Conv2d(ch, 68, 1)
@@ -131,7 +128,7 @@ class AudioWordEncoder(nn.Module):
     def __init__(self, cfg: DavsConfig):
         super().__init__()
         w = cfg.width
-        c1, c2, c3 = _ch(64, w), _ch(128, w), _ch(256, w)
+        c1, c2, c3 = scaled(64, w), scaled(128, w), scaled(256, w)
         self.features = nn.Sequential(
             conv_bn(1, c1, 3), conv_bn(c1, c2, 3), nn.MaxPool2d(2),  # 6 x 10
             conv_bn(c2, c3, 3), conv_bn(c3, c3, 3), nn.MaxPool2d(2),  # 3 x 5
@@ -152,7 +149,7 @@ class Decoder(nn.Module):
     def __init__(self, cfg: DavsConfig):
         super().__init__()
         self.start = cfg.size // 64
-        ch = [_ch(c, cfg.width) for c in self.CHANNELS]
+        ch = [scaled(c, cfg.width) for c in self.CHANNELS]
         self.project = nn.Linear(2 * LATENT, ch[0] * self.start ** 2)
         stages = []
         for i, n in enumerate(self.CONVS):
@@ -204,7 +201,7 @@ class SequenceDiscriminator(nn.Module):
     def __init__(self, cfg: DavsConfig):
         super().__init__()
         w = cfg.width
-        c1, c2, c3 = _ch(64, w), _ch(128, w), _ch(256, w)
+        c1, c2, c3 = scaled(64, w), scaled(128, w), scaled(256, w)
         self.net = nn.Sequential(
             nn.Conv3d(3, c1, (3, 4, 4), (1, 2, 2), (1, 1, 1)), nn.LeakyReLU(0.2, inplace=True),
             nn.Conv3d(c1, c2, (3, 4, 4), (1, 2, 2), (1, 1, 1)), nn.BatchNorm3d(c2), nn.LeakyReLU(0.2, inplace=True),

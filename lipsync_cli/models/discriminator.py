@@ -12,22 +12,24 @@ from torch import nn
 from torch.nn import functional as F
 
 from . import Signature
-from .blocks import NoNormConv
+from .blocks import NoNormConv, scaled
 
 
 class VisualQualityDiscriminator(nn.Module):
-    def __init__(self):
+    def __init__(self, width: float = 1.0):
+        """`width` scales every layer's channels (blocks.scaled); 1 is the published network."""
         super().__init__()
+        c32, c64, c128, c256, c512 = (scaled(c, width) for c in (32, 64, 128, 256, 512))
         self.face_encoder_blocks = nn.ModuleList([
-            nn.Sequential(NoNormConv(3, 32, 7, 1, 3)),  # 48 x 96
-            nn.Sequential(NoNormConv(32, 64, 5, (1, 2), 2), NoNormConv(64, 64, 5, 1, 2)),  # 48 x 48
-            nn.Sequential(NoNormConv(64, 128, 5, 2, 2), NoNormConv(128, 128, 5, 1, 2)),  # 24
-            nn.Sequential(NoNormConv(128, 256, 5, 2, 2), NoNormConv(256, 256, 5, 1, 2)),  # 12
-            nn.Sequential(NoNormConv(256, 512, 3, 2, 1), NoNormConv(512, 512, 3, 1, 1)),  # 6
-            nn.Sequential(NoNormConv(512, 512, 3, 2, 1), NoNormConv(512, 512, 3, 1, 1)),  # 3
-            nn.Sequential(NoNormConv(512, 512, 3, 1, 0), NoNormConv(512, 512, 1, 1, 0)),  # 1
+            nn.Sequential(NoNormConv(3, c32, 7, 1, 3)),  # 48 x 96
+            nn.Sequential(NoNormConv(c32, c64, 5, (1, 2), 2), NoNormConv(c64, c64, 5, 1, 2)),  # 48 x 48
+            nn.Sequential(NoNormConv(c64, c128, 5, 2, 2), NoNormConv(c128, c128, 5, 1, 2)),  # 24
+            nn.Sequential(NoNormConv(c128, c256, 5, 2, 2), NoNormConv(c256, c256, 5, 1, 2)),  # 12
+            nn.Sequential(NoNormConv(c256, c512, 3, 2, 1), NoNormConv(c512, c512, 3, 1, 1)),  # 6
+            nn.Sequential(NoNormConv(c512, c512, 3, 2, 1), NoNormConv(c512, c512, 3, 1, 1)),  # 3
+            nn.Sequential(NoNormConv(c512, c512, 3, 1, 0), NoNormConv(c512, c512, 1, 1, 0)),  # 1
         ])
-        self.binary_pred = nn.Sequential(nn.Conv2d(512, 1, 1, 1, 0), nn.Sigmoid())
+        self.binary_pred = nn.Sequential(nn.Conv2d(c512, 1, 1, 1, 0), nn.Sigmoid())
 
     def forward(self, faces: torch.Tensor) -> torch.Tensor:
         """faces (B, 3, 96, 96) or (B, 3, T, 96, 96) in [0, 1] -> P(real) per face, (B*T, 1)."""

@@ -14,7 +14,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from . import Signature
-from .blocks import Conv2d
+from .blocks import Conv2d, scaled
 
 
 def _res(c: int, n: int) -> list[nn.Module]:
@@ -22,29 +22,31 @@ def _res(c: int, n: int) -> list[nn.Module]:
 
 
 class SyncNetColor(nn.Module):
-    def __init__(self):
+    def __init__(self, width: float = 1.0):
+        """`width` scales every layer's channels (blocks.scaled); 1 is the published network."""
         super().__init__()
+        c32, c64, c128, c256, c512 = (scaled(c, width) for c in (32, 64, 128, 256, 512))
         self.face_encoder = nn.Sequential(
-            Conv2d(15, 32, 7, 1, 3),  # 48 x 96
-            Conv2d(32, 64, 5, (1, 2), 1), *_res(64, 2),  # 46 x 47
-            Conv2d(64, 128, 3, 2, 1), *_res(128, 3),  # 23 x 24
-            Conv2d(128, 256, 3, 2, 1), *_res(256, 2),  # 12 x 12
-            Conv2d(256, 512, 3, 2, 1), *_res(512, 2),  # 6 x 6
-            Conv2d(512, 512, 3, 2, 1),  # 3 x 3
-            Conv2d(512, 512, 3, 1, 0),  # 1 x 1
-            Conv2d(512, 512, 1, 1, 0),
+            Conv2d(15, c32, 7, 1, 3),  # 48 x 96
+            Conv2d(c32, c64, 5, (1, 2), 1), *_res(c64, 2),  # 46 x 47
+            Conv2d(c64, c128, 3, 2, 1), *_res(c128, 3),  # 23 x 24
+            Conv2d(c128, c256, 3, 2, 1), *_res(c256, 2),  # 12 x 12
+            Conv2d(c256, c512, 3, 2, 1), *_res(c512, 2),  # 6 x 6
+            Conv2d(c512, c512, 3, 2, 1),  # 3 x 3
+            Conv2d(c512, c512, 3, 1, 0),  # 1 x 1
+            Conv2d(c512, c512, 1, 1, 0),
         )
         self.audio_encoder = nn.Sequential(
-            Conv2d(1, 32, 3, 1, 1), *_res(32, 2),  # 80 x 16
-            Conv2d(32, 64, 3, (3, 1), 1), *_res(64, 2),  # 27 x 16
-            Conv2d(64, 128, 3, 3, 1), *_res(128, 2),  # 9 x 6
-            Conv2d(128, 256, 3, (3, 2), 1), *_res(256, 2),  # 3 x 3
-            Conv2d(256, 512, 3, 1, 0),  # 1 x 1
-            Conv2d(512, 512, 1, 1, 0),
+            Conv2d(1, c32, 3, 1, 1), *_res(c32, 2),  # 80 x 16
+            Conv2d(c32, c64, 3, (3, 1), 1), *_res(c64, 2),  # 27 x 16
+            Conv2d(c64, c128, 3, 3, 1), *_res(c128, 2),  # 9 x 6
+            Conv2d(c128, c256, 3, (3, 2), 1), *_res(c256, 2),  # 3 x 3
+            Conv2d(c256, c512, 3, 1, 0),  # 1 x 1
+            Conv2d(c512, c512, 1, 1, 0),
         )
 
     def forward(self, mel: torch.Tensor, faces: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(audio embedding, face embedding), each (B, 512) and L2-normalised."""
+        """(audio embedding, face embedding), each (B, 512) (at width 1) and L2-normalised."""
         a = self.audio_encoder(mel).flatten(1)
         v = self.face_encoder(faces).flatten(1)
         return F.normalize(a, p=2, dim=1), F.normalize(v, p=2, dim=1)

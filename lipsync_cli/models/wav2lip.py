@@ -11,13 +11,14 @@ is folded into the batch as in the reference. Output: (B, 3, 96, 96), sigmoid.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from . import GENERATOR_NAMES, Signature  # noqa: F401 (the names are read from here too)
-from .blocks import AttentionBlock, Conv2d, Conv2dTranspose
+from .blocks import AttentionBlock, Conv2d, Conv2dTranspose, scaled
 
 ENCODER_CHANNELS = (16, 32, 64, 128, 256, 512, 512)
 DECODER_CHANNELS = (512, 512, 512, 384, 256, 128, 64)
@@ -27,6 +28,7 @@ DECODER_CHANNELS = (512, 512, 512, 384, 256, 128, 64)
 class GeneratorConfig:
     channel_attention: bool = False
     spatial_attention: bool = False
+    width: float = 1.0  # channel multiplier (blocks.scaled): 1 is the published generator
 
     @property
     def name(self) -> str:
@@ -51,7 +53,7 @@ class GeneratorConfig:
         return table[name]
 
 
-def _face_encoder() -> nn.ModuleList:
+def _face_encoder(e: tuple[int, ...]) -> nn.ModuleList:
     def down(cin, cout, n_res):  # a stride-2 conv then residual convs
         return nn.Sequential(
             Conv2d(cin, cout, 3, 2, 1), *[Conv2d(cout, cout, 3, 1, 1, residual=True) for _ in range(n_res)]
@@ -59,51 +61,53 @@ def _face_encoder() -> nn.ModuleList:
 
     return nn.ModuleList(
         [
-            nn.Sequential(Conv2d(6, 16, 7, 1, 3)),  # 96
-            down(16, 32, 2),  # 48
-            down(32, 64, 3),  # 24
-            down(64, 128, 2),  # 12
-            down(128, 256, 2),  # 6
-            down(256, 512, 1),  # 3
-            nn.Sequential(Conv2d(512, 512, 3, 1, 0), Conv2d(512, 512, 1, 1, 0)),  # 1
+            nn.Sequential(Conv2d(6, e[0], 7, 1, 3)),  # 96
+            down(e[0], e[1], 2),  # 48
+            down(e[1], e[2], 3),  # 24
+            down(e[2], e[3], 2),  # 12
+            down(e[3], e[4], 2),  # 6
+            down(e[4], e[5], 1),  # 3
+            nn.Sequential(Conv2d(e[5], e[6], 3, 1, 0), Conv2d(e[6], e[6], 1, 1, 0)),  # 1
         ]
     )
 
 
-def _audio_encoder() -> nn.Sequential:
+def _audio_encoder(width: float) -> nn.Sequential:
+    c32, c64, c128, c256, c512 = (scaled(c, width) for c in (32, 64, 128, 256, 512))
     return nn.Sequential(
-        Conv2d(1, 32, 3, 1, 1),
-        Conv2d(32, 32, 3, 1, 1, residual=True),
-        Conv2d(32, 32, 3, 1, 1, residual=True),
-        Conv2d(32, 64, 3, (3, 1), 1),
-        Conv2d(64, 64, 3, 1, 1, residual=True),
-        Conv2d(64, 64, 3, 1, 1, residual=True),
-        Conv2d(64, 128, 3, 3, 1),
-        Conv2d(128, 128, 3, 1, 1, residual=True),
-        Conv2d(128, 128, 3, 1, 1, residual=True),
-        Conv2d(128, 256, 3, (3, 2), 1),
-        Conv2d(256, 256, 3, 1, 1, residual=True),
-        Conv2d(256, 512, 3, 1, 0),
-        Conv2d(512, 512, 1, 1, 0),
+        Conv2d(1, c32, 3, 1, 1),
+        Conv2d(c32, c32, 3, 1, 1, residual=True),
+        Conv2d(c32, c32, 3, 1, 1, residual=True),
+        Conv2d(c32, c64, 3, (3, 1), 1),
+        Conv2d(c64, c64, 3, 1, 1, residual=True),
+        Conv2d(c64, c64, 3, 1, 1, residual=True),
+        Conv2d(c64, c128, 3, 3, 1),
+        Conv2d(c128, c128, 3, 1, 1, residual=True),
+        Conv2d(c128, c128, 3, 1, 1, residual=True),
+        Conv2d(c128, c256, 3, (3, 2), 1),
+        Conv2d(c256, c256, 3, 1, 1, residual=True),
+        Conv2d(c256, c512, 3, 1, 0),
+        Conv2d(c512, c512, 1, 1, 0),
     )
 
 
-def _face_decoder() -> nn.ModuleList:
+def _face_decoder(e: tuple[int, ...], d: tuple[int, ...], audio: int) -> nn.ModuleList:
     def up(cin, cout, stride=2, padding=1, output_padding=1, n_res=2):
         return nn.Sequential(
             Conv2dTranspose(cin, cout, 3, stride, padding, output_padding),
             *[Conv2d(cout, cout, 3, 1, 1, residual=True) for _ in range(n_res)],
         )
 
+    # each block takes the previous block's output with the face encoder's skip of its size
     return nn.ModuleList(
         [
-            nn.Sequential(Conv2d(512, 512, 1, 1, 0)),  # 1
-            up(1024, 512, stride=1, padding=0, output_padding=0, n_res=1),  # 3
-            up(1024, 512),  # 6
-            up(768, 384),  # 12
-            up(512, 256),  # 24
-            up(320, 128),  # 48
-            up(160, 64),  # 96
+            nn.Sequential(Conv2d(audio, d[0], 1, 1, 0)),  # 1
+            up(d[0] + e[6], d[1], stride=1, padding=0, output_padding=0, n_res=1),  # 3
+            up(d[1] + e[5], d[2]),  # 6
+            up(d[2] + e[4], d[3]),  # 12
+            up(d[3] + e[3], d[4]),  # 24
+            up(d[4] + e[2], d[5]),  # 48
+            up(d[5] + e[1], d[6]),  # 96
         ]
     )
 
@@ -112,14 +116,17 @@ class Wav2LipGenerator(nn.Module):
     def __init__(self, config: GeneratorConfig = GeneratorConfig()):
         super().__init__()
         self.config = config
-        self.face_encoder_blocks = _face_encoder()
-        self.audio_encoder = _audio_encoder()
-        self.face_decoder_blocks = _face_decoder()
-        self.output_block = nn.Sequential(Conv2d(80, 32, 3, 1, 1), nn.Conv2d(32, 3, 1, 1, 0), nn.Sigmoid())
+        e = tuple(scaled(c, config.width) for c in ENCODER_CHANNELS)
+        d = tuple(scaled(c, config.width) for c in DECODER_CHANNELS)
+        self.face_encoder_blocks = _face_encoder(e)
+        self.audio_encoder = _audio_encoder(config.width)
+        self.face_decoder_blocks = _face_decoder(e, d, scaled(512, config.width))
+        out = scaled(32, config.width)
+        self.output_block = nn.Sequential(Conv2d(d[6] + e[0], out, 3, 1, 1), nn.Conv2d(out, 3, 1, 1, 0), nn.Sigmoid())
         if config.channel_attention or config.spatial_attention:
             kw = dict(channel=config.channel_attention, spatial=config.spatial_attention)
-            self.face_encoder_attention = nn.ModuleList([AttentionBlock(c, **kw) for c in ENCODER_CHANNELS])
-            self.face_decoder_attention = nn.ModuleList([AttentionBlock(c, **kw) for c in DECODER_CHANNELS])
+            self.face_encoder_attention = nn.ModuleList([AttentionBlock(c, **kw) for c in e])
+            self.face_decoder_attention = nn.ModuleList([AttentionBlock(c, **kw) for c in d])
         else:
             self.face_encoder_attention = None
             self.face_decoder_attention = None
@@ -152,8 +159,8 @@ class Wav2LipGenerator(nn.Module):
         return out
 
 
-def build_generator(name: str = "wav2lip") -> Wav2LipGenerator:
-    return Wav2LipGenerator(GeneratorConfig.from_name(name))
+def build_generator(name: str = "wav2lip", width: float = 1.0) -> Wav2LipGenerator:
+    return Wav2LipGenerator(dataclasses.replace(GeneratorConfig.from_name(name), width=width))
 
 
 def variant_of(state: dict[str, torch.Tensor]) -> str:

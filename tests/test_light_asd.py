@@ -101,24 +101,27 @@ def test_mfcc_rows_per_frame_and_padding():
 
 
 def test_windows_are_scored_alone_and_averaged(net):
-    """Windows of 5 and 10 frames (0.2 s and 0.4 s) over 12 frames: full windows batched, the
-    last one shorter, each scored alone as the reference scores them, the two lengths averaged."""
+    """Windows of 1 s and 2 s over 50 frames, as the reference scores them: each window alone
+    (the network sees no frame outside it), the two lengths averaged. Encoding the track once and
+    the windows' edges apart (what speaking_scores does here) gives the same numbers."""
     rng = np.random.default_rng(2)
-    crops = rng.integers(0, 256, (12, 112, 112), dtype=np.uint8)
-    mfcc = rng.normal(0, 5, (48, 13)).astype(np.float32)
-    got = la.speaking_scores(net, crops, mfcc, durations=(0.2, 0.4))
+    crops = rng.integers(0, 256, (50, 112, 112), dtype=np.uint8)
+    mfcc = rng.normal(0, 5, (200, 13)).astype(np.float32)
+    got = la.speaking_scores(net, crops, mfcc, durations=(1, 2))
 
     def alone(first, last):
         with torch.inference_mode():
             return net(torch.from_numpy(mfcc[4 * first:4 * last])[None],
                        torch.from_numpy(crops[first:last]).float()[None])[0].numpy()
 
-    five = np.concatenate([alone(0, 5), alone(5, 10), alone(10, 12)])
-    ten = np.concatenate([alone(0, 10), alone(10, 12)])
-    np.testing.assert_allclose(got, (five + ten) / 2, atol=1e-5)
-    assert not np.allclose(five, ten, atol=1e-3)  # the window length matters: the average is not trivial
+    one = np.concatenate([alone(0, 25), alone(25, 50)])
+    two = alone(0, 50)
+    assert np.abs(one - two)[19:31].max() > 1e-2  # near the 1 s windows' edge, they differ
+    np.testing.assert_allclose(got, (one + two) / 2, atol=1e-5)
     with pytest.raises(ValueError, match="mfcc must be"):
-        la.speaking_scores(net, crops, mfcc[:40])
+        la.speaking_scores(net, crops, mfcc[:196])
+    with pytest.raises(ValueError, match="crops must be"):
+        la.speaking_scores(net, crops[:, :100], mfcc)
 
 
 def test_the_speaking_face_scores_above_a_still_one(net):

@@ -300,7 +300,10 @@ def mfcc_for(samples_16k: np.ndarray, frames: int | None = None) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------
 # Scoring
 
-MAX_BATCH_FRAMES = 150  # windows are scored together up to this many frames (memory, not speed)
+MAX_PIECE = 150  # frames the visual encoder takes at once (memory: ~0.3 GB of activations)
+# A frame's visual embedding depends on the frames up to this many either side of it: three
+# blocks, each with temporal convolutions of up to 5 frames (2 either side).
+VISUAL_REACH = 6
 
 
 def speaking_scores(net: LightASD, crops: np.ndarray, mfcc: np.ndarray,
@@ -310,7 +313,12 @@ def speaking_scores(net: LightASD, crops: np.ndarray, mfcc: np.ndarray,
     For each window length d (seconds), the track is cut into consecutive d-second windows from
     its first frame (the last one shorter), each scored alone; the scores of the window lengths
     are averaged per frame. Above 0: speaking. The reference rounds the average to one decimal
-    for its display; this does not."""
+    for its display; this does not.
+
+    Several window lengths share the visual encoder's work (nine tenths of the cost): a window
+    alone differs from the whole track only within 6 frames of its ends, where the padding of
+    the temporal convolutions meets it, so the track is encoded once and each window edge on
+    its own 12 frames (cached: the lengths' windows share their edges at whole seconds)."""
     crops = np.asarray(crops)
     if crops.ndim != 3 or crops.shape[1:] != (FACE_SIZE, FACE_SIZE):
         raise ValueError(f"crops must be (T, {FACE_SIZE}, {FACE_SIZE}); got {crops.shape}")
@@ -325,28 +333,60 @@ def speaking_scores(net: LightASD, crops: np.ndarray, mfcc: np.ndarray,
     device = next(net.parameters()).device
     grey = torch.from_numpy(np.ascontiguousarray(crops)).to(device=device, dtype=torch.float32)
     audio = torch.from_numpy(np.ascontiguousarray(mfcc[:MFCC_PER_FRAME * t])).to(device=device, dtype=torch.float32)
+    windows = [(first, min(first + size, t)) for size in (max(1, int(round(d * FPS))) for d in durations)
+               for first in range(0, t, size)]
     total = torch.zeros(t, dtype=torch.float32, device=device)
     with torch.inference_mode():
-        for d in durations:
-            size = max(1, int(round(d * FPS)))
-            total += _windowed(net, audio, grey, size)
+        visual = _WindowEmbeddings(net, grey, windows)
+        for first, last in windows:
+            fused = net.model.GRU(net.model.audioEncoder(audio[MFCC_PER_FRAME * first:MFCC_PER_FRAME * last][None])
+                                  + visual.window(first, last)[None])
+            total[first:last] += net.lossAV.FC(fused)[0, :, 1]
     return (total / len(durations)).cpu().numpy()
 
 
-def _windowed(net: LightASD, audio: torch.Tensor, grey: torch.Tensor, size: int) -> torch.Tensor:
-    """Scores of consecutive windows of `size` frames, the full ones scored in batches."""
-    t = len(grey)
-    full = t // size
-    per_batch = max(1, MAX_BATCH_FRAMES // size)
+def _visual(net: LightASD, grey: torch.Tensor, first: int, last: int) -> torch.Tensor:
+    """(last - first, 128) visual embeddings of frames first..last-1 as a window alone gives them,
+    computed in pieces of at most MAX_PIECE frames that overlap by VISUAL_REACH (the same values)."""
+    encode = net.model.visualEncoder
+    if last - first <= MAX_PIECE:
+        return encode(grey[first:last][None])[0]
     parts = []
-    for first in range(0, full, per_batch):
-        n = min(per_batch, full - first)
-        v = grey[first * size:(first + n) * size].reshape(n, size, FACE_SIZE, FACE_SIZE)
-        a = audio[first * size * MFCC_PER_FRAME:(first + n) * size * MFCC_PER_FRAME].reshape(n, size * MFCC_PER_FRAME, -1)
-        parts.append(net(a, v).reshape(-1))
-    if full * size < t:
-        parts.append(net(audio[full * size * MFCC_PER_FRAME:][None], grey[full * size:][None]).reshape(-1))
+    for lo in range(first, last, MAX_PIECE):
+        hi = min(lo + MAX_PIECE, last)
+        a, b = max(first, lo - VISUAL_REACH), min(last, hi + VISUAL_REACH)
+        parts.append(encode(grey[a:b][None])[0, lo - a:hi - a])
     return torch.cat(parts)
+
+
+class _WindowEmbeddings:
+    """The visual embeddings of each window, from one encoding of the whole track and the windows'
+    edges encoded alone; or window by window when that costs less (a single window length)."""
+
+    def __init__(self, net: LightASD, grey: torch.Tensor, windows: list[tuple[int, int]]):
+        self.net, self.grey, self.edges = net, grey, {}
+        t, span = len(grey), 2 * VISUAL_REACH
+        patched = [(a, b) for a, b in windows if b - a > 2 * span]
+        edges = {("start", a) for a, _ in patched if a > 0} | {("end", b) for _, b in patched if b < t}
+        alone = sum(b - a for a, b in windows)
+        shared = t + span * len(edges) + sum(b - a for a, b in windows if b - a <= 2 * span)
+        self.whole = _visual(net, grey, 0, t) if shared < alone else None
+
+    def window(self, first: int, last: int) -> torch.Tensor:
+        span = 2 * VISUAL_REACH
+        if self.whole is None or last - first <= 2 * span:
+            return _visual(self.net, self.grey, first, last)
+        out = self.whole[first:last].clone()
+        if first > 0:  # the window's start, encoded on its own first 12 frames
+            out[:VISUAL_REACH] = self._edge(first, first + span)[:VISUAL_REACH]
+        if last < len(self.grey):
+            out[-VISUAL_REACH:] = self._edge(last - span, last)[-VISUAL_REACH:]
+        return out
+
+    def _edge(self, first: int, last: int) -> torch.Tensor:
+        if (first, last) not in self.edges:
+            self.edges[(first, last)] = _visual(self.net, self.grey, first, last)
+        return self.edges[(first, last)]
 
 
 def parameter_count(net: LightASD) -> int:

@@ -92,7 +92,7 @@ def test_crop_geometry_smooths_each_track_coordinate_with_a_13_frame_median():
 def test_mfcc_rows_per_frame_and_padding():
     samples = np.random.default_rng(1).normal(0, 0.1, 16000).astype(np.float32)  # 1 s: 25 frames
     plain = mfcc_100hz(np.round(samples * 32768) / 32768).T
-    assert len(plain) == 99  # python_speech_features' framing: 1.5 rows short of 4 per frame
+    assert len(plain) == 99  # python_speech_features' framing: one row short of 4 per frame
     rows = la.mfcc_for(samples)
     assert rows.shape == (100, 13) and rows.dtype == np.float32
     np.testing.assert_array_equal(rows[:99], plain)  # padding the end leaves the earlier rows

@@ -18,7 +18,8 @@ The file also holds the visual-only classifier used as an auxiliary loss in trai
 loaded (the file is the training module's whole state_dict) and not used.
 
 The reference scores a track in consecutive windows of 1 s, then again of 2 s ... 6 s, and
-averages the six per-frame scores (`speaking_scores`); fewer window lengths cost less.
+averages the six per-frame scores (`speaking_scores`, which shares the visual encoder's work
+between the window lengths; fewer lengths cost less still).
 """
 
 from __future__ import annotations
@@ -272,10 +273,10 @@ def mfcc_for(samples_16k: np.ndarray, frames: int | None = None) -> np.ndarray:
 
     python_speech_features' defaults on 16-bit values (25 ms windows, 10 ms step, 26 filters),
     as the reference computes them. `frames` (default: the audio's length at 25 fps, rounded)
-    sets the row count: rows past the audio's own (the reference's cut ends 1.5 rows short of
-    its last frame, which it drops) come from the audio padded with silence; the others are the
-    reference's exactly (padding before the MFCC would change the last one, through the
-    pre-emphasis). A track starting at frame f of a clip takes rows 4f to 4(f + T) of the clip's
+    sets the row count. Rows past the audio's own come from the audio padded with silence (the
+    reference's cut of T frames gives 4T - 1 rows, and it drops the track's last frame); the
+    others are the reference's exactly (padding before the MFCC would change the last one,
+    through the pre-emphasis). A track starting at frame f of a clip takes rows 4f to 4(f + T) of the clip's
     MFCC: the reference computes them on the audio cut at f / 25 s, which differs in the first
     row (pre-emphasis) and the last (the cut's end)."""
     from ..audio import SAMPLE_RATE, mfcc_100hz

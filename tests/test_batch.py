@@ -39,16 +39,16 @@ def no_partials(folder: Path) -> bool:
 
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory, example_video, example_audio) -> Path:
-    """A folder of 4 short real clips (a.mp4 .. d.mp4), their speech (0.6 s each, paired by
+    """A folder of 4 short real clips (a.mp4 .. d.mp4), their speech (0.2 s each, paired by
     name), and a broken 'video' bad.mp4 with its own audio."""
     root = tmp_path_factory.mktemp("clips")
     (root / "videos").mkdir()
     (root / "audio").mkdir()
     for name in "abcd":
         ffmpeg("-i", str(example_video), "-c", "copy", str(root / "videos" / f"{name}.mp4"))
-        ffmpeg("-i", str(example_audio), "-t", "0.6", str(root / "audio" / f"{name}.wav"))
+        ffmpeg("-i", str(example_audio), "-t", "0.2", str(root / "audio" / f"{name}.wav"))
     (root / "videos" / "bad.mp4").write_text("not a video at all")
-    ffmpeg("-i", str(example_audio), "-t", "0.6", str(root / "audio" / "bad.wav"))
+    ffmpeg("-i", str(example_audio), "-t", "0.2", str(root / "audio" / "bad.wav"))
     return root
 
 
@@ -162,7 +162,7 @@ def test_broken_clip_fails_alone_rerun_skips_and_retry(capsys, tmp_path, clips, 
     assert failed[0]["item"] == "bad.mp4" and "not a media file" in failed[0]["reason"]
     for name in "abcd":
         info = media.probe(out / f"{name}.mp4")
-        assert info.video.frame_count == 15 and info.audio is not None  # 0.6 s at 25 fps
+        assert info.video.frame_count == 5 and info.audio is not None  # 0.2 s at 25 fps
     assert not (out / "bad.mp4").exists() and no_partials(out)
 
     states = batch_mod.latest_states(log_records(out))
@@ -190,7 +190,7 @@ def test_broken_clip_fails_alone_rerun_skips_and_retry(capsys, tmp_path, clips, 
     code, stdout, _ = cli(capsys, *args, "--retry-failed")
     summary = json.loads(stdout)
     assert code == 0 and (summary["done"], summary["failed"], summary["skipped"]) == (1, 0, 4)
-    assert media.probe(out / "bad.mp4").video.frame_count == 15
+    assert media.probe(out / "bad.mp4").video.frame_count == 5
 
 
 def test_existing_output_not_made_by_the_job_is_kept(capsys, tmp_path, clips, checkpoint):
@@ -204,7 +204,7 @@ def test_existing_output_not_made_by_the_job_is_kept(capsys, tmp_path, clips, ch
     assert code == 1 and summary["done"] == 1 and "did not make it" in summary["items"][0]["reason"]
     assert (out / "a.mp4").read_bytes() == b"the user's own file"
     code, stdout, _ = cli(capsys, *args, "--force")
-    assert code == 0 and media.probe(out / "a.mp4").video.frame_count == 15
+    assert code == 0 and media.probe(out / "a.mp4").video.frame_count == 5
 
 
 def test_per_row_options_from_a_manifest(capsys, tmp_path, clips, checkpoint):
@@ -289,7 +289,7 @@ def test_sigkill_mid_batch_then_rerun_finishes_each_clip_once(tmp_path, many_cli
     started = Counter(r["item"] for r in records if r["state"] == "started")
     assert all(started[k] == 1 for k in finished_before)  # finished work was not redone
     for i in range(8):
-        assert media.probe(out / f"clip{i}.mp4").video.frame_count == 15
+        assert media.probe(out / f"clip{i}.mp4").video.frame_count == 5
         assert states[f"clip{i}.mp4"]["sha256"] == batch_mod.sha256_of(out / f"clip{i}.mp4")
     assert no_partials(out)
 

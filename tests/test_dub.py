@@ -34,18 +34,20 @@ def test_source_index_pingpong_and_loop():
 
 
 def test_dub_real_clip_streams_duration_and_untouched_background(tmp_path, example_video, example_audio, checkpoint):
+    speech = tmp_path / "speech.wav"
+    ffmpeg("-i", str(example_audio), "-t", "1", str(speech))  # the first second of the real speech
     out = tmp_path / "dubbed.mp4"
-    result = run(example_video, example_audio, out, checkpoint)
+    result = run(example_video, speech, out, checkpoint)
     info = media.probe(out)
     src = media.probe(example_video)
-    audio_info = media.probe(example_audio)
+    audio_info = media.probe(speech)
     assert info.video is not None and info.audio is not None
     assert info.video.codec == "h264" and info.audio.codec == "aac"
     assert (info.video.width, info.video.height) == (src.video.width, src.video.height)
     assert info.video.fps == src.video.fps
-    audio_seconds = 3.0
+    audio_seconds = 1.0
     assert abs(info.video.duration - audio_seconds) <= 1 / float(src.video.fps) + 1e-6
-    assert result.frames == 75 and result.frames_without_face == 0
+    assert result.frames == 25 and result.frames_without_face == 0
     assert audio_info.audio.rate == 16000
 
     # The face box the tool used: the default detector on the first frame, padded as by default.
@@ -56,8 +58,8 @@ def test_dub_real_clip_streams_duration_and_untouched_background(tmp_path, examp
     margin = 8
     outside = np.ones(inp.shape[1:3], bool)
     outside[max(0, y1 - margin): y2 + margin, max(0, x1 - margin): x2 + margin] = False
-    n = len(inp)  # the first pass over the video (later frames replay it)
-    diff = np.abs(outp[:n].astype(np.int16) - inp.astype(np.int16))
+    n = len(outp)  # the first second of the video
+    diff = np.abs(outp.astype(np.int16) - inp[:n].astype(np.int16))
     assert diff[:, outside].mean() < 1.5  # only re-encoding noise outside the face
     mouth = diff[:, y1 + (y2 - y1) * 2 // 3: y2 - 4, x1 + (x2 - x1) // 4: x2 - (x2 - x1) // 4]
     assert mouth.mean() > 10  # the random generator really replaced the mouth
@@ -145,17 +147,17 @@ def _numbered_clip(tmp_path, n, fps="25", name="numbered.mp4", extra=()):
 
 
 @pytest.mark.parametrize("loop,expected", [
-    (False, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0, 1, 2, 3, 4, 5, 6]),
-    (True, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1, 2, 3, 4]),
+    (False, [0, 1, 2, 3, 2, 1, 0, 1, 2, 3]),
+    (True, [0, 1, 2, 3, 0, 1, 2, 3, 0, 1]),
 ])
 def test_audio_longer_than_video_replays(tmp_path, checkpoint, loop, expected):
-    video = _numbered_clip(tmp_path, 10)
-    wav = tone(tmp_path / "a.wav", 1.0)
+    video = _numbered_clip(tmp_path, 4)
+    wav = tone(tmp_path / "a.wav", 0.4)
     out = tmp_path / "o.mp4"
     result = run(video, wav, out, checkpoint, box=CORNER_SAFE_BOX, loop=loop)
-    assert result.frames == 25
+    assert result.frames == 10
     assert [read_number(f) for f in decode_frames(out)] == expected
-    assert abs(media.probe(out).video.duration - 1.0) <= 0.04 + 1e-6
+    assert abs(media.probe(out).video.duration - 0.4) <= 0.04 + 1e-6
 
 
 def test_audio_shorter_than_video_cuts(tmp_path, checkpoint):
@@ -168,16 +170,16 @@ def test_audio_shorter_than_video_cuts(tmp_path, checkpoint):
 
 
 def test_fractional_frame_rate_keeps_exact_rate(tmp_path, checkpoint):
-    video = _numbered_clip(tmp_path, 40, fps="30000/1001")
-    wav = tone(tmp_path / "a.wav", 1.0)
+    video = _numbered_clip(tmp_path, 16, fps="30000/1001")
+    wav = tone(tmp_path / "a.wav", 0.4)
     out = tmp_path / "o.mp4"
     result = run(video, wav, out, checkpoint, box=CORNER_SAFE_BOX)
     info = media.probe(out).video
     assert info.fps == Fraction(30000, 1001)
-    assert result.frames == 30 == info.frame_count
-    assert abs(info.duration - 1.0) <= 1001 / 30000
+    assert result.frames == 12 == info.frame_count  # 0.4 s at 29.97 fps: 11.99 frames
+    assert abs(info.duration - 0.4) <= 1001 / 30000
     # frame i of the output is frame i of the input: sync is not drifting
-    assert [read_number(f) for f in decode_frames(out)] == list(range(30))
+    assert [read_number(f) for f in decode_frames(out)] == list(range(12))
 
 
 def test_variable_frame_rate_stays_in_sync(tmp_path, checkpoint):
@@ -226,18 +228,20 @@ def test_odd_frame_size_encodes(tmp_path, checkpoint):
 
 
 def test_still_image_gives_talking_video(tmp_path, example_portrait, checkpoint):
-    wav = tone(tmp_path / "a.wav", 1.0)
+    wav = tone(tmp_path / "a.wav", 0.4)
     out = tmp_path / "o.mp4"
     result = run(example_portrait, wav, out, checkpoint)
     o = media.probe(out)
-    assert o.video.fps == 25 and o.video.frame_count == 25 and (o.video.width, o.video.height) == (256, 256)
+    assert o.video.fps == 25 and o.video.frame_count == 10 and (o.video.width, o.video.height) == (256, 256)
     assert o.audio is not None and result.frames_without_face == 0
 
 
 def test_audio_from_a_video_and_stereo_44k(tmp_path, example_video, checkpoint):
+    talk = tmp_path / "talk.mp4"
+    ffmpeg("-i", str(example_video), "-t", "0.4", str(talk))  # its sound: AAC, 44.1 kHz
     out = tmp_path / "o.mp4"
-    run(example_video, example_video, out, checkpoint, box=(50, 100, 200, 250))
-    assert abs(media.probe(out).video.duration - 2.0) <= 0.04 + 1e-6
+    run(example_video, talk, out, checkpoint, box=(50, 100, 200, 250))
+    assert abs(media.probe(out).video.duration - 0.4) <= 0.04 + 1e-6
     stereo = tone(tmp_path / "s.wav", 0.5, rate=44100, channels=2)
     out2 = tmp_path / "o2.mp4"
     run(example_video, stereo, out2, checkpoint, box=(50, 100, 200, 250))
@@ -273,14 +277,15 @@ def test_s3fd_path_with_local_weights(tmp_path, example_video, legacy_checkpoint
     torch.manual_seed(0)
     weights = tmp_path / "s3fd.pth"
     torch.save(s3fd().state_dict(), weights, _use_new_zipfile_serialization=False)
-    wav = tone(tmp_path / "a.wav", 0.2)
+    clip, wav = tmp_path / "clip.mp4", tone(tmp_path / "a.wav", 0.08)  # 2 frames: S3FD's VGG-16 is slow on a CPU
+    ffmpeg("-i", str(example_video), "-frames:v", "2", str(clip))
     out = tmp_path / "o.mp4"
-    result = run(example_video, wav, out, legacy_checkpoint, detector="s3fd", s3fd_weights=str(weights))
-    assert media.probe(out).video.frame_count == result.frames == 5
+    result = run(clip, wav, out, legacy_checkpoint, detector="s3fd", s3fd_weights=str(weights))
+    assert media.probe(out).video.frame_count == result.frames == 2
     # random S3FD weights score no face above the 0.8 threshold: every frame passes through
-    assert result.frames_without_face == 5
+    assert result.frames_without_face == 2
     lower_face = (slice(175, 250), slice(50, 200))  # where a dubbed mouth would be (box 100 250 50 200)
-    diff = np.abs(decode_frames(out).astype(int) - decode_frames(example_video)[:5].astype(int))
+    diff = np.abs(decode_frames(out).astype(int) - decode_frames(clip).astype(int))
     assert diff[:, lower_face[0], lower_face[1]].mean() < 3  # re-encoding noise only
 
 

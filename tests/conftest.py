@@ -119,7 +119,7 @@ def tone(path: Path, seconds: float, rate: int = 16000, channels: int = 1) -> Pa
 # One corpus per layout for the whole session: the tests read them and never change them.
 TRAIN_CORPUS = CorpusSpec(clips=60, seed=3, identities=20, voices=10)
 WORDS_CORPUS = CorpusSpec(clips=48, seed=2, identities=12, voices=12, layout="words", size=64)
-VIDEOS_CORPUS = CorpusSpec(clips=2, seed=2, layout="videos", identities=6, voices=6, scene=(160, 200))
+VIDEOS_CORPUS = CorpusSpec(clips=2, seed=2, layout="videos", identities=6, voices=6, scene=(160, 200), max_words=2)
 
 
 @pytest.fixture(scope="session")

@@ -404,13 +404,13 @@ def test_a_log_line_cut_by_a_crash_does_not_swallow_the_next_record(tmp_path):
 
 @pytest.fixture
 def clip_folder(tmp_path, example_video, example_audio) -> tuple[Path, Path]:
-    """Four clips (links to examples/talk.mp4) and 0.6 s of speech for each: 15 frames a clip."""
+    """Four clips (links to examples/talk.mp4) and 0.2 s of speech for each: 5 frames a clip."""
     clips = tmp_path / "clips"
     clips.mkdir()
     for i in range(4):
         (clips / f"clip{i}.mp4").symlink_to(example_video)
     speech = tmp_path / "speech.wav"
-    ffmpeg("-i", str(example_audio), "-t", "0.6", str(speech))
+    ffmpeg("-i", str(example_audio), "-t", "0.2", str(speech))
     return clips, speech
 
 

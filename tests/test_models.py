@@ -309,7 +309,9 @@ def test_amx_probe_is_switched_off_by_the_environment(monkeypatch):
 
     import io
 
-    # a CPU with AMX, as /proc/cpuinfo reads there
+    # a CPU with AMX, as /proc/cpuinfo reads there (and no switch set by the caller's environment)
+    monkeypatch.delenv("LIPSYNC_NO_AMX", raising=False)
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
     monkeypatch.setattr(device, "open", lambda *a, **k: io.StringIO("flags\t: fpu avx2 amx_bf16\n"), raising=False)
     assert device.cpu_has_amx_bf16()
     for name, value in (("LIPSYNC_NO_AMX", "1"), ("ONEDNN_MAX_CPU_ISA", "AVX2"), ("ONEDNN_MAX_CPU_ISA", "avx512_core")):

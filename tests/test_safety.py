@@ -205,12 +205,12 @@ def davs_checkpoint(tmp_path_factory) -> Path:
     """A seeded random DAVS checkpoint (small networks) for `animate`."""
     import torch
 
-    from lipsync_cli.train.davs import DavsTrainConfig, DavsTrainer
+    from lipsync_cli.checkpoints import save_davs
+    from lipsync_cli.models.davs import Davs, DavsConfig
 
     torch.manual_seed(0)
-    cfg = DavsTrainConfig(data="unused", out="unused", size=64, width=0.25)
     path = tmp_path_factory.mktemp("davs") / "davs.pth"
-    torch.save(DavsTrainer(cfg, 60, 8, torch.device("cpu")).state(0), path)
+    save_davs(Davs(DavsConfig(size=64, width=0.25, words=60, persons=8)), path)
     return path
 
 

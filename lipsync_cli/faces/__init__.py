@@ -1,8 +1,8 @@
 """Faces: finding them, following them through a video, and putting generated ones back.
 
-- base.py: the detector interface (Detection, FaceDetector, DetectorUnavailable) and the helpers
-  the detectors share; retinaface.py (ONNX, built in) and s3fd.py (face-alignment) implement it;
-  detectors.py builds them by name (make_detector, DetectorPool).
+- base.py: the detector interface (Detection, FaceDetector, DetectorUnavailable) and what every
+  detector does around its network; retinaface.py (ONNX, built in) and s3fd.py (face-alignment)
+  implement it; detectors.py builds them by name (make_detector, DetectorPool).
 - track.py: following a face (FaceTracker, by track), smoothing (BoxSmoother), padding (pad_box).
 - boxes.py: FaceBoxes, the streaming per-frame boxes that dub and preprocess crop.
 - paste.py: dub's feathered / hard paste into a box, DAVS's paste through the inverse alignment.

@@ -9,7 +9,7 @@ Detection runs on a copy of the frames downscaled so that the longer side is at 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence, runtime_checkable
+from typing import Callable, Iterable, Protocol, Sequence, runtime_checkable
 
 import cv2
 import numpy as np
@@ -54,6 +54,31 @@ class FaceDetector(Protocol):
     def detect(self, frames: list[np.ndarray]) -> list[list[Detection]]:
         """frames: uint8 HxWx3 BGR, all the same size. Per frame, detections by score desc."""
         ...
+
+
+# What a detector's network finds in one downscaled frame: x1, y1, x2, y2, score, landmarks (k, 2) or None
+Found = tuple[float, float, float, float, float, "np.ndarray | None"]
+
+
+def detect_downscaled(frames: Sequence[np.ndarray], max_side: int | None,
+                      run: Callable[[list[np.ndarray]], Iterable[Iterable[Found]]]) -> list[list[Detection]]:
+    """What every detector does around its network: check the batch, downscale it to the
+    detection size, `run` the network on it (per frame, what it found in the small frame's
+    pixels), map boxes and landmarks back to full-frame pixels, clip them, sort by score."""
+    if len(frames) == 0:
+        return []
+    full_h, full_w = check_frames(frames)
+    h, w = detection_size(full_h, full_w, max_side)
+    sx, sy = full_w / w, full_h / h
+    scale = np.array([sx, sy], dtype=np.float32)
+    results = []
+    for found in run(resize_batch(frames, (h, w))):
+        dets = [Detection(box=clip_box((x1 * sx, y1 * sy, x2 * sx, y2 * sy), full_w, full_h), score=float(score),
+                          landmarks=None if lm is None else lm.astype(np.float32) * scale)
+                for x1, y1, x2, y2, score, lm in found]
+        dets.sort(key=lambda d: d.score, reverse=True)
+        results.append(dets)
+    return results
 
 
 class DetectorUnavailable(LipsyncError):

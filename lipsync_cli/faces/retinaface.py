@@ -16,13 +16,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from .base import (
-    Detection,
-    check_frames,
-    clip_box,
-    detection_size,
-    resize_batch,
-)
+from .base import Detection, detect_downscaled
 
 _MEAN_BGR = (104.0, 117.0, 127.0)  # what retinaface.preprocess subtracts, in BGR order
 NMS_THRESHOLD = 0.4
@@ -121,21 +115,14 @@ class RetinaFaceDetector:
         self._input_name = self._session.get_inputs()[0].name
 
     def detect(self, frames: list[np.ndarray]) -> list[list[Detection]]:
-        if len(frames) == 0:
-            return []
-        full_h, full_w = check_frames(frames)
-        h, w = detection_size(full_h, full_w, self.max_side)
-        small = resize_batch(frames, (h, w))
+        return detect_downscaled(frames, self.max_side, self._run)
+
+    def _run(self, small: list[np.ndarray]):
+        h, w = small[0].shape[:2]
         outputs = self._session.run(None, {self._input_name: to_model_input(small)})
-        sx, sy = full_w / w, full_h / h
-        results: list[list[Detection]] = []
         for boxes, scores, pts in decode_outputs(outputs, h, w, self.score_threshold):
-            dets = []
+            found = []
             for b, s, p in zip(boxes, scores, pts):
-                x, y, bw, bh = (float(v) for v in b)
-                box = clip_box((x * sx, y * sy, (x + bw) * sx, (y + bh) * sy), full_w, full_h)
-                lm = p.reshape(5, 2).astype(np.float32) * np.array([sx, sy], dtype=np.float32)
-                dets.append(Detection(box=box, score=float(s), landmarks=lm))
-            dets.sort(key=lambda d: d.score, reverse=True)
-            results.append(dets)
-        return results
+                x, y, bw, bh = (float(v) for v in b)  # xywh
+                found.append((x, y, x + bw, y + bh, s, p.reshape(5, 2)))
+            yield found

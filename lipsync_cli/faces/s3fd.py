@@ -16,14 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import (
-    Detection,
-    DetectorUnavailable,
-    check_frames,
-    clip_box,
-    detection_size,
-    resize_batch,
-)
+from .base import Detection, DetectorUnavailable, detect_downscaled
 
 S3FD_FILENAME = "s3fd-619a316812.pth"
 S3FD_URL = "https://www.adrianbulat.com/downloads/python-fan/" + S3FD_FILENAME
@@ -104,27 +97,14 @@ class S3FDDetector:
             ) from exc
 
     def detect(self, frames: list[np.ndarray]) -> list[list[Detection]]:
+        return detect_downscaled(frames, self.max_side, self._run)
+
+    def _run(self, small: list[np.ndarray]):
         import torch
 
-        if len(frames) == 0:
-            return []
-        full_h, full_w = check_frames(frames)
-        h, w = detection_size(full_h, full_w, self.max_side)
-        small = resize_batch(frames, (h, w))
         batch = torch.from_numpy(np.stack(small)).to(self.device)
         batch = batch.permute(0, 3, 1, 2).flip(1)  # NHWC BGR -> NCHW RGB, what face_alignment wants
-        bboxlists = self._sfd.detect_from_batch(batch)
-        sx, sy = full_w / w, full_h / h
-        results: list[list[Detection]] = []
-        for bboxlist in bboxlists:
-            dets = []
-            for b in bboxlist:
-                score = float(b[4])
-                if not score >= self.score_threshold:
-                    continue
-                x1, y1, x2, y2 = (float(v) for v in b[:4])
-                box = clip_box((x1 * sx, y1 * sy, x2 * sx, y2 * sy), full_w, full_h)
-                dets.append(Detection(box=box, score=score, landmarks=None))
-            dets.sort(key=lambda d: d.score, reverse=True)
-            results.append(dets)
-        return results
+        for bboxlist in self._sfd.detect_from_batch(batch):
+            # x1, y1, x2, y2, score; below the threshold (or NaN) is no face
+            yield [(*(float(v) for v in b[:4]), float(b[4]), None) for b in bboxlist
+                   if float(b[4]) >= self.score_threshold]

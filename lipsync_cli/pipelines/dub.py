@@ -329,7 +329,8 @@ class Dubber:
             if clip.failure is not None:
                 on_result(clip.request, None, clip.failure)
             else:
-                on_result(clip.request, clip.result(self.runner.name, str(self.runner.device), self.runner.precision), None)
+                runner = self.runner
+                on_result(clip.request, clip.result(runner.name, str(runner.device), runner.precision), None)
 
         def work():
             while True:

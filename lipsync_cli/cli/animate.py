@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-from fractions import Fraction
 from pathlib import Path
 from typing import Optional
 
 import typer
 from rich.progress import TimeRemainingColumn
 
+from ..media import FPS
 from .common import (DebugOpt, DetectorOpt, DeviceOpt, FpsOpt, JsonOpt, QuietOpt, RateColumn, err, progress_bar,
                      report_errors)
 
@@ -22,7 +22,7 @@ def animate(
     checkpoint: Path = typer.Option(..., "-c", "--checkpoint", help="A DAVS checkpoint from `lipsync train davs`."),
     driver: Optional[Path] = typer.Option(None, "--driver", help="A talking video whose mouth drives the photo (its word-ID features) instead of the speech; its sound is used when AUDIO is not given."),
     crop: bool = typer.Option(False, "--crop", help="Write the aligned generated face alone instead of pasting it into the photo."),
-    fps: FpsOpt = Fraction(25),
+    fps: FpsOpt = FPS,
     smooth: float = typer.Option(1.0, min=0, help="Temporal smoothing of the word-ID features: Gaussian sigma in frames (0: none)."),
     detector: DetectorOpt = "retinaface",
     device: DeviceOpt = "auto",

@@ -8,6 +8,7 @@ from typing import Tuple
 import typer
 from rich.progress import TimeRemainingColumn
 
+from ..faces.track import DEFAULT_PADS
 from .common import (DebugOpt, DetectorOpt, DetectSizeOpt, DeviceOpt, PadsOpt, QuietOpt, RateColumn, S3fdWeightsOpt,
                      err, interrupted, progress_bar, report_errors)
 
@@ -58,7 +59,7 @@ def preprocess(
     size: int = typer.Option(96, min=1, help="Side of the saved face crops."),
     detector: DetectorOpt = "retinaface",
     detect_size: DetectSizeOpt = 320,
-    pads: PadsOpt = (0, 10, 0, 0),
+    pads: PadsOpt = DEFAULT_PADS,
     s3fd_weights: S3fdWeightsOpt = None,
     device: DeviceOpt = "auto",
     val: float = typer.Option(0.1, min=0, max=1, help="Share of speakers for the val split (without LRS2 lists)."),

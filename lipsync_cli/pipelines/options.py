@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 from ..faces.paste import PASTE_MODES
 from ..faces.track import DEFAULT_PADS
-from ..media import parse_frame_rate
+from ..media import FPS, parse_frame_rate
 
 NO_FACE_ACTIONS = ("skip", "error")
 
@@ -37,7 +37,7 @@ class DubOptions:
     on_no_face: str = "skip"  # or "error"
     paste: str = "feather"  # or "hard"
     loop: bool = False  # audio longer than the video: replay it from the start (False: back and forth)
-    fps: Fraction = Fraction(25)  # the frame rate given to a still image
+    fps: Fraction = FPS  # the frame rate given to a still image
     smooth: bool = True  # smooth the face boxes over time
     detect_size: int = 320  # detect on frames downscaled to this longer side (0: full size)
     detect_every: int = 2  # detect on every n-th frame, interpolate the boxes between

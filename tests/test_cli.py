@@ -219,7 +219,8 @@ REQUIRED = {  # the arguments each command needs besides the option under test
 DUB_OUT_OF_RANGE = {"--crf": ["-1", "52"], "--detect-size": ["-1"], "--detect-every": ["0"], "--batch-size": ["0"],
                     "--fps": ["0", "-25"], "--box": ["10 5 10 5", "5 10 10 5"]}
 TRAIN_OUT_OF_RANGE = {"--steps": ["0"], "--batch-size": ["0"], "--lr": ["0", "-1e-4"], "--eval-every": ["0"],
-                      "--eval-batches": ["0"], "--checkpoint-every": ["0"], "--seed": ["-1"], "--workers": ["-1"]}
+                      "--eval-batches": ["0"], "--checkpoint-every": ["0"], "--seed": ["-1"], "--workers": ["-1"],
+                      "--width": ["0"]}
 OUT_OF_RANGE = {
     "dub": DUB_OUT_OF_RANGE,
     "batch": {**DUB_OUT_OF_RANGE, "--shard": ["2/2", "0/0"]},
@@ -229,7 +230,7 @@ OUT_OF_RANGE = {
     "preprocess": {"--size": ["0"], "--detect-size": ["-1"], "--val": ["-0.1", "1.1"]},
     "train syncnet": TRAIN_OUT_OF_RANGE,
     "train wav2lip": {**TRAIN_OUT_OF_RANGE, "--sync-switch": ["-0.1"], "--sync-weight": ["-0.1"]},
-    "train davs": {**TRAIN_OUT_OF_RANGE, "--size": ["100"], "--width": ["0"], "--disentangle-from": ["-1"],
+    "train davs": {**TRAIN_OUT_OF_RANGE, "--size": ["100"], "--disentangle-from": ["-1"],
                    "--generate-from": ["-1"], "--contrastive-weight": ["-1"], "--uniform-weight": ["-1"],
                    "--gan-weight": ["-1"]},
     "weights init": {"--seed": ["-1"]},

@@ -52,6 +52,8 @@ LOOP_SETTINGS = {
     "device": (Optional[str], "auto, cpu or cuda (under torchrun, auto is the process's own GPU)", {}),
     "amp": (Optional[str], "auto (fp16 on CUDA, bf16 on a CPU with AMX), on or off", {}),
     "workers": (Optional[int], "Data loading processes (0: in the training process)", dict(min=0)),
+    "width": (Optional[float], "Channel multiplier of the networks (1: the published sizes; narrower: quick CPU runs)",
+              dict(callback=_above_zero)),
 }
 
 
@@ -130,7 +132,6 @@ def train_davs(
     out: Path = typer.Option(..., "-o", "--out", help="Run folder: checkpoints, last.pth, metrics.jsonl, TensorBoard logs."),
     config: ConfigFileOpt = None,
     size: Optional[int] = setting(DavsTrainConfig, "size", "Aligned face side: 64, 128 or 256 (the paper)", callback=_one_of(64, 128, 256)),
-    width: Optional[float] = setting(DavsTrainConfig, "width", "Channel multiplier of the networks", callback=_above_zero),
     disentangle_from: Optional[int] = setting(DavsTrainConfig, "disentangle_from", "Step at which the adversarial disentangling starts", min=0),
     generate_from: Optional[int] = setting(DavsTrainConfig, "generate_from", "Step at which generation training starts", min=0),
     word_classifier: Optional[str] = setting(DavsTrainConfig, "word_classifier", "shared (one C_w for audio and video), separate, or none (contrastive loss alone)"),
@@ -148,7 +149,7 @@ def train_davs(
     from ..train.davs import train_davs as run
 
     cfg = DavsTrainConfig.from_sources(
-        str(config) if config else None, data=str(data), out=str(out), size=size, width=width,
+        str(config) if config else None, data=str(data), out=str(out), size=size,
         disentangle_from=disentangle_from, generate_from=generate_from, word_classifier=word_classifier,
         domain_adversarial=False if no_domain else None, disentangle=False if no_disentangle else None,
         contrastive_weight=contrastive_weight, uniform_weight=uniform_weight, gan_weight=gan_weight,

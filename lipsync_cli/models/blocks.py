@@ -15,6 +15,12 @@ def scaled(channels: int, width: float) -> int:
     return max(8, int(round(channels * width)))
 
 
+def width_of(state: dict[str, torch.Tensor], key: str, channels: int, dim: int = 0) -> float:
+    """The width a checkpoint's network was built at, read from a layer that has `channels`
+    channels (along `dim` of its weight) at width 1: the published checkpoints give 1."""
+    return state[key].shape[dim] / channels
+
+
 class Conv2d(nn.Module):
     """conv + batchnorm + ReLU, with an optional residual add (input and output shapes equal)."""
 

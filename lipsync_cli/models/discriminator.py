@@ -12,7 +12,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from . import Signature
-from .blocks import NoNormConv, scaled
+from .blocks import NoNormConv, scaled, width_of
 
 
 class VisualQualityDiscriminator(nn.Module):
@@ -51,5 +51,5 @@ SIGNATURE = Signature(
     kind="wav2lip_visual_quality_discriminator",
     keys=("binary_pred.0.weight",),
     description="a Wav2Lip visual-quality discriminator",
-    build=lambda state, extras: VisualQualityDiscriminator(),
+    build=lambda state, extras: VisualQualityDiscriminator(width_of(state, "binary_pred.0.weight", 512, dim=1)),
 )

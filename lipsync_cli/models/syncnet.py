@@ -14,7 +14,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from . import Signature
-from .blocks import Conv2d, scaled
+from .blocks import Conv2d, scaled, width_of
 
 
 def _res(c: int, n: int) -> list[nn.Module]:
@@ -77,5 +77,5 @@ SIGNATURE = Signature(
     kind="wav2lip_syncnet_expert_color",
     keys=("face_encoder.0.conv_block.0.weight", "audio_encoder.0.conv_block.0.weight"),
     description="a Wav2Lip lip-sync expert (SyncNet)",
-    build=lambda state, extras: SyncNetColor(),
+    build=lambda state, extras: SyncNetColor(width_of(state, "audio_encoder.13.conv_block.0.weight", 512)),
 )

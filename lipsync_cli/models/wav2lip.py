@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from . import GENERATOR_NAMES, Signature  # noqa: F401 (the names are read from here too)
-from .blocks import AttentionBlock, Conv2d, Conv2dTranspose, scaled
+from .blocks import AttentionBlock, Conv2d, Conv2dTranspose, scaled, width_of
 
 ENCODER_CHANNELS = (16, 32, 64, 128, 256, 512, 512)
 DECODER_CHANNELS = (512, 512, 512, 384, 256, 128, 64)
@@ -174,5 +174,6 @@ SIGNATURE = Signature(
     kind="wav2lip_generator",
     keys=("face_decoder_blocks.0.0.conv_block.0.weight", "output_block.1.weight"),
     description="a Wav2Lip-family generator",
-    build=lambda state, extras: build_generator(variant_of(state)),
+    build=lambda state, extras: build_generator(variant_of(state),
+                                                width_of(state, "audio_encoder.12.conv_block.0.weight", 512)),
 )

@@ -80,11 +80,13 @@ class TrainConfig:
     amp: str = "auto"  # auto: fp16 on CUDA, bf16 on a CPU with AMX; off: fp32
     workers: int = 2
     resume: bool = True  # continue from OUT/last.pth when it exists
+    width: float = 1.0  # channel multiplier of the networks trained: 1 is the published size
 
     LIMITS: ClassVar[dict[str, Limit]] = {
         "steps": AT_LEAST_1, "batch_size": AT_LEAST_1, "lr": POSITIVE, "eval_every": AT_LEAST_1,
         "eval_batches": AT_LEAST_1, "checkpoint_every": AT_LEAST_1, "seed": NOT_NEGATIVE,
         "device": Limit(pattern=DEVICE_PATTERN), "amp": Limit(choices=("auto", "on", "off")), "workers": NOT_NEGATIVE,
+        "width": POSITIVE,
     }
 
     def __post_init__(self):
@@ -168,7 +170,6 @@ class DavsTrainConfig(TrainConfig):
     batch_size: int = 16
     lr: float = 2e-4
     size: int = 64  # aligned face side: 64, 128 or 256 (the paper)
-    width: float = 1.0  # encoder and decoder channel multiplier
     clip_frames: int = 12  # T for the word classifier and the contrastive loss
     gen_frames: int = 6  # frames generated per clip (D_seq's clip)
     disentangle_from: int = 1000  # step at which stage 2 starts
@@ -186,7 +187,7 @@ class DavsTrainConfig(TrainConfig):
     gan_weight: float = 0.01  # alpha
 
     LIMITS: ClassVar[dict[str, Limit]] = {
-        "size": Limit(choices=(64, 128, 256)), "width": POSITIVE, "clip_frames": AT_LEAST_1,
+        "size": Limit(choices=(64, 128, 256)), "clip_frames": AT_LEAST_1,
         "gen_frames": AT_LEAST_1, "disentangle_from": NOT_NEGATIVE, "generate_from": NOT_NEGATIVE,
         "word_classifier": Limit(choices=("shared", "separate", "none")), "contrastive_weight": NOT_NEGATIVE,
         "domain_weight": NOT_NEGATIVE, "uniform_weight": NOT_NEGATIVE, "gan_weight": NOT_NEGATIVE,

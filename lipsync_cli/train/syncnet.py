@@ -44,7 +44,7 @@ def evaluate(model: SyncNetColor, ds: SyncPairs, batches: int, batch_size: int, 
 class SyncNetTrainer(loop.Trainer):
     def __init__(self, run: loop.Run, val_data: SyncPairs):
         self.cfg, self.run, self.val_data = run.cfg, run, val_data
-        self.model = self.net = run.place(SyncNetColor())  # net: what the step calls (DDP-wrapped or not)
+        self.model = self.net = run.place(SyncNetColor(self.cfg.width))  # net: what the step calls (DDP-wrapped or not)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.cfg.lr)
         self.update = loop.Update(self.optimizer, run.device, run.dtype)
 

@@ -19,7 +19,7 @@ from typing import Callable
 import torch
 from torch.nn import functional as F
 
-from ..checkpoints import load_weights
+from ..checkpoints import load_network, load_weights
 from ..datasets import GeneratorWindows, PreprocessedData
 from ..errors import InputError
 from ..models import syncnet
@@ -40,8 +40,8 @@ def loss_weights(cfg: Wav2LipConfig, sync_on: bool) -> tuple[float, float, float
 def load_expert(path: str, device, dtype: torch.dtype | None = None) -> SyncNetColor:
     if not path:
         raise InputError("--expert CKPT is required: a lip-sync expert from `lipsync train syncnet` or lipsync_expert.pth")
-    expert = SyncNetColor()
-    load_weights(expert, path, syncnet.SIGNATURE.kind, "not a lip-sync expert (SyncNet colour) checkpoint")
+    # built at the width the file was saved at (the published expert's, or a narrower one's)
+    expert = load_network(path, (syncnet.SIGNATURE.kind,), "not a lip-sync expert (SyncNet colour) checkpoint").net
     expert.eval().requires_grad_(False)
     return loop.place(expert, device, dtype)
 
@@ -74,9 +74,9 @@ class Wav2LipTrainer(loop.Trainer):
     def __init__(self, run: loop.Run, expert: SyncNetColor, val_data: GeneratorWindows):
         self.cfg, self.run, self.expert, self.val_data = run.cfg, run, expert, val_data
         cfg = self.cfg
-        self.gen = self.model = run.place(build_generator(cfg.model))
+        self.gen = self.model = run.place(build_generator(cfg.model, cfg.width))
         self.gen_opt = torch.optim.Adam(self.gen.parameters(), lr=cfg.lr)
-        self.disc = run.place(VisualQualityDiscriminator()) if cfg.gan else None
+        self.disc = run.place(VisualQualityDiscriminator(cfg.width)) if cfg.gan else None
         self.disc_opt = torch.optim.Adam(self.disc.parameters(), lr=cfg.lr) if self.disc is not None else None
         self.gen_update = loop.Update(self.gen_opt, run.device, run.dtype)
         self.disc_update = loop.Update(self.disc_opt, run.device, run.dtype) if self.disc is not None else None

@@ -486,7 +486,7 @@ def test_train_stopped_by_sigterm_saves_its_checkpoint_and_resumes(capsys, tmp_p
 
     run = tmp_path / "run"
     flags = ["--batch-size", "2", "--workers", "1", "--eval-every", "100000", "--eval-batches", "1",
-             "--checkpoint-every", "100000", "--amp", "off", "-q"]
+             "--checkpoint-every", "100000", "--amp", "off", "--width", "0.25", "-q"]
     proc = start("train", "syncnet", small_corpus, "-o", run, "--steps", "100000", *flags)
     wait_for(proc, lambda: _steps_logged(run), "a training step")
     err = stop(proc, signal.SIGTERM)

@@ -24,6 +24,7 @@ def readme_python_block() -> str:
     return blocks[0]
 
 
+@pytest.mark.slow
 def test_readme_python_example_runs_as_written(tmp_path, checkpoint, monkeypatch, capsys):
     # the repository root as the README's first command leaves it: examples/ and demo.pth (the
     # speech cut to its first second: 25 frames to generate instead of 75, twice)

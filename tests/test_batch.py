@@ -151,6 +151,7 @@ def test_shards_cover_every_item_exactly_once(tmp_path):
 # ------------------------------------------------------------------------------- running
 
 
+@pytest.mark.slow
 def test_broken_clip_fails_alone_rerun_skips_and_retry(capsys, tmp_path, clips, checkpoint):
     out = tmp_path / "out"
     args = ["batch", clips / "videos", "--audio", clips / "audio", "-o", out, "-c", checkpoint, "--json"]
@@ -193,6 +194,7 @@ def test_broken_clip_fails_alone_rerun_skips_and_retry(capsys, tmp_path, clips, 
     assert media.probe(out / "bad.mp4").video.frame_count == 5
 
 
+@pytest.mark.slow
 def test_existing_output_not_made_by_the_job_is_kept(capsys, tmp_path, clips, checkpoint):
     out = tmp_path / "out"
     out.mkdir()
@@ -207,6 +209,7 @@ def test_existing_output_not_made_by_the_job_is_kept(capsys, tmp_path, clips, ch
     assert code == 0 and media.probe(out / "a.mp4").video.frame_count == 5
 
 
+@pytest.mark.slow
 def test_per_row_options_from_a_manifest(capsys, tmp_path, clips, checkpoint):
     """A clip with no face: its row asks on_no_face=error and fails; the same clip with the
     default passes through unchanged; a row's box is used."""
@@ -261,6 +264,7 @@ def many_clips(tmp_path_factory, clips) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_sigkill_mid_batch_then_rerun_finishes_each_clip_once(tmp_path, many_clips, clips, checkpoint):
     out = tmp_path / "out"
     speech = clips / "audio" / "a.wav"
@@ -294,6 +298,7 @@ def test_sigkill_mid_batch_then_rerun_finishes_each_clip_once(tmp_path, many_cli
     assert no_partials(out)
 
 
+@pytest.mark.slow
 def test_two_shard_processes_do_each_item_once_and_the_report_merges(capsys, tmp_path, many_clips, clips, checkpoint):
     out = tmp_path / "out"
     speech = clips / "audio" / "a.wav"
@@ -318,6 +323,7 @@ def test_two_shard_processes_do_each_item_once_and_the_report_merges(capsys, tmp
     assert code == 2 and "no batch job logs" in err
 
 
+@pytest.mark.slow
 def test_torchrun_environment_picks_the_shard(capsys, tmp_path, many_clips, clips, checkpoint, monkeypatch):
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("WORLD_SIZE", "3")

@@ -185,6 +185,7 @@ def _one_of_each_network(tmp_path) -> dict[str, Path]:
     return paths
 
 
+@pytest.mark.slow
 def test_one_loader_for_every_network(tmp_path):
     paths = _one_of_each_network(tmp_path)
     assert {sig.kind for sig in checkpoints.NETWORKS} == set(paths)
@@ -293,6 +294,7 @@ def test_files_that_are_not_checkpoints(tmp_path):
 # Saving
 
 
+@pytest.mark.slow
 def test_save_published_round_trip(tmp_path, reference_net):
     opt = torch.optim.Adam(reference_net.parameters(), lr=1e-4)
     path = tmp_path / "ours.pth"

@@ -65,6 +65,7 @@ def test_help_lists_the_commands(capsys, monkeypatch):
     assert code == 0 and "(default: 10000)" in out and "--sync-weight" in out and "--init" in out
 
 
+@pytest.mark.slow
 def test_dub_writes_json_summary(capsys, workdir, example_video, checkpoint):
     wav = tone(workdir / "a.wav", 0.4)
     code, out, err = cli(capsys, "dub", example_video, wav, "-o", "out.mp4", "-c", checkpoint,
@@ -87,6 +88,7 @@ def test_default_output_name_in_current_folder(capsys, workdir, example_video, c
     assert (workdir / "talk_dubbed.mp4").exists()
 
 
+@pytest.mark.slow
 def test_bad_inputs_get_one_line_and_exit_code(capsys, workdir, example_video, example_audio, example_portrait,
                                                checkpoint, expert_checkpoint):
     text = workdir / "notes.txt"
@@ -132,6 +134,7 @@ def test_bad_inputs_get_one_line_and_exit_code(capsys, workdir, example_video, e
         assert no_leftovers(workdir)
 
 
+@pytest.mark.slow
 def test_existing_output_is_refused_unless_force(capsys, workdir, example_video, checkpoint):
     wav = tone(workdir / "a.wav", 0.2)
     out = workdir / "out.mp4"
@@ -161,6 +164,7 @@ def test_debug_shows_the_traceback(capsys, workdir, example_audio, checkpoint):
     assert code == 2 and "Traceback" in err and "no such file" in err
 
 
+@pytest.mark.slow
 def test_ctrl_c_leaves_nothing_behind(tmp_path, example_video, checkpoint):
     wav = tone(tmp_path / "long.wav", 30.0)
     out = tmp_path / "out.mp4"
@@ -322,6 +326,7 @@ def test_one_name_or_path_rule_for_dub_and_verify(capsys, workdir, example_video
     assert code == 0 and err.strip() == f"{weights / 'wav2lip_gan.pth'}: OK"
 
 
+@pytest.mark.slow
 def test_weights_init_is_seeded_and_leaves_the_random_state(capsys, workdir):
     from lipsync_cli.checkpoints import read_state_dict
 

@@ -119,6 +119,7 @@ def _moved(before, modules) -> bool:
     return any(not torch.equal(a, b) for a, b in zip(before, after))
 
 
+@pytest.mark.slow
 def test_each_update_moves_only_its_own_parameters(words, tmp_path):
     torch.manual_seed(0)
     n_words, n_persons = dataset_sizes(str(words))
@@ -168,6 +169,7 @@ def test_schedule_turns_stages_on_by_step(words, tmp_path):
     assert off.stages(100) == (False, True)
 
 
+@pytest.mark.slow
 def test_ctrl_c_saves_the_davs_run_where_it_stopped(words, tmp_path):
     out = tmp_path / "run"
 
@@ -181,6 +183,7 @@ def test_ctrl_c_saves_the_davs_run_where_it_stopped(words, tmp_path):
     assert train_davs(small(words, out, steps=4, clip_frames=8, gen_frames=4))["step"] == 4
 
 
+@pytest.mark.slow
 def test_short_training_lowers_the_losses_and_resumes(words, tmp_path):
     out = tmp_path / "run"
     # shorter clips and eighth-width networks keep the run quick; the losses are the same
@@ -236,6 +239,7 @@ def test_alignment_maps_key_points_to_the_template_and_pastes_back():
 # ------------------------------------------------------------------------------- animate and eval
 
 
+@pytest.mark.slow
 def test_animate_a_real_portrait_end_to_end(random_davs, tmp_path, capsys):
     from lipsync_cli import media
 
@@ -275,6 +279,7 @@ def test_animate_a_real_portrait_end_to_end(random_davs, tmp_path, capsys):
     assert list(tmp_path.glob("*.partial*")) == []
 
 
+@pytest.mark.slow
 def test_eval_davs_command(words, random_davs, capsys):
     assert main(["eval", "davs", str(words), "-c", str(random_davs), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
@@ -340,6 +345,7 @@ def test_mouth_sync_scores_generated_mouths_against_the_driving_speech(words, ra
         assert -1.0 <= r[key] <= 1.0  # a correlation, also for an untrained model's nearly still mouth
 
 
+@pytest.mark.slow
 def test_davs_trains_under_mixed_precision(words, tmp_path):
     # bf16 autocast on the CPU (fp16 on CUDA) with channels-last 2-D convolutions beside the 3-D
     # sequence discriminator: every stage runs, the losses are finite, and the checkpoint stays fp32
@@ -353,6 +359,7 @@ def test_davs_trains_under_mixed_precision(words, tmp_path):
     assert all(t.dtype == torch.float32 for t in state.values() if t.is_floating_point())
 
 
+@pytest.mark.slow
 def test_torchrun_trains_davs_data_parallel(words, tmp_path):
     # two CPU processes average every optimiser's gradients; the loop checks that both end with the
     # same weights, and only rank 0 writes

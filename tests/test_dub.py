@@ -33,6 +33,7 @@ def test_source_index_pingpong_and_loop():
     assert [source_index(j, 1, False) for j in range(3)] == [0, 0, 0]
 
 
+@pytest.mark.slow
 def test_dub_real_clip_streams_duration_and_untouched_background(tmp_path, example_video, example_audio, checkpoint):
     speech = tmp_path / "speech.wav"
     ffmpeg("-i", str(example_audio), "-t", "1", str(speech))  # the first second of the real speech
@@ -120,6 +121,7 @@ def _reference_wav2lip(frames, wav, fps, box, net):
     return results
 
 
+@pytest.mark.slow
 def test_hard_paste_reproduces_reference_inference(tmp_path, example_video, checkpoint, monkeypatch):
     from lipsync_cli.checkpoints import load_generator
 
@@ -146,6 +148,7 @@ def _numbered_clip(tmp_path, n, fps="25", name="numbered.mp4", extra=()):
     return write_frames(tmp_path / name, numbered_frames(n), fps=fps, extra_out=("-crf", "0", *extra))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("loop,expected", [
     (False, [0, 1, 2, 3, 2, 1, 0, 1, 2, 3]),
     (True, [0, 1, 2, 3, 0, 1, 2, 3, 0, 1]),
@@ -160,6 +163,7 @@ def test_audio_longer_than_video_replays(tmp_path, checkpoint, loop, expected):
     assert abs(media.probe(out).video.duration - 0.4) <= 0.04 + 1e-6
 
 
+@pytest.mark.slow
 def test_audio_shorter_than_video_cuts(tmp_path, checkpoint):
     video = _numbered_clip(tmp_path, 50)
     wav = tone(tmp_path / "a.wav", 0.6)
@@ -169,6 +173,7 @@ def test_audio_shorter_than_video_cuts(tmp_path, checkpoint):
     assert [read_number(f) for f in frames] == list(range(15))
 
 
+@pytest.mark.slow
 def test_fractional_frame_rate_keeps_exact_rate(tmp_path, checkpoint):
     video = _numbered_clip(tmp_path, 16, fps="30000/1001")
     wav = tone(tmp_path / "a.wav", 0.4)
@@ -182,6 +187,7 @@ def test_fractional_frame_rate_keeps_exact_rate(tmp_path, checkpoint):
     assert [read_number(f) for f in decode_frames(out)] == list(range(12))
 
 
+@pytest.mark.slow
 def test_variable_frame_rate_stays_in_sync(tmp_path, checkpoint):
     # 20 frames 0.04 s apart, then 10 frames 0.1 s apart: variable frame rate
     vfr = write_frames(tmp_path / "vfr.mp4", numbered_frames(30), extra_out=(
@@ -206,6 +212,7 @@ def test_variable_frame_rate_stays_in_sync(tmp_path, checkpoint):
     assert numbers == sorted(numbers) and numbers[-1] >= 27
 
 
+@pytest.mark.slow
 def test_rotation_metadata_is_honoured(tmp_path, checkpoint):
     src = write_frames(tmp_path / "wide.mp4", numbered_frames(10, h=48, w=64), extra_out=("-crf", "0"))
     rotated = tmp_path / "rot.mp4"
@@ -217,6 +224,7 @@ def test_rotation_metadata_is_honoured(tmp_path, checkpoint):
     assert (o.width, o.height) == (48, 64) and o.rotation == 0
 
 
+@pytest.mark.slow
 def test_odd_frame_size_encodes(tmp_path, checkpoint):
     frames = np.random.default_rng(0).integers(0, 255, (8, 71, 95, 3), dtype=np.uint8)
     src = write_frames(tmp_path / "odd.mkv", frames, extra_out=("-c:v", "ffv1"))
@@ -227,6 +235,7 @@ def test_odd_frame_size_encodes(tmp_path, checkpoint):
     assert (o.width, o.height) == (94, 70)
 
 
+@pytest.mark.slow
 def test_still_image_gives_talking_video(tmp_path, example_portrait, checkpoint):
     wav = tone(tmp_path / "a.wav", 0.4)
     out = tmp_path / "o.mp4"
@@ -236,6 +245,7 @@ def test_still_image_gives_talking_video(tmp_path, example_portrait, checkpoint)
     assert o.audio is not None and result.frames_without_face == 0
 
 
+@pytest.mark.slow
 def test_audio_from_a_video_and_stereo_44k(tmp_path, example_video, checkpoint):
     talk = tmp_path / "talk.mp4"
     ffmpeg("-i", str(example_video), "-t", "0.4", str(talk))  # its sound: AAC, 44.1 kHz
@@ -263,6 +273,7 @@ def test_frames_without_face_pass_through(tmp_path, checkpoint):
     assert not (tmp_path / "o2.mp4").exists()
 
 
+@pytest.mark.slow
 def test_attnwav2lip_checkpoint_dubs(tmp_path, example_video, attn_checkpoint):
     wav = tone(tmp_path / "a.wav", 0.4)
     out = tmp_path / "o.mp4"
@@ -270,6 +281,7 @@ def test_attnwav2lip_checkpoint_dubs(tmp_path, example_video, attn_checkpoint):
     assert result.model == "attnwav2lip" and media.probe(out).video.frame_count == 10
 
 
+@pytest.mark.slow
 def test_s3fd_path_with_local_weights(tmp_path, example_video, legacy_checkpoint):
     # the published s3fd-619a316812.pth and wav2lip.pth are in torch's legacy (pre-zip) format
     from face_alignment.detection.sfd.net_s3fd import s3fd
@@ -289,6 +301,7 @@ def test_s3fd_path_with_local_weights(tmp_path, example_video, legacy_checkpoint
     assert diff[:, lower_face[0], lower_face[1]].mean() < 3  # re-encoding noise only
 
 
+@pytest.mark.slow
 def test_small_face_in_a_large_frame_is_found_by_the_second_look(tmp_path, example_portrait, checkpoint):
     # An 80 px face in a 1280x720 frame vanishes at the 320 px detection size; the frames are
     # searched again at 640 px, so the face is dubbed rather than skipped.

@@ -68,6 +68,7 @@ def cv2_resize(img):
     return cv2.resize(img, (224, 224))
 
 
+@pytest.mark.slow
 def test_eval_sync_command(tmp_path, capsys, example_video, checkpoint):
     from conftest import ffmpeg
 
@@ -101,6 +102,7 @@ class _CopyReference(torch.nn.Module):
         return faces[:, 3:]
 
 
+@pytest.mark.slow
 def test_generator_scores_on_a_held_out_split(train_corpus):
     from lipsync_cli.eval.generator import score_split, summarise
     from lipsync_cli.models.syncnet import SyncNetColor

@@ -305,6 +305,7 @@ def test_s3fd_no_candidates(tmp_path):
     assert d.detect([np.zeros((90, 120, 3), np.uint8)] * 2) == [[], []]
 
 
+@pytest.mark.slow
 def test_s3fd_weights_in_the_published_legacy_format(tmp_path, portrait):
     """s3fd-619a316812.pth is in torch's legacy (pre-zip) format: seeded random weights saved in
     it detect on a real portrait exactly as the same weights in the zip format do. With the

@@ -100,6 +100,7 @@ def test_mfcc_rows_per_frame_and_padding():
     assert la.mfcc_for(samples, frames=30).shape == (120, 13)
 
 
+@pytest.mark.slow
 def test_windows_are_scored_alone_and_averaged(net):
     """Windows of 1 s and 2 s over 50 frames, as the reference scores them: each window alone
     (the network sees no frame outside it), the two lengths averaged. Encoding the track once and
@@ -124,6 +125,7 @@ def test_windows_are_scored_alone_and_averaged(net):
         la.speaking_scores(net, crops[:, :100], mfcc)
 
 
+@pytest.mark.slow
 def test_the_speaking_face_scores_above_a_still_one(net):
     """examples/talk.mp4 with its own speech: the talking face scores above 0 on every frame; the
     same face held still (its first frame repeated) under the same speech, below 0 on every frame."""

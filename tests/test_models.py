@@ -85,6 +85,7 @@ def test_forward_shape_and_range(wav2lip):
     assert (out[0] - out[1]).abs().max() > 1e-3  # each sample from its own face
 
 
+@pytest.mark.slow
 def test_timed_input_equals_per_frame_calls(wav2lip):
     b, t = 2, 2
     gen = torch.Generator().manual_seed(5)
@@ -239,6 +240,7 @@ def _reference_output(net, mel: np.ndarray, faces: np.ndarray) -> np.ndarray:
     return (out * 255.0).permute(0, 2, 3, 1).numpy()
 
 
+@pytest.mark.slow
 def test_generator_runner_on_cpu_matches_the_model(wav2lip):
     faces, mel = _faces_and_mel(3)
     runner = GeneratorRunner(wav2lip, device="cpu", precision="fp32", batch_size=2)  # 2 batches, last partial
@@ -263,6 +265,7 @@ def test_fp16_on_cpu_is_refused(wav2lip):
         GeneratorRunner(wav2lip, device="cpu", precision="fp16")
 
 
+@pytest.mark.slow
 def test_bf16_on_cpu_stays_close_to_fp32(wav2lip):
     """bf16 weights on the CPU (the `auto` choice where AMX makes it fast): within a few grey
     levels of fp32, and the caller's fp32 network is left as it was."""

@@ -374,6 +374,7 @@ def written(path: Path) -> bool:
     return path.stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_dub_stopped_by_sighup_writes_nothing_and_leaves_nothing(tmp_path, example_video, checkpoint):
     wav = tone(tmp_path / "long.wav", 60.0)
     out = tmp_path / "out.mp4"
@@ -414,6 +415,7 @@ def clip_folder(tmp_path, example_video, example_audio) -> tuple[Path, Path]:
     return clips, speech
 
 
+@pytest.mark.slow
 def test_batch_stopped_by_sigterm_logs_what_was_in_flight_and_a_rerun_finishes(capsys, tmp_path, clip_folder,
                                                                                 checkpoint):
     from lipsync_cli.pipelines.batch import latest_states
@@ -439,6 +441,7 @@ def test_batch_stopped_by_sigterm_logs_what_was_in_flight_and_a_rerun_finishes(c
     assert partials(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_preprocess_stopped_by_sigterm_removes_its_partial_clip(tmp_path, example_video):
     src, data = tmp_path / "raw", tmp_path / "data"
     (src / "spk").mkdir(parents=True)
@@ -451,6 +454,7 @@ def test_preprocess_stopped_by_sigterm_removes_its_partial_clip(tmp_path, exampl
     assert not (data / "spk" / "long").exists()
 
 
+@pytest.mark.slow
 def test_synth_stopped_by_sigterm_removes_its_temporary_corpus(tmp_path):
     proc = start("synth", tmp_path / "corpus", "--clips", "100000", "--workers", "2", "-q")
     wait_for(proc, lambda: list(tmp_path.glob(".corpus.partial-*/*/*/audio.wav")), "clips")
@@ -481,6 +485,7 @@ def _steps_logged(run: Path) -> list[int]:
     return [r["step"] for r in map(json.loads, lines) if "train_loss" in r]
 
 
+@pytest.mark.slow
 def test_train_stopped_by_sigterm_saves_its_checkpoint_and_resumes(capsys, tmp_path, small_corpus):
     import torch
 
@@ -505,6 +510,7 @@ def test_train_stopped_by_sigterm_saves_its_checkpoint_and_resumes(capsys, tmp_p
 # One run per batch shard
 
 
+@pytest.mark.slow
 def test_a_shard_lock_is_exclusive_and_free_again_once_its_process_is_gone(tmp_path):
     import socket
 
@@ -532,6 +538,7 @@ def test_a_shard_lock_is_exclusive_and_free_again_once_its_process_is_gone(tmp_p
         assert f'"pid": {os.getpid()}' in (job / "lock-0-of-2").read_text()
 
 
+@pytest.mark.slow
 def test_a_second_run_of_a_running_shard_is_refused_and_each_clip_is_dubbed_once(capsys, tmp_path, clip_folder,
                                                                                  checkpoint):
     clips, speech = clip_folder

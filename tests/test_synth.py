@@ -143,6 +143,7 @@ def test_train_layout_truth_and_splits(train_corpus):
     assert identities["train"] <= set(split_members(20)["train"])
 
 
+@pytest.mark.slow
 def test_same_seed_same_bytes_any_workers_other_seed_differs(tmp_path, train_corpus):
     again = make_corpus(TRAIN_CORPUS, tmp_path / "again", workers=2)
     assert tree_digest(again) == tree_digest(train_corpus)
@@ -199,6 +200,7 @@ def test_sync_measure_separates_truth_from_lies(train_corpus):
     assert sum(o == 0 for o in offsets) >= 0.9 * len(offsets)
 
 
+@pytest.mark.slow
 def test_videos_layout_through_dub(tmp_path, videos_corpus, checkpoint):
     """Full-frame synthetic videos play in `dub`; the measure sees the source in sync with its
     audio and a random generator's mouths out of sync."""

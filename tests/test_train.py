@@ -32,6 +32,7 @@ def test_expert_and_discriminator_have_the_published_keys():
         assert {k: list(v.shape) for k, v in net.state_dict().items()} == keys[kind]
 
 
+@pytest.mark.slow
 def test_expert_and_discriminator_forward():
     torch.manual_seed(0)
     net = SyncNetColor().eval()
@@ -77,6 +78,7 @@ def test_data_reads_the_synthetic_layout_as_written(corpus):
     assert torch.equal(mels[0], sync_mel)  # the span's window is its first frame's
 
 
+@pytest.mark.slow
 def test_expert_learns_a_batch():
     """The loss and the optimiser move the expert: 10 steps on one fixed batch of the synthetic
     corpus's kind of input bring its loss well below chance (a quarter-width expert: the same
@@ -114,6 +116,7 @@ def assert_same_updates(before: Path, straight: Path, resumed: Path, tolerance: 
     assert (ua - ub).norm() / ua.norm() < tolerance
 
 
+@pytest.mark.slow
 def test_training_resumes_where_it_stopped(corpus, tmp_path):
     def cfg(out, steps):
         return TrainConfig(data=str(corpus), out=str(out), steps=steps, batch_size=4, eval_every=2, eval_batches=1,
@@ -151,6 +154,7 @@ def test_ctrl_c_keeps_the_steps_done_and_the_run_goes_on_from_them(corpus, tmp_p
     assert _steps_logged(out) == [1, 2, 3, 4, 5]
 
 
+@pytest.mark.slow
 def test_train_syncnet_command(corpus, tmp_path, capsys):
     out = tmp_path / "run"
     (tmp_path / "cfg.toml").write_text("steps = 2\nbatch_size = 2\neval_every = 1\neval_batches = 1\nworkers = 0\n")
@@ -195,6 +199,7 @@ def test_generator_loss_weights_and_schedule():
     assert loss_weights(plain, sync_on=True) == pytest.approx((0.97, 0.03, 0.0))
 
 
+@pytest.mark.slow
 def test_generator_learns_a_window():
     """Adam on the L1 term moves the generator towards one fixed window's (flat dark) faces (an
     eighth-width generator, which learns it at a higher rate in as few steps)."""
@@ -214,6 +219,7 @@ def test_generator_learns_a_window():
     assert losses[-1] < 0.85 * losses[0] and all(b < a for a, b in zip(losses[1:], losses[2:]))
 
 
+@pytest.mark.slow
 def test_generator_training_schedule_resume_and_dub(corpus, random_expert, tmp_path, example_video):
     from lipsync_cli.train.wav2lip import Wav2LipConfig, train_wav2lip
 
@@ -281,6 +287,7 @@ def test_train_wav2lip_needs_an_expert(corpus, tmp_path, capsys, checkpoint):
 # ------------------------------------------------------------------------------- preprocess
 
 
+@pytest.mark.slow
 def test_preprocess_lrs2_layout_resume_and_report(tmp_path, example_video, example_audio, capsys):
     from conftest import ffmpeg, tone, write_frames
 
@@ -346,6 +353,7 @@ def test_step_sampler_splits_each_step_among_ranks():
         StepSampler(range(2), 5, rank=0, world=2)
 
 
+@pytest.mark.slow
 def test_torchrun_trains_the_expert_and_the_generator_data_parallel(corpus, random_expert, tmp_path):
     # two CPU processes (Gloo): each takes half of every batch; the loops check at the end that
     # both ranks hold the same weights (so gradients were averaged), and only rank 0 writes.

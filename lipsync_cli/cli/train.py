@@ -24,52 +24,40 @@ ConfigFileOpt = Annotated[Optional[Path], typer.Option("--config", help="JSON or
 FreshOpt = Annotated[bool, typer.Option("--fresh", help="Start from scratch even if OUT/last.pth exists (default: resume).")]
 
 
-def _above_zero(value):
-    if value is not None and not value > 0:
-        raise typer.BadParameter(f"must be above 0, got {value:g}")
-    return value
-
-
-def _one_of(*choices):
-    def check(value):
-        if value is not None and value not in choices:
-            raise typer.BadParameter(f"choose {', '.join(map(str, choices))}, got {value}")
-        return value
-
-    return check
-
-
-# The settings every loop shares, as flags: type, help and valid range. The help of batch_size
-# depends on the loop: what one sample is.
+# The settings every loop shares, as flags: type and help (what one sample of a batch is depends
+# on the loop). What each accepts is in the config classes' LIMITS: from_sources refuses a value
+# out of its range, naming the flag, before anything runs.
 LOOP_SETTINGS = {
-    "steps": (Optional[int], "Total optimisation steps", dict(min=1)),
-    "batch_size": (Optional[int], "{sample} per step", dict(min=1)),
-    "lr": (Optional[float], "Adam learning rate", dict(callback=_above_zero)),
-    "eval_every": (Optional[int], "Evaluate on the val split every N steps", dict(min=1)),
-    "eval_batches": (Optional[int], "Batches per evaluation", dict(min=1)),
-    "checkpoint_every": (Optional[int], "Save a checkpoint every N steps", dict(min=1)),
-    "seed": (Optional[int], "Seed of the initialisation and of the samples", dict(min=0)),
-    "device": (Optional[str], "auto, cpu or cuda (under torchrun, auto is the process's own GPU)", {}),
-    "amp": (Optional[str], "auto (fp16 on CUDA, bf16 on a CPU with AMX), on or off", {}),
-    "workers": (Optional[int], "Data loading processes (0: in the training process)", dict(min=0)),
-    "width": (Optional[float], "Channel multiplier of the networks (1: the published sizes; narrower: quick CPU runs)",
-              dict(callback=_above_zero)),
+    "steps": (Optional[int], "Total optimisation steps"),
+    "batch_size": (Optional[int], "{sample} per step"),
+    "lr": (Optional[float], "Adam learning rate"),
+    "eval_every": (Optional[int], "Evaluate on the val split every N steps"),
+    "eval_batches": (Optional[int], "Batches per evaluation"),
+    "checkpoint_every": (Optional[int], "Save a checkpoint every N steps"),
+    "seed": (Optional[int], "Seed of the initialisation and of the samples"),
+    "device": (Optional[str], "auto, cpu or cuda (under torchrun, auto is the process's own GPU)"),
+    "amp": (Optional[str], "auto (fp16 on CUDA, bf16 on a CPU with AMX), on or off"),
+    "workers": (Optional[int], "Data loading processes (0: in the training process)"),
+    "width": (Optional[float], "Channel multiplier of the networks (1: the published sizes; narrower: quick CPU runs)"),
 }
 
 
-def setting(cls, name: str, help: str, **option):
+def setting(cls, name: str, help: str):
     """The flag of setting `name` of config class `cls`: None when not given (then the config
-    file or the class's default wins); its help ends with the class's default."""
+    file or the class's default wins). Its help ends with the range and the default, both read
+    from the class."""
     default = getattr(cls, name)
     shown = f"{default:g}" if isinstance(default, float) else str(default)
-    return typer.Option(None, help=f"{help} (default: {shown}).", **option)
+    limit = cls.limit(name)
+    bounds = f", {limit.text()}" if limit is not None and (limit.min is not None or limit.max is not None) else ""
+    return typer.Option(None, help=f"{help}{bounds} (default: {shown}).")
 
 
 def with_loop_settings(cls, sample: str):
     """Give a training command the flags of LOOP_SETTINGS with the defaults of its config class
     (listed before --fresh); the command takes them as **settings."""
-    return with_flags({name: (annotation, setting(cls, name, help.format(sample=sample), **bounds))
-                       for name, (annotation, help, bounds) in LOOP_SETTINGS.items()}, before="fresh")
+    return with_flags({name: (annotation, setting(cls, name, help.format(sample=sample)))
+                       for name, (annotation, help) in LOOP_SETTINGS.items()}, before="fresh")
 
 
 @app.command("syncnet")
@@ -102,8 +90,8 @@ def train_wav2lip(
     model: Optional[str] = setting(Wav2LipConfig, "model", "wav2lip, attnwav2lip, attnwav2lip-spatial or attnwav2lip-channel"),
     attention: bool = typer.Option(False, "--attention", help="Same as --model attnwav2lip (channel + spatial attention)."),
     no_gan: bool = typer.Option(False, "--no-gan", help="No visual-quality discriminator (the plain Wav2Lip stage): b = 0."),
-    sync_switch: Optional[float] = setting(Wav2LipConfig, "sync_switch", f"Evaluation sync loss below which the sync weight switches from 0 to {Wav2LipConfig.sync_weight:g}; inf: from the first step", min=0),
-    sync_weight: Optional[float] = setting(Wav2LipConfig, "sync_weight", "a, the expert's weight once switched on; 0 trains on L1 (and GAN) alone", min=0),
+    sync_switch: Optional[float] = setting(Wav2LipConfig, "sync_switch", f"Evaluation sync loss below which the sync weight switches from 0 to {Wav2LipConfig.sync_weight:g}; inf: from the first step"),
+    sync_weight: Optional[float] = setting(Wav2LipConfig, "sync_weight", "a, the expert's weight once switched on; 0 trains on L1 (and GAN) alone"),
     init: Optional[Path] = typer.Option(None, "--init", help="Start from these generator weights (fine-tune; e.g. a run trained on L1 alone). Ignored when resuming."),
     config: ConfigFileOpt = None,
     fresh: FreshOpt = False,
@@ -131,15 +119,15 @@ def train_davs(
     data: Path = typer.Argument(..., help="Words-layout data folder (one word per clip; file lists with word and person), e.g. `lipsync synth --layout words`."),
     out: Path = typer.Option(..., "-o", "--out", help="Run folder: checkpoints, last.pth, metrics.jsonl, TensorBoard logs."),
     config: ConfigFileOpt = None,
-    size: Optional[int] = setting(DavsTrainConfig, "size", "Aligned face side: 64, 128 or 256 (the paper)", callback=_one_of(64, 128, 256)),
-    disentangle_from: Optional[int] = setting(DavsTrainConfig, "disentangle_from", "Step at which the adversarial disentangling starts", min=0),
-    generate_from: Optional[int] = setting(DavsTrainConfig, "generate_from", "Step at which generation training starts", min=0),
+    size: Optional[int] = setting(DavsTrainConfig, "size", "Aligned face side: 64, 128 or 256 (the paper)"),
+    disentangle_from: Optional[int] = setting(DavsTrainConfig, "disentangle_from", "Step at which the adversarial disentangling starts"),
+    generate_from: Optional[int] = setting(DavsTrainConfig, "generate_from", "Step at which generation training starts"),
     word_classifier: Optional[str] = setting(DavsTrainConfig, "word_classifier", "shared (one C_w for audio and video), separate, or none (contrastive loss alone)"),
     no_domain: bool = typer.Option(False, "--no-domain", help="Without the domain-adversarial loss (an ablation)."),
     no_disentangle: bool = typer.Option(False, "--no-disentangle", help="Without the adversarial disentangling (an ablation)."),
-    contrastive_weight: Optional[float] = setting(DavsTrainConfig, "contrastive_weight", "Weight of the audio-video contrastive loss beside the word classifier's", min=0),
-    uniform_weight: Optional[float] = setting(DavsTrainConfig, "uniform_weight", "Weight of the push of the encoders towards the critics' uniform softmax", min=0),
-    gan_weight: Optional[float] = setting(DavsTrainConfig, "gan_weight", "alpha, the temporal GAN loss's weight beside L1", min=0),
+    contrastive_weight: Optional[float] = setting(DavsTrainConfig, "contrastive_weight", "Weight of the audio-video contrastive loss beside the word classifier's"),
+    uniform_weight: Optional[float] = setting(DavsTrainConfig, "uniform_weight", "Weight of the push of the encoders towards the critics' uniform softmax"),
+    gan_weight: Optional[float] = setting(DavsTrainConfig, "gan_weight", "alpha, the temporal GAN loss's weight beside L1"),
     fresh: FreshOpt = False,
     quiet: QuietOpt = False,
     debug: DebugOpt = False,

@@ -51,8 +51,21 @@ def weights_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "lipsync" / "weights"
 
 
+SHIPPED_DIR = Path(__file__).resolve().parent / "data"  # weights that ship inside the package
+
+
+def shipped_path(e: WeightEntry) -> Path | None:
+    """The copy of a checkpoint that ships inside the package (lipsync_cli/data/*/FILE), if any."""
+    return next(iter(sorted(SHIPPED_DIR.glob(f"*/{e.file}"))), None)
+
+
 def local_path(e: WeightEntry) -> Path:
-    return weights_dir() / e.file
+    """Where a registry entry's file is: the weights folder, else the package's own copy; the
+    weights folder when neither has it (where `fetch` saves it)."""
+    path = weights_dir() / e.file
+    if not path.exists():
+        return shipped_path(e) or path
+    return path
 
 
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".tar", ".ckpt")

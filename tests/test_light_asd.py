@@ -60,8 +60,32 @@ def test_another_network_s_file_is_refused(tmp_path):
     del state["lossV.FC.bias"]
     state["extra.weight"] = torch.zeros(1)
     torch.save(state, bad)
-    with pytest.raises(CheckpointError, match="not a Light-ASD checkpoint"):
+    with pytest.raises(CheckpointError, match="does not match .*1 missing keys.*1 unexpected keys"):
         la.LightASD.from_file(bad)
+    generator = tmp_path / "generator.pth"
+    weights.write_random_generator(generator)
+    with pytest.raises(CheckpointError, match="not the Light-ASD active speaker detector"):
+        la.LightASD.from_file(generator)
+
+
+def test_the_shipped_file_is_listed_present_and_verifies(tmp_path, monkeypatch, capsys):
+    """Without anything in the weights folder, the registry finds the package's own copy, and
+    `weights verify` checks its checksum and its keys and shapes against the network."""
+    from lipsync_cli.cli import main
+
+    monkeypatch.setenv("LIPSYNC_WEIGHTS", str(tmp_path / "empty"))
+    assert weights.local_path(weights.entry("light_asd_talkset")) == la.SHIPPED_WEIGHTS
+    assert main(["weights", "list", "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["light_asd_talkset"]["present"] and not rows["light_asd_ava"]["present"]
+    assert main(["weights", "verify", "light_asd_talkset"]) == 0
+    assert "OK" in capsys.readouterr().err
+    broken = tmp_path / "broken.model"
+    state = torch.load(la.SHIPPED_WEIGHTS, map_location="cpu", weights_only=True)
+    state["lossAV.FC.weight"] = torch.zeros(3, 128)
+    torch.save(state, broken)
+    assert main(["weights", "verify", str(broken)]) != 0
+    assert "wrong shapes (e.g. lossAV.FC.weight)" in capsys.readouterr().err
 
 
 def test_crop_is_the_reference_s_padded_frame_slice():

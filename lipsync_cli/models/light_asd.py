@@ -33,6 +33,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from . import Signature
+
 FPS = 25  # the rate of the training tracks: other rates must be resampled first
 MFCC_PER_FRAME = 4  # 100 Hz MFCC against 25 fps video
 CROP_MARGIN = 0.40  # the box is grown by this share of its size (more of it below the face)
@@ -184,23 +186,12 @@ class LightASD(nn.Module):
     def from_file(cls, path: str | os.PathLike = SHIPPED_WEIGHTS) -> "LightASD":
         """A published Light-ASD checkpoint (the TalkSet weights shipped in the package by
         default), loaded strictly with weights_only=True, on the CPU, in evaluation mode."""
-        from ..checkpoints import read_state_dict  # local: checkpoints may come to import the models
-        from ..errors import CheckpointError
+        from ..checkpoints import load_network  # local: checkpoints imports this module
 
-        state, _ = read_state_dict(path)
-        with torch.device("meta"):  # every tensor comes from the file
-            net = cls()
-        expected = net.state_dict()
-        missing = sorted(set(expected) - set(state))
-        unexpected = sorted(set(state) - set(expected))
-        wrong = [k for k in expected if k in state and state[k].shape != expected[k].shape]
-        if missing or unexpected or wrong:
-            raise CheckpointError(
-                f"{path}: not a Light-ASD checkpoint ({len(missing)} missing keys, {len(unexpected)} unexpected, "
-                f"{len(wrong)} of the wrong shape; e.g. {(missing + unexpected + wrong)[0]})"
-            )
-        net.load_state_dict(state, strict=True, assign=True)
-        return net.eval()
+        return load_network(path, [SIGNATURE.kind]).net
+
+
+SIGNATURE = Signature("light_asd", SIGNATURE_KEYS, DESCRIPTION, build=lambda state, extras: LightASD())
 
 
 # ----------------------------------------------------------------------------------------------

@@ -261,13 +261,17 @@ class FrameReader:
     i / fps on the output timeline and audio windows stay in sync. Rotation is applied by ffmpeg.
     """
 
-    def __init__(self, info: MediaInfo, chunk: int = 16, fps: Fraction | None = None):
+    def __init__(self, info: MediaInfo, chunk: int = 16, fps: Fraction | None = None,
+                 size: tuple[int, int] | None = None):
         assert info.video is not None
         self.info = info
         self.video = info.video
         self.chunk = chunk
         self.fps = fps  # resample to this rate (training data is 25 fps); None: keep the source's
-        self.frame_bytes = self.video.width * self.video.height * 3
+        # (width, height) to scale to, e.g. a cheap low-resolution pass; None: the video's own
+        self.size = None if size is None or tuple(size) == (self.video.width, self.video.height) else tuple(size)
+        self.width, self.height = self.size or (self.video.width, self.video.height)
+        self.frame_bytes = self.width * self.height * 3
         self._proc: subprocess.Popen | None = None
         self._stderr = tempfile.TemporaryFile()
 
@@ -277,6 +281,8 @@ class FrameReader:
             video = video.filter("fps", fps=str(self.fps))
         elif self.video.variable_rate:
             video = video.filter("fps", fps=str(self.video.fps))
+        if self.size is not None:
+            video = video.filter("scale", self.size[0], self.size[1], flags="area")
         args = ffmpeg.output(video, "pipe:1", format="rawvideo", pix_fmt="bgr24", sws_flags=DECODE_SWS_FLAGS).get_args()
         return [ffmpeg_binary(), "-hide_banner", "-nostdin", "-v", "error", *args]
 
@@ -284,7 +290,7 @@ class FrameReader:
         self._proc = subprocess.Popen(self._command(), stdout=subprocess.PIPE, stderr=self._stderr, bufsize=0,
                                       **OWN_PROCESS_GROUP)
         _lower_priority(self._proc.pid)
-        shape = (self.chunk, self.video.height, self.video.width, 3)
+        shape = (self.chunk, self.height, self.width, 3)
         self.frames_read = 0
         try:
             while True:

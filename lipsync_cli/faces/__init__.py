@@ -3,7 +3,9 @@
 - base.py: the detector interface (Detection, FaceDetector, DetectorUnavailable) and what every
   detector does around its network; retinaface.py (ONNX, built in) and s3fd.py (face-alignment)
   implement it; detectors.py builds them by name (make_detector, DetectorPool).
-- track.py: following a face (FaceTracker, by track), smoothing (BoxSmoother), padding (pad_box).
+- track.py: following one face (FaceTracker) or every face (MultiFaceTracker) by track id,
+  smoothing (BoxSmoother), padding (pad_box).
+- synchrony.py: how well a face's lower-face motion follows the speech (the cue beside Light-ASD).
 - boxes.py: FaceBoxes, the streaming per-frame boxes that dub and preprocess crop.
 - paste.py: dub's feathered / hard paste into a box, DAVS's paste through the inverse alignment.
 - align.py: DAVS's template alignment.
@@ -20,6 +22,7 @@ from .track import (
     SMOOTH_WINDOW,
     BoxSmoother,
     FaceTracker,
+    MultiFaceTracker,
     iou,
     pad_box,
     select_face,
@@ -40,6 +43,7 @@ __all__ = [
     "FaceBoxes",
     "FaceDetector",
     "FaceTracker",
+    "MultiFaceTracker",
     "detection_size",
     "iou",
     "make_detector",

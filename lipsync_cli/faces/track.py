@@ -1,4 +1,5 @@
-"""From per-frame detections to one box per frame: tracking, temporal smoothing, padding.
+"""From per-frame detections to boxes per frame: tracking (one face, or every face), temporal
+smoothing, padding.
 
 Everything here works streaming, chunk by chunk, because the pipeline decodes the video in
 chunks and never holds all frames::
@@ -126,6 +127,71 @@ class FaceTracker:
             box = self.step(dets)
             out.append({} if box is None else {self.track_id: box})
         return out
+
+
+class MultiFaceTracker:
+    """Follow every face through a stream of per-frame detections, each under its own track id.
+
+    Each frame's detections are matched to the live tracks, best overlap first (IoU with the
+    track's last box, at least ``iou_threshold``; a face that moved further than that still
+    matches when its centre lies within half a box of the last one and its size is within a
+    factor 1.5, as when detection runs on every n-th frame only). A detection left unmatched
+    starts a new track; ids count up and are never reused. A track that finds no detection keeps
+    its id through ``max_lost`` frames in a row (a blink of the detector, a hand in front of the
+    face), then ends. Detections scoring below ``min_score`` are ignored.
+    """
+
+    def __init__(self, *, iou_threshold: float = 0.3, max_lost: int = 25, min_score: float = 0.0):
+        self.iou_threshold = float(iou_threshold)
+        self.max_lost = int(max_lost)
+        self.min_score = float(min_score)
+        self.live: dict[int, Box] = {}  # track id -> last box
+        self.lost: dict[int, int] = {}  # track id -> frames in a row without it
+        self.next_id = 0
+
+    def _affinity(self, det: Box, last: Box) -> float:
+        overlap = iou(det, last)
+        if overlap >= self.iou_threshold:
+            return 1.0 + overlap
+        w, h = last[2] - last[0], last[3] - last[1]
+        dx = (det[0] + det[2] - last[0] - last[2]) / 2.0
+        dy = (det[1] + det[3] - last[1] - last[3]) / 2.0
+        ratio = box_area(det) / max(box_area(last), 1e-6)
+        if (dx * dx + dy * dy) ** 0.5 <= 0.5 * max(w, h) and 1 / 2.25 <= ratio <= 2.25:
+            return overlap  # below 1: taken only after every good overlap
+        return -1.0
+
+    def step(self, dets: Sequence[Detection]) -> Tracks:
+        """One frame's detections -> the faces found in it, by track id."""
+        boxes = [tuple(float(v) for v in d.box) for d in dets if d.score >= self.min_score]
+        pairs = sorted(((self._affinity(b, last), i, tid) for i, b in enumerate(boxes)
+                        for tid, last in self.live.items()), reverse=True)
+        found: Tracks = {}
+        taken: set[int] = set()
+        for score, i, tid in pairs:
+            if score < 0:
+                break
+            if i in taken or tid in found:
+                continue
+            found[tid] = boxes[i]  # type: ignore[assignment]
+            taken.add(i)
+        for i, b in enumerate(boxes):
+            if i not in taken:
+                found[self.next_id] = b  # type: ignore[assignment]
+                self.next_id += 1
+        for tid in list(self.live):
+            if tid not in found:
+                self.lost[tid] += 1
+                if self.lost[tid] > self.max_lost:
+                    del self.live[tid], self.lost[tid]
+        for tid, b in found.items():
+            self.live[tid] = b
+            self.lost[tid] = 0
+        return found
+
+    def tracks(self, dets_per_frame: Iterable[Sequence[Detection]]) -> list[Tracks]:
+        """A chunk of frames' detections -> per frame the faces found, by track id; state carries over."""
+        return [self.step(dets) for dets in dets_per_frame]
 
 
 def _mean(boxes: Sequence[Box]) -> Box:

@@ -312,10 +312,26 @@ class StepSampler(torch.utils.data.Sampler):
         return len(self.steps) * self.per_rank
 
 
+def _quiet_worker_shutdown(worker_id: int) -> None:
+    """In a data-loading worker: when the training process stops (Ctrl-C, SIGTERM), it drops its
+    connections to the worker's batch-sharing thread, which then printed a ConnectionResetError
+    traceback under the one-line message. A lost connection is how a worker's run ends: say nothing."""
+    import sys
+
+    previous = sys.excepthook
+
+    def hook(kind, value, tb):
+        if not issubclass(kind, (ConnectionError, EOFError)):
+            previous(kind, value, tb)
+
+    sys.excepthook = hook
+
+
 def batches(ds, steps: range, batch_size: int, workers: int, device: torch.device, ddp: Distributed = Distributed()):
     """This process's part of the batches of `steps`, moved to `device`."""
     sampler = StepSampler(steps, batch_size, ddp.rank, ddp.world)
-    loader = torch.utils.data.DataLoader(ds, batch_size=sampler.per_rank, num_workers=workers, sampler=sampler)
+    loader = torch.utils.data.DataLoader(ds, batch_size=sampler.per_rank, num_workers=workers, sampler=sampler,
+                                         worker_init_fn=_quiet_worker_shutdown if workers else None)
     for batch in loader:
         yield tuple(x.to(device) for x in batch)
 

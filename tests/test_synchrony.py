@@ -175,6 +175,8 @@ def test_combine_follows_who_is_there_frame_by_frame():
     assert np.isnan(out["b"][:30]).all()
     assert (out["b"][30:] > 0).all() and (out["a"][35:] < 0).all()  # together: the one in sync
     assert sy.combine({}, {}) == {}
+    alone = sy.combine({"a": a}, {"a": np.full(t, -0.3)})  # one track: Light-ASD's (averaged) score
+    np.testing.assert_allclose(alone["a"], 3.0)
     with pytest.raises(ValueError):
         sy.combine({"a": a}, {"b": b})
     with pytest.raises(ValueError):

@@ -219,6 +219,7 @@ REQUIRED = {  # the arguments each command needs besides the option under test
     "train wav2lip": ["data", "-o", "run"],
     "train davs": ["data", "-o", "run"],
     "weights init": ["w.pth"],
+    "speakers": ["clip.mp4"],
 }
 DUB_OUT_OF_RANGE = {"--crf": ["-1", "52"], "--detect-size": ["-1"], "--detect-every": ["0"], "--batch-size": ["0"],
                     "--fps": ["0", "-25"], "--box": ["10 5 10 5", "5 10 10 5"]}
@@ -238,6 +239,7 @@ OUT_OF_RANGE = {
                    "--generate-from": ["-1"], "--contrastive-weight": ["-1"], "--uniform-weight": ["-1"],
                    "--gan-weight": ["-1"]},
     "weights init": {"--seed": ["-1"]},
+    "speakers": {"--detect-size": ["-1"], "--detect-every": ["0"]},
 }
 ANY_WHOLE_NUMBER = {  # negative pads shrink the box; a negative face index counts from the right
     ("dub", "--pads"), ("dub", "--face-index"), ("batch", "--pads"), ("batch", "--face-index"),

@@ -15,7 +15,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import typer  # noqa: E402
 
 from .. import interrupts  # noqa: E402
-from . import animate, data, dub, evaluate, train, weights  # noqa: E402
+from . import animate, data, dub, evaluate, speakers, train, weights  # noqa: E402
 from .common import err  # noqa: E402
 
 app = typer.Typer(
@@ -27,6 +27,7 @@ app = typer.Typer(
 app.command()(dub.dub)
 app.command()(animate.animate)
 app.command()(dub.batch)
+app.command()(speakers.speakers)
 app.command()(data.synth)
 app.command()(data.preprocess)
 app.add_typer(weights.app, name="weights")

@@ -19,6 +19,9 @@ CheckpointOpt = Annotated[Optional[str], typer.Option("--checkpoint", "-c", help
 ModelOpt = Annotated[Optional[str], typer.Option(help="Override the architecture read from the checkpoint: wav2lip, attnwav2lip, attnwav2lip-spatial, attnwav2lip-channel.")]
 BoxOpt = Annotated[Optional[Tuple[int, int, int, int]], typer.Option("--box", help=PER_CLIP["box"].help, callback=from_table(PER_CLIP["box"]), show_default=False)]
 FaceIndexOpt = Annotated[Optional[int], typer.Option(help=PER_CLIP["face_index"].help)]
+SpeakerOpt = Annotated[str, typer.Option(help=PER_CLIP["speaker"].help, callback=from_table(PER_CLIP["speaker"]), metavar="auto|largest|all|N")]
+SpeakerAudioOpt = Annotated[Optional[Path], typer.Option(help=PER_CLIP["speaker_audio"].help)]
+SpeakerWeightsOpt = Annotated[str, typer.Option(help="The active speaker detector's weights: light_asd_talkset (ships inside the package), light_asd_ava, or a file.")]
 OnNoFaceOpt = Annotated[str, typer.Option(help=PER_CLIP["on_no_face"].help, callback=from_table(PER_CLIP["on_no_face"]))]
 PasteOpt = Annotated[str, typer.Option(help="feather: blend the lower face softly into the frame; hard: paste the whole box back exactly like the reference Wav2Lip inference.")]
 LoopOpt = Annotated[bool, typer.Option("--loop", help=PER_CLIP["loop"].help)]
@@ -33,7 +36,8 @@ DUB_FLAGS = {
     "checkpoint": (CheckpointOpt, None),  # None: the registry's default generator
     **{name: (annotation, getattr(DubOptions, name)) for name, annotation in [
         ("model", ModelOpt), ("detector", DetectorOpt), ("box", BoxOpt), ("pads", PadsOpt),
-        ("face_index", FaceIndexOpt), ("on_no_face", OnNoFaceOpt), ("paste", PasteOpt), ("loop", LoopOpt),
+        ("face_index", FaceIndexOpt), ("speaker", SpeakerOpt), ("speaker_audio", SpeakerAudioOpt),
+        ("speaker_weights", SpeakerWeightsOpt), ("on_no_face", OnNoFaceOpt), ("paste", PasteOpt), ("loop", LoopOpt),
         ("fps", FpsOpt), ("smooth", SmoothOpt), ("detect_size", DetectSizeOpt), ("detect_every", DetectEveryOpt),
         ("s3fd_weights", S3fdWeightsOpt), ("device", DeviceOpt), ("precision", PrecisionOpt),
         ("batch_size", BatchSizeOpt), ("crf", CrfOpt)]},
@@ -79,6 +83,11 @@ def dub(
             f"wrote {result.output}: {result.frames} frames at {float(result.fps):.3f} fps "
             f"({result.duration:.2f} s), {result.model} on {result.device} ({result.precision}), {result.seconds:.1f} s{note}"
         )
+        if result.dubbed_tracks:
+            dubbed = ", ".join(f"track {k} for {v:.1f} s" for k, v in result.dubbed_tracks.items())
+            err.print(f"speaker {result.speaker}: dubbed {dubbed}")
+        for line in result.notes:
+            err.print(f"note: {line}")
 
 
 @report_errors

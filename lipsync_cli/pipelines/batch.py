@@ -182,8 +182,11 @@ def collect_items(inputs: Iterable[str | os.PathLike], out_dir: str | os.PathLik
                     raise InputError(f"{where}: output {name!r} must be a file name inside the output folder")
                 if not Path(name).suffix:
                     name += ".mp4"
+                overrides = row_overrides(row, where)
+                if overrides.get("speaker_audio"):  # a path in the manifest, like video and audio
+                    overrides["speaker_audio"] = str(base / overrides["speaker_audio"])
                 items.append(BatchItem(Path(name).as_posix(), str(video), paired, str(out_dir / name),
-                                       row_overrides(row, where), problem))
+                                       overrides, problem))
         else:
             add_video(path)
 
@@ -193,7 +196,8 @@ def collect_items(inputs: Iterable[str | os.PathLike], out_dir: str | os.PathLik
             raise InputError(f"two inputs would write {out_dir / item.id}: {seen[item.id].video} and {item.video} "
                              "(rename one, or give outputs in a manifest)")
         seen[item.id] = item
-    inputs = outputs.InputFiles(p for item in items for p in (item.video, item.audio))
+    inputs = outputs.InputFiles(p for item in items
+                                for p in (item.video, item.audio, item.overrides.get("speaker_audio")))
     for item in items:  # inputs are never modified: no output may be any input of the batch
         outputs.refuse_inputs(item.output, inputs)
     return sorted(items, key=lambda it: it.id)

@@ -7,6 +7,10 @@ length of the video:
         -> crop 96x96, mel windows, generator        [main thread: the costly part]
         -> paste mouths back (faces.BoxPaster), encode (ffmpeg)  [thread]
 
+With several faces in the clip (`speaker`: auto, all or a track index), a first pass finds them
+and who speaks when (pipelines/speakers.py, in the decode thread); its plan then gives each
+frame's faces to dub, in place of FaceBoxes. A frame may then hold several faces to regenerate.
+
 Timing: the output has as many frames as the audio needs (its duration to the nearest frame);
 frame i is driven by the 16-step mel window starting at int(80 * i / fps). When the audio is
 longer than the video, the video plays on back and forth (ping-pong) or, with loop, from the
@@ -28,9 +32,9 @@ import numpy as np
 from .. import audio as audio_mod
 from .. import media, outputs
 from ..errors import InputError, LipsyncError
-from ..faces import BoxPaster, DetectorPool, FaceBoxes
+from ..faces import BoxPaster, DetectorPool, FaceBoxes, pad_box
 from ..models.inference import FACE_SIZE, GeneratorRunner
-from .options import NO_FACE_ACTIONS, PASTE_MODES, PER_CLIP_OPTIONS, DubOptions
+from .options import NO_FACE_ACTIONS, PASTE_MODES, PER_CLIP_OPTIONS, DubOptions, parse_speaker
 from .stages import StageClock, threaded
 
 @dataclass
@@ -45,6 +49,9 @@ class DubResult:
     seconds: float
     precision: str = "fp32"
     stage_seconds: dict = field(default_factory=dict)
+    speaker: str = "largest"  # how the faces were chosen: largest, auto, all, or a track index
+    dubbed_tracks: dict = field(default_factory=dict)  # track index -> seconds dubbed (with several faces)
+    notes: list = field(default_factory=list)  # what the user should know (a fallback taken)
 
     def as_dict(self) -> dict:
         return {
@@ -52,6 +59,8 @@ class DubResult:
             "duration": round(self.duration, 4), "frames_without_face": self.frames_without_face,
             "model": self.model, "device": self.device, "precision": self.precision, "seconds": round(self.seconds, 3),
             "stage_seconds": {k: round(v, 3) for k, v in self.stage_seconds.items()},
+            "speaker": self.speaker, "dubbed_tracks": {str(k): v for k, v in self.dubbed_tracks.items()},
+            "notes": list(self.notes),
         }
 
 
@@ -71,7 +80,7 @@ def source_index(j: int, n_src: int, loop: bool) -> int:
 class _Item:
     index: int  # output frame index
     frame: np.ndarray  # BGR, full resolution
-    box: tuple[int, int, int, int] | None  # (x1, y1, x2, y2) or None when no face
+    boxes: tuple[tuple[int, int, int, int], ...]  # the faces to dub, (x1, y1, x2, y2); () when none
 
 
 def _validate(opts: DubOptions):
@@ -81,6 +90,12 @@ def _validate(opts: DubOptions):
         raise InputError("--detect-every must be 1 or more")
     if opts.on_no_face not in NO_FACE_ACTIONS:
         raise InputError(f"--on-no-face {opts.on_no_face}: choose {' or '.join(NO_FACE_ACTIONS)}")
+    try:
+        parse_speaker(opts.speaker)
+    except ValueError as exc:
+        raise InputError(f"--speaker: {exc}") from None
+    if opts.speaker not in ("auto", "largest") and (opts.box is not None or opts.face_index is not None):
+        raise InputError(f"--speaker {opts.speaker} chooses the faces itself: give it, or --box / --face-index, not both")
 
 
 @dataclass
@@ -106,6 +121,9 @@ class _Clip:
         self.clock = StageClock()
         self.no_face = 0
         self.written = 0
+        self.speaker = "largest"
+        self.dubbed_tracks: dict = {}
+        self.notes: list[str] = []
         self.failure: BaseException | None = None
         self.cancelled = False  # set when the clip failed downstream: stop decoding it
         self.out: outputs.AtomicFile | None = None
@@ -133,13 +151,14 @@ class _Clip:
         self.clock.add("audio", t0)
         self.n_out = audio_mod.output_frame_count(sound.duration, self.fps)
         self.out = outputs.AtomicFile(request.output, force=request.force,
-                                      inputs=(video, audio_path, opts.checkpoint))
+                                      inputs=(video, audio_path, opts.checkpoint, opts.speaker_audio))
 
     def result(self, model: str, device: str, precision: str) -> DubResult:
         return DubResult(
             output=self.request.output, frames=self.written, fps=self.fps, duration=self.written / float(self.fps),
             frames_without_face=self.no_face, model=model, device=device, precision=precision,
             seconds=time.perf_counter() - self.started, stage_seconds=self.clock.seconds,
+            speaker=self.speaker, dubbed_tracks=self.dubbed_tracks, notes=self.notes,
         )
 
     def close_quietly(self):
@@ -172,6 +191,7 @@ class Dubber:
         self.runner, self.opts = model, opts
         self.paster = BoxPaster(opts.paste)
         self.detectors = DetectorPool(opts.detector, str(self.runner.device), opts.s3fd_weights)
+        self._speaker_nets: dict = {}  # Light-ASD by weights, loaded when a clip first needs one
         self._open: set[_Clip] = set()  # clips holding a temporary output, removed on an interruption
         self._open_lock = threading.Lock()
 
@@ -203,40 +223,96 @@ class Dubber:
                 clip.failure = clip.failure or _as_clip_error(exc)
             yield (_END, clip, None)
 
+    def _speaker_plan(self, clip: _Clip):
+        """The plan of which faces to dub per frame when the clip shows several (see speakers.py),
+        or None for the one-face path (FaceBoxes). Records the choice and any fallback in the clip."""
+        from .speakers import SpeakerOptions, SpeakerPlan, count_faces, find_speakers
+
+        opts = clip.opts
+        if clip.still or opts.box is not None or opts.face_index is not None or opts.speaker == "largest":
+            return None
+        t = time.perf_counter()
+        try:
+            if opts.speaker == "auto" and count_faces(clip.info, self.detectors, opts.detect_size) < 2:
+                return None
+            speech = str(opts.speaker_audio) if opts.speaker_audio else (clip.request.video if clip.info.audio is not None else None)
+            if opts.speaker == "auto" and speech is None:
+                clip.notes.append("the video has no speech of its own to find the speaker in "
+                                  "(--speaker-audio gives it): dubbed the largest face")
+                return None
+            device = str(self.runner.device)
+            sopts = SpeakerOptions(weights=opts.speaker_weights, detector=opts.detector, detect_size=opts.detect_size,
+                                   detect_every=opts.detect_every, device=device, s3fd_weights=opts.s3fd_weights)
+            scored = opts.speaker == "auto"
+            if scored and opts.speaker_weights not in self._speaker_nets:
+                from .speakers import load_detector
+
+                self._speaker_nets[opts.speaker_weights] = load_detector(opts.speaker_weights, device)
+            # the frames the output shows: the whole clip when it replays, else as long as the audio
+            shown = None if clip.n_out > clip.info.video.frame_count else clip.n_out / float(clip.fps)
+            report = find_speakers(clip.request.video, speech, sopts, score=scored, seconds=shown,
+                                   detectors=self.detectors, net=self._speaker_nets.get(opts.speaker_weights))
+        finally:
+            clip.clock.add("speakers", t)
+        if opts.speaker not in ("auto", "all") and int(opts.speaker) >= len(report.tracks):
+            n = len(report.tracks)
+            listed = f"0 to {n - 1}" if n > 1 else ("only 0" if n == 1 else "none")
+            raise InputError(f"--speaker {opts.speaker}: the clip has {n} face track{'s' if n != 1 else ''} "
+                             f"({listed}; `lipsync speakers {clip.request.video}` lists them)")
+        plan = SpeakerPlan(report, opts.speaker, clip.fps, smooth=opts.smooth)
+        clip.speaker = opts.speaker
+        clip.dubbed_tracks = plan.dubbed_seconds()
+        return plan
+
     def _clip_items(self, clip: _Clip) -> Iterator[_Item]:
         """Output frames of one clip in order with their face boxes."""
         opts, n_out = clip.opts, clip.n_out
+        plan = self._speaker_plan(clip)
         faces = FaceBoxes(self.detectors, clip.width, clip.height, box=opts.box, pads=opts.pads,
                           face_index=opts.face_index, detect_size=opts.detect_size,
-                          detect_every=opts.detect_every, smooth=opts.smooth)
+                          detect_every=opts.detect_every, smooth=opts.smooth) if plan is None else None
         spill = None
         boxes: list = []  # per source frame; tiny, kept for the replay passes
         j = 0
+
+        def framed(pairs):
+            """(frame, box) from FaceBoxes -> (frame, the boxes to dub)."""
+            for frame, box in pairs:
+                yield frame, (() if box is None else (box,))
+
+        def planned(chunk, first):
+            for k, frame in enumerate(chunk):
+                yield frame, tuple(pad_box(b, opts.pads, clip.width, clip.height)
+                                   for b in plan.boxes(first + k).values())
+
         try:
             if clip.still:
-                [(frame, box)] = faces.push(clip.still_frame[None]) + faces.flush()
+                [(frame, found)] = list(framed(faces.push(clip.still_frame[None]) + faces.flush()))
                 for j in range(n_out):
-                    yield _Item(j, frame, box)
+                    yield _Item(j, frame, found)
                 return
             if n_out > clip.info.video.frame_count:
                 spill = media.FrameSpill(clip.width, clip.height)
             reader = media.FrameReader(clip.info, chunk=self.runner.batch_size)
+            decoded = 0
             for chunk in clip.clock.timed(reader, "decode"):
                 if spill is not None:
                     spill.append(chunk)
-                for frame, box in faces.push(chunk):
-                    boxes.append(box)
+                pairs = framed(faces.push(chunk)) if plan is None else planned(chunk, decoded)
+                decoded += len(chunk)
+                for frame, found in pairs:
+                    boxes.append(found)
                     if j < n_out:
-                        yield _Item(j, frame, box)
+                        yield _Item(j, frame, found)
                     j += 1
                 if (j >= n_out and spill is None) or clip.cancelled:
                     break
             if clip.cancelled:
                 return
-            for frame, box in faces.flush():
-                boxes.append(box)
+            for frame, found in (framed(faces.flush()) if plan is None else ()):
+                boxes.append(found)
                 if j < n_out:
-                    yield _Item(j, frame, box)
+                    yield _Item(j, frame, found)
                 j += 1
             n_src = len(boxes)
             if n_src == 0:
@@ -249,7 +325,7 @@ class Dubber:
                     yield _Item(j, frame, boxes[-1])
                 j += 1
         finally:
-            if faces.seconds:
+            if faces is not None and faces.seconds:
                 clip.clock.record("detect", faces.seconds)
             if spill is not None:
                 spill.close()
@@ -262,13 +338,13 @@ class Dubber:
         pending: list[_Item] = []
 
         def run(clip: _Clip, items: list[_Item]):
-            with_face = [it for it in items if it.box is not None]
-            if not with_face:
+            faces_in = [(it, box) for it in items for box in it.boxes]
+            if not faces_in:
                 return items, None
             t = time.perf_counter()
             crops = np.stack([cv2.resize(it.frame[y1:y2, x1:x2], (FACE_SIZE, FACE_SIZE))
-                              for it in with_face for (x1, y1, x2, y2) in [it.box]])
-            windows = audio_mod.mel_windows(clip.mel, clip.fps, [it.index for it in with_face])
+                              for it, (x1, y1, x2, y2) in faces_in])
+            windows = audio_mod.mel_windows(clip.mel, clip.fps, [it.index for it, _ in faces_in])
             clip.clock.add("prepare", t)
             t = time.perf_counter()
             faces = self.runner(windows, crops, round_output=self.opts.paste != "hard")
@@ -279,7 +355,7 @@ class Dubber:
             if kind == _ITEM:
                 if clip.cancelled:
                     continue
-                if item.box is None:
+                if not item.boxes:
                     clip.no_face += 1
                     if clip.opts.on_no_face == "error":
                         clip.failure = InputError(f"{clip.request.video}: no face found in frame {item.index} "
@@ -353,11 +429,10 @@ class Dubber:
                         t = time.perf_counter()
                         k = 0
                         for it in items:
-                            if it.box is not None and faces is not None:
-                                frame = self.paster(it.frame, it.box, faces[k])
+                            frame = it.frame
+                            for box in it.boxes:  # several faces: each pasted into the last's result
+                                frame = self.paster(frame, box, faces[k])
                                 k += 1
-                            else:
-                                frame = it.frame
                             clip.writer.write(frame)
                         clip.written += len(items)
                         clip.clock.add("paste+encode", t)

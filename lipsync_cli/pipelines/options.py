@@ -24,6 +24,7 @@ from ..faces.track import DEFAULT_PADS
 from ..media import FPS, parse_frame_rate
 
 NO_FACE_ACTIONS = ("skip", "error")
+SPEAKER_MODES = ("auto", "largest", "all")  # or a track index, as `lipsync speakers` lists them
 
 
 @dataclass
@@ -34,6 +35,9 @@ class DubOptions:
     box: tuple[int, int, int, int] | None = None  # fixed (x1, y1, x2, y2): skip detection
     pads: tuple[int, int, int, int] = DEFAULT_PADS  # (top, bottom, left, right)
     face_index: int | None = None  # None: the largest face
+    speaker: str = "auto"  # which faces to dub: auto (who speaks), largest, all, or a track index
+    speaker_audio: str | None = None  # the original speech for `auto` when the video has no audio track
+    speaker_weights: str = "light_asd_talkset"  # the active speaker detector: a registry name or a file
     on_no_face: str = "skip"  # or "error"
     paste: str = "feather"  # or "hard"
     loop: bool = False  # audio longer than the video: replay it from the start (False: back and forth)
@@ -105,6 +109,27 @@ def parse_fps(value: Any) -> Fraction:
         raise ValueError(f"must be a frame rate above 0 (e.g. 25, 29.97 or 30000/1001), got {value!r}") from None
 
 
+def parse_speaker(value: Any) -> str:
+    """auto, largest, all, or a track index (a whole number from 0) kept as text."""
+    text = str(value).strip().lower()
+    if text in SPEAKER_MODES:
+        return text
+    try:
+        index = _whole(text)
+    except ValueError:
+        index = -1
+    if index < 0:
+        raise ValueError(f"must be {', '.join(SPEAKER_MODES)} or a track index (0, 1, ...), got {value!r}")
+    return str(index)
+
+
+def parse_path(value: Any) -> str:
+    text = str(value).strip()
+    if not text:
+        raise ValueError("must be a file path")
+    return text
+
+
 def parse_choice(*choices: str) -> Callable[[Any], str]:
     def parse(value: Any) -> str:
         text = str(value).strip()
@@ -153,6 +178,10 @@ PER_CLIP_OPTIONS: tuple[ClipOption, ...] = (
     ClipOption("pads", parse_pads, "Padding of the detected box: TOP BOTTOM LEFT RIGHT pixels (negative: smaller)."),
     ClipOption("face_index", parse_int, "Which face when there are several, counted left to right from 0, negative "
                                         "from the right (default: the largest)."),
+    ClipOption("speaker", parse_speaker, "Which faces to dub when the clip shows several: auto (the one who speaks, turn "
+                                         "by turn, found in the video's own speech), largest, all, or a track index as "
+                                         "`lipsync speakers` lists them."),
+    ClipOption("speaker_audio", parse_path, "The original speech for --speaker auto when the video has no audio track."),
     ClipOption("loop", parse_bool, "When the audio is longer than the video, repeat the video from the start "
                                    "(default: play it back and forth)."),
     ClipOption("fps", parse_fps, "Frame rate of the output for a still image."),

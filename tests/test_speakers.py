@@ -1,0 +1,234 @@
+"""Several faces: every face tracked, who speaks when (`lipsync speakers`), and `dub --speaker`.
+
+Composites are built here with ffmpeg from the real clips of examples/: talk2.mp4 and talk.mp4
+(two people talking, each with their own speech) and listener.mp4 (a real face that does not
+speak), side by side, so the truth is known per frame."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lipsync_cli import media
+from lipsync_cli.cli import main
+from lipsync_cli.faces import MultiFaceTracker
+from lipsync_cli.faces.base import Detection
+from lipsync_cli.pipelines import speakers as sp
+
+from conftest import EXAMPLES, decode_frames, ffmpeg
+
+SIDE = 256  # each panel of a composite is 256 pixels wide
+TALK2, TALK, LISTENER = EXAMPLES / "talk2.mp4", EXAMPLES / "talk.mp4", EXAMPLES / "listener.mp4"
+
+
+@pytest.fixture(scope="module")
+def composites(tmp_path_factory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("composites")
+    out = {}
+    # a speaker (left) beside a face that does not speak (right), the speaker's own sound
+    out["beside"] = d / "beside.mp4"
+    ffmpeg("-i", str(TALK2), "-i", str(LISTENER), "-filter_complex", "[0:v][1:v]hstack=inputs=2[v]",
+           "-map", "[v]", "-map", "0:a", "-t", "4", "-c:v", "libx264", "-crf", "18", "-c:a", "aac", str(out["beside"]))
+    # the same picture without a sound track
+    out["mute"] = d / "mute.mp4"
+    ffmpeg("-i", str(out["beside"]), "-an", "-c:v", "copy", str(out["mute"]))
+    # turns: the left face speaks for 2 s while the right one holds still, then the other way round
+    out["turns"] = d / "turns.mp4"
+    ffmpeg("-i", str(TALK2), "-i", str(TALK), "-filter_complex",
+           "[0:v]trim=0:2,setpts=PTS-STARTPTS,tpad=stop_mode=clone:stop_duration=2[l];"
+           "[1:v]tpad=start_mode=clone:start_duration=2[r];[l][r]hstack=inputs=2[v];"
+           "[0:a]atrim=0:2,asetpts=PTS-STARTPTS[a0];[1:a]atrim=0:2,asetpts=PTS-STARTPTS[a1];"
+           "[a0][a1]concat=n=2:v=0:a=1[a]",
+           "-map", "[v]", "-map", "[a]", "-t", "4", "-c:v", "libx264", "-crf", "18", "-c:a", "aac", str(out["turns"]))
+    # what the dub tests dub with: 1.2 s of speech (30 frames), except the turns that need 3 s
+    out["speech"] = d / "speech.wav"
+    ffmpeg("-i", str(EXAMPLES / "speech.wav"), "-t", "1.2", str(out["speech"]))
+    # no face at all
+    out["empty"] = d / "empty.mp4"
+    ffmpeg("-f", "lavfi", "-i", "color=c=gray:s=128x128:d=1:r=25", "-f", "lavfi", "-i",
+           "sine=frequency=220:duration=1", "-shortest", "-c:v", "libx264", "-c:a", "aac", str(out["empty"]))
+    return out
+
+
+def det(x1, y1, x2, y2, score=0.9) -> Detection:
+    return Detection((float(x1), float(y1), float(x2), float(y2)), score)
+
+
+# ------------------------------------------------------------------------------- tracking
+
+
+def test_every_face_keeps_its_track_through_misses_and_moves():
+    tracker = MultiFaceTracker(max_lost=3)
+    left, right = det(10, 10, 60, 70), det(200, 10, 250, 70)
+    frames = [[left, right], [right, left], [right], [], [det(14, 12, 64, 72), right],  # left missed twice
+              [det(40, 14, 90, 74), right]]  # left moved by more than half its width in one step: no overlap
+    tracks = tracker.tracks(frames)
+    assert tracks[0] == {0: left.box, 1: right.box}
+    assert tracks[1] == {0: left.box, 1: right.box}  # the order of the detections does not matter
+    assert tracks[2] == {1: right.box} and tracks[3] == {}
+    assert set(tracks[4]) == {0, 1} and set(tracks[5]) == {0, 1}
+    # a face lost for longer than max_lost comes back as a new track; a new face gets a new id
+    for _ in range(4):
+        tracker.step([right])
+    assert set(tracker.step([left, right, det(120, 100, 160, 150)])) == {1, 2, 3}
+
+
+def test_speakers_json_and_preview_on_a_speaker_beside_a_silent_face(composites, tmp_path, capsys):
+    preview = tmp_path / "preview.mp4"
+    assert main(["speakers", str(composites["beside"]), "--json", "--preview", str(preview)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["frames"] == 100 and report["fps"] == 25.0 and report["audio"] == str(composites["beside"])
+    tracks = report["tracks"]
+    assert len(tracks) == 2
+    left, right = tracks  # listed left to right
+    assert left["box"][2] <= SIDE < right["box"][0]
+    assert left["mean_score"] > 0 > right["mean_score"]
+    assert left["speaking_seconds"] >= 3.0 and right["speaking_seconds"] == 0 and right["segments"] == []
+    assert left["segments"][0][0] < 0.5 and left["segments"][-1][1] > 3.5
+    assert all(d == [0] for d in report["dubbed"])
+    assert len(left["scores"]) == 100 and all(s is not None for s in left["scores"])
+
+    # the preview: the same frames and sound, a green box on the speaker, a red one on the other
+    info = media.probe(preview)
+    assert info.video.frame_count == 100 and info.audio is not None
+    frame = decode_frames(preview)[50].astype(int)
+    source = decode_frames(composites["beside"])[50].astype(int)
+    drawn = np.abs(frame - source).sum(axis=2) > 120  # pixels the preview drew on
+    assert drawn[:, :SIDE].sum() > 200 and drawn[:, SIDE:].sum() > 200  # a box around each face
+    b, g, r = (frame[..., c][drawn] for c in range(3))
+    green, red = (g > r + 60) & (g > b + 60), (r > g + 60) & (r > b + 60)
+    cols = np.nonzero(drawn)[1]
+    assert green[cols < SIDE].mean() > 0.7 and red[cols >= SIDE].mean() > 0.7
+    # the preview may not replace an input
+    assert main(["speakers", str(composites["beside"]), "--preview", str(composites["beside"]), "--force"]) == 2
+
+
+def test_speakers_table_follows_the_turns(composites, capsys):
+    assert main(["speakers", str(composites["turns"])]) == 0
+    table = capsys.readouterr().out
+    assert "2 face tracks" in table and "timeline" in table
+    segments = {line.split()[1]: line.split(": ", 1)[1] for line in table.splitlines() if line.startswith("track ")}
+    first = [float(v) for v in segments["0"].split(", ")[0].split("-")]
+    second = [float(v) for v in segments["1"].split(", ")[-1].split("-")]
+    assert first[0] < 0.3 and abs(first[1] - 2.0) <= 0.5  # the left face speaks in the first turn ...
+    assert abs(second[0] - 2.0) <= 0.5 and second[1] > 3.7  # ... the right one in the second
+
+
+# ------------------------------------------------------------------------------- dub --speaker
+
+
+def box_difference(a: np.ndarray, b: np.ndarray, box) -> float:
+    x1, y1, x2, y2 = box
+    return float(np.abs(a[:, y1:y2, x1:x2].astype(int) - b[:, y1:y2, x1:x2].astype(int)).mean())
+
+
+# Mean absolute difference (grey levels) in a face's lower half between the input and the output:
+# below NOISE is the re-encoding alone (crf 18 over crf 18), above CHANGED a generated mouth.
+NOISE, CHANGED = 2.5, 8.0
+LEFT_FACE = (60, 120, 180, 230)  # the lower halves of the two faces in the composites (x1, y1, x2, y2)
+RIGHT_FACE = (SIDE + 70, 130, SIDE + 190, 240)
+
+
+def test_dub_auto_changes_the_speaker_and_leaves_the_listener(composites, checkpoint, tmp_path, capsys):
+    out = tmp_path / "dubbed.mp4"
+    code = main(["dub", str(composites["beside"]), str(composites["speech"]), "-o", str(out), "-c", str(checkpoint),
+                 "--json"])
+    assert code == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["speaker"] == "auto" and set(result["dubbed_tracks"]) == {"0"}
+    assert result["dubbed_tracks"]["0"] == 1.2 and result["frames"] == 30
+    before, after = decode_frames(composites["beside"])[:30], decode_frames(out)
+    assert box_difference(before, after, LEFT_FACE) > CHANGED  # the random generator's mouth is pasted there
+    assert box_difference(before, after, RIGHT_FACE) < NOISE  # compression noise only
+
+
+def test_turn_taking_dubs_each_face_in_its_turn(composites, checkpoint, tmp_path, capsys):
+    out = tmp_path / "turns.mp4"
+    assert main(["dub", str(composites["turns"]), str(EXAMPLES / "speech.wav"), "-o", str(out),
+                 "-c", str(checkpoint), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert set(result["dubbed_tracks"]) == {"0", "1"}
+    before, after = decode_frames(composites["turns"]), decode_frames(out)
+    first, second = slice(5, 40), slice(62, 75)  # well inside each turn (2 s each; the audio is 3 s)
+    assert box_difference(before[first], after[first], LEFT_FACE) > CHANGED
+    assert box_difference(before[first], after[first], RIGHT_FACE) < NOISE
+    assert box_difference(before[second], after[second], RIGHT_FACE) > CHANGED
+    assert box_difference(before[second], after[second], LEFT_FACE) < NOISE
+
+
+def test_auto_without_the_original_speech_falls_back_and_says_so(composites, checkpoint, tmp_path, capsys):
+    out = tmp_path / "fallback.mp4"
+    assert main(["dub", str(composites["mute"]), str(composites["speech"]), "-o", str(out),
+                 "-c", str(checkpoint)]) == 0
+    printed = capsys.readouterr().err
+    assert "no speech of its own" in printed and "largest face" in printed
+    # the original speech given apart: the speaker is found again
+    out2 = tmp_path / "given.mp4"
+    speech = tmp_path / "original.wav"
+    ffmpeg("-i", str(TALK2), "-vn", "-t", "4", str(speech))
+    assert main(["dub", str(composites["mute"]), str(composites["speech"]), "-o", str(out2), "-c", str(checkpoint),
+                 "--speaker-audio", str(speech), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["speaker"] == "auto" and set(result["dubbed_tracks"]) == {"0"} and not result["notes"]
+
+
+def test_one_face_clips_take_the_one_face_path(composites, example_video, checkpoint, tmp_path, capsys):
+    out = tmp_path / "one.mp4"
+    assert main(["dub", str(example_video), str(composites["speech"]), "-o", str(out), "-c", str(checkpoint),
+                 "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["speaker"] == "largest" and result["dubbed_tracks"] == {} and result["frames_without_face"] == 0
+
+
+def test_bad_speaker_requests_get_one_line(composites, checkpoint, tmp_path, capsys):
+    out = tmp_path / "x.mp4"
+    speech = str(composites["speech"])
+    assert main(["dub", str(composites["beside"]), speech, "-o", str(out), "-c", str(checkpoint), "--speaker", "5"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--speaker 5: the clip has 2 face tracks (0 to 1" in err and len(err.splitlines()) == 1
+    assert not out.exists()
+    assert main(["dub", str(composites["beside"]), speech, "-o", str(out), "-c", str(checkpoint), "--speaker", "left"]) == 2
+    assert "auto, largest, all or a track index" in capsys.readouterr().err
+    assert main(["dub", str(composites["beside"]), speech, "-o", str(out), "-c", str(checkpoint), "--speaker", "1",
+                 "--face-index", "0"]) == 2
+    assert "not both" in capsys.readouterr().err
+    assert main(["speakers", str(composites["mute"])]) == 2
+    assert "no audio track" in capsys.readouterr().err
+    assert main(["speakers", str(EXAMPLES / "portrait.png")]) == 2
+    assert "still image" in capsys.readouterr().err
+    assert main(["speakers", str(composites["empty"])]) == 2
+    assert "no face" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------- the rules
+
+
+def test_between_turns_the_last_speaker_is_kept():
+    speaking = [(), (), (0,), (0,), (), (), (1,), (), (0, 1), ()]
+    present = [(0, 1)] * 9 + [(0,)]
+    assert sp.keep_last_speaker(speaking, present) == [(0,), (0,), (0,), (0,), (0,), (0,), (1,), (1,), (0, 1), (0,)]
+
+
+def test_short_runs_dropped_and_short_pauses_bridged():
+    mask = np.array([0, 1, 0, 0, 1, 1, 1, 1, 0, 1, 1, 1, 1, 0, 0, 0, 0], bool)
+    cleaned = sp.clean_runs(mask, min_run=3, min_pause=2)
+    assert cleaned.astype(int).tolist() == [0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0]
+
+
+def test_batch_takes_the_option_and_a_manifest_row_sets_it(composites, checkpoint, tmp_path):
+    manifest = tmp_path / "clips.csv"
+    manifest.write_text("video,audio,output,speaker\n"
+                        f"{composites['mute']},{composites['speech']},right.mp4,1\n"
+                        f"{composites['mute']},{composites['speech']},all.mp4,\n")
+    out = tmp_path / "out"
+    assert main(["batch", str(manifest), "-o", str(out), "-c", str(checkpoint), "--speaker", "all", "--quiet"]) == 0
+    before = decode_frames(composites["mute"])[:30]
+    right, both = decode_frames(out / "right.mp4"), decode_frames(out / "all.mp4")
+    assert box_difference(before, right, LEFT_FACE) < NOISE and box_difference(before, right, RIGHT_FACE) > CHANGED
+    assert box_difference(before, both, LEFT_FACE) > CHANGED and box_difference(before, both, RIGHT_FACE) > CHANGED
+    bad = tmp_path / "bad.csv"
+    bad.write_text(f"video,audio,speaker\n{composites['mute']},{composites['speech']},left\n")
+    assert main(["batch", str(bad), "-o", str(tmp_path / "out2"), "-c", str(checkpoint)]) == 2

@@ -235,7 +235,8 @@ class Dubber:
         try:
             if opts.speaker == "auto" and count_faces(clip.info, self.detectors, opts.detect_size) < 2:
                 return None
-            speech = str(opts.speaker_audio) if opts.speaker_audio else (clip.request.video if clip.info.audio is not None else None)
+            own = clip.request.video if clip.info.audio is not None else None
+            speech = str(opts.speaker_audio) if opts.speaker_audio else own
             if opts.speaker == "auto" and speech is None:
                 clip.notes.append("the video has no speech of its own to find the speaker in "
                                   "(--speaker-audio gives it): dubbed the largest face")
@@ -248,8 +249,10 @@ class Dubber:
                 from .speakers import load_detector
 
                 self._speaker_nets[opts.speaker_weights] = load_detector(opts.speaker_weights, device)
-            # the frames the output shows: the whole clip when it replays, else as long as the audio
-            shown = None if clip.n_out > clip.info.video.frame_count else clip.n_out / float(clip.fps)
+            # auto looks at the frames the output shows (the whole clip when it replays, else as long
+            # as the audio); a track index is read on the whole clip, so it means what `speakers` lists
+            replays = clip.n_out > clip.info.video.frame_count
+            shown = clip.n_out / float(clip.fps) if scored and not replays else None
             report = find_speakers(clip.request.video, speech, sopts, score=scored, seconds=shown,
                                    detectors=self.detectors, net=self._speaker_nets.get(opts.speaker_weights))
         finally:

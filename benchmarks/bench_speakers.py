@@ -512,6 +512,7 @@ def score(meta: dict, run: dict) -> dict:
         "empty": float(np.mean([not d for d in dubbed])) if T else 0.0,
         "lags": lags, "onset_lags": onset_lags, "mean_scores": mean_scores,
         "duration": duration, "wall": run["wall"], "cpu": run["cpu"], "seconds": res.get("seconds"),
+        "stage_seconds": res.get("stage_seconds") or {},
     }
 
 
@@ -559,9 +560,21 @@ def case_table(rows: list[tuple[str, str, dict]], turns: bool) -> str:
     return "\n".join(lines)
 
 
+def lag_cells(lags: list) -> list[str]:
+    """'median / max' and 'k of n' within 0.5 s; a switch that never happened counts as the longest."""
+    if not lags:
+        return ["-", "-"]
+    known = sorted(x for x in lags if x is not None)
+    ranked = known + [math.inf] * (len(lags) - len(known))
+    med = statistics.median(ranked)
+    mx = "never" if len(known) < len(lags) else f"{known[-1]:.2f}"
+    return [f"{'never' if med == math.inf else f'{med:.2f}'} / {mx}", f"{sum(1 for x in known if x <= 0.5)} of {len(lags)}"]
+
+
 def summary_table(results: dict) -> str:
     head = ["case", "weights", "composites", "frames", "accuracy", "voiced acc.", "wrong face", "missed",
-            "turn changes", "lag median s", "lag max s", "lags <= 0.5 s", "wall s / s", "`seconds` / s", "CPU s / s"]
+            "turn changes", "switch lag median / max s", "<= 0.5 s", "from onset: median / max s", "<= 0.5 s",
+            "wall s / s", "`seconds` / s", "CPU s / s"]
     lines = ["| " + " | ".join(head) + " |", "| " + " | ".join("---" for _ in head) + " |"]
     for case, by_w in results.items():
         for w, rows in by_w.items():
@@ -578,18 +591,48 @@ def summary_table(results: dict) -> str:
             wavg = lambda key: sum(s[key] * s["frames"] for s in ss) / fr
             vacc = sum((s["voiced_accuracy"] or 0) * s["voiced_frames"] for s in ss) / vf if vf else None
             lags = [x for s in ss for x in s["lags"]]
-            known = [x for x in lags if x is not None]
+            onset = [x for s in ss for x in s["onset_lags"]]
             dur = sum(s["duration"] for s in ss)
             secs = [s["seconds"] for s in ss]
             cells = [case, w.replace("light_asd_", ""), str(len(ss)) + (f" ({failed} failed)" if failed else ""), str(fr), pct(wavg("accuracy")), pct(vacc),
                      pct(wavg("wrong")), pct(wavg("missed")), str(len(lags)) if lags else "-",
-                     f"{statistics.median(known):.2f}" if known else "-",
-                     ("never" if None in lags else f"{max(known):.2f}") if lags else "-",
-                     f"{sum(1 for x in known if x <= 0.5)} of {len(lags)}" if lags else "-",
+                     *lag_cells(lags), *lag_cells(onset),
                      f"{sum(s['wall'] for s in ss) / dur:.2f}",
                      "-" if None in secs else f"{sum(secs) / dur:.2f}", f"{sum(s['cpu'] for s in ss) / dur:.2f}"]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def stage_table(results: dict) -> str:
+    """Each stage's seconds (the JSON's stage_seconds) per second of video, over every composite run."""
+    per_w: dict[str, dict[str, float]] = {}
+    dur: dict[str, float] = {}
+    for by_w in results.values():
+        for w, rows in by_w.items():
+            for _, s in rows:
+                if "error" in s:
+                    continue
+                dur[w] = dur.get(w, 0.0) + s["duration"]
+                for k, v in s["stage_seconds"].items():
+                    per_w.setdefault(w, {})[k] = per_w.setdefault(w, {}).get(k, 0.0) + v
+    stages = sorted({k for d in per_w.values() for k in d}, key=lambda k: -max(d.get(k, 0) for d in per_w.values()))
+    if not stages:
+        return ""
+    head = ["weights", "video s"] + stages
+    lines = ["| " + " | ".join(head) + " |", "| " + " | ".join("---" for _ in head) + " |"]
+    for w, d in per_w.items():
+        lines.append("| " + " | ".join([w.replace("light_asd_", ""), f"{dur[w]:.1f}"]
+                                       + [f"{d.get(k, 0.0) / dur[w]:.3f}" for k in stages]) + " |")
+    return "\n".join(lines)
+
+
+def code_version() -> str:
+    def git(*a):
+        return subprocess.run(["git", "-C", str(HERE.parent), *a], capture_output=True, text=True).stdout.strip()
+
+    head = git("rev-parse", "--short", "HEAD") or "?"
+    dirty = git("status", "--porcelain", "--", "lipsync_cli")
+    return f"lipsync at {head}" + (" with uncommitted changes in lipsync_cli/" if dirty else "")
 
 
 def machine() -> str:
@@ -665,7 +708,7 @@ def main(argv=None):
             contact_sheet(videos[comp.name], args.work / "look" / (videos[comp.name].stem + ".png"), comp.frames)
 
     print(f"# `lipsync speakers` on composites with known truth\n")
-    print(f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; {machine()}")
+    print(f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; {machine()}; {code_version()}")
     print(f"`python benchmarks/bench_speakers.py {shlex.join(argv if argv is not None else sys.argv[1:])}`\n")
     if args.dry:
         for c in cases:
@@ -697,6 +740,9 @@ def main(argv=None):
             said = s["error"] if "error" in s else f"accuracy {s['accuracy']:.3f}"
             print(f"<!-- {comp.name} {wtag}: {said}, wall {s['wall']:.1f} s -->", flush=True)
     print("\n## Summary\n\n" + summary_table(results) + "\n")
+    stages = stage_table(results)
+    if stages:
+        print("Stage seconds per second of video (the JSON's `stage_seconds`), all composites:\n\n" + stages + "\n")
     for c in cases:
         rows = [(n, w, s) for w in weights for n, s in results[c][w]]
         if rows:

@@ -243,7 +243,8 @@ class Dubber:
                 return None
             device = str(self.runner.device)
             sopts = SpeakerOptions(weights=opts.speaker_weights, detector=opts.detector, detect_size=opts.detect_size,
-                                   detect_every=opts.detect_every, device=device, s3fd_weights=opts.s3fd_weights)
+                                   detect_every=opts.detect_every, device=device, s3fd_weights=opts.s3fd_weights,
+                                   precision="fp32" if self.runner.precision == "fp32" else "auto")
             scored = opts.speaker == "auto"
             if scored and opts.speaker_weights not in self._speaker_nets:
                 from .speakers import load_detector

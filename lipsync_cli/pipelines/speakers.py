@@ -60,6 +60,7 @@ class SpeakerOptions:
     detect_every: int = 2
     windows: tuple[float, ...] = DEFAULT_WINDOWS
     device: str = "cpu"
+    precision: str = "auto"  # Light-ASD's: auto (bf16 on a CPU with AMX, fp16 on CUDA), or fp32
     s3fd_weights: str | None = None
 
 
@@ -195,11 +196,18 @@ def find_tracks(info: media.MediaInfo, detectors: Callable[[int], object], opts:
 
 def score_tracks(info: media.MediaInfo, tracks: Sequence[Track], samples_16k: np.ndarray, frames: int,
                  size: tuple[int, int], net: light_asd.LightASD, windows: Sequence[float],
-                 clock: StageClock | None = None) -> None:
+                 clock: StageClock | None = None, precision: str = "fp32") -> None:
     """Light-ASD's score and the synchrony cue of every track (sets .asd and .sync), from a second
     decode of the analysis frames; crops are held for one block per track at most."""
     if not tracks:
         return
+    import torch
+
+    from ..device import autocast
+
+    device = next(net.parameters()).device
+    # bf16 where the CPU has AMX: 1.5 times faster, scores within 0.04 of fp32 (the same sign)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     t0 = time.perf_counter()
     mfcc = light_asd.mfcc_for(samples_16k, frames=frames)
     envelope = synchrony.speech_envelope(samples_16k, frames, fps=FPS)
@@ -224,7 +232,8 @@ def score_tracks(info: media.MediaInfo, tracks: Sequence[Track], samples_16k: np
         pending[t.index] = []
         t1 = time.perf_counter()
         first = 4 * (t.first + done[t.index])
-        asd[t.index].append(light_asd.speaking_scores(net, stack, mfcc[first:first + 4 * len(stack)], windows))
+        with autocast(device, dtype):
+            asd[t.index].append(light_asd.speaking_scores(net, stack, mfcc[first:first + 4 * len(stack)], windows))
         if clock:
             clock.add("light-asd", t1)
         t1 = time.perf_counter()
@@ -327,11 +336,19 @@ def find_speakers(video: str, audio: str | None, opts: SpeakerOptions, *, score:
         clock.add("audio", t0)
         if net is None:
             net = load_detector(opts.weights, opts.device)
-        score_tracks(info, tracks, samples, frames, size, net, opts.windows, clock)
+        score_tracks(info, tracks, samples, frames, size, net, opts.windows, clock, _precision(opts))
         dubbed = decide(tracks, frames)
     return SpeakerReport(video=video, audio=speech if score else None, weights=opts.weights, frames=frames,
                          width=info.video.width, height=info.video.height, tracks=tracks, dubbed=dubbed,
                          seconds=time.perf_counter() - started, stage_seconds=clock.seconds)
+
+
+def _precision(opts: SpeakerOptions) -> str:
+    if opts.precision != "auto":
+        return opts.precision
+    from ..device import auto_precision, resolve_device
+
+    return auto_precision(resolve_device(opts.device))
 
 
 def load_detector(weights: str, device: str = "cpu") -> light_asd.LightASD:

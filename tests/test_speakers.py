@@ -43,6 +43,10 @@ def composites(tmp_path_factory) -> dict[str, Path]:
            "[0:a]atrim=0:2,asetpts=PTS-STARTPTS[a0];[1:a]atrim=0:2,asetpts=PTS-STARTPTS[a1];"
            "[a0][a1]concat=n=2:v=0:a=1[a]",
            "-map", "[v]", "-map", "[a]", "-t", "4", "-c:v", "libx264", "-crf", "18", "-c:a", "aac", str(out["turns"]))
+    # two faces that do not speak, with someone's speech
+    out["listeners"] = d / "listeners.mp4"
+    ffmpeg("-i", str(LISTENER), "-i", str(TALK2), "-filter_complex", "[0:v]split[a][b];[b]hflip[c];[a][c]hstack=inputs=2[v]",
+           "-map", "[v]", "-map", "1:a", "-t", "4", "-c:v", "libx264", "-crf", "18", "-c:a", "aac", str(out["listeners"]))
     # what the dub tests dub with: 1.2 s of speech (30 frames), except the turns that need 3 s
     out["speech"] = d / "speech.wav"
     ffmpeg("-i", str(EXAMPLES / "speech.wav"), "-t", "1.2", str(out["speech"]))
@@ -173,6 +177,15 @@ def test_auto_without_the_original_speech_falls_back_and_says_so(composites, che
                  "--speaker-audio", str(speech), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["speaker"] == "auto" and set(result["dubbed_tracks"]) == {"0"} and not result["notes"]
+
+
+def test_nobody_speaking_falls_back_to_the_largest_face(composites, checkpoint, tmp_path, capsys):
+    out = tmp_path / "nobody.mp4"
+    assert main(["dub", str(composites["listeners"]), str(composites["speech"]), "-o", str(out), "-c", str(checkpoint),
+                 "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["speaker"] == "largest" and result["dubbed_tracks"] == {}
+    assert result["notes"] == ["nobody was found speaking in the video's own speech: dubbed the largest face"]
 
 
 def test_one_face_clips_take_the_one_face_path(composites, example_video, checkpoint, tmp_path, capsys):

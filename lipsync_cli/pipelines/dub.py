@@ -263,6 +263,11 @@ class Dubber:
             listed = f"0 to {n - 1}" if n > 1 else ("only 0" if n == 1 else "none")
             raise InputError(f"--speaker {opts.speaker}: the clip has {n} face track{'s' if n != 1 else ''} "
                              f"({listed}; `lipsync speakers {clip.request.video}` lists them)")
+        if scored and len(report.tracks) < 2:  # the glance saw a second face the tracking did not keep
+            return None
+        if scored and not any(report.dubbed):
+            clip.notes.append("nobody was found speaking in the video's own speech: dubbed the largest face")
+            return None
         plan = SpeakerPlan(report, opts.speaker, clip.fps, smooth=opts.smooth)
         clip.speaker = opts.speaker
         clip.dubbed_tracks = plan.dubbed_seconds()

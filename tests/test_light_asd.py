@@ -162,3 +162,26 @@ def test_the_speaking_face_scores_above_a_still_one(net):
     still = la.speaking_scores(net, la.track_crops([frames[0]] * len(frames), boxes), mfcc, durations=(2,))
     assert len(talking) == len(frames) == 50
     assert talking.min() > 0 > still.max()
+
+
+def test_the_shipped_onnx_visual_encoder_computes_what_the_network_does(net):
+    """The visual encoder that ships exported beside the weights (run by ONNX Runtime on the CPU)
+    gives the PyTorch module's embeddings, and so its scores, on a real clip's crops."""
+    info = media.probe(str(EXAMPLES / "talk.mp4"))
+    frames = np.concatenate(list(media.FrameReader(info, fps=Fraction(la.FPS))))
+    crops = la.track_crops(frames, np.tile(TALK_BOX, (len(frames), 1)))
+    mfcc = la.mfcc_for(load_audio(str(EXAMPLES / "talk.mp4")).samples, frames=len(frames))
+    fast = la.LightASD.from_file()
+    assert la.use_onnx_visual(fast, la.SHIPPED_WEIGHTS) and fast.onnx_visual is not None
+    grey = torch.from_numpy(crops[:30]).float()[None]
+    with torch.inference_mode():
+        reference = net.model.visualEncoder(grey)
+    assert torch.allclose(fast.onnx_visual(grey), reference, atol=1e-4)
+    scores = la.speaking_scores(net, crops, mfcc, durations=(1,))
+    assert np.abs(la.speaking_scores(fast, crops, mfcc, durations=(1,)) - scores).max() < 1e-4
+    # weights other than the shipped ones: exported on the spot when the onnx package is there, else PyTorch
+    other = la.LightASD.from_file()
+    try:
+        import onnx  # noqa: F401
+    except ImportError:
+        assert not la.use_onnx_visual(other, "elsewhere.model") and other.onnx_visual is None

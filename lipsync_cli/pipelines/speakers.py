@@ -206,8 +206,11 @@ def score_tracks(info: media.MediaInfo, tracks: Sequence[Track], samples_16k: np
     from ..device import autocast
 
     device = next(net.parameters()).device
-    # bf16 where the CPU has AMX: 1.5 times faster, scores within 0.04 of fp32 (the same sign)
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    # On a CPU the visual encoder, nine tenths of the work, runs in ONNX Runtime in fp32 when it
+    # can (three times faster); else bf16 where the CPU has AMX: 1.5 times faster, scores within
+    # 0.04 of fp32 (the same sign)
+    onnx = net.onnx_visual is not None and device.type == "cpu"
+    dtype = None if onnx else {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     t0 = time.perf_counter()
     mfcc = light_asd.mfcc_for(samples_16k, frames=frames)
     envelope = synchrony.speech_envelope(samples_16k, frames, fps=FPS)
@@ -352,10 +355,15 @@ def _precision(opts: SpeakerOptions) -> str:
 
 
 def load_detector(weights: str, device: str = "cpu") -> light_asd.LightASD:
-    """Light-ASD from a registry name (light_asd_talkset ships in the package) or a file."""
+    """Light-ASD from a registry name (light_asd_talkset ships in the package) or a file; on the
+    CPU with its visual encoder in ONNX Runtime where possible (light_asd.use_onnx_visual)."""
     from ..weights import resolve_checkpoint
 
-    return light_asd.LightASD.from_file(resolve_checkpoint(weights)).to(device)
+    path = resolve_checkpoint(weights)
+    net = light_asd.LightASD.from_file(path).to(device)
+    if str(device) == "cpu":
+        light_asd.use_onnx_visual(net, path)
+    return net
 
 
 # ----------------------------------------------------------------------------------------------

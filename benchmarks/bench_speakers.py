@@ -72,6 +72,10 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 MEDIA = Path(os.environ.get("LIPSYNC_MEDIA", HERE.parent.parent / "shared" / "media"))
+# Weight files by name where the registry has no local copy (light_asd_talkset ships in the package;
+# light_asd_ava is a download, also kept in ../shared/weights): --weights NAME runs with this file.
+WEIGHTS_DIR = Path(os.environ.get("LIPSYNC_WEIGHTS_DIR", HERE.parent.parent / "shared" / "weights"))
+PACKAGED = {"light_asd_talkset"}
 FPS = 25
 SR = 44100
 SPF = SR // FPS  # audio samples per video frame (1764)
@@ -421,10 +425,20 @@ def contact_sheet(video: Path, out: Path, frames: int):
 # Running `lipsync speakers` and scoring it
 
 
+def weights_arg(weights: str) -> str:
+    """A registry name, or for a name the package does not ship, the file of that name in
+    WEIGHTS_DIR where there is one (the registry's own download location may be empty)."""
+    if os.sep in weights or weights in PACKAGED:
+        return weights
+    local = WEIGHTS_DIR / f"{weights}.model"
+    return str(local) if local.exists() else weights
+
+
 def run_speakers(video: Path, weights: str, extra: list[str], timeout: float) -> dict:
     """One `lipsync speakers VIDEO --json --weights W` process: its JSON, wall and CPU seconds;
     {"error": ...} instead of "result" when it fails (the benchmark goes on with the next run)."""
-    cmd = [sys.executable, "-m", "lipsync_cli.cli", "speakers", str(video), "--json", "--weights", weights, *extra]
+    cmd = [sys.executable, "-m", "lipsync_cli.cli", "speakers", str(video), "--json", "--weights", weights_arg(weights),
+           *extra]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     try:

@@ -270,7 +270,8 @@ class Dubber:
             return None
         plan = SpeakerPlan(report, opts.speaker, clip.fps, smooth=opts.smooth)
         clip.speaker = opts.speaker
-        clip.dubbed_tracks = plan.dubbed_seconds()
+        n_src = clip.info.video.frame_count
+        clip.dubbed_tracks = plan.dubbed_seconds([source_index(j, n_src, opts.loop) for j in range(clip.n_out)])
         return plan
 
     def _clip_items(self, clip: _Clip) -> Iterator[_Item]:

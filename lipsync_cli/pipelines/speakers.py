@@ -408,13 +408,14 @@ class SpeakerPlan:
         return {i: tuple(float(v) for v in self.smoothed[i][a - self.tracks[i].first]) for i in self.chosen[a]
                 if a - self.tracks[i].first < len(self.smoothed[i])}
 
-    def dubbed_seconds(self) -> dict[int, float]:
-        """Per track, how long it is dubbed (seconds of the analysis timeline)."""
-        out: dict[int, float] = {}
-        for chosen in self.chosen:
-            for i in chosen:
-                out[i] = out.get(i, 0.0) + 1.0 / FPS
-        return {i: round(s, 2) for i, s in sorted(out.items())}
+    def dubbed_seconds(self, source_frames: Sequence[int]) -> dict[int, float]:
+        """Per track, how long the output shows it dubbed: `source_frames` are the source frame
+        of each output frame (a replayed clip shows some twice)."""
+        frames: dict[int, int] = {}
+        for j in source_frames:
+            for i in self.chosen[self.analysis_frame(j)]:
+                frames[i] = frames.get(i, 0) + 1
+        return {i: round(n / float(self.source_fps), 2) for i, n in sorted(frames.items())}
 
 
 def count_faces(info: media.MediaInfo, detectors: Callable[[int], object], detect_size: int,

@@ -43,9 +43,11 @@ Metrics, per composite and per case, for each weight file (`lipsync speakers VID
     wrong face    share of frames in which a face that does not speak (not in the truth set) is dubbed
     missed        share of frames in which the speaker is not dubbed
     switch lag    per turn change: seconds from the change to the first frame from which `dubbed`
-                  is exactly {the new turn-holder} for 0.2 s (or to the turn's end); "never" when
+                  is exactly {the new turn-holder} for 0.5 s (13 frames, or to the turn's end); "never" when
                   that does not happen within the turn. "from onset": from the turn's first voiced
-                  frame instead. Target: at most 0.5 s.
+                  frame instead. Target: at most 0.5 s. A * marks a change whose new speaker was
+                  already the face dubbed in the frame before it (a switch that cost nothing, or
+                  a face that was never left).
     cost          the process's wall seconds and the JSON's `seconds` per second of video
 """
 
@@ -82,6 +84,7 @@ SPF = SR // FPS  # audio samples per video frame (1764)
 WEIGHTS = ("light_asd_talkset", "light_asd_ava")
 CASES = ("easy", "three", "turns", "hard")
 TALK = ("talk1", "talk2", "talk3", "talk4", "talk5")
+HOLD_FRAMES = 13  # a switch counts once `dubbed` holds the new speaker this long (0.52 s) or to the turn's end
 RECIPE_VERSION = 2  # bump when the way composites are built changes (rebuilds the cache)
 
 # Source -> (file, crop "w:h:x:y" or None, whether the panel is square). Crops are in source pixels.
@@ -439,17 +442,18 @@ def run_speakers(video: Path, weights: str, extra: list[str], timeout: float) ->
     {"error": ...} instead of "result" when it fails (the benchmark goes on with the next run)."""
     cmd = [sys.executable, "-m", "lipsync_cli.cli", "speakers", str(video), "--json", "--weights", weights_arg(weights),
            *extra]
+    code = code_version()
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
-        return {"wall": time.perf_counter() - t0, "cpu": 0.0, "command": shlex.join(cmd[2:]),
+        return {"wall": time.perf_counter() - t0, "cpu": 0.0, "command": shlex.join(cmd[2:]), "code": code,
                 "error": f"timed out after {timeout:.0f} s"}
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    run = {"wall": wall, "cpu": cpu, "command": shlex.join(cmd[2:])}
+    run = {"wall": wall, "cpu": cpu, "command": shlex.join(cmd[2:]), "code": code}
     if proc.returncode != 0:
         tail = (proc.stderr.strip().splitlines() or ["?"])[-1]
         print(f"failed ({proc.returncode}): {shlex.join(cmd)}\n{proc.stderr[-3000:]}", file=sys.stderr)
@@ -491,7 +495,7 @@ def score(meta: dict, run: dict) -> dict:
     wrong = np.array([bool(dubbed[i] - truth[i]) for i in range(T)])
     missed = np.array([not truth[i] <= dubbed[i] for i in range(T)])
     v = voiced[:T]
-    lags, onset_lags = [], []
+    lags, onset_lags, early = [], [], []
     changes = meta["changes"]
     ends = [c for c, _ in changes[1:]] + [T]
     for (c, p), end in zip(changes, ends):
@@ -499,10 +503,11 @@ def score(meta: dict, run: dict) -> dict:
         want = frozenset([p])
         lag = None
         for j in range(c, end):
-            stop = min(end, j + 5)
+            stop = min(end, j + HOLD_FRAMES)
             if all(dubbed[i] == want for i in range(j, stop)):
                 lag = j
                 break
+        early.append(c > 0 and dubbed[c - 1] == want)  # the new speaker was already the dubbed face
         on = next((i for i in range(c, end) if v[i]), c)
         lags.append(None if lag is None else (lag - c) / FPS)
         onset_lags.append(None if lag is None else max(0, lag - on) / FPS)
@@ -524,7 +529,7 @@ def score(meta: dict, run: dict) -> dict:
         "voiced_accuracy": float(exact[v].mean()) if v.any() else None, "voiced_frames": int(v.sum()),
         "wrong": float(wrong.mean()) if T else 0.0, "missed": float(missed.mean()) if T else 0.0,
         "empty": float(np.mean([not d for d in dubbed])) if T else 0.0,
-        "lags": lags, "onset_lags": onset_lags, "mean_scores": mean_scores,
+        "lags": lags, "onset_lags": onset_lags, "early": early, "mean_scores": mean_scores,
         "duration": duration, "wall": run["wall"], "cpu": run["cpu"], "seconds": res.get("seconds"),
         "stage_seconds": res.get("stage_seconds") or {},
     }
@@ -538,10 +543,12 @@ def pct(x) -> str:
     return "-" if x is None else f"{100 * x:.1f}%"
 
 
-def fmt_lags(lags) -> str:
+def fmt_lags(lags, early=None) -> str:
+    """Per turn change; * where the new speaker was already the one dubbed before the change."""
     if not lags:
         return "-"
-    return ", ".join("never" if x is None else f"{x:.2f}" for x in lags)
+    early = early or [False] * len(lags)
+    return ", ".join(("never" if x is None else f"{x:.2f}") + ("*" if e else "") for x, e in zip(lags, early))
 
 
 def fmt_scores(scores) -> str:
@@ -567,10 +574,37 @@ def case_table(rows: list[tuple[str, str, dict]], turns: bool) -> str:
                  fmt_scores(s["mean_scores"]), pct(s["accuracy"]), pct(s["voiced_accuracy"]), pct(s["wrong"]),
                  pct(s["missed"]), pct(s["empty"])]
         if turns:
-            cells += [fmt_lags(s["lags"]), fmt_lags(s["onset_lags"])]
+            cells += [fmt_lags(s["lags"], s["early"]), fmt_lags(s["onset_lags"], s["early"])]
         sec = "-" if s["seconds"] is None else f"{s['seconds'] / s['duration']:.2f}"
         cells += [f"{s['wall'] / s['duration']:.2f}", sec]
         lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def group_of(comp: Composite) -> str:
+    """The summary's rows: the hard case split into its three kinds."""
+    if comp.case != "hard":
+        return comp.case
+    if comp.changes:
+        return "hard: talking turns"
+    return "hard: three faces" if len(comp.panels) == 3 else "hard: pairs"
+
+
+def pair_matrix(rows: list[tuple[str, dict]]) -> str:
+    """Accuracy of the two-face single-speech composites 'hard-TX|TY audio TX' as a table."""
+    cells = {}
+    for name, s in rows:
+        parts = name.removeprefix("hard-").split(" audio ")
+        faces = parts[0].split("|")
+        if len(faces) != 2 or len(parts) != 2 or parts[1] != faces[0]:
+            continue
+        cells[tuple(faces)] = "failed" if "error" in s else pct(s["accuracy"])
+    if not cells:
+        return ""
+    names = sorted({f for pair in cells for f in pair})
+    lines = ["| speech of \\ other face | " + " | ".join(names) + " |", "| --- |" + " --- |" * len(names)]
+    for x in names:
+        lines.append(f"| {x} | " + " | ".join(cells.get((x, y), "") for y in names) + " |")
     return "\n".join(lines)
 
 
@@ -586,8 +620,8 @@ def lag_cells(lags: list) -> list[str]:
 
 
 def summary_table(results: dict) -> str:
-    head = ["case", "weights", "composites", "frames", "accuracy", "voiced acc.", "wrong face", "missed",
-            "turn changes", "switch lag median / max s", "<= 0.5 s", "from onset: median / max s", "<= 0.5 s",
+    head = ["composites", "weights", "n", "frames", "accuracy", "voiced acc.", "wrong face", "missed",
+            "turn changes (already dubbed)", "switch lag median / max s", "<= 0.5 s", "from onset: median / max s", "<= 0.5 s",
             "wall s / s", "`seconds` / s", "CPU s / s"]
     lines = ["| " + " | ".join(head) + " |", "| " + " | ".join("---" for _ in head) + " |"]
     for case, by_w in results.items():
@@ -609,7 +643,8 @@ def summary_table(results: dict) -> str:
             dur = sum(s["duration"] for s in ss)
             secs = [s["seconds"] for s in ss]
             cells = [case, w.replace("light_asd_", ""), str(len(ss)) + (f" ({failed} failed)" if failed else ""), str(fr), pct(wavg("accuracy")), pct(vacc),
-                     pct(wavg("wrong")), pct(wavg("missed")), str(len(lags)) if lags else "-",
+                     pct(wavg("wrong")), pct(wavg("missed")),
+                     f"{len(lags)} ({sum(x for s in ss for x in s['early'])})" if lags else "-",
                      *lag_cells(lags), *lag_cells(onset),
                      f"{sum(s['wall'] for s in ss) / dur:.2f}",
                      "-" if None in secs else f"{sum(secs) / dur:.2f}", f"{sum(s['cpu'] for s in ss) / dur:.2f}"]
@@ -732,6 +767,9 @@ def main(argv=None):
         return
 
     results: dict[str, dict[str, list]] = {c: {w: [] for w in weights} for c in cases}
+    groups: dict[str, dict[str, list]] = {}
+    when: list[float] = []
+    codes: set[str] = set()
     rdir = args.work / "results"
     rdir.mkdir(parents=True, exist_ok=True)
     for w in weights:
@@ -743,17 +781,24 @@ def main(argv=None):
             run = None
             if args.reuse and saved.exists():
                 run = json.loads(saved.read_text())
+                run.setdefault("when", saved.stat().st_mtime - run["wall"])
                 if run.get("recipe") != meta["recipe"]:
                     run = None
             if run is None:
-                run = run_speakers(video, w, args.extra, args.timeout) | {"recipe": meta["recipe"]}
+                run = run_speakers(video, w, args.extra, args.timeout) | {"recipe": meta["recipe"], "when": time.time()}
                 if "error" not in run:
                     saved.write_text(json.dumps(run))
+            when.append(run["when"])
+            codes.add(run.get("code", "?"))
             s = score(meta, run)
             results[comp.case][w].append((comp.name, s))
+            groups.setdefault(group_of(comp), {x: [] for x in weights})[w].append((comp.name, s))
             said = s["error"] if "error" in s else f"accuracy {s['accuracy']:.3f}"
             print(f"<!-- {comp.name} {wtag}: {said}, wall {s['wall']:.1f} s -->", flush=True)
-    print("\n## Summary\n\n" + summary_table(results) + "\n")
+    utc = datetime.timezone.utc
+    print(f"\nRuns made {datetime.datetime.fromtimestamp(min(when), utc):%Y-%m-%d %H:%M}"
+          f"-{datetime.datetime.fromtimestamp(max(when), utc):%H:%M} UTC; code: {'; '.join(sorted(codes))}.")
+    print("\n## Summary\n\n" + summary_table(groups) + "\n")
     stages = stage_table(results)
     if stages:
         print("Stage seconds per second of video (the JSON's `stage_seconds`), all composites:\n\n" + stages + "\n")
@@ -761,6 +806,12 @@ def main(argv=None):
         rows = [(n, w, s) for w in weights for n, s in results[c][w]]
         if rows:
             print(f"## {c}\n\n" + case_table(rows, turns=any(s.get("lags") for _, _, s in rows)) + "\n")
+        if c == "hard" and rows:
+            for w in weights:
+                mat = pair_matrix(results[c][w])
+                if mat:
+                    print(f"Two talking faces, {w}: accuracy by the face whose speech plays (row) and the other "
+                          f"face (column)\n\n{mat}\n")
 
 
 if __name__ == "__main__":

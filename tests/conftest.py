@@ -1,6 +1,7 @@
 """Shared fixtures: seeded random-init checkpoints in the published layouts (in torch's zip format
 and in the legacy pre-zip format the published files use), generated clips, one synthetic corpus per
-layout for the whole session, and a way to meet permission bits when the tests run as root."""
+layout for the whole run (made once, shared by the pytest-xdist workers), and a way to meet
+permission bits when the tests run as root."""
 
 from __future__ import annotations
 
@@ -9,9 +10,19 @@ import os
 import subprocess
 from pathlib import Path
 
+# Under pytest-xdist (pyproject's addopts: one worker per core), each worker and every process a
+# test starts (lipsync, torchrun) computes on one thread: two workers with a thread pool each on
+# two cores would oversubscribe them, and torch's pools stall when a core is taken by the other.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[_name] = "1"
+
 import numpy as np
 import pytest
 import torch
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)
 
 from lipsync_cli import media
 from lipsync_cli.checkpoints import save_published
@@ -23,9 +34,9 @@ EXAMPLES = ROOT / "examples"
 REFERENCE_KEYS = ROOT / "lipsync_cli" / "published_keys.json"  # the published checkpoints' keys and shapes
 
 
-def seeded_generator(name: str = "wav2lip", seed: int = 0):
+def seeded_generator(name: str = "wav2lip", seed: int = 0, width: float = 1.0):
     torch.manual_seed(seed)
-    net = build_generator(name)
+    net = build_generator(name, width=width)
     # Non-trivial batchnorm statistics, so folding and loading are really exercised.
     gen = torch.Generator().manual_seed(seed + 1)
     for mod in net.modules():
@@ -35,33 +46,73 @@ def seeded_generator(name: str = "wav2lip", seed: int = 0):
     return net.eval()
 
 
+def made_once(tmp_path_factory, folder: str, name: str, make) -> Path:
+    """The path of a session fixture's file or folder `name`, `make(path)` having made it once for
+    the whole run. Under pytest-xdist the workers share it: the first to need it makes it in the
+    run's folder above theirs, under a lock, and the others wait for it (what it writes appears
+    whole: checkpoints and corpora are written to a temporary name and renamed). Without xdist it
+    is made in a folder of this session's, as any tmp_path_factory folder."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        path = tmp_path_factory.mktemp(folder) / name
+        make(path)
+        return path
+    import fcntl
+
+    shared = tmp_path_factory.getbasetemp().parent / "shared" / folder
+    shared.mkdir(parents=True, exist_ok=True)
+    path = shared / name
+    with open(shared / f".{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not path.exists():
+            make(path)
+    return path
+
+
+def pytest_sessionfinish(session):
+    """The run's shared files (made_once) go when the run ends: in the xdist controller, which
+    finishes after every worker (they are checkpoints of up to 145 MB, made again by any run)."""
+    factory = getattr(session.config, "_tmp_path_factory", None)
+    if factory is not None and not os.environ.get("PYTEST_XDIST_WORKER"):
+        import shutil
+
+        shutil.rmtree(factory.getbasetemp() / "shared", ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def checkpoint(tmp_path_factory) -> Path:
     """A seeded random-init Wav2Lip generator in the published layout ({"state_dict": {"module.*"}})."""
-    path = tmp_path_factory.mktemp("ckpt") / "wav2lip_random.pth"
-    save_published(seeded_generator(), path)
-    return path
+    return made_once(tmp_path_factory, "ckpt", "wav2lip_random.pth", lambda p: save_published(seeded_generator(), p))
 
 
 def save_legacy(checkpoint: Path, path: Path) -> Path:
     """The same checkpoint in torch's legacy (pre-zip) serialization: the format of the published
     Wav2Lip checkpoints and of s3fd-619a316812.pth."""
-    torch.save(torch.load(checkpoint, map_location="cpu", weights_only=True), path,
-               _use_new_zipfile_serialization=False)
+    tmp = path.with_name(f".{path.name}.partial")
+    torch.save(torch.load(checkpoint, map_location="cpu", weights_only=True), tmp, _use_new_zipfile_serialization=False)
+    tmp.rename(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def narrow_checkpoint(tmp_path_factory) -> Path:
+    """The same seeded generator at an eighth of the width (published keys, narrower shapes; the
+    loader reads the width from them), for the tests of what surrounds the network (batch jobs,
+    signals, timing, the CLI): the full width's generator costs about 0.25 s a frame on one CPU
+    core and tests nothing more there. Its output is as random, so a dubbed mouth still changes."""
+    return made_once(tmp_path_factory, "ckpt", "wav2lip_random_narrow.pth",
+                     lambda p: save_published(seeded_generator(width=0.125), p))
 
 
 @pytest.fixture(scope="session")
 def legacy_checkpoint(checkpoint, tmp_path_factory) -> Path:
     """The `checkpoint` generator saved as the published wav2lip.pth is: legacy format."""
-    return save_legacy(checkpoint, tmp_path_factory.mktemp("ckpt") / "wav2lip_random_legacy.pth")
+    return made_once(tmp_path_factory, "ckpt", "wav2lip_random_legacy.pth", lambda p: save_legacy(checkpoint, p))
 
 
 @pytest.fixture(scope="session")
 def attn_checkpoint(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("ckpt") / "attnwav2lip_random.pth"
-    save_published(seeded_generator("attnwav2lip"), path)
-    return path
+    return made_once(tmp_path_factory, "ckpt", "attnwav2lip_random.pth",
+                     lambda p: save_published(seeded_generator("attnwav2lip"), p))
 
 
 @pytest.fixture(scope="session")
@@ -125,19 +176,19 @@ VIDEOS_CORPUS = CorpusSpec(clips=2, seed=2, layout="videos", identities=6, voice
 @pytest.fixture(scope="session")
 def train_corpus(tmp_path_factory) -> Path:
     """The preprocessed (LRS2-like) training layout: 96 px face crops and audio per clip."""
-    return make_corpus(TRAIN_CORPUS, tmp_path_factory.mktemp("corpus") / "train")
+    return made_once(tmp_path_factory, "corpus", "train", lambda p: make_corpus(TRAIN_CORPUS, p))
 
 
 @pytest.fixture(scope="session")
 def words_corpus(tmp_path_factory) -> Path:
     """The word-clip (LRW-like) layout that DAVS trains on, 64 px faces."""
-    return make_corpus(WORDS_CORPUS, tmp_path_factory.mktemp("corpus") / "words")
+    return made_once(tmp_path_factory, "corpus", "words", lambda p: make_corpus(WORDS_CORPUS, p))
 
 
 @pytest.fixture(scope="session")
 def videos_corpus(tmp_path_factory) -> Path:
     """Full-frame talking-head videos with their speech, the input `dub` takes."""
-    return make_corpus(VIDEOS_CORPUS, tmp_path_factory.mktemp("corpus") / "videos")
+    return made_once(tmp_path_factory, "corpus", "videos", lambda p: make_corpus(VIDEOS_CORPUS, p))
 
 
 # Linux capabilities that let root ignore permission bits (linux/capability.h)

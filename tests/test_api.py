@@ -25,13 +25,14 @@ def readme_python_block() -> str:
 
 
 @pytest.mark.slow
-def test_readme_python_example_runs_as_written(tmp_path, checkpoint, monkeypatch, capsys):
+def test_readme_python_example_runs_as_written(tmp_path, narrow_checkpoint, monkeypatch, capsys):
     # the repository root as the README's first command leaves it: examples/ and demo.pth (the
-    # speech cut to its first second: 25 frames to generate instead of 75, twice)
+    # speech cut to its first second: 25 frames to generate instead of 75, twice; the generator
+    # at an eighth of the width)
     (tmp_path / "examples").mkdir()
     shutil.copy(EXAMPLES / "talk.mp4", tmp_path / "examples" / "talk.mp4")
     ffmpeg("-i", str(EXAMPLES / "speech.wav"), "-t", "1", str(tmp_path / "examples" / "speech.wav"))
-    shutil.copy(checkpoint, tmp_path / "demo.pth")
+    shutil.copy(narrow_checkpoint, tmp_path / "demo.pth")
     monkeypatch.chdir(tmp_path)
     exec(compile(readme_python_block(), "README.md", "exec"), {"__name__": "__main__"})
 

@@ -1,5 +1,6 @@
 """`lipsync batch`: pairing, manifests, the job log and resume (also after a SIGKILL), a broken
-clip among good ones, sharding, and the merged report, on real clips through the real pipeline."""
+clip among good ones, sharding, and the merged report, on real clips through the real pipeline
+(with the eighth-width generator, `narrow_checkpoint`: the job machinery is tested, not the network)."""
 
 from __future__ import annotations
 
@@ -152,9 +153,9 @@ def test_shards_cover_every_item_exactly_once(tmp_path):
 
 
 @pytest.mark.slow
-def test_broken_clip_fails_alone_rerun_skips_and_retry(capsys, tmp_path, clips, checkpoint):
+def test_broken_clip_fails_alone_rerun_skips_and_retry(capsys, tmp_path, clips, narrow_checkpoint):
     out = tmp_path / "out"
-    args = ["batch", clips / "videos", "--audio", clips / "audio", "-o", out, "-c", checkpoint, "--json"]
+    args = ["batch", clips / "videos", "--audio", clips / "audio", "-o", out, "-c", narrow_checkpoint, "--json"]
     code, stdout, _ = cli(capsys, *args)
     summary = json.loads(stdout)
     assert code == 1  # one item failed
@@ -195,12 +196,12 @@ def test_broken_clip_fails_alone_rerun_skips_and_retry(capsys, tmp_path, clips, 
 
 
 @pytest.mark.slow
-def test_existing_output_not_made_by_the_job_is_kept(capsys, tmp_path, clips, checkpoint):
+def test_existing_output_not_made_by_the_job_is_kept(capsys, tmp_path, clips, narrow_checkpoint):
     out = tmp_path / "out"
     out.mkdir()
     (out / "a.mp4").write_bytes(b"the user's own file")
     args = ["batch", clips / "videos" / "a.mp4", clips / "videos" / "c.mp4", "--audio", clips / "audio", "-o", out,
-            "-c", checkpoint, "--json"]
+            "-c", narrow_checkpoint, "--json"]
     code, stdout, _ = cli(capsys, *args)
     summary = json.loads(stdout)
     assert code == 1 and summary["done"] == 1 and "did not make it" in summary["items"][0]["reason"]
@@ -210,7 +211,7 @@ def test_existing_output_not_made_by_the_job_is_kept(capsys, tmp_path, clips, ch
 
 
 @pytest.mark.slow
-def test_per_row_options_from_a_manifest(capsys, tmp_path, clips, checkpoint):
+def test_per_row_options_from_a_manifest(capsys, tmp_path, clips, narrow_checkpoint):
     """A clip with no face: its row asks on_no_face=error and fails; the same clip with the
     default passes through unchanged; a row's box is used."""
     write_frames(tmp_path / "blank.mp4", np.full((10, 64, 64, 3), 90, np.uint8))
@@ -219,7 +220,8 @@ def test_per_row_options_from_a_manifest(capsys, tmp_path, clips, checkpoint):
         f"blank.mp4,{clips / 'audio' / 'a.wav'},strict,error,\n"
         f"blank.mp4,{clips / 'audio' / 'a.wav'},lenient,,\n"
         f"blank.mp4,{clips / 'audio' / 'a.wav'},boxed,error,8 40 8 40\n")
-    code, stdout, _ = cli(capsys, "batch", tmp_path / "jobs.csv", "-o", tmp_path / "out", "-c", checkpoint, "--json")
+    code, stdout, _ = cli(capsys, "batch", tmp_path / "jobs.csv", "-o", tmp_path / "out", "-c", narrow_checkpoint,
+                          "--json")
     states = {it["item"]: it for it in json.loads(stdout)["items"]}
     assert code == 1
     assert states["strict.mp4"]["state"] == "failed" and "no face found in frame 0" in states["strict.mp4"]["reason"]
@@ -265,10 +267,10 @@ def many_clips(tmp_path_factory, clips) -> Path:
 
 
 @pytest.mark.slow
-def test_sigkill_mid_batch_then_rerun_finishes_each_clip_once(tmp_path, many_clips, clips, checkpoint):
+def test_sigkill_mid_batch_then_rerun_finishes_each_clip_once(tmp_path, many_clips, clips, narrow_checkpoint):
     out = tmp_path / "out"
     speech = clips / "audio" / "a.wav"
-    proc = subprocess.Popen(_batch_command(many_clips, speech, out, checkpoint), stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen(_batch_command(many_clips, speech, out, narrow_checkpoint), stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
     deadline = time.time() + 120
     while time.time() < deadline:  # kill it once the first clips are done and others are in flight
@@ -283,7 +285,7 @@ def test_sigkill_mid_batch_then_rerun_finishes_each_clip_once(tmp_path, many_cli
     finished_before = {k for k, v in before.items() if v["state"] == "done"}
     assert 2 <= len(finished_before) < 8
 
-    rerun = subprocess.run(_batch_command(many_clips, speech, out, checkpoint), capture_output=True, text=True)
+    rerun = subprocess.run(_batch_command(many_clips, speech, out, narrow_checkpoint), capture_output=True, text=True)
     assert rerun.returncode == 0, rerun.stderr
     records = log_records(out)
     states = batch_mod.latest_states(records)
@@ -299,10 +301,11 @@ def test_sigkill_mid_batch_then_rerun_finishes_each_clip_once(tmp_path, many_cli
 
 
 @pytest.mark.slow
-def test_two_shard_processes_do_each_item_once_and_the_report_merges(capsys, tmp_path, many_clips, clips, checkpoint):
+def test_two_shard_processes_do_each_item_once_and_the_report_merges(capsys, tmp_path, many_clips, clips,
+                                                                     narrow_checkpoint):
     out = tmp_path / "out"
     speech = clips / "audio" / "a.wav"
-    procs = [subprocess.Popen(_batch_command(many_clips, speech, out, checkpoint, "--shard", f"{k}/2"),
+    procs = [subprocess.Popen(_batch_command(many_clips, speech, out, narrow_checkpoint, "--shard", f"{k}/2"),
                               stderr=subprocess.PIPE) for k in range(2)]
     for p in procs:
         assert p.wait() == 0, p.stderr.read()
@@ -324,12 +327,12 @@ def test_two_shard_processes_do_each_item_once_and_the_report_merges(capsys, tmp
 
 
 @pytest.mark.slow
-def test_torchrun_environment_picks_the_shard(capsys, tmp_path, many_clips, clips, checkpoint, monkeypatch):
+def test_torchrun_environment_picks_the_shard(capsys, tmp_path, many_clips, clips, narrow_checkpoint, monkeypatch):
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("WORLD_SIZE", "3")
     monkeypatch.setenv("LOCAL_RANK", "1")
     code, stdout, _ = cli(capsys, "batch", many_clips, "--audio", clips / "audio" / "a.wav", "-o", tmp_path / "o",
-                          "-c", checkpoint, "--json")
+                          "-c", narrow_checkpoint, "--json")
     summary = json.loads(stdout)
     assert code == 0 and summary["shard"] == "1/3"
     assert [it["item"] for it in summary["items"]] == ["clip1.mp4", "clip4.mp4", "clip7.mp4"]

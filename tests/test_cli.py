@@ -66,9 +66,9 @@ def test_help_lists_the_commands(capsys, monkeypatch):
 
 
 @pytest.mark.slow
-def test_dub_writes_json_summary(capsys, workdir, example_video, checkpoint):
+def test_dub_writes_json_summary(capsys, workdir, example_video, narrow_checkpoint):
     wav = tone(workdir / "a.wav", 0.4)
-    code, out, err = cli(capsys, "dub", example_video, wav, "-o", "out.mp4", "-c", checkpoint,
+    code, out, err = cli(capsys, "dub", example_video, wav, "-o", "out.mp4", "-c", narrow_checkpoint,
                          "--box", 100, 250, 50, 200, "--json")
     assert code == 0, err
     import json
@@ -81,16 +81,16 @@ def test_dub_writes_json_summary(capsys, workdir, example_video, checkpoint):
     assert media.probe(workdir / "out.mp4").video.frame_count == 10
 
 
-def test_default_output_name_in_current_folder(capsys, workdir, example_video, checkpoint):
+def test_default_output_name_in_current_folder(capsys, workdir, example_video, narrow_checkpoint):
     wav = tone(workdir / "a.wav", 0.2)
-    code, _, err = cli(capsys, "dub", example_video, wav, "-c", checkpoint, "--box", 100, 250, 50, 200, "-q")
+    code, _, err = cli(capsys, "dub", example_video, wav, "-c", narrow_checkpoint, "--box", 100, 250, 50, 200, "-q")
     assert code == 0, err
     assert (workdir / "talk_dubbed.mp4").exists()
 
 
 @pytest.mark.slow
 def test_bad_inputs_get_one_line_and_exit_code(capsys, workdir, example_video, example_audio, example_portrait,
-                                               checkpoint, expert_checkpoint):
+                                               narrow_checkpoint, expert_checkpoint):
     text = workdir / "notes.txt"
     text.write_text("hello")
     fake_video = workdir / "fake.mp4"
@@ -104,7 +104,7 @@ def test_bad_inputs_get_one_line_and_exit_code(capsys, workdir, example_video, e
     audio_only = workdir / "audio_only.m4a"
     ffmpeg("-i", str(example_audio), "-c:a", "aac", str(audio_only))
 
-    ck = ["-c", checkpoint]
+    ck = ["-c", narrow_checkpoint]
     cases = [
         # (args, exit code, words the message must contain)
         ([workdir / "missing.mp4", example_audio, *ck], 2, ["missing.mp4", "no such file"]),
@@ -135,42 +135,43 @@ def test_bad_inputs_get_one_line_and_exit_code(capsys, workdir, example_video, e
 
 
 @pytest.mark.slow
-def test_existing_output_is_refused_unless_force(capsys, workdir, example_video, checkpoint):
+def test_existing_output_is_refused_unless_force(capsys, workdir, example_video, narrow_checkpoint):
     wav = tone(workdir / "a.wav", 0.2)
     out = workdir / "out.mp4"
     out.write_bytes(b"precious")
-    code, _, err = cli(capsys, "dub", example_video, wav, "-o", out, "-c", checkpoint, "--box", 100, 250, 50, 200)
+    code, _, err = cli(capsys, "dub", example_video, wav, "-o", out, "-c", narrow_checkpoint,
+                       "--box", 100, 250, 50, 200)
     assert_one_line_error(code, err, 2, "already exists", "--force")
     assert out.read_bytes() == b"precious"
-    code, _, err = cli(capsys, "dub", example_video, wav, "-o", out, "-c", checkpoint, "--box", 100, 250, 50, 200,
-                       "--force", "-q")
+    code, _, err = cli(capsys, "dub", example_video, wav, "-o", out, "-c", narrow_checkpoint,
+                       "--box", 100, 250, 50, 200, "--force", "-q")
     assert code == 0, err
     assert media.probe(out).video.frame_count == 5
 
 
-def test_read_only_output_folder(capsys, workdir, example_video, checkpoint):
+def test_read_only_output_folder(capsys, workdir, example_video, narrow_checkpoint):
     folder = workdir / "ro"
     folder.mkdir()
     folder.chmod(0o555)
     with permission_bits_apply():  # root (how CI runs) would ignore them
         code, _, err = cli(capsys, "dub", example_video, tone(workdir / "a.wav", 0.2), "-o", folder / "o.mp4",
-                           "-c", checkpoint)
+                           "-c", narrow_checkpoint)
     assert_one_line_error(code, err, 2, "cannot write", str(folder))
     assert list(folder.iterdir()) == []
 
 
-def test_debug_shows_the_traceback(capsys, workdir, example_audio, checkpoint):
-    code, _, err = cli(capsys, "dub", workdir / "missing.mp4", example_audio, "-c", checkpoint, "--debug")
+def test_debug_shows_the_traceback(capsys, workdir, example_audio, narrow_checkpoint):
+    code, _, err = cli(capsys, "dub", workdir / "missing.mp4", example_audio, "-c", narrow_checkpoint, "--debug")
     assert code == 2 and "Traceback" in err and "no such file" in err
 
 
 @pytest.mark.slow
-def test_ctrl_c_leaves_nothing_behind(tmp_path, example_video, checkpoint):
+def test_ctrl_c_leaves_nothing_behind(tmp_path, example_video, narrow_checkpoint):
     wav = tone(tmp_path / "long.wav", 30.0)
     out = tmp_path / "out.mp4"
     proc = subprocess.Popen(
         [sys.executable, "-m", "lipsync_cli.cli", "dub", str(example_video), str(wav), "-o", str(out),
-         "-c", str(checkpoint), "--box", "100", "250", "50", "200", "-q"],
+         "-c", str(narrow_checkpoint), "--box", "100", "250", "50", "200", "-q"],
         stderr=subprocess.PIPE, text=True,
         # a test runner started in the background (`cmd &` in a script) passes SIGINT on as ignored,
         # and Python then never turns it into KeyboardInterrupt: give the child the default, as a terminal does

@@ -375,10 +375,10 @@ def written(path: Path) -> bool:
 
 
 @pytest.mark.slow
-def test_dub_stopped_by_sighup_writes_nothing_and_leaves_nothing(tmp_path, example_video, checkpoint):
+def test_dub_stopped_by_sighup_writes_nothing_and_leaves_nothing(tmp_path, example_video, narrow_checkpoint):
     wav = tone(tmp_path / "long.wav", 60.0)
     out = tmp_path / "out.mp4"
-    proc = start("dub", example_video, wav, "-o", out, "-c", checkpoint, *BOX, "-q")
+    proc = start("dub", example_video, wav, "-o", out, "-c", narrow_checkpoint, *BOX, "-q")
     wait_for(proc, lambda: [p for p in tmp_path.glob(".out.partial-*") if written(p)], "encoded frames")
     # A SIGTERM right after: Python runs pending handlers by signal number, so SIGHUP's comes
     # first and SIGTERM's runs in the cleanup, where it must change nothing.
@@ -417,12 +417,12 @@ def clip_folder(tmp_path, example_video, example_audio) -> tuple[Path, Path]:
 
 @pytest.mark.slow
 def test_batch_stopped_by_sigterm_logs_what_was_in_flight_and_a_rerun_finishes(capsys, tmp_path, clip_folder,
-                                                                                checkpoint):
+                                                                                narrow_checkpoint):
     from lipsync_cli.pipelines.batch import latest_states
 
     clips, speech = clip_folder
     out = tmp_path / "out"
-    args = ["batch", clips, "--audio", speech, "-o", out, "-c", checkpoint, *BOX, "-q"]
+    args = ["batch", clips, "--audio", speech, "-o", out, "-c", narrow_checkpoint, *BOX, "-q"]
     proc = start(*args)
     wait_for(proc, lambda: [r for r in log_records(out) if r["state"] == "done"], "a finished clip")
     err = stop(proc, signal.SIGTERM)
@@ -463,6 +463,7 @@ def test_synth_stopped_by_sigterm_removes_its_temporary_corpus(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_animate_stopped_by_sigterm_leaves_nothing(tmp_path, example_portrait, davs_checkpoint):
     wav = tone(tmp_path / "long.wav", 120.0)
     out = tmp_path / "out.mp4"
@@ -540,10 +541,10 @@ def test_a_shard_lock_is_exclusive_and_free_again_once_its_process_is_gone(tmp_p
 
 @pytest.mark.slow
 def test_a_second_run_of_a_running_shard_is_refused_and_each_clip_is_dubbed_once(capsys, tmp_path, clip_folder,
-                                                                                 checkpoint):
+                                                                                 narrow_checkpoint):
     clips, speech = clip_folder
     out = tmp_path / "out"
-    args = ["batch", clips, "--audio", speech, "-o", out, "-c", checkpoint, *BOX, "-q"]
+    args = ["batch", clips, "--audio", speech, "-o", out, "-c", narrow_checkpoint, *BOX, "-q"]
     first = start(*args)
     wait_for(first, lambda: [r for r in log_records(out) if r["state"] == "started"], "the first run's start")
     code, _, err = cli(capsys, *args)  # refused only while the first holds the lock: while it runs

@@ -30,15 +30,19 @@ def words(words_corpus) -> Path:
 
 
 def small(words: Path, out: Path, **kw) -> DavsTrainConfig:
-    values = dict(data=str(words), out=str(out), size=64, width=0.25, batch_size=4, eval_every=1000, eval_batches=1,
-                  checkpoint_every=1000, workers=0, amp="off", disentangle_from=0, generate_from=0)
+    """A quick CPU run: 64 px faces, sixteenth-width networks (8 to 32 channels) and four-frame clips
+    (two generated): every network, loss and stage of the published configuration, only smaller."""
+    values = dict(data=str(words), out=str(out), size=64, width=0.0625, clip_frames=4, gen_frames=2, batch_size=4,
+                  eval_every=1000, eval_batches=1, checkpoint_every=1000, workers=0, amp="off", disentangle_from=0,
+                  generate_from=0)
     values.update(kw)
     return DavsTrainConfig(**values)
 
 
 @pytest.fixture(scope="module")
 def random_davs(words, tmp_path_factory) -> Path:
-    """A seeded random-init DAVS checkpoint for the corpus (what `animate` loads)."""
+    """A seeded random-init DAVS checkpoint for the corpus (what `animate` loads); its four-frame
+    clips keep `eval davs` quick (the word probe reads a clip's T frames)."""
     torch.manual_seed(0)
     n_words, n_persons = dataset_sizes(str(words))
     trainer = DavsTrainer(small(words, tmp_path_factory.mktemp("r")), n_words, n_persons, torch.device("cpu"))
@@ -123,9 +127,10 @@ def _moved(before, modules) -> bool:
 def test_each_update_moves_only_its_own_parameters(words, tmp_path):
     torch.manual_seed(0)
     n_words, n_persons = dataset_sizes(str(words))
-    trainer = DavsTrainer(small(words, tmp_path), n_words, n_persons, torch.device("cpu"))
+    cfg = small(words, tmp_path)
+    trainer = DavsTrainer(cfg, n_words, n_persons, torch.device("cpu"))
     net = trainer.net
-    ds = WordClips(words, "train", 64, 12)
+    ds = WordClips(words, "train", 64, cfg.clip_frames)
     batch = tuple(torch.stack(x) for x in zip(*[ds[i] for i in range(4)]))
     encoders = [net.person_encoder, net.video_word_encoder, net.audio_word_encoder, net.decoder, net.word_classifier,
                 net.person_classifier]
@@ -178,18 +183,16 @@ def test_ctrl_c_saves_the_davs_run_where_it_stopped(words, tmp_path):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train_davs(small(words, out, steps=4, clip_frames=8, gen_frames=4), progress=ctrl_c_after_step_2)
+        train_davs(small(words, out, steps=4), progress=ctrl_c_after_step_2)
     assert read_state_dict(out / "last.pth")[1]["global_step"] == 2
-    assert train_davs(small(words, out, steps=4, clip_frames=8, gen_frames=4))["step"] == 4
+    assert train_davs(small(words, out, steps=4))["step"] == 4
 
 
 @pytest.mark.slow
 def test_short_training_lowers_the_losses_and_resumes(words, tmp_path):
     out = tmp_path / "run"
-    # shorter clips and eighth-width networks keep the run quick; the losses are the same
-    short = dict(clip_frames=8, gen_frames=4, width=0.125)
     result = train_davs(small(words, out, steps=24, batch_size=8, eval_every=24, eval_batches=1, checkpoint_every=12,
-                              generate_from=0, disentangle_from=0, lr=1e-3, **short))
+                              generate_from=0, disentangle_from=0, lr=1e-3))
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     train = [r for r in rows if "train_loss" in r]
 
@@ -202,7 +205,7 @@ def test_short_training_lowers_the_losses_and_resumes(words, tmp_path):
     assert result["step"] == 24 and "val_a2v_r1" in result
     assert (out / "davs_step000012.pth").exists() and (out / "last.pth").exists()
     # a resumed run continues from the last checkpoint's step
-    result = train_davs(small(words, out, steps=26, batch_size=8, eval_every=1000, checkpoint_every=1000, **short))
+    result = train_davs(small(words, out, steps=26, batch_size=8, eval_every=1000, checkpoint_every=1000))
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "train_loss" in r][-2:] == [25, 26]
 
@@ -279,8 +282,29 @@ def test_animate_a_real_portrait_end_to_end(random_davs, tmp_path, capsys):
     assert list(tmp_path.glob("*.partial*")) == []
 
 
+def test_word_probe_finds_a_word_in_the_features_and_none_in_noise():
+    from lipsync_cli.eval.davs import word_probe
+
+    g = torch.Generator().manual_seed(0)
+    classes, dim = 5, 40
+    centres = torch.randn(classes, dim, generator=g) * 3
+    train_y, test_y = torch.arange(100) % classes, torch.arange(50) % classes
+    train_x = centres[train_y] + torch.randn(100, dim, generator=g) * 2
+    test_x = centres[test_y] + torch.randn(50, dim, generator=g) * 2
+    # (50 L-BFGS iterations: these features need no more, and each costs little)
+    assert word_probe(train_x, train_y, test_x, test_y, classes, steps=50) == pytest.approx(1.0)
+    noise = torch.randn(100, dim, generator=g), torch.randn(50, dim, generator=g)
+    assert word_probe(noise[0], train_y, noise[1], test_y, classes, steps=50) < 0.5  # chance: 0.2
+
+
 @pytest.mark.slow
-def test_eval_davs_command(words, random_davs, capsys):
+def test_eval_davs_command(words, random_davs, capsys, monkeypatch):
+    import functools
+
+    from lipsync_cli.eval import davs as davs_eval
+
+    # the probe (tested above) with 30 L-BFGS iterations instead of 300: most of the command's time
+    monkeypatch.setattr(davs_eval, "word_probe", functools.partial(davs_eval.word_probe, steps=30))
     assert main(["eval", "davs", str(words), "-c", str(random_davs), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     for key in ("psnr_audio", "ssim_video", "word_acc_video", "word_acc_audio", "word_acc_both", "a2v_r1",
@@ -365,13 +389,15 @@ def test_torchrun_trains_davs_data_parallel(words, tmp_path):
     # same weights, and only rank 0 writes
     from conftest import torchrun
 
-    run = torchrun("train", "davs", words, "-o", tmp_path / "run", "--size", 64, "--width", 0.25, "--steps", 2,
-                   "--batch-size", 4, "--disentangle-from", 0, "--generate-from", 1, "--eval-every", 2,
-                   "--eval-batches", 1, "--workers", 0, "--amp", "off", "--uniform-weight", 30,
+    settings = tmp_path / "quick.json"  # four-frame clips (no flag of their own)
+    settings.write_text(json.dumps({"clip_frames": 4, "gen_frames": 2}))
+    run = torchrun("train", "davs", words, "-o", tmp_path / "run", "--config", settings, "--size", 64,
+                   "--width", 0.0625, "--steps", 2, "--batch-size", 4, "--disentangle-from", 0, "--generate-from", 1,
+                   "--eval-every", 2, "--eval-batches", 1, "--workers", 0, "--amp", "off", "--uniform-weight", 30,
                    "--contrastive-weight", 5, "-q")
     assert run.returncode == 0, run.stderr[-3000:]
     config = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert config["uniform_weight"] == 30 and config["contrastive_weight"] == 5
+    assert config["uniform_weight"] == 30 and config["contrastive_weight"] == 5 and config["clip_frames"] == 4
     lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in lines if "train_loss" in r] == [1, 2]
     assert "train_l1" in lines[1] and (tmp_path / "run" / "davs_step000002.pth").exists()

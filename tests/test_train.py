@@ -223,9 +223,9 @@ def test_generator_learns_a_window():
 def test_generator_training_schedule_resume_and_dub(corpus, random_expert, tmp_path, example_video):
     from lipsync_cli.train.wav2lip import Wav2LipConfig, train_wav2lip
 
-    def cfg(out, steps, **kw):  # quarter-width networks: the loop is tested, not what it learns
+    def cfg(out, steps, **kw):  # eighth-width networks: the loop is tested, not what it learns
         return Wav2LipConfig(data=str(corpus), out=str(out), expert=str(random_expert), steps=steps, batch_size=1,
-                             eval_every=1, eval_batches=1, checkpoint_every=1, workers=0, amp="off", width=0.25, **kw)
+                             eval_every=1, eval_batches=1, checkpoint_every=1, workers=0, amp="off", width=0.125, **kw)
 
     # sync_switch above any BCE value: a switches on after the first evaluation
     straight = train_wav2lip(cfg(tmp_path / "a", 2, sync_switch=100.0, model="attnwav2lip"))
@@ -260,17 +260,17 @@ def test_generator_training_schedule_resume_and_dub(corpus, random_expert, tmp_p
     torch.manual_seed(123)
     from lipsync_cli.models.wav2lip import build_generator
 
-    other = build_generator("attnwav2lip", width=0.25).state_dict()
+    other = build_generator("attnwav2lip", width=0.125).state_dict()
     assert max(float((other[k] - a[k]).abs().max()) for k in learned) > 1e-2  # a fresh start would be far
 
-    # the generator checkpoint is a published-layout AttnWav2Lip (at a quarter of the width) that
+    # the generator checkpoint is a published-layout AttnWav2Lip (at an eighth of the width) that
     # `dub` loads and runs
     from conftest import tone
     from lipsync_cli import media
     from lipsync_cli.checkpoints import load_generator
 
     net, name = load_generator(tmp_path / "a" / "last.pth")
-    assert name == "attnwav2lip" and net.config.width == 0.25
+    assert name == "attnwav2lip" and net.config.width == 0.125
     out = tmp_path / "dubbed.mp4"
     assert main(["dub", str(example_video), str(tone(tmp_path / "a.wav", 0.4)), "-o", str(out),
                  "-c", str(tmp_path / "a" / "last.pth"), "--box", "100", "250", "50", "200", "-q"]) == 0

@@ -182,6 +182,10 @@ def _one_of_each_network(tmp_path) -> dict[str, Path]:
         save_published(net, paths[kind])
     paths["davs"] = tmp_path / "davs.pth"
     checkpoints.save_davs(Davs(DavsConfig(size=64, words=5, persons=3, width=0.25)), paths["davs"], 7)
+    from lipsync_cli.models.light_asd import LightASD
+
+    paths["light_asd"] = tmp_path / "light_asd.model"  # as published: the training module's bare state_dict
+    torch.save(LightASD().state_dict(), paths["light_asd"])
     return paths
 
 

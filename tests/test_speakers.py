@@ -80,6 +80,7 @@ def test_every_face_keeps_its_track_through_misses_and_moves():
     assert set(tracker.step([left, right, det(120, 100, 160, 150)])) == {1, 2, 3}
 
 
+@pytest.mark.slow
 def test_speakers_json_and_preview_on_a_speaker_beside_a_silent_face(composites, tmp_path, capsys):
     preview = tmp_path / "preview.mp4"
     assert main(["speakers", str(composites["beside"]), "--json", "--preview", str(preview)]) == 0
@@ -110,6 +111,7 @@ def test_speakers_json_and_preview_on_a_speaker_beside_a_silent_face(composites,
     assert main(["speakers", str(composites["beside"]), "--preview", str(composites["beside"]), "--force"]) == 2
 
 
+@pytest.mark.slow
 def test_speakers_table_follows_the_turns(composites, capsys):
     assert main(["speakers", str(composites["turns"])]) == 0
     table = capsys.readouterr().out
@@ -136,9 +138,10 @@ LEFT_FACE = (60, 120, 180, 230)  # the lower halves of the two faces in the comp
 RIGHT_FACE = (SIDE + 70, 130, SIDE + 190, 240)
 
 
-def test_dub_auto_changes_the_speaker_and_leaves_the_listener(composites, checkpoint, tmp_path, capsys):
+@pytest.mark.slow
+def test_dub_auto_changes_the_speaker_and_leaves_the_listener(composites, narrow_checkpoint, tmp_path, capsys):
     out = tmp_path / "dubbed.mp4"
-    code = main(["dub", str(composites["beside"]), str(composites["speech"]), "-o", str(out), "-c", str(checkpoint),
+    code = main(["dub", str(composites["beside"]), str(composites["speech"]), "-o", str(out), "-c", str(narrow_checkpoint),
                  "--json"])
     assert code == 0
     result = json.loads(capsys.readouterr().out)
@@ -149,10 +152,11 @@ def test_dub_auto_changes_the_speaker_and_leaves_the_listener(composites, checkp
     assert box_difference(before, after, RIGHT_FACE) < NOISE  # compression noise only
 
 
-def test_turn_taking_dubs_each_face_in_its_turn(composites, checkpoint, tmp_path, capsys):
+@pytest.mark.slow
+def test_turn_taking_dubs_each_face_in_its_turn(composites, narrow_checkpoint, tmp_path, capsys):
     out = tmp_path / "turns.mp4"
     assert main(["dub", str(composites["turns"]), str(EXAMPLES / "speech.wav"), "-o", str(out),
-                 "-c", str(checkpoint), "--json"]) == 0
+                 "-c", str(narrow_checkpoint), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert set(result["dubbed_tracks"]) == {"0", "1"}
     before, after = decode_frames(composites["turns"]), decode_frames(out)
@@ -163,49 +167,51 @@ def test_turn_taking_dubs_each_face_in_its_turn(composites, checkpoint, tmp_path
     assert box_difference(before[second], after[second], LEFT_FACE) < NOISE
 
 
-def test_auto_without_the_original_speech_falls_back_and_says_so(composites, checkpoint, tmp_path, capsys):
+@pytest.mark.slow
+def test_auto_without_the_original_speech_falls_back_and_says_so(composites, narrow_checkpoint, tmp_path, capsys):
     out = tmp_path / "fallback.mp4"
     assert main(["dub", str(composites["mute"]), str(composites["speech"]), "-o", str(out),
-                 "-c", str(checkpoint)]) == 0
+                 "-c", str(narrow_checkpoint)]) == 0
     printed = capsys.readouterr().err
     assert "no speech of its own" in printed and "largest face" in printed
     # the original speech given apart: the speaker is found again
     out2 = tmp_path / "given.mp4"
     speech = tmp_path / "original.wav"
     ffmpeg("-i", str(TALK2), "-vn", "-t", "4", str(speech))
-    assert main(["dub", str(composites["mute"]), str(composites["speech"]), "-o", str(out2), "-c", str(checkpoint),
+    assert main(["dub", str(composites["mute"]), str(composites["speech"]), "-o", str(out2), "-c", str(narrow_checkpoint),
                  "--speaker-audio", str(speech), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["speaker"] == "auto" and set(result["dubbed_tracks"]) == {"0"} and not result["notes"]
 
 
-def test_nobody_speaking_falls_back_to_the_largest_face(composites, checkpoint, tmp_path, capsys):
+@pytest.mark.slow
+def test_nobody_speaking_falls_back_to_the_largest_face(composites, narrow_checkpoint, tmp_path, capsys):
     out = tmp_path / "nobody.mp4"
-    assert main(["dub", str(composites["listeners"]), str(composites["speech"]), "-o", str(out), "-c", str(checkpoint),
+    assert main(["dub", str(composites["listeners"]), str(composites["speech"]), "-o", str(out), "-c", str(narrow_checkpoint),
                  "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["speaker"] == "largest" and result["dubbed_tracks"] == {}
     assert result["notes"] == ["nobody was found speaking in the video's own speech: dubbed the largest face"]
 
 
-def test_one_face_clips_take_the_one_face_path(composites, example_video, checkpoint, tmp_path, capsys):
+def test_one_face_clips_take_the_one_face_path(composites, example_video, narrow_checkpoint, tmp_path, capsys):
     out = tmp_path / "one.mp4"
-    assert main(["dub", str(example_video), str(composites["speech"]), "-o", str(out), "-c", str(checkpoint),
+    assert main(["dub", str(example_video), str(composites["speech"]), "-o", str(out), "-c", str(narrow_checkpoint),
                  "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["speaker"] == "largest" and result["dubbed_tracks"] == {} and result["frames_without_face"] == 0
 
 
-def test_bad_speaker_requests_get_one_line(composites, checkpoint, tmp_path, capsys):
+def test_bad_speaker_requests_get_one_line(composites, narrow_checkpoint, tmp_path, capsys):
     out = tmp_path / "x.mp4"
     speech = str(composites["speech"])
-    assert main(["dub", str(composites["beside"]), speech, "-o", str(out), "-c", str(checkpoint), "--speaker", "5"]) == 2
+    assert main(["dub", str(composites["beside"]), speech, "-o", str(out), "-c", str(narrow_checkpoint), "--speaker", "5"]) == 2
     err = capsys.readouterr().err.strip()
     assert "--speaker 5: the clip has 2 face tracks (0 to 1" in err and len(err.splitlines()) == 1
     assert not out.exists()
-    assert main(["dub", str(composites["beside"]), speech, "-o", str(out), "-c", str(checkpoint), "--speaker", "left"]) == 2
+    assert main(["dub", str(composites["beside"]), speech, "-o", str(out), "-c", str(narrow_checkpoint), "--speaker", "left"]) == 2
     assert "auto, largest, all or a track index" in capsys.readouterr().err
-    assert main(["dub", str(composites["beside"]), speech, "-o", str(out), "-c", str(checkpoint), "--speaker", "1",
+    assert main(["dub", str(composites["beside"]), speech, "-o", str(out), "-c", str(narrow_checkpoint), "--speaker", "1",
                  "--face-index", "0"]) == 2
     assert "not both" in capsys.readouterr().err
     assert main(["speakers", str(composites["mute"])]) == 2
@@ -231,17 +237,18 @@ def test_short_runs_dropped_and_short_pauses_bridged():
     assert cleaned.astype(int).tolist() == [0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0]
 
 
-def test_batch_takes_the_option_and_a_manifest_row_sets_it(composites, checkpoint, tmp_path):
+@pytest.mark.slow
+def test_batch_takes_the_option_and_a_manifest_row_sets_it(composites, narrow_checkpoint, tmp_path):
     manifest = tmp_path / "clips.csv"
     manifest.write_text("video,audio,output,speaker\n"
                         f"{composites['mute']},{composites['speech']},right.mp4,1\n"
                         f"{composites['mute']},{composites['speech']},all.mp4,\n")
     out = tmp_path / "out"
-    assert main(["batch", str(manifest), "-o", str(out), "-c", str(checkpoint), "--speaker", "all", "--quiet"]) == 0
+    assert main(["batch", str(manifest), "-o", str(out), "-c", str(narrow_checkpoint), "--speaker", "all", "--quiet"]) == 0
     before = decode_frames(composites["mute"])[:30]
     right, both = decode_frames(out / "right.mp4"), decode_frames(out / "all.mp4")
     assert box_difference(before, right, LEFT_FACE) < NOISE and box_difference(before, right, RIGHT_FACE) > CHANGED
     assert box_difference(before, both, LEFT_FACE) > CHANGED and box_difference(before, both, RIGHT_FACE) > CHANGED
     bad = tmp_path / "bad.csv"
     bad.write_text(f"video,audio,speaker\n{composites['mute']},{composites['speech']},left\n")
-    assert main(["batch", str(bad), "-o", str(tmp_path / "out2"), "-c", str(checkpoint)]) == 2
+    assert main(["batch", str(bad), "-o", str(tmp_path / "out2"), "-c", str(narrow_checkpoint)]) == 2

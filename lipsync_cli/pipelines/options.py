@@ -178,9 +178,8 @@ PER_CLIP_OPTIONS: tuple[ClipOption, ...] = (
     ClipOption("pads", parse_pads, "Padding of the detected box: TOP BOTTOM LEFT RIGHT pixels (negative: smaller)."),
     ClipOption("face_index", parse_int, "Which face when there are several, counted left to right from 0, negative "
                                         "from the right (default: the largest)."),
-    ClipOption("speaker", parse_speaker, "Which faces to dub when the clip shows several: auto (the one who speaks, turn "
-                                         "by turn, found in the video's own speech), largest, all, or a track index as "
-                                         "`lipsync speakers` lists them."),
+    ClipOption("speaker", parse_speaker, "With several faces: auto (who speaks in the video's own sound, turn by turn), "
+                                         "largest, all, or a track of `lipsync speakers`."),
     ClipOption("speaker_audio", parse_path, "The original speech for --speaker auto when the video has no audio track."),
     ClipOption("loop", parse_bool, "When the audio is longer than the video, repeat the video from the start "
                                    "(default: play it back and forth)."),

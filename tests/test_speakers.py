@@ -252,3 +252,17 @@ def test_batch_takes_the_option_and_a_manifest_row_sets_it(composites, narrow_ch
     bad = tmp_path / "bad.csv"
     bad.write_text(f"video,audio,speaker\n{composites['mute']},{composites['speech']},left\n")
     assert main(["batch", str(bad), "-o", str(tmp_path / "out2"), "-c", str(narrow_checkpoint)]) == 2
+
+
+@pytest.mark.slow
+def test_scores_in_blocks_equal_the_whole_track(composites, monkeypatch):
+    """Light-ASD scores each track in blocks (memory flat in the clip's length): with blocks of one
+    second the scores are the same as with one block for the whole 4 s clip."""
+    opts = sp.SpeakerOptions(precision="fp32")
+    whole = sp.find_speakers(str(composites["beside"]), None, opts)
+    monkeypatch.setattr(sp, "BLOCK_SECONDS", 1)
+    blocks = sp.find_speakers(str(composites["beside"]), None, opts)
+    assert [len(t.asd) for t in blocks.tracks] == [len(t.asd) for t in whole.tracks] == [100, 100]
+    for a, b in zip(whole.tracks, blocks.tracks):
+        assert np.abs(a.asd - b.asd).max() < 1e-4 and np.abs(np.nan_to_num(a.sync) - np.nan_to_num(b.sync)).max() < 1e-4
+    assert blocks.dubbed == whole.dubbed

@@ -10,7 +10,7 @@ ffmpeg) over frames decoded at most ANALYSIS_SIDE pixels on their longer side, a
    in full-frame pixels (four numbers per frame and face).
 2. scores: the frames decoded a second time (at low resolution that costs less than holding
    them); each track's Light-ASD crops are cut as its frames go by and scored block by block.
-   A block is BLOCK_SECONDS long, a multiple of every window length, so the scores equal those
+   A block is BLOCK_SECONDS long or the nearest multiple of every window length, so the scores equal those
    of the whole track at once while memory stays flat in the clip's length. The same crops give
    each face's lower-face motion, which faces.synchrony compares with the speech's loudness.
 3. decisions: the two cues combined per frame (faces.synchrony.combine: above 0, speaking);
@@ -46,7 +46,7 @@ FPS = light_asd.FPS  # the analysis timeline
 ANALYSIS_SIDE = 640  # longer side of the frames the analysis decodes
 MIN_TRACK_FRAMES = 10  # shorter tracks are false detections (the reference's minimum too)
 MAX_LOST_FRAMES = 25  # a face unseen for longer ends its track
-BLOCK_SECONDS = 60  # Light-ASD scores a track in blocks of this length (a multiple of every window)
+BLOCK_SECONDS = 10  # Light-ASD scores a track in blocks of about this length (a multiple of every window)
 MIN_RUN_SECONDS = 0.2  # shorter speaking runs are noise
 MIN_PAUSE_SECONDS = 0.3  # shorter pauses inside a face's speech do not end its turn
 DEFAULT_WINDOWS = (1.0,)  # Light-ASD window lengths (seconds) averaged; see benchmarks/speakers.md
@@ -228,11 +228,12 @@ def score_tracks(info: media.MediaInfo, tracks: Sequence[Track], samples_16k: np
     previous: dict[int, np.ndarray | None] = {t.index: None for t in tracks}
 
     def score(t: Track, final: bool = False):
-        crops = pending[t.index]
-        if not crops or (len(crops) < block and not final):
-            return
+        while len(pending[t.index]) >= block or (final and pending[t.index]):
+            score_block(t, pending[t.index][:block])  # exactly one block: windows start at its edges
+            del pending[t.index][:block]
+
+    def score_block(t: Track, crops: list[np.ndarray]):
         stack = np.stack(crops)
-        pending[t.index] = []
         t1 = time.perf_counter()
         first = 4 * (t.first + done[t.index])
         with autocast(device, dtype):

@@ -164,6 +164,7 @@ def test_the_speaking_face_scores_above_a_still_one(net):
     assert talking.min() > 0 > still.max()
 
 
+@pytest.mark.slow
 def test_the_shipped_onnx_visual_encoder_computes_what_the_network_does(net):
     """The visual encoder that ships exported beside the weights (run by ONNX Runtime on the CPU)
     gives the PyTorch module's embeddings, and so its scores, on a real clip's crops."""

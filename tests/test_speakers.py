@@ -194,6 +194,7 @@ def test_nobody_speaking_falls_back_to_the_largest_face(composites, narrow_check
     assert result["notes"] == ["nobody was found speaking in the video's own speech: dubbed the largest face"]
 
 
+@pytest.mark.slow
 def test_one_face_clips_take_the_one_face_path(composites, example_video, narrow_checkpoint, tmp_path, capsys):
     out = tmp_path / "one.mp4"
     assert main(["dub", str(example_video), str(composites["speech"]), "-o", str(out), "-c", str(narrow_checkpoint),
@@ -202,6 +203,7 @@ def test_one_face_clips_take_the_one_face_path(composites, example_video, narrow
     assert result["speaker"] == "largest" and result["dubbed_tracks"] == {} and result["frames_without_face"] == 0
 
 
+@pytest.mark.slow
 def test_bad_speaker_requests_get_one_line(composites, narrow_checkpoint, tmp_path, capsys):
     out = tmp_path / "x.mp4"
     speech = str(composites["speech"])

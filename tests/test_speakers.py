@@ -268,3 +268,27 @@ def test_scores_in_blocks_equal_the_whole_track(composites, monkeypatch):
     for a, b in zip(whole.tracks, blocks.tracks):
         assert np.abs(a.asd - b.asd).max() < 1e-4 and np.abs(np.nan_to_num(a.sync) - np.nan_to_num(b.sync)).max() < 1e-4
     assert blocks.dubbed == whole.dubbed
+
+
+@pytest.mark.slow
+def test_the_glance_at_keyframes_counts_the_faces(composites, tmp_path):
+    """One face or several is told from the keyframes alone, also when every frame is one (MJPEG),
+    where at most 2 x samples of them are held at a time."""
+    from lipsync_cli.faces import DetectorPool
+
+    intra = tmp_path / "intra.avi"
+    ffmpeg("-i", str(composites["beside"]), "-c:v", "mjpeg", "-q:v", "5", "-an", str(intra))
+    pool = DetectorPool("retinaface", "cpu")
+    seen = []
+
+    class Counting:
+        def __init__(self, detector):
+            self.detector = detector
+
+        def detect(self, frames):
+            seen.append(len(frames))
+            return self.detector.detect(frames)
+
+    assert sp.count_faces(media.probe(intra), lambda size: Counting(pool(size)), 320, samples=4) == 2
+    assert seen == [4]  # 100 keyframes, 4 looked at
+    assert sp.count_faces(media.probe(TALK), pool, 320) == 1

@@ -425,7 +425,17 @@ def count_faces(info: media.MediaInfo, detectors: Callable[[int], object], detec
     over the clip, decoded at low resolution): a glance that tells a one-face clip from one with
     several for the price of a few frames (a whole-clip decode cost 10 times more)."""
     size = analysis_size(info.video.width, info.video.height)
-    frames = [f for chunk in media.FrameReader(info, chunk=64, size=size, keyframes=True) for f in chunk]
+    # Keep every stride-th keyframe, doubling the stride whenever 2 * samples are held: memory stays
+    # bounded when every frame is a keyframe (MJPEG, ProRes, DNxHD), and the kept ones spread evenly.
+    frames: list[np.ndarray] = []
+    stride, seen = 1, 0
+    for chunk in media.FrameReader(info, chunk=8, size=size, keyframes=True):
+        for f in chunk:
+            if seen % stride == 0:
+                frames.append(f.copy())
+                if len(frames) >= 2 * samples:
+                    frames, stride = frames[::2], stride * 2
+            seen += 1
     if len(frames) > samples:
         frames = [frames[round(k * (len(frames) - 1) / (samples - 1))] for k in range(samples)]
     if not frames:

@@ -59,8 +59,8 @@ def cmd_expert(args, tmp: Path):
 
 
 def _load_expert(path: str):
-    from lipsync_cli.models.syncnet import SyncNetColor
     from lipsync_cli.checkpoints import load_weights
+    from lipsync_cli.models.syncnet import SyncNetColor
 
     net = SyncNetColor()
     load_weights(net, path)
@@ -70,14 +70,14 @@ def _load_expert(path: str):
 def cmd_expert_test(args, tmp: Path):
     import torch
 
-    from lipsync_cli.train import loop
     from lipsync_cli.datasets import PreprocessedData, SyncPairs
+    from lipsync_cli.device import autocast_dtype
     from lipsync_cli.train.syncnet import evaluate
 
     data = Path(args.data) if args.data else _corpus(tmp, 5)
     expert = _load_expert(args.expert)
     ds = SyncPairs(PreprocessedData(data, "test"), seed=20_000)
-    dtype = loop.autocast_dtype(torch.device("cpu"), "auto")
+    dtype = autocast_dtype(torch.device("cpu"), "auto")
     ev = evaluate(expert, ds, args.pairs // 64, 64, torch.device("cpu"), dtype, workers=1)
     print(f"machine: {machine()}\n{args.expert} on the test split of {data}: {ev.samples} pairs, "
           f"loss {ev.loss:.3f}, accuracy **{ev.accuracy:.4f}**")
@@ -128,14 +128,14 @@ def _cell(values, digits):
 def _setup(args):
     import torch
 
-    from lipsync_cli.train import loop
     from lipsync_cli.datasets import PreprocessedData
+    from lipsync_cli.device import autocast_dtype
 
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     data = Path(args.data) if args.data else _corpus(work, 5)
     return work, data, _load_expert(args.judge), PreprocessedData(data, "test"), \
-        loop.autocast_dtype(torch.device("cpu"), "auto")
+        autocast_dtype(torch.device("cpu"), "auto")
 
 
 HEADER = ("| {what} | runs | LSE-D (lower better) | LSE-C (higher better) | sync measure (higher better) "

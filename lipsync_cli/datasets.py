@@ -26,9 +26,9 @@ import torch
 
 from . import audio as audio_mod
 from .errors import InputError
+from .media import FPS
 from .models.syncnet import lower_half_stack
 
-FPS = 25
 FACE = 96
 SYNC_T = 5  # frames per expert window (0.2 s, the span of one mel window)
 
@@ -238,7 +238,7 @@ class WordClips(torch.utils.data.Dataset):
         """(frames, 12, 20) MFCC windows of clip k, one per video frame."""
         if k not in self._mfcc:
             samples = _read_speech(self.data.clips[k].folder / "audio.wav")
-            self._mfcc[k] = audio_mod.davs_mfcc_windows(samples, self.data.clips[k].frames, FPS)
+            self._mfcc[k] = audio_mod.davs_mfcc_windows(samples, self.data.clips[k].frames, float(FPS))
         return self._mfcc[k]
 
     def faces(self, k: int, start: int, count: int) -> np.ndarray:

@@ -22,7 +22,8 @@ import numpy as np
 import torch
 
 from .. import audio as audio_mod
-from ..datasets import FACE, FPS, PreprocessedData
+from ..datasets import FACE, PreprocessedData
+from ..media import FPS
 from .lse import expert_sync_of_crops
 
 

@@ -32,6 +32,7 @@ from torch.nn import functional as F
 
 from ..checkpoints import load_weights, save_davs
 from ..datasets import WordClips
+from ..device import autocast
 from ..models.davs import Davs, DavsConfig
 from . import loop
 from .config import DavsTrainConfig
@@ -108,7 +109,7 @@ class DavsTrainer(loop.Trainer):
         disentangling, generating = self.stages(step)
         logs: dict[str, float] = {}
         cache: dict = {"frames": frames, "word": word, "person": person}
-        with loop.autocast(self.device, self.dtype):
+        with autocast(self.device, self.dtype):
             f_v = net.video_words(frames).float()  # (B, T, 256)
             f_a = net.audio_words(mfcc).float()
             f_p = net.person_encoder(identity).float()  # (B, 256)
@@ -157,7 +158,7 @@ class DavsTrainer(loop.Trainer):
         disentangling, generating = self.stages(step)
         f_v, f_a = cache["f_v"], cache["f_a"]
         logs: dict[str, float] = {}
-        with loop.autocast(self.device, self.dtype):
+        with autocast(self.device, self.dtype):
             if cfg.domain_adversarial:
                 dom = net.domain_classifier(torch.cat([f_a, f_v]).flatten(0, 1)).float().squeeze(1)
                 truth = torch.cat([torch.ones(dom.numel() // 2), torch.zeros(dom.numel() // 2)]).to(dom.device)

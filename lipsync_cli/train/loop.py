@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from ..checkpoints import load_weights, save_published
-from ..device import autocast, autocast_dtype, resolve_device  # noqa: F401 (autocast: the loops' loop.autocast)
+from ..device import autocast, autocast_dtype, resolve_device
 from ..errors import InputError
 from ..outputs import atomic_write_text, link_or_copy, refuse_overlap
 from .config import TrainConfig

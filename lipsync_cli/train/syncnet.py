@@ -14,6 +14,7 @@ from typing import Callable
 import torch
 
 from ..datasets import PreprocessedData, SyncPairs
+from ..device import autocast
 from ..models.syncnet import SyncNetColor, sync_loss, sync_probability
 from . import loop
 from .config import TrainConfig
@@ -31,7 +32,7 @@ def evaluate(model: SyncNetColor, ds: SyncPairs, batches: int, batch_size: int, 
     model.eval()
     total, correct, n = 0.0, 0, 0
     for faces, mel, label in loop.batches(ds, range(batches), batch_size, workers, device):
-        with loop.autocast(device, dtype):
+        with autocast(device, dtype):
             a, v = model(mel, faces)
         a, v = a.float(), v.float()
         total += float(sync_loss(a, v, label)) * len(label)

@@ -21,6 +21,7 @@ from torch.nn import functional as F
 
 from ..checkpoints import load_network, load_weights
 from ..datasets import GeneratorWindows, PreprocessedData
+from ..device import autocast
 from ..errors import InputError
 from ..models import syncnet
 from ..models.discriminator import VisualQualityDiscriminator
@@ -57,7 +58,7 @@ def evaluate(gen, expert, disc, ds, cfg: Wav2LipConfig, device, dtype) -> dict:
     sums = {"l1": 0.0, "sync": 0.0, "gen_realism": 0.0}
     n = 0
     for faces_in, mels, sync_mel, target in loop.batches(ds, range(cfg.eval_batches), cfg.batch_size, 0, device):
-        with loop.autocast(device, dtype):
+        with autocast(device, dtype):
             g = gen(mels, faces_in).float()
             s = expert_sync_loss(expert, g, sync_mel)
             r = disc(g).float().mean() if disc is not None else torch.tensor(0.0)

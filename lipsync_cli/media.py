@@ -278,21 +278,19 @@ class FrameReader:
         self._stderr = tempfile.TemporaryFile()
 
     def _command(self) -> list[str]:
-        if self.keyframes:
+        if self.keyframes:  # only what the decoder shows of its keyframes, each as it comes
             video = ffmpeg.input(self.info.path, skip_frame="nokey")["v:0"]
-            if self.size is not None:
-                video = video.filter("scale", self.size[0], self.size[1], flags="area")
-            args = ffmpeg.output(video, "pipe:1", format="rawvideo", pix_fmt="bgr24", fps_mode="passthrough",
-                                 sws_flags=DECODE_SWS_FLAGS).get_args()
-            return [ffmpeg_binary(), "-hide_banner", "-nostdin", "-v", "error", *args]
-        video = ffmpeg.input(self.info.path)["v:0"]
-        if self.fps is not None and (self.fps != self.video.fps or self.video.variable_rate):
-            video = video.filter("fps", fps=str(self.fps))
-        elif self.video.variable_rate:
-            video = video.filter("fps", fps=str(self.video.fps))
+            timing = {"fps_mode": "passthrough"}
+        else:
+            video, timing = ffmpeg.input(self.info.path)["v:0"], {}
+            if self.fps is not None and (self.fps != self.video.fps or self.video.variable_rate):
+                video = video.filter("fps", fps=str(self.fps))
+            elif self.video.variable_rate:
+                video = video.filter("fps", fps=str(self.video.fps))
         if self.size is not None:
             video = video.filter("scale", self.size[0], self.size[1], flags="area")
-        args = ffmpeg.output(video, "pipe:1", format="rawvideo", pix_fmt="bgr24", sws_flags=DECODE_SWS_FLAGS).get_args()
+        args = ffmpeg.output(video, "pipe:1", format="rawvideo", pix_fmt="bgr24", sws_flags=DECODE_SWS_FLAGS,
+                             **timing).get_args()
         return [ffmpeg_binary(), "-hide_banner", "-nostdin", "-v", "error", *args]
 
     def __iter__(self) -> Iterator[np.ndarray]:

@@ -75,8 +75,8 @@ def _print_timeline(report) -> None:
                          else ("[yellow]▒[/yellow]" if dubbed else ("[dim]·[/dim]" if here else " ")))
         mean = f"{float(t.score.mean()):+.2f}" if t.score is not None and len(t.score) else "-"
         box = ",".join(str(int(round(v))) for v in t.box())
-        speaks = f"{float(t.speaking.sum()) / 25:.1f} s" if t.speaking is not None else "-"
-        table.add_row(str(t.index), box, f"{t.first / 25:.1f}-{(t.last + 1) / 25:.1f}", speaks, mean,
+        speaks = f"{t.speaking_seconds:.1f} s" if t.speaking is not None else "-"
+        table.add_row(str(t.index), box, f"{t.start:.1f}-{t.end:.1f}", speaks, mean,
                       "".join(cells))
     out.print(table)
     for t in report.tracks:  # the segments in full, below the table (a table cell would be cut)

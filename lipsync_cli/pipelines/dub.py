@@ -226,7 +226,7 @@ class Dubber:
     def _speaker_plan(self, clip: _Clip):
         """The plan of which faces to dub per frame when the clip shows several (see speakers.py),
         or None for the one-face path (FaceBoxes). Records the choice and any fallback in the clip."""
-        from .speakers import SpeakerOptions, SpeakerPlan, count_faces, find_speakers
+        from .speakers import SpeakerOptions, SpeakerPlan, count_faces, find_speakers, load_detector
 
         opts = clip.opts
         if clip.still or opts.box is not None or opts.face_index is not None or opts.speaker == "largest":
@@ -247,8 +247,6 @@ class Dubber:
                                    precision="fp32" if self.runner.precision == "fp32" else "auto")
             scored = opts.speaker == "auto"
             if scored and opts.speaker_weights not in self._speaker_nets:
-                from .speakers import load_detector
-
                 self._speaker_nets[opts.speaker_weights] = load_detector(opts.speaker_weights, device)
             # auto looks at the frames the output shows (the whole clip when it replays, else as long
             # as the audio); a track index is read on the whole clip, so it means what `speakers` lists

@@ -83,6 +83,18 @@ class Track:
     def __contains__(self, frame: int) -> bool:
         return self.first <= frame <= self.last
 
+    @property
+    def start(self) -> float:
+        return self.first / FPS
+
+    @property
+    def end(self) -> float:
+        return (self.last + 1) / FPS
+
+    @property
+    def speaking_seconds(self) -> float:
+        return float(self.speaking.sum()) / FPS if self.speaking is not None else 0.0
+
     def box(self) -> tuple[float, float, float, float]:
         """The median box over the track."""
         return tuple(float(v) for v in np.median(self.boxes, axis=0))  # type: ignore[return-value]
@@ -122,10 +134,10 @@ class SpeakerReport:
                 timeline[t.first:t.last + 1] = [number(v) for v in t.score]
             tracks.append({
                 "index": t.index, "first_frame": t.first, "last_frame": t.last,
-                "start": round(t.first / FPS, 3), "end": round((t.last + 1) / FPS, 3),
+                "start": round(t.start, 3), "end": round(t.end, 3),
                 "box": [round(v, 1) for v in t.box()],
                 "mean_score": number(np.mean(t.score)) if t.score is not None else None,
-                "speaking_seconds": round(float(t.speaking.sum()) / FPS, 3) if t.speaking is not None else 0.0,
+                "speaking_seconds": round(t.speaking_seconds, 3),
                 "segments": [[round(a, 3), round(b, 3)] for a, b in t.segments()],
                 "scores": timeline,
             })
@@ -259,7 +271,7 @@ def score_tracks(info: media.MediaInfo, tracks: Sequence[Track], samples_16k: np
         for k, frame in enumerate(chunk):
             a = n + k
             for t in tracks:
-                if a in t and a - t.first < len(geometry[t.index]):
+                if a in t:
                     cx, cy, half = geometry[t.index][a - t.first]
                     pending[t.index].append(light_asd.crop_face(frame, cx, cy, half))
         if clock:
@@ -270,10 +282,8 @@ def score_tracks(info: media.MediaInfo, tracks: Sequence[Track], samples_16k: np
     for t in tracks:
         score(t, final=True)
         got = sum(len(s) for s in asd[t.index])
-        if got < len(t.boxes):  # the second decode gave a frame or two fewer: the track ends there
-            t.boxes = t.boxes[:got]
         t.asd = np.concatenate(asd[t.index]) if got else np.zeros(0, np.float32)
-        t.boxes = t.boxes[:len(t.asd)]
+        t.boxes = t.boxes[:got]  # the second decode may give a frame or two fewer: the track ends there
         t1 = time.perf_counter()
         t.sync = synchrony.synchrony(np.concatenate(motion[t.index]) if got else np.zeros(0, np.float32),
                                      envelope[t.first:t.first + len(t.asd)])

@@ -1,8 +1,8 @@
 """The synchrony cue (faces.synchrony): lower-face motion against the speech's loudness, and its
 combination with Light-ASD's score. On the example clip (examples/talk.mp4, a real face talking to
-its own speech): its motion follows its own speech, not the same speech reversed or a second
-late; silence gives no evidence; the combination keeps a lone talking face and demotes a talking
-face that is out of sync."""
+its own speech): its motion and mouth opening follow its own speech, not the same speech reversed
+or a second late; silence gives no evidence; the leader follows a turn and not a blip; the
+combination keeps a lone talking face and demotes a talking face that is out of sync."""
 
 from __future__ import annotations
 
@@ -133,16 +133,68 @@ def test_the_best_lag_is_small(clip, motion):
     assert by_lag[best] > max(by_lag[-8], by_lag[8]) + 0.2
 
 
-def _timeline(*values):
-    return np.array(values, dtype=np.float64)
+def test_the_mouth_darkens_as_it_opens_on_the_loud_syllables(clip):
+    crops, own, _ = clip
+    dark = sy.mouth_darkness(crops)
+    assert dark.shape == (len(crops),) and dark.dtype == np.float32
+    assert np.ptp(dark) > 10  # the mouth opens and closes
+    loud = 10 ** (sy.speech_envelope(own, len(crops)) / 20)
+    assert np.corrcoef(dark, loud)[0, 1] > 0.4
+    # a change of brightness over the whole face is no opening
+    brighter = np.clip(crops.astype(np.int16) + 20, 0, 255).astype(np.uint8)
+    np.testing.assert_allclose(sy.mouth_darkness(brighter), dark, atol=0.5)
+    assert len(sy.mouth_darkness(crops[:0])) == 0
+
+
+def test_evidence_favours_the_face_own_speech(clip, motion):
+    """Per-frame evidence, averaged over the clip: the face against its own speech, against that
+    speech reversed or a second late, against other speech, and the face played backwards."""
+    crops, own, other = clip
+    t = len(crops)
+    dark = sy.mouth_darkness(crops)
+    env = sy.speech_envelope(own, t)
+    cue = sy.evidence(motion, dark, env)
+    assert cue.shape == (t,) and cue.dtype == np.float32 and np.isfinite(cue).all()
+    worse = {
+        "reversed": sy.evidence(motion, dark, sy.speech_envelope(own[::-1].copy(), t)),
+        "late": sy.evidence(motion, dark, sy.speech_envelope(np.r_[np.zeros(SR, np.float32), own], t)),
+        "other speech": sy.evidence(motion, dark, sy.speech_envelope(other, t)),
+        "backwards": sy.evidence(sy.lower_face_motion(crops[::-1].copy()), sy.mouth_darkness(crops[::-1].copy()), env),
+    }
+    assert cue.mean() > 0.5
+    for name, v in worse.items():
+        assert cue.mean() > v.mean() + 0.2, name
+    # silence gives none
+    np.testing.assert_array_equal(sy.evidence(motion, dark, sy.speech_envelope(np.zeros_like(own), t)), 0)
+    with pytest.raises(ValueError):
+        sy.evidence(motion, dark[:-1], env)
+
+
+def test_leaders_follow_the_evidence_and_ignore_a_short_blip():
+    t = 100
+    ev = np.zeros((2, t))
+    ev[0, :50], ev[1, 50:] = 0.5, 0.5  # a turn at frame 50
+    ev[1, 20:24] = 1.0  # a blip of 4 frames: it gains 4 x 0.5 = 2, less than two switches cost
+    allowed = np.ones((2, t), bool)
+    path = sy.leaders(ev, allowed)
+    assert path.shape == (t,)
+    assert (path[:50] == 0).all() and (path[50:] == 1).all()  # the switch at the turn itself
+    assert (sy.leaders(ev, allowed, switch_cost=0.5)[20:24] == 1).all()  # cheap switches follow the blip
+    allowed[1, 70:] = False  # face 1 leaves: face 0 leads where only it may
+    assert (sy.leaders(ev, allowed)[70:] == 0).all()
+    assert len(sy.leaders(np.zeros((2, 0)), np.zeros((2, 0), bool))) == 0
+
+
+def _flat(t, **values):
+    return {k: np.full(t, v, np.float64) for k, v in values.items()}
 
 
 def test_combine_keeps_a_lone_talking_face_and_never_makes_a_still_one_speak():
     t = 40
     asd = {"talks": np.full(t, 2.5), "still": np.full(t, -2.0)}
     asd["still"][20] = 1.0  # a stray frame: not enough to compete
-    sync = {"talks": np.full(t, 0.05), "still": np.full(t, 0.6)}  # the cue does not matter here
-    out = sy.combine(asd, sync)
+    sync = _flat(t, talks=0.05, still=0.6)  # the cues do not matter here
+    out = sy.combine(asd, sync, _flat(t, talks=0.0, still=0.8))
     assert set(out) == {"talks", "still"} and out["talks"].dtype == np.float32
     assert (out["talks"] > 0).all()
     np.testing.assert_allclose(out["talks"], 2.5)
@@ -153,34 +205,45 @@ def test_combine_favours_the_face_in_sync_and_keeps_two_in_sync():
     t = 40
     asd = {0: np.full(t, 3.0), 1: np.full(t, 3.5), 2: np.full(t, np.nan)}  # both look talking
     sync = {0: np.full(t, 0.45), 1: np.full(t, 0.05), 2: np.full(t, np.nan)}
-    out = sy.combine(asd, sync)
+    out = sy.combine(asd, sync, {0: np.full(t, 0.45), 1: np.full(t, 0.05), 2: np.full(t, np.nan)})
     assert (out[0] > 0).all() and (out[1] < 0).all()
     assert np.isnan(out[2]).all()  # absent throughout
     # both in sync with the (mixed) speech: both speak
-    out = sy.combine(asd, {0: np.full(t, 0.45), 1: np.full(t, 0.4), 2: np.full(t, np.nan)})
+    both = {0: np.full(t, 0.45), 1: np.full(t, 0.4), 2: np.full(t, np.nan)}
+    out = sy.combine(asd, both, both)
     assert (out[0] > 0).all() and (out[1] > 0).all() and (out[0] > out[1]).all()
+    # in sync but far behind the leader: not speaking
+    out = sy.combine(asd, both, {0: np.full(t, 0.8), 1: np.full(t, 0.3), 2: np.full(t, np.nan)})
+    assert (out[0] > 0).all() and (out[1] < 0).all()
+    # the leader ignores the speech too: nobody speaks
+    out = sy.combine(asd, both, {0: np.full(t, 0.02), 1: np.full(t, -0.1), 2: np.full(t, np.nan)})
+    assert (out[0] < 0).all() and (out[1] < 0).all()
     # silence: no evidence either way, Light-ASD's scores stand
-    out = sy.combine(asd, {0: np.zeros(t), 1: np.zeros(t), 2: np.zeros(t)})
+    zeros = {0: np.zeros(t), 1: np.zeros(t), 2: np.zeros(t)}
+    out = sy.combine(asd, zeros, zeros)
     np.testing.assert_allclose(out[0], 3.0)
     np.testing.assert_allclose(out[1], 3.5)
 
 
-def test_combine_follows_who_is_there_frame_by_frame():
-    t = 60
+def test_combine_follows_who_is_there_and_the_turns():
+    t = 120
     a = np.full(t, 3.0)
     b = np.full(t, 3.0)
     b[:30] = np.nan  # B enters at frame 30
-    out = sy.combine({"a": a, "b": b}, {"a": np.full(t, 0.1), "b": np.full(t, 0.5)})
+    ev_a, ev_b = np.full(t, 0.1), np.full(t, 0.5)
+    ev_a[80:], ev_b[80:] = 0.6, 0.0  # A's turn from frame 80
+    out = sy.combine({"a": a, "b": b}, _flat(t, a=0.3, b=0.3), {"a": ev_a, "b": ev_b})
     assert (out["a"][:30] > 0).all()  # alone: kept
     assert np.isnan(out["b"][:30]).all()
-    assert (out["b"][30:] > 0).all() and (out["a"][35:] < 0).all()  # together: the one in sync
-    assert sy.combine({}, {}) == {}
-    alone = sy.combine({"a": a}, {"a": np.full(t, -0.3)})  # one track: Light-ASD's (averaged) score
+    assert (out["b"][30:80] > 0).all() and (out["a"][35:80] < 0).all()  # together: the one in sync
+    assert (out["a"][80:] > 0).all() and (out["b"][80:] < 0).all()  # and the turn, from its frame
+    assert sy.combine({}, {}, {}) == {}
+    alone = sy.combine({"a": a}, {"a": np.full(t, -0.3)}, {"a": np.full(t, -0.3)})  # one track: Light-ASD's
     np.testing.assert_allclose(alone["a"], 3.0)
     with pytest.raises(ValueError):
-        sy.combine({"a": a}, {"b": b})
+        sy.combine({"a": a}, {"b": b}, {"a": a})
     with pytest.raises(ValueError):
-        sy.combine({"a": a, "b": b[:-1]}, {"a": a, "b": b[:-1]})
+        sy.combine({"a": a, "b": b[:-1]}, {"a": a, "b": b[:-1]}, {"a": a, "b": b[:-1]})
 
 
 def test_combine_on_the_clip_demotes_the_talking_face_out_of_sync(clip, motion):
@@ -195,8 +258,11 @@ def test_combine_on_the_clip_demotes_the_talking_face_out_of_sync(clip, motion):
     asd = {"own": la.speaking_scores(net, crops, mfcc, durations=(1,)),
            "backwards": la.speaking_scores(net, backwards, mfcc, durations=(1,))}
     env = sy.speech_envelope(own, t)
-    sync = {"own": sy.synchrony(motion, env), "backwards": sy.synchrony(sy.lower_face_motion(backwards), env)}
+    back_motion = sy.lower_face_motion(backwards)
+    sync = {"own": sy.synchrony(motion, env), "backwards": sy.synchrony(back_motion, env)}
+    evidence = {"own": sy.evidence(motion, sy.mouth_darkness(crops), env),
+                "backwards": sy.evidence(back_motion, sy.mouth_darkness(backwards), env)}
     assert (asd["backwards"] > 0).mean() > 0.5  # Light-ASD alone is fooled
-    out = sy.combine(asd, sync)
+    out = sy.combine(asd, sync, evidence)
     assert (out["own"] > out["backwards"]).mean() >= 0.9
     assert (out["own"] > 0).mean() >= 0.9 and (out["backwards"] <= 0).mean() >= 0.9

@@ -19,27 +19,41 @@ frame, rises and falls with the loudness of the speech (open mouth: loud; still 
   frames) over a 3 s window centred on each frame (cut at the track's ends), the best of the lags
   -1..+1 frame (40 ms either way). No evidence (0): a window whose loudness deviates by less than
   1 dB (silence, a steady tone), a face that does not move, fewer than 25 usable frames.
-- `combine(asd, sync)`: the two cues as one speaking score per track and frame (above 0:
+- `mouth_darkness(crops)`: (T,) how much darker than the crop the mouth is: an open mouth shows
+  its dark inside, and it opens on the loud part of each syllable.
+- `evidence(motion, darkness, envelope)`: (T,) per frame, a product of standardised signals whose
+  mean over a stretch is a correlation: MOTION_SHARE x motion against loudness (standardised over
+  10 s) plus mouth darkness against amplitude (standardised over 2 s, so that each turn is
+  measured against its own level). Motion tells speech from pauses over seconds; the opening
+  follows the syllables, which is what tells two talking faces apart within a 2 s turn.
+- `leaders(evidence, allowed)`: the face with the most evidence per frame, as the path through
+  the frames that maximises the evidence less SWITCH_COST per change (Viterbi): a turn is followed
+  from the frame where the evidence turns, and a short lucky stretch does not win the mouth.
+- `combine(asd, sync, evidence)`: the cues as one speaking score per track and frame (above 0:
   speaking), on one timeline (NaN where the track is absent).
 
 The rule of `combine`, per frame. A face *competes* when its Light-ASD score averaged over 9
 frames (0.36 s: a stray frame does not count) is above 0.
 - No other face competes: the face keeps that averaged Light-ASD score. Light-ASD is right about
   a lone talking face beside still ones, and a still face is never made to speak (its score stays
-  below 0 whatever the cue says: a still mouth correlates with speech by chance as often as not).
-- Several compete: Light-ASD cannot tell them apart, the cue decides. With `rival` the best
-  synchrony among the *other* competing faces and lead = sync - rival, a competing face scores
-  10 x min(max(lead, min(lead + MARGIN, sync - BOTH)), sync - IN_SYNC):
-  the face whose motion follows the speech best leads and speaks (if its synchrony is above
-  IN_SYNC = 0.1: leading two faces that both ignore the speech is not speaking); another speaks
-  too only while it is itself in sync (above BOTH = 0.25) and within MARGIN = 0.15 of the leader
-  (two people talking at once over one mixed track both follow it; a face talking to other
-  speech mostly does not). 10 per unit of correlation puts the scores in Light-ASD's range.
-  When no competing face has synchrony evidence (silence: every cue 0), the averaged Light-ASD
-  scores stand.
+  below 0 whatever the cues say: a still mouth correlates with speech by chance as often as not).
+- Several compete: Light-ASD cannot tell them apart, the evidence decides. Over each stretch of
+  such frames, `leaders` picks one competing face per frame; over each run of one leader, with r
+  each face's mean evidence there, the leader scores GAIN x (r - IN_SYNC) (it speaks if its
+  mouth follows the speech at all: leading faces that all ignore the speech is not speaking);
+  another competing face scores GAIN x min(r - r_leader + MARGIN, r - BOTH): it speaks too only
+  while itself in sync (above BOTH) and within MARGIN of the leader (two people talking at once
+  over one mixed track both follow it; a face talking to other speech mostly does not). GAIN
+  puts the scores in Light-ASD's range. When no competing face has synchrony evidence (silence:
+  the 3 s `synchrony` cue 0), the averaged Light-ASD scores stand.
 - A face that does not compete keeps its own (negative) averaged Light-ASD score.
 
-Measured (a research harness, not shipped: crop-level composites of the
+On the composites of benchmarks/speakers.md (TalkSet weights), the share of frames right against
+the 3 s `synchrony` cue alone deciding (the rule before `evidence`): two talking faces, one speech,
+83.3% -> 85.6%; three, 82.4% -> 93.4%; turns of 2 s while every face keeps talking, 60.1% ->
+80.9%; interview turns, 91.2% -> 93.7%; a speaker beside still faces unchanged at 100%.
+
+Measured for the 3 s `synchrony` cue (a research harness, not shipped: crop-level composites of the
 real clips talk1..talk5 at 25 fps, RetinaFace boxes, face A with its own speech beside faces that
 talk to other speech, every ordered pair (20) and triple (30); Light-ASD TalkSet weights, one 1 s
 window), the share of frames whose highest score is the speaker's: Light-ASD alone 0.52 (pairs)
@@ -68,6 +82,7 @@ SAMPLE_RATE = 16000
 # and the eyes and brow (the crop holds the face from the brow to below the chin).
 LOWER = ((0.55, 0.93), (0.25, 0.75))
 UPPER = ((0.07, 0.45), (0.14, 0.86))
+MOUTH = ((0.60, 0.85), (0.30, 0.70))  # the lips and the mouth's inside, for `mouth_darkness`
 UPPER_WEIGHT = 0.5  # share of the upper face's motion taken off the lower face's
 REPEATED = 0.1  # a crop within this mean absolute difference (grey levels) of the previous: repeated
 
@@ -89,6 +104,12 @@ BOTH = 0.25  # ... when its own synchrony is above this
 IN_SYNC = 0.1  # a competing face with less synchrony than this does not speak, lead or not
 NO_EVIDENCE = 0.02  # |synchrony| at most this: no evidence
 
+# `evidence` and the choice among competing faces (see the module's docstring)
+MOTION_NORM = 250  # frames (10 s) over which motion and loudness are standardised ...
+OPENING_NORM = 50  # ... and mouth darkness and amplitude (2 s: a turn's own level)
+MOTION_SHARE = 0.25  # weight of the motion term beside the opening term
+SWITCH_COST = 6.0  # evidence (frames x correlation) a change of leader must gain
+
 
 def _region(shape: tuple[int, int], share: tuple[tuple[float, float], tuple[float, float]]) -> tuple[slice, slice]:
     (r0, r1), (c0, c1) = share
@@ -96,13 +117,37 @@ def _region(shape: tuple[int, int], share: tuple[tuple[float, float], tuple[floa
     return slice(int(round(r0 * h)), int(round(r1 * h))), slice(int(round(c0 * w)), int(round(c1 * w)))
 
 
+def _half_resolution(crops: np.ndarray) -> np.ndarray:
+    """(T, H, W) grey crops -> (T, H/2, W/2) float32, each crop's mean brightness removed (a global
+    change of brightness is neither motion nor an opening mouth)."""
+    import cv2
+
+    crops = np.asarray(crops)
+    if crops.ndim != 3 or min(crops.shape[1:]) < 8:
+        raise ValueError(f"crops must be (T, H, W) grey images; got {crops.shape}")
+    size = (crops.shape[2] // 2, crops.shape[1] // 2)
+    grey = np.stack([cv2.resize(np.asarray(c, np.float32), size, interpolation=cv2.INTER_AREA) for c in crops])
+    grey -= grey.mean(axis=(1, 2), keepdims=True)
+    return grey
+
+
+def mouth_darkness(crops: np.ndarray) -> np.ndarray:
+    """(T, H, W) uint8 grey face crops of one track -> (T,) float32: how much darker than the
+    crop's mean the mouth is (grey levels, at half resolution). An open mouth shows its dark inside,
+    and a mouth opens on the loud part of a syllable: this follows the speech's amplitude syllable
+    by syllable, where motion (`lower_face_motion`) mostly tells speech from pauses."""
+    if len(np.asarray(crops)) == 0:
+        return np.zeros(0, np.float32)
+    grey = _half_resolution(crops)
+    rows, cols = _region(grey.shape[1:], MOUTH)
+    return (-grey[:, rows, cols].mean(axis=(1, 2))).astype(np.float32)
+
+
 def lower_face_motion(crops: np.ndarray) -> np.ndarray:
     """(T, H, W) uint8 grey face crops of one track (Light-ASD's, 112 x 112) -> (T,) float32: how
     much the lower face moves from the previous crop, less half of the upper face's motion (grey
     levels, at half resolution, each crop's mean brightness removed). The first value repeats the
     second's; NaN where the crop repeats the previous one (see `synchrony`)."""
-    import cv2
-
     crops = np.asarray(crops)
     if crops.ndim != 3 or min(crops.shape[1:]) < 8:
         raise ValueError(f"crops must be (T, H, W) grey images; got {crops.shape}")
@@ -110,9 +155,7 @@ def lower_face_motion(crops: np.ndarray) -> np.ndarray:
     out = np.zeros(t, np.float32)
     if t < 2:
         return out
-    size = (crops.shape[2] // 2, crops.shape[1] // 2)
-    grey = np.stack([cv2.resize(np.asarray(c, np.float32), size, interpolation=cv2.INTER_AREA) for c in crops])
-    grey -= grey.mean(axis=(1, 2), keepdims=True)  # a global change of brightness is no motion
+    grey = _half_resolution(crops)
     step = np.abs(np.diff(grey, axis=0))
     lo, up = _region(grey.shape[1:], LOWER), _region(grey.shape[1:], UPPER)
     out[1:] = step[:, lo[0], lo[1]].mean(axis=(1, 2)) - UPPER_WEIGHT * step[:, up[0], up[1]].mean(axis=(1, 2))
@@ -233,36 +276,131 @@ def _nan_mean_filter(v: np.ndarray, n: int) -> np.ndarray:
         return np.where(ok, num / den, np.nan)
 
 
-def combine(asd: Mapping[Hashable, np.ndarray], sync: Mapping[Hashable, np.ndarray]) -> dict[Hashable, np.ndarray]:
-    """Per track (the same keys in both), Light-ASD's (T,) score and the (T,) `synchrony` cue on
-    one timeline (NaN where the track is absent) -> (T,) float32 combined speaking scores, above 0
-    speaking, NaN where the track is absent. The rule is in the module's docstring."""
+def _standardised(v: np.ndarray, n: int) -> np.ndarray:
+    """v less its mean over the n frames centred on each frame, over its standard deviation there
+    (0 where v does not vary)."""
+    count = _window_sums(np.ones_like(v), n)
+    mean = _window_sums(v, n) / count
+    var = np.maximum(_window_sums(v * v, n) / count - mean * mean, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(var > 1e-6, (v - mean) / np.sqrt(var), 0.0)
+
+
+def _aligned_product(visual: np.ndarray, audio: np.ndarray, n: int, max_lag: int) -> np.ndarray:
+    """Per frame, the product of the two signals standardised over n frames: its mean over a
+    stretch is their correlation there. At the lag of -max_lag..max_lag with the largest total over
+    the track (the lag is the recording's, not the moment's)."""
+    zv, za = _standardised(_smooth(visual), n), _standardised(_smooth(audio), n)
+    t = len(zv)
+    best, total = np.zeros(t), -np.inf
+    for lag in range(-max_lag, max_lag + 1):
+        p = np.zeros(t)
+        lo, hi = max(0, -lag), min(t, t - lag)
+        if hi > lo:
+            p[lo:hi] = zv[lo + lag:hi + lag] * za[lo:hi]
+        if p.sum() > total:
+            best, total = p, p.sum()
+    return best
+
+
+def evidence(motion: np.ndarray, darkness: np.ndarray, envelope: np.ndarray, max_lag: int = MAX_LAG) -> np.ndarray:
+    """(T,) `lower_face_motion`, `mouth_darkness` and `speech_envelope` of one track's frames ->
+    (T,) float32, per frame, how much this face's mouth follows the speech: MOTION_SHARE x motion
+    against loudness (dB, standardised over MOTION_NORM frames) plus mouth darkness against
+    amplitude (standardised over OPENING_NORM frames, so a turn is measured against its own level),
+    each a per-frame product whose mean over a stretch is a correlation. 0 where the loudness is
+    flat (silence, a steady tone: FLAT_DB over WINDOW frames)."""
+    m = _spread_repeats(np.asarray(motion, dtype=np.float64).reshape(-1))
+    d = np.asarray(darkness, dtype=np.float64).reshape(-1)
+    e = np.asarray(envelope, dtype=np.float64).reshape(-1)
+    if not len(m) == len(d) == len(e):
+        raise ValueError(f"{len(m)} motion, {len(d)} darkness and {len(e)} envelope values")
+    t = len(e)
+    if t == 0:
+        return np.zeros(0, np.float32)
+
+    def filled(v):
+        ok = np.isfinite(v)
+        return np.where(ok, v, np.mean(v[ok]) if ok.any() else 0.0)
+
+    m, d, e = filled(m), filled(d), filled(e)
+    out = MOTION_SHARE * _aligned_product(m, e, MOTION_NORM, max_lag)
+    out += _aligned_product(d, 10.0 ** (e / 20.0), OPENING_NORM, max_lag)
+    count = _window_sums(np.ones(t), WINDOW)
+    spread = np.sqrt(np.maximum(_window_sums(e * e, WINDOW) / count - (_window_sums(e, WINDOW) / count) ** 2, 0.0))
+    out[spread < FLAT_DB] = 0.0
+    return out.astype(np.float32)
+
+
+def leaders(scores: np.ndarray, allowed: np.ndarray, switch_cost: float = SWITCH_COST) -> np.ndarray:
+    """(K, T) per-frame evidence of K faces and (K, T) bool where each may lead -> (T,) the index of
+    the leading face per frame: the path through the frames with the most evidence, less
+    switch_cost for every change of face (Viterbi). A frame in which no face may lead keeps the
+    path's face."""
+    scores = np.asarray(scores, np.float64)
+    k, t = scores.shape
+    if t == 0:
+        return np.zeros(0, np.int64)
+    gain = np.where(allowed, scores, -1e9)
+    total = gain[:, 0].copy()
+    back = np.zeros((k, t), np.int64)
+    faces = np.arange(k)
+    for i in range(1, t):
+        best = int(total.argmax())
+        stay = total >= total[best] - switch_cost
+        back[:, i] = np.where(stay, faces, best)
+        total = np.where(stay, total, total[best] - switch_cost) + gain[:, i]
+    path = np.zeros(t, np.int64)
+    path[-1] = int(total.argmax())
+    for i in range(t - 1, 0, -1):
+        path[i - 1] = back[path[i], i]
+    return path
+
+
+def _pieces(path: np.ndarray) -> list[tuple[int, int]]:
+    """(start, end) of the runs of equal values of path (end exclusive)."""
+    cuts = np.r_[0, np.flatnonzero(np.diff(path)) + 1, len(path)]
+    return list(zip(cuts[:-1].tolist(), cuts[1:].tolist()))
+
+
+def combine(asd: Mapping[Hashable, np.ndarray], sync: Mapping[Hashable, np.ndarray],
+            evidence: Mapping[Hashable, np.ndarray]) -> dict[Hashable, np.ndarray]:
+    """Per track (the same keys in all three), Light-ASD's (T,) score, the (T,) `synchrony` cue and
+    the (T,) per-frame `evidence`, on one timeline (NaN where the track is absent) -> (T,) float32
+    combined speaking scores, above 0 speaking, NaN where the track is absent. The rule is in the
+    module's docstring."""
     keys = list(asd)
-    if set(keys) != set(sync):
-        raise ValueError(f"asd and sync must hold the same tracks; got {sorted(map(str, asd))} and "
-                         f"{sorted(map(str, sync))}")
+    if set(keys) != set(sync) or set(keys) != set(evidence):
+        raise ValueError(f"asd, sync and evidence must hold the same tracks; got {sorted(map(str, asd))}, "
+                         f"{sorted(map(str, sync))} and {sorted(map(str, evidence))}")
     if not keys:
         return {}
     a = np.stack([np.asarray(asd[k], np.float64).reshape(-1) for k in keys])
     s = np.stack([np.asarray(sync[k], np.float64).reshape(-1) for k in keys])
-    if a.shape != s.shape:
-        lengths = sorted({len(np.asarray(v).reshape(-1)) for v in (*asd.values(), *sync.values())})
+    ev = np.stack([np.asarray(evidence[k], np.float64).reshape(-1) for k in keys])
+    if not a.shape == s.shape == ev.shape:
+        lengths = sorted({len(np.asarray(v).reshape(-1)) for v in (*asd.values(), *sync.values(), *evidence.values())})
         raise ValueError(f"every score must be on one timeline; got lengths {lengths}")
     present = np.isfinite(a)
     s = np.where(present & np.isfinite(s), s, 0.0)
+    ev = np.where(present & np.isfinite(ev), ev, 0.0)
     looks = np.stack([_nan_mean_filter(v, ASD_SMOOTH) for v in a])
     competes = present & (looks > COMPETES)
     several = competes.sum(axis=0) >= 2
-    evidence = (competes & (np.abs(s) > NO_EVIDENCE)).any(axis=0)
-    decide = several & evidence
-    masked = np.where(competes, s, -np.inf)
+    has_evidence = (competes & (np.abs(s) > NO_EVIDENCE)).any(axis=0)
     out = looks.copy()
-    for i in range(len(keys) if len(keys) > 1 else 0):
-        rival = np.delete(masked, i, axis=0).max(axis=0)
-        with np.errstate(invalid="ignore"):
-            lead = s[i] - rival
-            d = np.minimum(np.maximum(lead, np.minimum(lead + MARGIN, s[i] - BOTH)), s[i] - IN_SYNC)
-        here = decide & competes[i]
-        out[i, here] = GAIN * d[here]
+    padded = np.r_[False, several & has_evidence, False]
+    edges = np.flatnonzero(padded[1:] != padded[:-1])
+    for lo, hi in zip(edges[::2], edges[1::2]):
+        path = leaders(ev[:, lo:hi], competes[:, lo:hi])
+        for p0, p1 in _pieces(path):
+            leader, span = int(path[p0]), slice(lo + p0, lo + p1)
+            run = ev[:, span].mean(axis=1)  # each face's correlation over the leader's run
+            for i in range(len(keys)):
+                if i == leader:
+                    score = GAIN * (run[i] - IN_SYNC)
+                else:  # speaks too only when in sync and close to the leader (two at once)
+                    score = GAIN * min(run[i] - run[leader] + MARGIN, run[i] - BOTH)
+                out[i, span] = np.where(competes[i, span], score, out[i, span])
     out[~present] = np.nan
     return {k: out[i].astype(np.float32) for i, k in enumerate(keys)}

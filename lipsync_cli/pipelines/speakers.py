@@ -12,8 +12,9 @@ ffmpeg) over frames decoded at most ANALYSIS_SIDE pixels on their longer side, a
    them); each track's Light-ASD crops are cut as its frames go by and scored block by block.
    A block is BLOCK_SECONDS long or the nearest multiple of every window length, so the scores equal those
    of the whole track at once while memory stays flat in the clip's length. The same crops give
-   each face's lower-face motion, which faces.synchrony compares with the speech's loudness.
-3. decisions: the two cues combined per frame (faces.synchrony.combine: above 0, speaking);
+   each face's lower-face motion and mouth opening, which faces.synchrony compares with the
+   speech's loudness.
+3. decisions: the cues combined per frame (faces.synchrony.combine: above 0, speaking);
    speaking runs shorter than MIN_RUN_SECONDS dropped and pauses shorter than MIN_PAUSE_SECONDS
    bridged; then the faces to dub in each frame: the speaking ones, and between turns the last
    speaker until the next one starts (before the first turn, the first speaker).
@@ -72,7 +73,8 @@ class Track:
     first: int  # analysis frame of its first box
     boxes: np.ndarray  # (T, 4) float32 (x1, y1, x2, y2) full-frame pixels, frames first .. first + T - 1
     asd: np.ndarray | None = None  # (T,) Light-ASD's score
-    sync: np.ndarray | None = None  # (T,) the synchrony cue
+    sync: np.ndarray | None = None  # (T,) the synchrony cue over a 3 s window
+    evidence: np.ndarray | None = None  # (T,) per-frame synchrony evidence (faces.synchrony.evidence)
     score: np.ndarray | None = None  # (T,) the combined score: above 0, speaking
     speaking: np.ndarray | None = None  # (T,) bool, after the run and pause rules
 
@@ -209,7 +211,7 @@ def find_tracks(info: media.MediaInfo, detectors: Callable[[int], object], opts:
 def score_tracks(info: media.MediaInfo, tracks: Sequence[Track], samples_16k: np.ndarray, frames: int,
                  size: tuple[int, int], net: light_asd.LightASD, windows: Sequence[float],
                  clock: StageClock | None = None, precision: str = "fp32") -> None:
-    """Light-ASD's score and the synchrony cue of every track (sets .asd and .sync), from a second
+    """Light-ASD's score and the synchrony cues of every track (sets .asd, .sync and .evidence), from a second
     decode of the analysis frames; crops are held for one block per track at most."""
     if not tracks:
         return
@@ -237,6 +239,7 @@ def score_tracks(info: media.MediaInfo, tracks: Sequence[Track], samples_16k: np
     done: dict[int, int] = {t.index: 0 for t in tracks}  # frames of the track scored so far
     asd: dict[int, list[np.ndarray]] = {t.index: [] for t in tracks}
     motion: dict[int, list[np.ndarray]] = {t.index: [] for t in tracks}
+    darkness: dict[int, list[np.ndarray]] = {t.index: [] for t in tracks}
     previous: dict[int, np.ndarray | None] = {t.index: None for t in tracks}
 
     def score(t: Track, final: bool = False):
@@ -256,6 +259,7 @@ def score_tracks(info: media.MediaInfo, tracks: Sequence[Track], samples_16k: np
         lead = previous[t.index]
         moved = synchrony.lower_face_motion(stack if lead is None else np.concatenate([lead[None], stack]))
         motion[t.index].append(moved if lead is None else moved[1:])
+        darkness[t.index].append(synchrony.mouth_darkness(stack))
         previous[t.index] = stack[-1]
         done[t.index] += len(stack)
         if clock:
@@ -285,8 +289,11 @@ def score_tracks(info: media.MediaInfo, tracks: Sequence[Track], samples_16k: np
         t.asd = np.concatenate(asd[t.index]) if got else np.zeros(0, np.float32)
         t.boxes = t.boxes[:got]  # the second decode may give a frame or two fewer: the track ends there
         t1 = time.perf_counter()
-        t.sync = synchrony.synchrony(np.concatenate(motion[t.index]) if got else np.zeros(0, np.float32),
-                                     envelope[t.first:t.first + len(t.asd)])
+        moved = np.concatenate(motion[t.index]) if got else np.zeros(0, np.float32)
+        dark = np.concatenate(darkness[t.index]) if got else np.zeros(0, np.float32)
+        loudness = envelope[t.first:t.first + len(t.asd)]
+        t.sync = synchrony.synchrony(moved, loudness)
+        t.evidence = synchrony.evidence(moved, dark, loudness)
         if clock:
             clock.add("synchrony", t1)
 
@@ -294,11 +301,12 @@ def score_tracks(info: media.MediaInfo, tracks: Sequence[Track], samples_16k: np
 def decide(tracks: Sequence[Track], frames: int) -> list[tuple[int, ...]]:
     """Combine the cues (sets .score and .speaking) and choose the tracks to dub per frame."""
     live = [t for t in tracks if t.asd is not None and len(t.asd)]
-    asd, sync = {}, {}
+    asd, sync, evidence = {}, {}, {}
     for t in live:
         asd[t.index] = _on_timeline(t, t.asd, frames)
         sync[t.index] = _on_timeline(t, t.sync, frames)
-    combined = synchrony.combine(asd, sync) if live else {}
+        evidence[t.index] = _on_timeline(t, t.evidence, frames)
+    combined = synchrony.combine(asd, sync, evidence) if live else {}
     min_run, min_pause = int(round(MIN_RUN_SECONDS * FPS)), int(round(MIN_PAUSE_SECONDS * FPS))
     for t in live:
         t.score = combined[t.index][t.first:t.last + 1].astype(np.float32)

@@ -47,12 +47,12 @@ def make_inputs(tmp: Path, seconds: int) -> tuple[Path, Path, Path]:
         subprocess.run([ffmpeg(), "-v", "error", "-y", "-stream_loop", "-1", "-i", str(MEDIA / "speech_long.wav"),
                         "-t", str(seconds), str(speech)], check=True)
     if not ckpt.exists():
-        subprocess.run(["lipsync", "weights", "init", str(ckpt)], check=True, capture_output=True)
+        subprocess.run([sys.executable, "-m", "lipsync_cli.cli", "weights", "init", str(ckpt)], check=True, capture_output=True)
     return clip, speech, ckpt
 
 
 def timed_dub(clip: Path, speech: Path, ckpt: Path, out: Path, speaker: str) -> dict:
-    cmd = ["/usr/bin/time", "-f", "%e %M", "lipsync", "dub", str(clip), str(speech), "-c", str(ckpt), "-o", str(out),
+    cmd = ["/usr/bin/time", "-f", "%e %M", sys.executable, "-m", "lipsync_cli.cli", "dub", str(clip), str(speech), "-c", str(ckpt), "-o", str(out),
            "--force", "--json", "--speaker", speaker]
     done = subprocess.run(cmd, check=True, capture_output=True, text=True)
     wall, peak_kb = done.stderr.strip().splitlines()[-1].split()

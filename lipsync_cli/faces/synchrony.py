@@ -2,8 +2,9 @@
 
 Light-ASD sees *talking*, not *synchrony*: with two or three faces that all move their lips and
 one speech track, its TalkSet weights call every one of them speaking (about half of the frames
-right on such composites). A model-free cue tells them apart: how much the lower face moves, frame to
-frame, rises and falls with the loudness of the speech (open mouth: loud; still mouth: pause).
+right on such composites). Model-free cues tell them apart: how much the lower face moves, frame
+to frame, and how dark the mouth is (open: its dark inside shows) rise and fall with the loudness
+of the speech.
 
 - `lower_face_motion(crops)`: Light-ASD's (T, 112, 112) grey crops -> (T,) motion of the mouth
   and jaw (mean absolute frame difference, at half resolution, each frame's mean brightness

@@ -247,7 +247,7 @@ class Dubber:
                                    precision="fp32" if self.runner.precision == "fp32" else "auto")
             scored = opts.speaker == "auto"
             if scored and opts.speaker_weights not in self._speaker_nets:
-                self._speaker_nets[opts.speaker_weights] = load_detector(opts.speaker_weights, device)
+                self._speaker_nets[opts.speaker_weights] = load_detector(opts.speaker_weights, device, sopts.precision)
             # auto looks at the frames the output shows (the whole clip when it replays, else as long
             # as the audio); a track index is read on the whole clip, so it means what `speakers` lists
             replays = clip.n_out > clip.info.video.frame_count

@@ -61,7 +61,9 @@ class SpeakerOptions:
     detect_every: int = 2
     windows: tuple[float, ...] = DEFAULT_WINDOWS
     device: str = "cpu"
-    precision: str = "auto"  # Light-ASD's: auto (bf16 on a CPU with AMX, fp16 on CUDA), or fp32
+    # Light-ASD's: auto (on a CPU the shipped weights' int8 visual encoder, else bf16 with AMX;
+    # fp16 on CUDA), or fp32
+    precision: str = "auto"
     s3fd_weights: str | None = None
 
 
@@ -220,9 +222,10 @@ def score_tracks(info: media.MediaInfo, tracks: Sequence[Track], samples_16k: np
     from ..device import autocast
 
     device = next(net.parameters()).device
-    # On a CPU the visual encoder, nine tenths of the work, runs in ONNX Runtime in fp32 when it
-    # can (three times faster); else bf16 where the CPU has AMX: 1.5 times faster, scores within
-    # 0.04 of fp32 (the same sign)
+    # On a CPU the visual encoder, nine tenths of the work, runs in ONNX Runtime when it can (fp32
+    # three times faster than PyTorch; the shipped weights' int8 copy twice as fast again, scores
+    # within 0.14 of fp32 on the talk clips); else bf16 where the CPU has AMX: 1.5 times faster
+    # than fp32, scores within 0.04 of fp32 (the same sign)
     onnx = net.onnx_visual is not None and device.type == "cpu"
     dtype = None if onnx else {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     t0 = time.perf_counter()
@@ -357,7 +360,7 @@ def find_speakers(video: str, audio: str | None, opts: SpeakerOptions, *, score:
         samples = audio_mod.load_audio(speech).samples
         clock.add("audio", t0)
         if net is None:
-            net = load_detector(opts.weights, opts.device)
+            net = load_detector(opts.weights, opts.device, opts.precision)
         score_tracks(info, tracks, samples, frames, size, net, opts.windows, clock, _precision(opts))
         dubbed = decide(tracks, frames)
     return SpeakerReport(video=video, audio=speech if score else None, weights=opts.weights, frames=frames,
@@ -373,15 +376,17 @@ def _precision(opts: SpeakerOptions) -> str:
     return auto_precision(resolve_device(opts.device))
 
 
-def load_detector(weights: str, device: str = "cpu") -> light_asd.LightASD:
+def load_detector(weights: str, device: str = "cpu", precision: str = "auto") -> light_asd.LightASD:
     """Light-ASD from a registry name (light_asd_talkset ships in the package) or a file; on the
-    CPU with its visual encoder in ONNX Runtime where possible (light_asd.use_onnx_visual)."""
+    CPU with its visual encoder in ONNX Runtime where possible (light_asd.use_onnx_visual), in
+    int8 unless `precision` is fp32: the same speakers found, at half the cost
+    (benchmarks/speakers.md)."""
     from ..weights import resolve_checkpoint
 
     path = resolve_checkpoint(weights)
     net = light_asd.LightASD.from_file(path).to(device)
     if str(device) == "cpu":
-        light_asd.use_onnx_visual(net, path)
+        light_asd.use_onnx_visual(net, path, int8=precision != "fp32")
     return net
 
 

@@ -19,14 +19,11 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from lipsync_cli.media import ffmpeg_binary  # noqa: E402
+
 PAIRS = (("T1", "T2"), ("T1", "T5"), ("T2", "T3"), ("T2", "T4"), ("T3", "T5"), ("T4", "T5"))
-
-
-def ffmpeg() -> str:
-    sys.path.insert(0, str(ROOT))
-    from lipsync_cli.media import ffmpeg_binary
-
-    return ffmpeg_binary()
 
 
 def mixed(work: Path, a: str, b: str) -> Path:
@@ -39,7 +36,7 @@ def mixed(work: Path, a: str, b: str) -> Path:
     out = work / "both" / f"both-{a}_{b}.mp4"
     out.parent.mkdir(parents=True, exist_ok=True)
     if not out.exists():
-        subprocess.run([ffmpeg(), "-v", "error", "-y", "-i", str(video), "-i", str(speech[0]), "-i", str(speech[1]),
+        subprocess.run([ffmpeg_binary(), "-v", "error", "-y", "-i", str(video), "-i", str(speech[0]), "-i", str(speech[1]),
                         "-filter_complex", "[1:a][2:a]amix=inputs=2:duration=shortest:normalize=0[a]",
                         "-map", "0:v", "-map", "[a]", "-c:v", "copy", "-c:a", "aac", str(out)], check=True)
     return out

@@ -277,12 +277,17 @@ def _nan_mean_filter(v: np.ndarray, n: int) -> np.ndarray:
         return np.where(ok, num / den, np.nan)
 
 
+def _moving_moments(v: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The mean and the variance of v over the n frames centred on each frame (cut at the ends)."""
+    count = _window_sums(np.ones_like(v), n)
+    mean = _window_sums(v, n) / count
+    return mean, np.maximum(_window_sums(v * v, n) / count - mean * mean, 0.0)
+
+
 def _standardised(v: np.ndarray, n: int) -> np.ndarray:
     """v less its mean over the n frames centred on each frame, over its standard deviation there
     (0 where v does not vary)."""
-    count = _window_sums(np.ones_like(v), n)
-    mean = _window_sums(v, n) / count
-    var = np.maximum(_window_sums(v * v, n) / count - mean * mean, 0.0)
+    mean, var = _moving_moments(v, n)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(var > 1e-6, (v - mean) / np.sqrt(var), 0.0)
 
@@ -327,9 +332,7 @@ def evidence(motion: np.ndarray, darkness: np.ndarray, envelope: np.ndarray, max
     m, d, e = filled(m), filled(d), filled(e)
     out = MOTION_SHARE * _aligned_product(m, e, MOTION_NORM, max_lag)
     out += _aligned_product(d, 10.0 ** (e / 20.0), OPENING_NORM, max_lag)
-    count = _window_sums(np.ones(t), WINDOW)
-    spread = np.sqrt(np.maximum(_window_sums(e * e, WINDOW) / count - (_window_sums(e, WINDOW) / count) ** 2, 0.0))
-    out[spread < FLAT_DB] = 0.0
+    out[_moving_moments(e, WINDOW)[1] < FLAT_DB ** 2] = 0.0
     return out.astype(np.float32)
 
 
@@ -356,6 +359,13 @@ def leaders(scores: np.ndarray, allowed: np.ndarray, switch_cost: float = SWITCH
     for i in range(t - 1, 0, -1):
         path[i - 1] = back[path[i], i]
     return path
+
+
+def runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """(start, end) index pairs (end exclusive) of the True runs of a boolean array."""
+    padded = np.concatenate([[False], np.asarray(mask, bool), [False]])
+    edges = np.flatnonzero(padded[1:] != padded[:-1])
+    return list(zip(edges[::2].tolist(), edges[1::2].tolist()))
 
 
 def _pieces(path: np.ndarray) -> list[tuple[int, int]]:
@@ -390,9 +400,7 @@ def combine(asd: Mapping[Hashable, np.ndarray], sync: Mapping[Hashable, np.ndarr
     several = competes.sum(axis=0) >= 2
     has_evidence = (competes & (np.abs(s) > NO_EVIDENCE)).any(axis=0)
     out = looks.copy()
-    padded = np.r_[False, several & has_evidence, False]
-    edges = np.flatnonzero(padded[1:] != padded[:-1])
-    for lo, hi in zip(edges[::2], edges[1::2]):
+    for lo, hi in runs(several & has_evidence):
         path = leaders(ev[:, lo:hi], competes[:, lo:hi])
         for p0, p1 in _pieces(path):
             leader, span = int(path[p0]), slice(lo + p0, lo + p1)

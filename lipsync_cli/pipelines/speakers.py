@@ -107,7 +107,7 @@ class Track:
         """Speaking segments, (start, end) seconds on the clip's timeline."""
         if self.speaking is None:
             return []
-        return [((self.first + a) / FPS, (self.first + b) / FPS) for a, b in _runs(self.speaking)]
+        return [((self.first + a) / FPS, (self.first + b) / FPS) for a, b in synchrony.runs(self.speaking)]
 
 
 @dataclass
@@ -226,8 +226,7 @@ def score_tracks(info: media.MediaInfo, tracks: Sequence[Track], samples_16k: np
     # three times faster than PyTorch; the shipped weights' int8 copy twice as fast again, scores
     # within 0.14 of fp32 on the talk clips); else bf16 where the CPU has AMX: 1.5 times faster
     # than fp32, scores within 0.04 of fp32 (the same sign)
-    onnx = net.onnx_visual is not None and device.type == "cpu"
-    dtype = None if onnx else {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    dtype = None if net.visual_in_onnx(device) else {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     t0 = time.perf_counter()
     mfcc = light_asd.mfcc_for(samples_16k, frames=frames)
     envelope = synchrony.speech_envelope(samples_16k, frames, fps=FPS)
@@ -475,21 +474,14 @@ def _on_timeline(t: Track, values: np.ndarray, frames: int) -> np.ndarray:
     return out
 
 
-def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
-    """(start, end) index pairs (end exclusive) of the True runs of a boolean array."""
-    padded = np.concatenate([[False], np.asarray(mask, bool), [False]])
-    edges = np.flatnonzero(padded[1:] != padded[:-1])
-    return list(zip(edges[::2].tolist(), edges[1::2].tolist()))
-
-
 def clean_runs(mask: np.ndarray, min_run: int, min_pause: int) -> np.ndarray:
     """Pauses shorter than min_pause inside speech bridged, then runs shorter than min_run dropped."""
     out = np.asarray(mask, bool).copy()
-    runs = _runs(out)
+    runs = synchrony.runs(out)
     for (_, end), (start, _) in zip(runs, runs[1:]):
         if start - end < min_pause:
             out[end:start] = True
-    for start, end in _runs(out):
+    for start, end in synchrony.runs(out):
         if end - start < min_run:
             out[start:end] = False
     return out

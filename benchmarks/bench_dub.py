@@ -2,6 +2,8 @@
 
     python benchmarks/bench_dub.py compare --runs 5     # vs the reference inference design (lipsync==0.1.0)
     python benchmarks/bench_dub.py compare --runs 5 -- --precision fp32   # extra `dub` arguments after --
+    python benchmarks/bench_dub.py compare --clip talk3.mp4 --audio speech3.wav --box 120 450 180 410
+    python benchmarks/bench_dub.py compare --emulate-avx2   # as a CPU without AVX-512 and AMX (both tools)
     python benchmarks/bench_dub.py detect --runs 3      # share of the time the default detector takes
     python benchmarks/bench_dub.py memory               # peak memory, 10 s vs 60 s input
 
@@ -66,25 +68,35 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, Python {platform.python_version()}"
 
 
+# What makes this machine's libraries run as on a CPU with AVX2 only (no AVX-512, no AMX): oneDNN
+# (PyTorch's convolutions), ATen's own vectorised kernels, FBGEMM (PyTorch's int8 kernels);
+# LIPSYNC_NO_AMX keeps lipsync's precision choice off bf16. ONNX Runtime has no such switch.
+EMULATE_AVX2 = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2", "FBGEMM_ENABLE_INSTRUCTIONS": "AVX2",
+                "LIPSYNC_NO_AMX": "1"}
+
+
 def cmd_compare(args, tmp: Path):
     ckpt = make_checkpoint(tmp)
-    video, audio = MEDIA / CLIP, MEDIA / AUDIO
+    video, audio = MEDIA / args.clip, MEDIA / args.audio
+    env = {**os.environ, **EMULATE_AVX2} if args.emulate_avx2 else None
     rows = []
     for i in range(args.runs):
         pair = {}
         order = ("ours", "reference") if i % 2 == 0 else ("reference", "ours")
         for who in order:
             if who == "ours":
-                wall, rss, out = timed(ours(video, audio, tmp / "ours.mp4", ckpt, "--box", *BOX, *args.extra))
+                wall, rss, out = timed(ours(video, audio, tmp / "ours.mp4", ckpt, "--box", *args.box, *args.extra), env)
                 pair["ours"] = (wall, rss, json.loads(out))
             else:
                 wall, rss, _ = timed([REF_PYTHON, str(HERE / "run_reference.py"), "--video", str(video), "--audio",
-                                      str(audio), "--checkpoint", str(ckpt), "--box", *BOX, "--out", str(tmp / "ref.mp4")])
+                                      str(audio), "--checkpoint", str(ckpt), "--box", *args.box, "--out",
+                                      str(tmp / "ref.mp4")], env)
                 pair["reference"] = (wall, rss, None)
         rows.append(pair)
     summary = rows[0]["ours"][2]
     frames = summary["frames"]
-    print(f"machine: {machine()}\nclip: {CLIP} + {AUDIO}, fixed box {' '.join(BOX)}, {frames} frames; "
+    emulated = " (emulated: " + " ".join(f"{k}={v}" for k, v in EMULATE_AVX2.items()) + ")" if args.emulate_avx2 else ""
+    print(f"machine: {machine()}{emulated}\nclip: {args.clip} + {args.audio}, fixed box {' '.join(args.box)}, {frames} frames; "
           f"ours: `dub {' '.join(args.extra) or '(defaults)'}` ran {summary['precision']}\n")
     print("| run | reference wall s | ours wall s | ratio | reference peak MB | ours peak MB | ours dub() s |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
@@ -97,6 +109,10 @@ def cmd_compare(args, tmp: Path):
     med_ours = statistics.median(r["ours"][0] for r in rows)
     med_pipeline = statistics.median(r["ours"][2]["seconds"] for r in rows)
     print(f"\nmedian ratio ours / reference: **{statistics.median(ratios):.3f}** over {len(rows)} paired runs\n")
+    stages = rows[len(rows) // 2]["ours"][2]["stage_seconds"]
+    if args.emulate_avx2:  # the floor below runs in this process, which is not emulated
+        print(f"stage seconds (one run of ours; threads overlap): `{json.dumps(stages)}`")
+        return
     print("| generator-only floor (folded, channels_last, batch %d) | ms / frame | s for %d frames | "
           "ours whole process / floor | ours dub() / floor |" % (args.batch, frames))
     print("| --- | --- | --- | --- | --- |")
@@ -104,7 +120,6 @@ def cmd_compare(args, tmp: Path):
         floor_ms = generator_floor_ms(args.batch, precision)
         floor_s = floor_ms * frames / 1000
         print(f"| {precision} | {floor_ms:.1f} | {floor_s:.2f} | {med_ours / floor_s:.2f}x | {med_pipeline / floor_s:.2f}x |")
-    stages = rows[len(rows) // 2]["ours"][2]["stage_seconds"]
     print(f"\nstage seconds (one run of ours; threads overlap): `{json.dumps(stages)}`")
 
 
@@ -176,6 +191,10 @@ def main():
     ap.add_argument("what", choices=["compare", "detect", "memory"])
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--clip", default=CLIP, help="a clip of ../shared/media")
+    ap.add_argument("--audio", default=AUDIO, help="a speech file of ../shared/media")
+    ap.add_argument("--box", nargs=4, default=list(BOX), metavar=("Y1", "Y2", "X1", "X2"), help="the fixed face box")
+    ap.add_argument("--emulate-avx2", action="store_true", help="run both tools as on a CPU with AVX2 only")
     args, rest = ap.parse_known_args()
     args.extra = rest[1:] if rest[:1] == ["--"] else rest  # extra arguments for `lipsync dub`, after --
     with tempfile.TemporaryDirectory() as tmp:

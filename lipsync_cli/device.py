@@ -3,8 +3,10 @@
 - `resolve_device`: auto / cpu / cuda / cuda:N. Under `torchrun` (LOCAL_RANK set) `auto` and
   `cuda` mean this process's own GPU, so N processes on one machine use N GPUs.
 - `auto_precision`: what `--precision auto` means for inference: fp16 on CUDA; bf16 on a CPU with
-  AMX (Intel Sapphire Rapids and later), where it runs several times faster than fp32; fp32 on
-  other CPUs, where bf16 is emulated and slower.
+  AMX (Intel Sapphire Rapids and later), where it runs several times faster than fp32; int8 on
+  other CPUs (AVX2, AVX-512, AVX-512 VNNI), where bf16 is emulated and slower and the generator's
+  int8 kernels are 1.5x (AVX2) to 3x (VNNI) faster than fp32 (benchmarks/README.md).
+- `cpu_isa`: the CPU's best matrix instructions as those choices see them, for the summary line.
 - `autocast_dtype` / `autocast`: the same choice for training and evaluation (`--amp`), as an
   autocast context that does nothing when mixed precision is off.
 
@@ -58,11 +60,42 @@ def cpu_has_amx_bf16() -> bool:
     return False
 
 
+def cpu_isa() -> str:
+    """"AMX", "AVX-512 VNNI", "AVX-512", "AVX2" or "baseline": the best matrix instructions of this
+    CPU that the libraries will use (ONEDNN_MAX_CPU_ISA=AVX2 / LIPSYNC_NO_AMX count, as above)."""
+    if cpu_has_amx_bf16():
+        return "AMX"
+    flags: set[str] = set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((set(line.split()) for line in f if line.startswith("flags")), set())
+    except OSError:
+        pass
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper()
+    if isa.startswith("AVX2") or isa in ("SSE41", "AVX"):
+        flags -= {f for f in flags if f.startswith("avx512")}
+    if "avx512_vnni" in flags:
+        return "AVX-512 VNNI"
+    if "avx512f" in flags:
+        return "AVX-512"
+    return "AVX2" if "avx2" in flags else "baseline"
+
+
 def auto_precision(device) -> str:
-    """What `--precision auto` means on this device: "fp16", "bf16" or "fp32"."""
+    """What `--precision auto` means on this device: "fp16" (CUDA), "bf16" (a CPU with AMX),
+    "int8" (other CPUs, where PyTorch has int8 kernels) or "fp32"."""
     if device.type == "cuda":
         return "fp16"
-    return "bf16" if cpu_has_amx_bf16() else "fp32"
+    if cpu_has_amx_bf16():
+        return "bf16"
+    return "int8" if cpu_int8_kernels() else "fp32"
+
+
+def cpu_int8_kernels() -> bool:
+    """Whether this PyTorch build has CPU int8 convolutions (FBGEMM or oneDNN)."""
+    import torch
+
+    return any(e in torch.backends.quantized.supported_engines for e in ("x86", "fbgemm", "onednn"))
 
 
 def autocast_dtype(device, amp: str):

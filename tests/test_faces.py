@@ -735,3 +735,24 @@ def test_box_paster_hard_and_feather_in_the_box():
     assert (soft[32, 30:50] == 200).all()  # the mouth area is the generated face
     with pytest.raises(ValueError, match="feather or hard"):
         BoxPaster("soft")
+
+
+@pytest.mark.parametrize("height", [17, 40, 96, 97, 330, 1001])
+def test_the_feathered_paste_shows_nothing_above_its_first_blended_row(height):
+    """Why dub may leave those rows ungenerated: any pixels there give the same frame."""
+    from lipsync_cli.faces import BoxPaster, first_blended_row
+
+    first = first_blended_row("feather", 96)
+    assert 30 <= first <= 40 and first_blended_row("hard", 96) == 0
+    rng = np.random.default_rng(height)
+    frame = rng.integers(0, 256, (height + 20, 300, 3), dtype=np.uint8)
+    face = rng.integers(0, 256, (96, 96, 3), dtype=np.uint8)
+    other = face.copy()
+    other[:first] = 255 - other[:first]
+    box = (10, 10, 10 + min(height, 280), 10 + height)
+    paster = BoxPaster("feather")
+    assert np.array_equal(paster(frame, box, face), paster(frame, box, other))
+    if height < 96:
+        return  # a box smaller than the face samples only some of its rows
+    other[first:first + 4] = 255 - other[first:first + 4]  # and the rows just below it are shown
+    assert not np.array_equal(paster(frame, box, face), paster(frame, box, other))

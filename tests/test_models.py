@@ -224,6 +224,35 @@ def test_fold_batchnorm_matches_the_unfolded_net(name, wav2lip, attnwav2lip):
     assert float(ref.std()) > 1e-3
 
 
+@pytest.mark.parametrize("first_row", [1, 36, 70, 95])
+def test_lower_rows_equal_the_whole_output_below_the_first_row(first_row, wav2lip):
+    """The decoder on slices of its maps: the rows it returns are forward()'s, in a quarter less work."""
+    folded = fold_batchnorm(wav2lip)
+    mel, faces = inputs(2, seed=3)
+    with torch.no_grad():
+        whole = folded(mel, faces)
+        rows, top = folded.lower_rows(mel, faces, first_row)
+    assert top <= first_row and rows.shape == (2, 3, 96 - top, 96)
+    assert (rows - whole[:, :, top:]).abs().max() <= 1e-5
+    assert float(rows.std()) > 1e-3
+
+
+def test_lower_rows_of_a_generator_with_decoder_attention_are_the_whole_output(attnwav2lip):
+    mel, faces = inputs(1, seed=4)
+    with torch.no_grad():
+        rows, top = attnwav2lip.eval().lower_rows(mel, faces, 36)
+        assert top == 0 and torch.equal(rows, attnwav2lip(mel, faces))
+
+
+def test_the_runner_generates_only_the_rows_asked_for(wav2lip):
+    faces, mel = _faces_and_mel(2, seed=5)
+    runner = GeneratorRunner(wav2lip, device="cpu", precision="fp32")
+    whole = runner(mel, faces).astype(np.int16)
+    lower = runner(mel, faces, first_row=36).astype(np.int16)
+    assert np.abs(lower[:, 36:] - whole[:, 36:]).max() <= 1
+    assert np.array_equal(lower[:, :36], faces[:, :36])  # above: the input face, untouched
+
+
 def _faces_and_mel(n: int, seed: int = 0):
     rng = np.random.default_rng(seed)
     faces = rng.integers(0, 256, (n, 96, 96, 3), dtype=np.uint8)
@@ -286,9 +315,54 @@ def test_auto_precision_follows_the_cpu(wav2lip, monkeypatch):
     from lipsync_cli import device
 
     monkeypatch.setattr(device, "cpu_has_amx_bf16", lambda: True)
-    assert GeneratorRunner(wav2lip, device="cpu").precision == "bf16"
+    runner = GeneratorRunner(wav2lip, device="cpu")
+    assert (runner.precision, runner.isa) == ("bf16", "AMX")
     monkeypatch.setattr(device, "cpu_has_amx_bf16", lambda: False)
+    runner = GeneratorRunner(wav2lip, device="cpu")
+    assert runner.precision == "int8" and runner.isa in ("AVX-512 VNNI", "AVX-512", "AVX2", "baseline")
+    monkeypatch.setattr(device, "cpu_int8_kernels", lambda: False)
+    monkeypatch.setattr("lipsync_cli.models.inference.cpu_int8_kernels", lambda: False)
     assert GeneratorRunner(wav2lip, device="cpu").precision == "fp32"
+    with pytest.raises(LipsyncError, match="int8 kernels"):
+        GeneratorRunner(wav2lip, device="cpu", precision="int8")
+
+
+def test_the_isa_follows_the_environment(monkeypatch):
+    from lipsync_cli.device import cpu_isa
+
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    assert cpu_isa() in ("AVX2", "baseline")  # an AVX-512 or AMX machine made to act as AVX2 only
+
+
+def _real_faces(n: int):
+    """n real 96x96 face crops of examples/talk.mp4 and their mel windows of examples/speech.wav."""
+    import cv2
+
+    from conftest import EXAMPLES, decode_frames
+    from lipsync_cli import audio as audio_mod
+    from lipsync_cli.faces import make_detector, pad_box
+
+    frames = decode_frames(EXAMPLES / "talk.mp4")[:n]
+    det = make_detector("retinaface").detect([frames[0]])[0][0]
+    x1, y1, x2, y2 = pad_box(det.box, (0, 10, 0, 0), frames.shape[2], frames.shape[1])
+    crops = np.stack([cv2.resize(f[y1:y2, x1:x2], (96, 96)) for f in frames])
+    mel = audio_mod.melspectrogram(audio_mod.load_audio(str(EXAMPLES / "speech.wav")).samples)
+    return crops, audio_mod.mel_windows(mel, 25, list(range(n)))
+
+
+@pytest.mark.slow
+def test_int8_on_the_cpu_stays_within_a_grey_level_of_fp32(wav2lip):
+    """The int8 generator (`auto` on CPUs without AMX), calibrated on the first faces it is given,
+    against fp32 on the rows a feathered paste shows, over real face crops: the bounds of
+    benchmarks/README.md (mean at most 1 grey level, no pixel more than 6 away)."""
+    crops, windows = _real_faces(40)
+    fp32 = GeneratorRunner(wav2lip, device="cpu", precision="fp32")(windows, crops, first_row=36).astype(np.int16)
+    runner = GeneratorRunner(wav2lip, device="cpu", precision="int8", batch_size=16)
+    out = runner(windows, crops, first_row=36).astype(np.int16)
+    assert runner.quantized and any(type(m).__name__ == "Int8Conv2d" for m in runner.net.modules())
+    assert next(wav2lip.parameters()).dtype == torch.float32  # the caller's network is left as it was
+    diff = np.abs(out - fp32)[:, 36:]
+    assert fp32[:, 36:].std() > 1 and diff.mean() <= 1.0 and diff.max() <= 6
 
 
 def test_unknown_precision_and_device_are_refused(wav2lip):
@@ -323,7 +397,8 @@ def test_amx_probe_is_switched_off_by_the_environment(monkeypatch):
         with monkeypatch.context() as m:
             m.setenv(name, value)
             assert not device.cpu_has_amx_bf16(), (name, value)
-            assert device.auto_precision(torch.device("cpu")) == "fp32"
+            assert device.auto_precision(torch.device("cpu")) == "int8"  # bf16 would be emulated
+            assert device.cpu_isa() == "AVX2"
             assert device.autocast_dtype(torch.device("cpu"), "auto") is None
     for value in ("AVX512_CORE_AMX", "ALL"):
         monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", value)

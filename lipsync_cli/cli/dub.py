@@ -27,7 +27,7 @@ PasteOpt = Annotated[str, typer.Option(help="feather: blend the lower face softl
 LoopOpt = Annotated[bool, typer.Option("--loop", help=PER_CLIP["loop"].help)]
 SmoothOpt = Annotated[bool, typer.Option("--smooth/--no-smooth", help=PER_CLIP["smooth"].help)]
 DetectEveryOpt = Annotated[int, typer.Option(min=1, help="Detect faces on every N-th frame; boxes in between are interpolated.")]
-PrecisionOpt = Annotated[str, typer.Option(help="auto (fp16 on CUDA; bf16 on a CPU with AMX, else fp32; fp32 with --paste hard), fp32, fp16 (CUDA) or bf16.")]
+PrecisionOpt = Annotated[str, typer.Option(help="auto (fp16 on CUDA; bf16 on a CPU with AMX; int8 on other CPUs; fp32 with --paste hard), fp32, fp16 (CUDA), bf16 or int8 (CPU).")]
 BatchSizeOpt = Annotated[Optional[int], typer.Option(min=1, help="Frames per generator batch (default: 16 on CPU, 128 on CUDA, halved on out-of-memory).")]
 CrfOpt = Annotated[int, typer.Option(min=PER_CLIP["crf"].low, max=PER_CLIP["crf"].high, help=PER_CLIP["crf"].help)]
 
@@ -81,7 +81,8 @@ def dub(
         note = f", {result.frames_without_face} frames without a face left unchanged" if result.frames_without_face else ""
         err.print(
             f"wrote {result.output}: {result.frames} frames at {float(result.fps):.3f} fps "
-            f"({result.duration:.2f} s), {result.model} on {result.device} ({result.precision}), {result.seconds:.1f} s{note}"
+            f"({result.duration:.2f} s), {result.model} on {result.device} "
+            f"({result.precision}{', for ' + result.isa if result.isa else ''}), {result.seconds:.1f} s{note}"
         )
         if result.dubbed_tracks:
             dubbed = ", ".join(f"track {k} for {v:.1f} s" for k, v in result.dubbed_tracks.items())

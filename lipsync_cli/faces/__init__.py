@@ -16,7 +16,7 @@ Boxes are (x1, y1, x2, y2) throughout. Detectors load onnxruntime or torch only 
 from .base import Detection, DetectorUnavailable, FaceDetector, detection_size
 from .boxes import FaceBoxes
 from .detectors import DETECTOR_NAMES, DetectorPool, make_detector
-from .paste import PASTE_MODES, AlignedPaster, BoxPaster
+from .paste import PASTE_MODES, AlignedPaster, BoxPaster, first_blended_row
 from .track import (
     DEFAULT_PADS,
     SMOOTH_WINDOW,
@@ -45,6 +45,7 @@ __all__ = [
     "FaceTracker",
     "MultiFaceTracker",
     "detection_size",
+    "first_blended_row",
     "iou",
     "make_detector",
     "pad_box",

@@ -13,6 +13,14 @@ import cv2
 import numpy as np
 
 PASTE_MODES = ("feather", "hard")
+FEATHER_FROM = 0.40  # the feathered blend starts this far down the box: nothing above it is pasted
+
+
+def first_blended_row(mode: str, size: int) -> int:
+    """The first row of a size x size generated face that a paste in `mode` can show: the rows
+    above it need not be generated. The bilinear resize into a box of any height reads source
+    rows from floor(FEATHER_FROM * size) - 1 down for the box rows the blend weighs above 0."""
+    return max(0, int(FEATHER_FROM * size) - 2) if mode == "feather" else 0
 
 
 def feather_mask(h: int, w: int) -> np.ndarray:
@@ -25,7 +33,7 @@ def feather_mask(h: int, w: int) -> np.ndarray:
         t = np.clip((v - a) / (b - a), 0.0, 1.0)
         return t * t * (3 - 2 * t)
 
-    vertical = ramp(y, 0.40, 0.58) * (1.0 - ramp(y, 0.94, 1.0))
+    vertical = ramp(y, FEATHER_FROM, 0.58) * (1.0 - ramp(y, 0.94, 1.0))
     horizontal = ramp(x, 0.0, 0.12) * (1.0 - ramp(x, 0.88, 1.0))
     return np.ascontiguousarray(vertical * horizontal)
 

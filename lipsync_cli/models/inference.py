@@ -17,10 +17,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..device import auto_precision, autocast, resolve_device
+from ..device import auto_precision, autocast, cpu_int8_kernels, cpu_isa, resolve_device
 from ..errors import InputError, LipsyncError
+from .int8 import quantize_generator
 
 FACE_SIZE = 96
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+CALIBRATION_FRAMES = 8  # faces whose activations set the int8 ranges
 
 
 def fold_batchnorm(net: nn.Module, inplace: bool = False) -> nn.Module:
@@ -73,11 +76,15 @@ class GeneratorRunner:
         cuda = self.device.type == "cuda"
         if precision == "auto":
             precision = auto_precision(self.device)
-        if precision not in ("fp32", "fp16", "bf16"):
-            raise InputError(f"--precision {precision}: choose auto, fp32, fp16 or bf16")
+        if precision not in PRECISIONS:
+            raise InputError(f"--precision {precision}: choose auto, {', '.join(PRECISIONS)}")
         if precision == "fp16" and not cuda:
-            raise InputError("--precision fp16 needs a CUDA device; the CPU runs fp32 or bf16")
+            raise InputError("--precision fp16 needs a CUDA device; the CPU runs fp32, bf16 or int8")
+        if precision == "int8" and (cuda or not cpu_int8_kernels()):
+            raise InputError("--precision int8 runs on a CPU whose PyTorch has int8 kernels; "
+                             + ("CUDA runs fp16 or bf16" if cuda else "this one has none"))
         self.precision = precision
+        self.isa = "CUDA" if cuda else cpu_isa()  # what the precision was chosen for
         # CUDA: autocast (fp32 weights, half-precision matmuls). CPU bf16: the weights themselves
         # in bf16, which is faster than autocast there and halves the memory they take.
         self.autocast_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision) if cuda else None
@@ -87,9 +94,10 @@ class GeneratorRunner:
         if not cuda:
             self.net = self.net.to(memory_format=torch.channels_last)
         self.batch_size = batch_size or (128 if cuda else 16)
+        self.quantized = False  # int8: the int8 network replaces the fp32 one on the first batch
 
     @torch.inference_mode()
-    def _forward(self, mel: np.ndarray, faces: np.ndarray, round_output: bool) -> np.ndarray:
+    def _forward(self, mel: np.ndarray, faces: np.ndarray, round_output: bool, first_row: int) -> np.ndarray:
         dev = self.device
         face = torch.from_numpy(faces).to(dev, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
         masked = face.clone()
@@ -98,23 +106,33 @@ class GeneratorRunner:
         if dev.type == "cpu":
             x = x.contiguous(memory_format=torch.channels_last)
         m = torch.from_numpy(mel).to(dev, non_blocking=True).unsqueeze(1).to(self.input_dtype)
+        if self.precision == "int8" and not self.quantized:
+            # activation ranges from the first faces of the clip being dubbed: real faces, its own
+            self.net = quantize_generator(self.net, m[:CALIBRATION_FRAMES], x[:CALIBRATION_FRAMES], inplace=True)
+            self.quantized = True
         with autocast(dev, self.autocast_dtype):
-            out = self.net(m, x)
+            if first_row > 0 and hasattr(self.net, "lower_rows"):
+                rows, top = self.net.lower_rows(m, x, first_row)
+                out = torch.cat([face[:, :3, :top], rows.float()], dim=2)  # the rows above: the input face
+            else:
+                out = self.net(m, x)
         out = out.float().mul_(255.0)
         if round_output:
             out = out.round_()
         return out.clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
-    def __call__(self, mel: np.ndarray, faces: np.ndarray, round_output: bool = True) -> np.ndarray:
+    def __call__(self, mel: np.ndarray, faces: np.ndarray, round_output: bool = True, first_row: int = 0) -> np.ndarray:
         """mel (n, 80, 16) float32, faces (n, 96, 96, 3) uint8 -> (n, 96, 96, 3) uint8.
 
-        round_output=False truncates to uint8 as the reference inference does."""
+        round_output=False truncates to uint8 as the reference inference does. first_row > 0:
+        only the rows from there down are generated (Wav2LipGenerator.lower_rows); the rows above
+        are the input face's, for a caller that blends nothing there."""
         outs = []
         start = 0
         while start < len(faces):
             bs = self.batch_size
             try:
-                out = self._forward(mel[start : start + bs], faces[start : start + bs], round_output)
+                out = self._forward(mel[start : start + bs], faces[start : start + bs], round_output, first_row)
             except torch.cuda.OutOfMemoryError:
                 if bs == 1:
                     raise LipsyncError("the GPU ran out of memory even with batch size 1") from None

@@ -32,7 +32,7 @@ import numpy as np
 from .. import audio as audio_mod
 from .. import media, outputs
 from ..errors import InputError, LipsyncError
-from ..faces import BoxPaster, DetectorPool, FaceBoxes, pad_box
+from ..faces import BoxPaster, DetectorPool, FaceBoxes, first_blended_row, pad_box
 from ..models.inference import FACE_SIZE, GeneratorRunner
 from .options import NO_FACE_ACTIONS, PASTE_MODES, PER_CLIP_OPTIONS, DubOptions, parse_speaker
 from .stages import StageClock, threaded
@@ -48,6 +48,7 @@ class DubResult:
     device: str
     seconds: float
     precision: str = "fp32"
+    isa: str = ""  # the instructions the precision was chosen for: AMX, AVX-512 VNNI, AVX2..., CUDA
     stage_seconds: dict = field(default_factory=dict)
     speaker: str = "largest"  # how the faces were chosen: largest, auto, all, or a track index
     dubbed_tracks: dict = field(default_factory=dict)  # track index -> seconds dubbed (with several faces)
@@ -57,7 +58,8 @@ class DubResult:
         return {
             "output": self.output, "frames": self.frames, "fps": str(self.fps), "fps_float": float(self.fps),
             "duration": round(self.duration, 4), "frames_without_face": self.frames_without_face,
-            "model": self.model, "device": self.device, "precision": self.precision, "seconds": round(self.seconds, 3),
+            "model": self.model, "device": self.device, "precision": self.precision, "isa": self.isa,
+            "seconds": round(self.seconds, 3),
             "stage_seconds": {k: round(v, 3) for k, v in self.stage_seconds.items()},
             "speaker": self.speaker, "dubbed_tracks": {str(k): v for k, v in self.dubbed_tracks.items()},
             "notes": list(self.notes),
@@ -153,10 +155,10 @@ class _Clip:
         self.out = outputs.AtomicFile(request.output, force=request.force,
                                       inputs=(video, audio_path, opts.checkpoint, opts.speaker_audio))
 
-    def result(self, model: str, device: str, precision: str) -> DubResult:
+    def result(self, model: str, device: str, precision: str, isa: str = "") -> DubResult:
         return DubResult(
             output=self.request.output, frames=self.written, fps=self.fps, duration=self.written / float(self.fps),
-            frames_without_face=self.no_face, model=model, device=device, precision=precision,
+            frames_without_face=self.no_face, model=model, device=device, precision=precision, isa=isa,
             seconds=time.perf_counter() - self.started, stage_seconds=self.clock.seconds,
             speaker=self.speaker, dubbed_tracks=self.dubbed_tracks, notes=self.notes,
         )
@@ -355,7 +357,8 @@ class Dubber:
             windows = audio_mod.mel_windows(clip.mel, clip.fps, [it.index for it, _ in faces_in])
             clip.clock.add("prepare", t)
             t = time.perf_counter()
-            faces = self.runner(windows, crops, round_output=self.opts.paste != "hard")
+            faces = self.runner(windows, crops, round_output=self.opts.paste != "hard",
+                                first_row=first_blended_row(self.opts.paste, FACE_SIZE))
             clip.clock.add("generator", t)
             return items, faces
 
@@ -414,7 +417,7 @@ class Dubber:
                 on_result(clip.request, None, clip.failure)
             else:
                 runner = self.runner
-                on_result(clip.request, clip.result(runner.name, str(runner.device), runner.precision), None)
+                on_result(clip.request, clip.result(runner.name, str(runner.device), runner.precision, runner.isa), None)
 
         def work():
             while True:

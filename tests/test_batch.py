@@ -334,6 +334,6 @@ def test_torchrun_environment_picks_the_shard(capsys, tmp_path, many_clips, clip
     code, stdout, _ = cli(capsys, "batch", many_clips, "--audio", clips / "audio" / "a.wav", "-o", tmp_path / "o",
                           "-c", narrow_checkpoint, "--json")
     summary = json.loads(stdout)
-    assert code == 0 and summary["shard"] == "1/3"
+    assert code == 0 and summary["shard"] == "1/3" and summary["device"] == "cpu"
     assert [it["item"] for it in summary["items"]] == ["clip1.mp4", "clip4.mp4", "clip7.mp4"]
     assert sorted(p.name for p in (tmp_path / "o").glob("*.mp4")) == ["clip1.mp4", "clip4.mp4", "clip7.mp4"]

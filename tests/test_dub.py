@@ -166,6 +166,24 @@ def test_audio_longer_than_video_replays(tmp_path, narrow_checkpoint, loop, expe
 
 
 @pytest.mark.slow
+def test_batches_generated_side_by_side_come_out_in_order(tmp_path, narrow_checkpoint, monkeypatch):
+    """On a CPU the generator runs one batch per core at once (generator_workers): the frames
+    still come out in order, each with its own mouth, as when the batches run one by one."""
+    video = _numbered_clip(tmp_path, 30)
+    wav = tone(tmp_path / "a.wav", 1.2)
+    outs, threads = {}, torch.get_num_threads()
+    for workers in ("1", "3"):
+        monkeypatch.setenv("LIPSYNC_GENERATOR_WORKERS", workers)
+        outs[workers] = tmp_path / f"w{workers}.mp4"
+        result = run(video, wav, outs[workers], narrow_checkpoint, box=CORNER_SAFE_BOX, batch_size=2, paste="hard")
+        assert result.frames == 30
+        assert torch.get_num_threads() == threads  # given back after the run
+    one, three = decode_frames(outs["1"]), decode_frames(outs["3"])
+    assert [read_number(f) for f in three] == list(range(30))
+    assert np.abs(one.astype(np.int16) - three.astype(np.int16)).mean() < 0.5
+
+
+@pytest.mark.slow
 def test_audio_shorter_than_video_cuts(tmp_path, narrow_checkpoint):
     video = _numbered_clip(tmp_path, 50)
     wav = tone(tmp_path / "a.wav", 0.6)

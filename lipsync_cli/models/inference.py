@@ -11,6 +11,7 @@ generator in bf16 runs about 3.5x faster than in fp32, for a mean difference of 
 from __future__ import annotations
 
 import copy
+import threading
 import time
 
 import numpy as np
@@ -61,6 +62,17 @@ def load_model(checkpoint: str = "wav2lip_gan", device: str = "auto", precision:
     return runner
 
 
+def generator_workers(runner: "GeneratorRunner") -> int:
+    """How many generator batches a pipeline should run at once: one per core on a CPU (each on
+    one thread), one on a GPU. LIPSYNC_GENERATOR_WORKERS overrides (1: one batch over all cores)."""
+    if runner.device.type != "cpu":
+        return 1
+    import os
+
+    env = os.environ.get("LIPSYNC_GENERATOR_WORKERS", "")
+    return max(1, int(env)) if env.isdigit() else max(1, torch.get_num_threads())
+
+
 class GeneratorRunner:
     """Turns batches of 96x96 BGR face crops and mel windows into generated faces (uint8 BGR).
 
@@ -95,6 +107,7 @@ class GeneratorRunner:
             self.net = self.net.to(memory_format=torch.channels_last)
         self.batch_size = batch_size or (128 if cuda else 16)
         self.quantized = False  # int8: the int8 network replaces the fp32 one on the first batch
+        self._quantizing = threading.Lock()  # batches may come from several threads at once
 
     @torch.inference_mode()
     def _forward(self, mel: np.ndarray, faces: np.ndarray, round_output: bool, first_row: int) -> np.ndarray:
@@ -107,9 +120,11 @@ class GeneratorRunner:
             x = x.contiguous(memory_format=torch.channels_last)
         m = torch.from_numpy(mel).to(dev, non_blocking=True).unsqueeze(1).to(self.input_dtype)
         if self.precision == "int8" and not self.quantized:
-            # activation ranges from the first faces of the clip being dubbed: real faces, its own
-            self.net = quantize_generator(self.net, m[:CALIBRATION_FRAMES], x[:CALIBRATION_FRAMES], inplace=True)
-            self.quantized = True
+            with self._quantizing:
+                if not self.quantized:  # activation ranges from the first faces of the clip being dubbed
+                    self.net = quantize_generator(self.net, m[:CALIBRATION_FRAMES], x[:CALIBRATION_FRAMES],
+                                                  inplace=True)
+                    self.quantized = True
         with autocast(dev, self.autocast_dtype):
             if first_row > 0 and hasattr(self.net, "lower_rows"):
                 rows, top = self.net.lower_rows(m, x, first_row)

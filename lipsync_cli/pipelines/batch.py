@@ -365,6 +365,8 @@ class BatchSummary:
     outcomes: list[Outcome]
     shard: Shard
     job_dir: str
+    device: str = ""  # where the generator ran ("" when nothing was left to run)
+    precision: str = ""
 
     def count(self, state: str) -> int:
         return sum(1 for o in self.outcomes if o.state == state)
@@ -375,7 +377,7 @@ class BatchSummary:
 
     def as_dict(self) -> dict:
         return {
-            "shard": str(self.shard), "job": self.job_dir,
+            "shard": str(self.shard), "job": self.job_dir, "device": self.device, "precision": self.precision,
             "done": self.count("done"), "failed": self.count("failed"), "skipped": self.count("skipped"),
             "items": [{"item": o.item.id, "state": o.state, "reason": o.reason, "seconds": round(o.seconds, 3),
                        "frames": o.frames, "video": o.item.video, "audio": o.item.audio, "output": o.item.output}
@@ -438,8 +440,10 @@ def _run_locked(items, opts, job_dir, shard, retry_failed, force, on_outcome, on
         else:
             runnable.append(item)
 
+    device = precision = ""
     if runnable:
         dubber = Dubber(load_model_for(opts), opts)  # loaded only when there is work
+        device, precision = str(dubber.runner.device), dubber.runner.precision
         by_id = {it.id: it for it in runnable}
         digests: dict[str, str] = {}
         in_flight: dict[str, BatchItem] = {}  # started, neither done nor failed yet
@@ -483,7 +487,7 @@ def _run_locked(items, opts, job_dir, shard, retry_failed, force, on_outcome, on
             raise
 
     ordered = [outcomes[it.id] for it in mine if it.id in outcomes]
-    return BatchSummary(ordered, shard, str(job_dir))
+    return BatchSummary(ordered, shard, str(job_dir), device, precision)
 
 
 def report(job_dir: Path) -> list[dict]:

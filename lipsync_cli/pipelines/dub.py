@@ -19,21 +19,24 @@ start again; decoded frames are replayed from a raw spill file on disk, never he
 
 from __future__ import annotations
 
+import collections
 import queue
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from typing import Callable, Iterable, Iterator
 
 import cv2
 import numpy as np
+import torch
 
 from .. import audio as audio_mod
 from .. import media, outputs
 from ..errors import InputError, LipsyncError
 from ..faces import BoxPaster, DetectorPool, FaceBoxes, first_blended_row, pad_box
-from ..models.inference import FACE_SIZE, GeneratorRunner
+from ..models.inference import FACE_SIZE, GeneratorRunner, generator_workers
 from .options import NO_FACE_ACTIONS, PASTE_MODES, PER_CLIP_OPTIONS, DubOptions, parse_speaker
 from .stages import StageClock, threaded
 
@@ -362,28 +365,61 @@ class Dubber:
             clip.clock.add("generator", t)
             return items, faces
 
-        for kind, clip, item in threaded(lambda: self._events(requests), maxsize=2 * batch, name="decode+detect"):
-            if kind == _ITEM:
-                if clip.cancelled:
-                    continue
-                if not item.boxes:
-                    clip.no_face += 1
-                    if clip.opts.on_no_face == "error":
-                        clip.failure = InputError(f"{clip.request.video}: no face found in frame {item.index} "
-                                                  f"(t={item.index / float(clip.fps):.2f}s)")
-                        clip.cancelled = True
-                        pending = []
+        # On a CPU, one batch per core, each on one thread: at the layers' barriers a generator
+        # spread over all cores waits for whichever core the decoder or the encoder took; whole
+        # batches side by side do not wait for each other. On a GPU, one batch at a time.
+        workers = generator_workers(self.runner)
+        pool = ThreadPoolExecutor(workers, thread_name_prefix="generator") if workers > 1 else None
+        ahead: collections.deque = collections.deque()  # events in order; batches as futures
+
+        def submit(clip, items):
+            if pool is None:
+                return run(clip, items)
+            return pool.submit(run, clip, items)
+
+        def ready(drain: bool = False):
+            """Hand on the events at the head; wait for a batch only when `workers` are in flight."""
+            while ahead:
+                head = ahead[0][2]
+                if (isinstance(head, Future) and not head.done() and not drain
+                        and sum(isinstance(e, Future) for _, _, e in ahead) <= workers):
+                    return
+                kind, clip, entry = ahead.popleft()
+                yield kind, clip, entry.result() if isinstance(entry, Future) else entry
+
+        threads_before = torch.get_num_threads()
+        if pool is not None:
+            torch.set_num_threads(1)
+        try:
+            for kind, clip, item in threaded(lambda: self._events(requests), maxsize=2 * batch, name="decode+detect"):
+                if kind == _ITEM:
+                    if clip.cancelled:
                         continue
-                pending.append(item)
-                if len(pending) >= batch:
-                    yield ("group", clip, run(clip, pending))
+                    if not item.boxes:
+                        clip.no_face += 1
+                        if clip.opts.on_no_face == "error":
+                            clip.failure = InputError(f"{clip.request.video}: no face found in frame {item.index} "
+                                                      f"(t={item.index / float(clip.fps):.2f}s)")
+                            clip.cancelled = True
+                            pending = []
+                            continue
+                    pending.append(item)
+                    if len(pending) >= batch:
+                        ahead.append(("group", clip, submit(clip, pending)))
+                        pending = []
+                        yield from ready()
+                    continue
+                if kind == _END and pending and not clip.cancelled:
+                    ahead.append(("group", clip, submit(clip, pending)))
+                if kind == _END:
                     pending = []
-                continue
-            if kind == _END and pending and not clip.cancelled:
-                yield ("group", clip, run(clip, pending))
-            if kind == _END:
-                pending = []
-            yield (kind, clip, item)
+                ahead.append((kind, clip, item))
+                yield from ready()
+            yield from ready(drain=True)
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+                torch.set_num_threads(threads_before)
 
     # -- paste + encode (writer thread) -----------------------------------------------------
 

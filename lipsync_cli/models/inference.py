@@ -20,11 +20,11 @@ from torch import nn
 
 from ..device import auto_precision, autocast, cpu_int8_kernels, cpu_isa, resolve_device
 from ..errors import InputError, LipsyncError
-from .int8 import quantize_generator
+from . import int8
 
 FACE_SIZE = 96
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
-CALIBRATION_FRAMES = 8  # faces whose activations set the int8 ranges
+CALIBRATION_FRAMES = 4  # faces whose activations set the int8 ranges
 
 
 def fold_batchnorm(net: nn.Module, inplace: bool = False) -> nn.Module:
@@ -106,8 +106,11 @@ class GeneratorRunner:
         if not cuda:
             self.net = self.net.to(memory_format=torch.channels_last)
         self.batch_size = batch_size or (128 if cuda else 16)
-        self.quantized = False  # int8: the int8 network replaces the fp32 one on the first batch
-        self._quantizing = threading.Lock()  # batches may come from several threads at once
+        # int8: the weights now (at load, on all threads), the activation ranges from the first batch
+        self.quantized = False
+        self._calibrating = threading.Lock()  # batches may come from several threads at once
+        if precision == "int8":
+            self.net = int8.quantize_weights(self.net, inplace=True)
 
     @torch.inference_mode()
     def _forward(self, mel: np.ndarray, faces: np.ndarray, round_output: bool, first_row: int) -> np.ndarray:
@@ -120,10 +123,9 @@ class GeneratorRunner:
             x = x.contiguous(memory_format=torch.channels_last)
         m = torch.from_numpy(mel).to(dev, non_blocking=True).unsqueeze(1).to(self.input_dtype)
         if self.precision == "int8" and not self.quantized:
-            with self._quantizing:
+            with self._calibrating:
                 if not self.quantized:  # activation ranges from the first faces of the clip being dubbed
-                    self.net = quantize_generator(self.net, m[:CALIBRATION_FRAMES], x[:CALIBRATION_FRAMES],
-                                                  inplace=True)
+                    int8.calibrate(self.net, m[:CALIBRATION_FRAMES], x[:CALIBRATION_FRAMES])
                     self.quantized = True
         with autocast(dev, self.autocast_dtype):
             if first_row > 0 and hasattr(self.net, "lower_rows"):

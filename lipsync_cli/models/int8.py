@@ -41,35 +41,54 @@ def _activation(lo: float, hi: float) -> tuple[float, int]:
 
 
 class _Ranges:
-    """Running min/max of a tensor seen by a hook."""
+    """Running min/max of the tensors seen."""
 
     def __init__(self):
         self.lo, self.hi = float("inf"), float("-inf")
 
     def add(self, t: torch.Tensor):
-        self.lo, self.hi = min(self.lo, float(t.min())), max(self.hi, float(t.max()))
+        lo, hi = torch.aminmax(t.detach())
+        self.lo, self.hi = min(self.lo, float(lo)), max(self.hi, float(hi))
 
 
 class Int8Conv2d(Conv2d):
-    """A Conv2d block (conv + ReLU, optional residual) on int8 kernels; float in, float out.
-    Keeps the fp32 conv as conv_block[0]: its geometry is what lower_rows reads."""
+    """A Conv2d block (conv + ReLU, optional residual) on int8 kernels. Keeps the fp32 conv as
+    conv_block[0]: its geometry is what lower_rows reads, and until calibrate() has set the
+    activation ranges the block runs it in fp32, recording the ranges it sees."""
 
-    def __init__(self, block: Conv2d, x: _Ranges, pre: _Ranges, out: _Ranges):
+    def __init__(self, block: Conv2d):
         nn.Module.__init__(self)
         self.conv_block, self.act, self.residual = block.conv_block, block.act, block.residual
         conv = block.conv_block[0]
         w = conv.weight.detach().float()
         scales = (w.abs().amax(dim=(1, 2, 3)) / 127).clamp_min(1e-12).double()
-        wq = torch.quantize_per_channel(w, scales, torch.zeros(len(scales), dtype=torch.long), 0, torch.qint8)
+        with warnings.catch_warnings():
+            # PyTorch 2.13 announces that quantized tensors will go in a later release: pinned here
+            warnings.filterwarnings("ignore", message=".*quantized tensor creation functions.*")
+            wq = torch.quantize_per_channel(w, scales, torch.zeros(len(scales), dtype=torch.long), 0, torch.qint8)
         bias = conv.bias.detach().float() if conv.bias is not None else None
         self.packed = torch.ops.quantized.conv2d_prepack(wq, bias, list(conv.stride), list(conv.padding),
                                                          list(conv.dilation), conv.groups)
-        self.x_q = _activation(x.lo, x.hi)
-        self.pre_q = _activation(pre.lo, pre.hi)
-        self.out_q = _activation(0.0, out.hi)
+        self.seen = (_Ranges(), _Ranges(), _Ranges())  # input, conv output (before residual + ReLU), output
+        self.x_q = self.pre_q = self.out_q = None
         self.hand_on = False  # True: the next layer takes this one's uint8 output
 
+    @property
+    def calibrated(self) -> bool:
+        return self.out_q is not None
+
+    def calibrate(self):
+        x, pre, out = self.seen
+        self.x_q, self.pre_q, self.out_q = _activation(x.lo, x.hi), _activation(pre.lo, pre.hi), _activation(0.0, out.hi)
+
     def forward(self, x):
+        if not self.calibrated:  # the calibration pass: fp32, ranges recorded
+            x = x.dequantize() if x.is_quantized else x
+            pre = self.conv_block(x)
+            out = self.act(pre + x if self.residual else pre)
+            for seen, t in zip(self.seen, (x, pre, out)):
+                seen.add(t)
+            return out
         q = x if x.is_quantized else torch.quantize_per_tensor(x, *self.x_q, torch.quint8)
         if self.residual:
             y = torch.ops.quantized.conv2d(q, self.packed, *self.pre_q)
@@ -79,42 +98,18 @@ class Int8Conv2d(Conv2d):
         return y if self.hand_on else y.dequantize()
 
 
-def _recorder(inputs: _Ranges | None = None, outputs: _Ranges | None = None):
-    def hook(module, args, result):  # returns None: the output stays as it is
-        if inputs is not None:
-            inputs.add(args[0])
-        if outputs is not None:
-            outputs.add(result)
-    return hook
-
-
-def quantize_generator(net: nn.Module, mel: torch.Tensor, faces: torch.Tensor, inplace: bool = False) -> nn.Module:
-    """A batchnorm-folded fp32 generator (a copy unless inplace) with its conv blocks in int8,
-    activation ranges calibrated on (mel, faces): (B, 1, 80, 16) and (B, 6, 96, 96) floats."""
+def quantize_weights(net: nn.Module, inplace: bool = False) -> nn.Module:
+    """A batchnorm-folded fp32 generator (a copy unless inplace) with its conv blocks' weights in
+    int8 (Int8Conv2d); it computes in fp32 until calibrate() has seen a batch."""
     q = (net if inplace else copy.deepcopy(net)).float().eval()
     blocks = [(name, m) for name, m in q.named_modules() if isinstance(m, (Conv2d, Conv2dTranspose))]
     if any(len(m.conv_block) != 1 for _, m in blocks):
-        raise ValueError("quantize_generator needs a batchnorm-folded generator (fold_batchnorm)")
+        raise ValueError("quantize_weights needs a batchnorm-folded generator (fold_batchnorm)")
     # transposed convs stay fp32: PyTorch's int8 kernel for them is slower than oneDNN's fp32 one
-    blocks = [(name, m) for name, m in blocks
-              if isinstance(m, Conv2d) and m.conv_block[0].in_channels >= MIN_INPUT_CHANNELS]
-    ranges = {name: (_Ranges(), _Ranges(), _Ranges()) for name, _ in blocks}
-    hooks = []
     for name, m in blocks:
-        x, pre, out = ranges[name]
-        hooks.append(m.register_forward_hook(_recorder(inputs=x, outputs=out)))
-        hooks.append(m.conv_block.register_forward_hook(_recorder(outputs=pre)))  # before the residual and ReLU
-    with torch.inference_mode():
-        q(mel.float(), faces.float())
-    for h in hooks:
-        h.remove()
-    with warnings.catch_warnings():
-        # PyTorch 2.13 announces that quantized tensors will go in a later release: pinned here
-        warnings.filterwarnings("ignore", message=".*quantized tensor creation functions.*")
-        for name, m in blocks:
-            x, pre, out = ranges[name]
+        if isinstance(m, Conv2d) and m.conv_block[0].in_channels >= MIN_INPUT_CHANNELS:
             parent, _, attr = name.rpartition(".")
-            setattr(q.get_submodule(parent) if parent else q, attr, Int8Conv2d(m, x, pre, out))
+            setattr(q.get_submodule(parent) if parent else q, attr, Int8Conv2d(m))
     for seq in q.modules():
         if isinstance(seq, nn.Sequential):
             layers = list(seq)
@@ -123,3 +118,18 @@ def quantize_generator(net: nn.Module, mel: torch.Tensor, faces: torch.Tensor, i
                     layer.hand_on = isinstance(after, Int8Conv2d)
     return q
 
+
+def calibrate(net: nn.Module, mel: torch.Tensor, faces: torch.Tensor) -> nn.Module:
+    """Set the activation ranges of quantize_weights(...)'s int8 blocks from one fp32 pass over
+    (mel, faces): (B, 1, 80, 16) and (B, 6, 96, 96) floats. Returns the network, now in int8."""
+    with torch.inference_mode():
+        net(mel.float(), faces.float())
+    for m in net.modules():
+        if isinstance(m, Int8Conv2d):
+            m.calibrate()
+    return net
+
+
+def quantize_generator(net: nn.Module, mel: torch.Tensor, faces: torch.Tensor, inplace: bool = False) -> nn.Module:
+    """quantize_weights then calibrate: the generator in int8, ranges from (mel, faces)."""
+    return calibrate(quantize_weights(net, inplace), mel, faces)

@@ -37,7 +37,7 @@ def test_readme_python_example_runs_as_written(tmp_path, narrow_checkpoint, monk
     exec(compile(readme_python_block(), "README.md", "exec"), {"__name__": "__main__"})
 
     printed = capsys.readouterr().out
-    assert re.match(r"25 frames, 1\.00 s, wav2lip on cpu \((fp32|bf16)\); 0 frames without a face\n$", printed)
+    assert re.match(r"25 frames, 1\.00 s, wav2lip on cpu \((fp32|bf16|int8)\); 0 frames without a face\n$", printed)
     source = decode_frames(EXAMPLES / "talk.mp4")[:25]
     outputs = {}
     for name in ("dubbed_soft.mp4", "dubbed_hard.mp4"):

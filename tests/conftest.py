@@ -46,6 +46,22 @@ def seeded_generator(name: str = "wav2lip", seed: int = 0, width: float = 1.0):
     return net.eval()
 
 
+def real_face_crops(n: int):
+    """n real 96x96 face crops of examples/talk.mp4 (RetinaFace on its first frame, dub's default
+    padding) and their mel windows of examples/speech.wav, as dub hands them to the generator."""
+    import cv2
+
+    from lipsync_cli import audio as audio_mod
+    from lipsync_cli.faces import make_detector, pad_box
+
+    frames = decode_frames(EXAMPLES / "talk.mp4")[:n]
+    det = make_detector("retinaface").detect([frames[0]])[0][0]
+    x1, y1, x2, y2 = pad_box(det.box, (0, 10, 0, 0), frames.shape[2], frames.shape[1])
+    crops = np.stack([cv2.resize(f[y1:y2, x1:x2], (96, 96)) for f in frames])
+    mel = audio_mod.melspectrogram(audio_mod.load_audio(str(EXAMPLES / "speech.wav")).samples)
+    return crops, audio_mod.mel_windows(mel, 25, list(range(n)))
+
+
 def made_once(tmp_path_factory, folder: str, name: str, make) -> Path:
     """The path of a session fixture's file or folder `name`, `make(path)` having made it once for
     the whole run. Under pytest-xdist the workers share it: the first to need it makes it in the

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import EXAMPLES, decode_frames, ffmpeg, seeded_generator
+from conftest import EXAMPLES, decode_frames, ffmpeg, real_face_crops, seeded_generator
 from lipsync_cli.cli import main
 
 pytestmark = [
@@ -27,25 +27,11 @@ pytestmark = [
 ]
 
 
-def _real_faces(n: int):
-    import cv2
-
-    from lipsync_cli import audio as audio_mod
-    from lipsync_cli.faces import make_detector, pad_box
-
-    frames = decode_frames(EXAMPLES / "talk.mp4")[:n]
-    det = make_detector("retinaface").detect([frames[0]])[0][0]
-    x1, y1, x2, y2 = pad_box(det.box, (0, 10, 0, 0), frames.shape[2], frames.shape[1])
-    crops = np.stack([cv2.resize(f[y1:y2, x1:x2], (96, 96)) for f in frames])
-    mel = audio_mod.melspectrogram(audio_mod.load_audio(str(EXAMPLES / "speech.wav")).samples)
-    return crops, audio_mod.mel_windows(mel, 25, list(range(n)))
-
-
 def test_the_generator_in_fp16_stays_within_a_grey_level_of_fp32():
     from lipsync_cli.models.inference import GeneratorRunner
 
     net = seeded_generator("wav2lip")
-    crops, windows = _real_faces(48)
+    crops, windows = real_face_crops(48)
     fp32 = GeneratorRunner(net, device="cuda", precision="fp32")(windows, crops, first_row=36).astype(np.int16)
     runner = GeneratorRunner(net, device="cuda")
     assert runner.precision == "fp16" and runner.isa == "CUDA"
@@ -72,7 +58,7 @@ def test_out_of_memory_halves_the_batch_until_it_fits():
     from lipsync_cli.models.inference import GeneratorRunner
 
     net = seeded_generator("wav2lip")
-    crops, windows = _real_faces(8)
+    crops, windows = real_face_crops(8)
     n = 1024
     faces, mels = np.repeat(crops, n // 8, axis=0), np.repeat(windows, n // 8, axis=0)
     expected = GeneratorRunner(net, device="cuda", precision="fp16", batch_size=64)(mels[:8], faces[:8])

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import REFERENCE_KEYS, seeded_generator
+from conftest import REFERENCE_KEYS, real_face_crops, seeded_generator
 from lipsync_cli.errors import LipsyncError
 from lipsync_cli.models.blocks import AttentionBlock, ChannelAttention, SpatialAttention
 from lipsync_cli.models.inference import GeneratorRunner, fold_batchnorm
@@ -334,28 +334,12 @@ def test_the_isa_follows_the_environment(monkeypatch):
     assert cpu_isa() in ("AVX2", "baseline")  # an AVX-512 or AMX machine made to act as AVX2 only
 
 
-def _real_faces(n: int):
-    """n real 96x96 face crops of examples/talk.mp4 and their mel windows of examples/speech.wav."""
-    import cv2
-
-    from conftest import EXAMPLES, decode_frames
-    from lipsync_cli import audio as audio_mod
-    from lipsync_cli.faces import make_detector, pad_box
-
-    frames = decode_frames(EXAMPLES / "talk.mp4")[:n]
-    det = make_detector("retinaface").detect([frames[0]])[0][0]
-    x1, y1, x2, y2 = pad_box(det.box, (0, 10, 0, 0), frames.shape[2], frames.shape[1])
-    crops = np.stack([cv2.resize(f[y1:y2, x1:x2], (96, 96)) for f in frames])
-    mel = audio_mod.melspectrogram(audio_mod.load_audio(str(EXAMPLES / "speech.wav")).samples)
-    return crops, audio_mod.mel_windows(mel, 25, list(range(n)))
-
-
 @pytest.mark.slow
 def test_int8_on_the_cpu_stays_within_a_grey_level_of_fp32(wav2lip):
     """The int8 generator (`auto` on CPUs without AMX), calibrated on the first faces it is given,
     against fp32 on the rows a feathered paste shows, over real face crops: the bounds of
     benchmarks/README.md (mean at most 1 grey level, no pixel more than 6 away)."""
-    crops, windows = _real_faces(40)
+    crops, windows = real_face_crops(40)
     fp32 = GeneratorRunner(wav2lip, device="cpu", precision="fp32")(windows, crops, first_row=36).astype(np.int16)
     runner = GeneratorRunner(wav2lip, device="cpu", precision="int8", batch_size=16)
     out = runner(windows, crops, first_row=36).astype(np.int16)

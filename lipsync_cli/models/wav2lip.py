@@ -138,15 +138,7 @@ class Wav2LipGenerator(nn.Module):
             audio_sequences = torch.cat([audio_sequences[:, i] for i in range(audio_sequences.size(1))], dim=0)
             face_sequences = torch.cat([face_sequences[:, :, i] for i in range(face_sequences.size(2))], dim=0)
 
-        x = self.audio_encoder(audio_sequences)
-        feats = []
-        f = face_sequences
-        for i, block in enumerate(self.face_encoder_blocks):
-            f = block(f)
-            if self.face_encoder_attention is not None:
-                f = self.face_encoder_attention[i](f)
-            feats.append(f)
-
+        x, feats = self._encode(audio_sequences, face_sequences)
         for i, block in enumerate(self.face_decoder_blocks):
             x = block(x)
             if self.face_decoder_attention is not None:
@@ -157,6 +149,17 @@ class Wav2LipGenerator(nn.Module):
         if timed:  # back to (B, 3, T, H, W)
             out = torch.stack(torch.split(out, batch, dim=0), dim=2)
         return out
+
+    def _encode(self, audio: torch.Tensor, faces: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The audio embedding and the face encoder's output at each size (the decoder's skips)."""
+        feats = []
+        f = faces
+        for i, block in enumerate(self.face_encoder_blocks):
+            f = block(f)
+            if self.face_encoder_attention is not None:
+                f = self.face_encoder_attention[i](f)
+            feats.append(f)
+        return self.audio_encoder(audio), feats
 
     def lower_rows(self, audio_sequences: torch.Tensor, face_sequences: torch.Tensor,
                    first_row: int) -> tuple[torch.Tensor, int]:
@@ -170,14 +173,7 @@ class Wav2LipGenerator(nn.Module):
         pools whole maps, so a generator with decoder attention computes the whole output."""
         if first_row <= 0 or self.face_decoder_attention is not None:
             return self.forward(audio_sequences, face_sequences), 0
-        x = self.audio_encoder(audio_sequences)
-        feats = []
-        f = face_sequences
-        for i, block in enumerate(self.face_encoder_blocks):
-            f = block(f)
-            if self.face_encoder_attention is not None:
-                f = self.face_encoder_attention[i](f)
-            feats.append(f)
+        x, feats = self._encode(audio_sequences, face_sequences)
         stages = [list(block) for block in self.face_decoder_blocks] + [list(self.output_block)]
         needed = [0] * len(stages)  # the first input row each stage needs, from the last stage up
         rows = first_row

@@ -12,6 +12,24 @@ import sys
 # 2-core CPU (benchmarks/README.md). Set before torch is imported; the user's own setting wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+
+def _cap_malloc_arenas(arenas: int = 2) -> None:
+    """glibc gives each allocating thread a malloc arena of its own, up to 8 per core, and the int8
+    generator's maps of many sizes fragment them: peak memory crept 11% from a 10 s to a 60 s dub
+    with two generator threads (benchmarks/README.md). The cap only counts if it is set before
+    any other thread has allocated (numpy's BLAS threads at import), hence here, first."""
+    if "MALLOC_ARENA_MAX" in os.environ or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    try:
+        ctypes.CDLL(None).mallopt(ctypes.c_int(-8), ctypes.c_int(arenas))  # M_ARENA_MAX
+    except (OSError, AttributeError):
+        pass
+
+
+_cap_malloc_arenas()
+
 import typer  # noqa: E402
 
 from .. import interrupts  # noqa: E402

@@ -11,6 +11,7 @@ generator in bf16 runs about 3.5x faster than in fp32, for a mean difference of 
 from __future__ import annotations
 
 import copy
+import os
 import threading
 import time
 
@@ -67,8 +68,6 @@ def generator_workers(runner: "GeneratorRunner") -> int:
     one thread), one on a GPU. LIPSYNC_GENERATOR_WORKERS overrides (1: one batch over all cores)."""
     if runner.device.type != "cpu":
         return 1
-    import os
-
     env = os.environ.get("LIPSYNC_GENERATOR_WORKERS", "")
     return max(1, int(env)) if env.isdigit() else max(1, torch.get_num_threads())
 

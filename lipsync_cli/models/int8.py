@@ -9,7 +9,8 @@ conversion cost seconds per process:
   them ran slower than oneDNN's fp32 one (73 against 21 ms per frame for the six, AVX2);
 - activations: uint8 with 7 bits of range (0..127), so that the AVX2 kernels' 16-bit sums of
   two uint8 x int8 products cannot saturate; their ranges are calibrated on the first batch of
-  real faces the runner is given (the clip's own), by one fp32 pass with hooks;
+  real faces the runner is given (the clip's own), by one fp32 pass in which each int8 block
+  records what it sees;
 - a conv block followed by another in the same nn.Sequential hands it its uint8 output as it is;
   the last one of a sequence returns floats, so the generator's own forward() and lower_rows()
   run unchanged (slicing works on both), with the skip concatenations and the attention in fp32.
@@ -83,7 +84,6 @@ class Int8Conv2d(Conv2d):
 
     def forward(self, x):
         if not self.calibrated:  # the calibration pass: fp32, ranges recorded
-            x = x.dequantize() if x.is_quantized else x
             pre = self.conv_block(x)
             out = self.act(pre + x if self.residual else pre)
             for seen, t in zip(self.seen, (x, pre, out)):

@@ -492,6 +492,15 @@ def score(meta: dict, run: dict) -> dict:
     dubbed = [frozenset(track_panel.get(i, -1) if track_panel.get(i) is not None else -1 for i in d)
               for d in dubbed_raw[:T]]
     exact = np.array([dubbed[i] == truth[i] for i in range(T)])
+    # The rule: between turns the last speaker keeps the face until the next one starts,
+    # so in the pause at a turn's start (the cut to its first voiced frame) the previous
+    # turn-holder is right too
+    keeps = exact.copy()
+    for (c, _), (_, before) in zip(meta["changes"][1:], meta["changes"][:-1]):
+        i = c
+        while i < T and not voiced[i]:
+            keeps[i] |= dubbed[i] == frozenset([before])
+            i += 1
     wrong = np.array([bool(dubbed[i] - truth[i]) for i in range(T)])
     missed = np.array([not truth[i] <= dubbed[i] for i in range(T)])
     v = voiced[:T]
@@ -526,6 +535,7 @@ def score(meta: dict, run: dict) -> dict:
         "tracks": len(res["tracks"]), "tracks_per_panel": [len(per_panel.get(k, [])) for k in range(len(span_list))],
         "stray_tracks": len(per_panel.get(None, [])),
         "accuracy": float(exact.mean()) if T else 0.0,
+        "keeps_accuracy": float(keeps.mean()) if T else 0.0,
         "voiced_accuracy": float(exact[v].mean()) if v.any() else None, "voiced_frames": int(v.sum()),
         "wrong": float(wrong.mean()) if T else 0.0, "missed": float(missed.mean()) if T else 0.0,
         "empty": float(np.mean([not d for d in dubbed])) if T else 0.0,
@@ -559,7 +569,7 @@ def case_table(rows: list[tuple[str, str, dict]], turns: bool) -> str:
     head = ["composite", "weights", "frames", "tracks per panel", "mean score per panel", "accuracy", "voiced acc.",
             "wrong face", "missed", "none dubbed"]
     if turns:
-        head += ["switch lag s", "from onset s"]
+        head += ["pauses to the last speaker", "switch lag s", "from onset s"]
     head += ["wall s / s", "`seconds` / s"]
     lines = ["| " + " | ".join(head) + " |", "| " + " | ".join("---" for _ in head) + " |"]
     for name, w, s in rows:
@@ -574,7 +584,8 @@ def case_table(rows: list[tuple[str, str, dict]], turns: bool) -> str:
                  fmt_scores(s["mean_scores"]), pct(s["accuracy"]), pct(s["voiced_accuracy"]), pct(s["wrong"]),
                  pct(s["missed"]), pct(s["empty"])]
         if turns:
-            cells += [fmt_lags(s["lags"], s["early"]), fmt_lags(s["onset_lags"], s["early"])]
+            cells += [pct(s.get("keeps_accuracy", s["accuracy"])), fmt_lags(s["lags"], s["early"]),
+                      fmt_lags(s["onset_lags"], s["early"])]
         sec = "-" if s["seconds"] is None else f"{s['seconds'] / s['duration']:.2f}"
         cells += [f"{s['wall'] / s['duration']:.2f}", sec]
         lines.append("| " + " | ".join(cells) + " |")
@@ -620,7 +631,7 @@ def lag_cells(lags: list) -> list[str]:
 
 
 def summary_table(results: dict) -> str:
-    head = ["composites", "weights", "n", "frames", "accuracy", "voiced acc.", "wrong face", "missed",
+    head = ["composites", "weights", "n", "frames", "accuracy", "pauses to the last speaker", "voiced acc.", "wrong face", "missed",
             "turn changes (already dubbed)", "switch lag median / max s", "<= 0.5 s", "from onset: median / max s", "<= 0.5 s",
             "wall s / s", "`seconds` / s", "CPU s / s"]
     lines = ["| " + " | ".join(head) + " |", "| " + " | ".join("---" for _ in head) + " |"]
@@ -642,7 +653,9 @@ def summary_table(results: dict) -> str:
             onset = [x for s in ss for x in s["onset_lags"]]
             dur = sum(s["duration"] for s in ss)
             secs = [s["seconds"] for s in ss]
-            cells = [case, w.replace("light_asd_", ""), str(len(ss)) + (f" ({failed} failed)" if failed else ""), str(fr), pct(wavg("accuracy")), pct(vacc),
+            keeps = sum(s.get("keeps_accuracy", s["accuracy"]) * s["frames"] for s in ss) / fr
+            cells = [case, w.replace("light_asd_", ""), str(len(ss)) + (f" ({failed} failed)" if failed else ""), str(fr),
+                     pct(wavg("accuracy")), pct(keeps) if lags else "-", pct(vacc),
                      pct(wavg("wrong")), pct(wavg("missed")),
                      f"{len(lags)} ({sum(x for s in ss for x in s['early'])})" if lags else "-",
                      *lag_cells(lags), *lag_cells(onset),

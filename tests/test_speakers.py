@@ -233,6 +233,33 @@ def test_between_turns_the_last_speaker_is_kept():
     assert sp.keep_last_speaker(speaking, present) == [(0,), (0,), (0,), (0,), (0,), (0,), (1,), (1,), (0, 1), (0,)]
 
 
+def test_a_change_of_speaker_moves_to_the_pause_where_the_new_voice_starts():
+    def voiced_except(n, *pauses):
+        v = np.ones(n, bool)
+        for a, b in pauses:
+            v[a:b] = False
+        return v
+
+    both = [(0, 1)] * 60
+    rule = dict(reach_back=30, reach_ahead=8, min_pause=5)
+    # Light-ASD's window puts the change at 50; the new voice starts after the pause 28-33
+    late = [(0,)] * 50 + [(1,)] * 10
+    moved = sp.place_turns_at_pauses(late, both, voiced_except(60, (28, 33)), **rule)
+    assert moved == [(0,)] * 33 + [(1,)] * 27
+    # a change inside the old speaker's last words or the pause waits for the new voice (at 30)
+    early = [(0,)] * 20 + [(1,)] * 40
+    assert sp.place_turns_at_pauses(early, both, voiced_except(60, (22, 30)), **rule) == [(0,)] * 30 + [(1,)] * 30
+    # no pause near it, or a pause too short: the change stays where it is
+    assert sp.place_turns_at_pauses(late, both, voiced_except(60, (5, 15)), **rule) == late
+    assert sp.place_turns_at_pauses(late, both, voiced_except(60, (40, 43)), **rule) == late
+    # two faces at once on either side (nobody leaves): no change to move
+    shared = [(0,)] * 50 + [(0, 1)] * 10
+    assert sp.place_turns_at_pauses(shared, both, voiced_except(60, (28, 33)), **rule) == shared
+    # the new speaker is not in the frame before 45: it takes over only where it is
+    present = [(0,)] * 45 + [(0, 1)] * 15
+    assert sp.place_turns_at_pauses(late, present, voiced_except(60, (28, 33)), **rule) == [(0,)] * 45 + [(1,)] * 15
+
+
 def test_short_runs_dropped_and_short_pauses_bridged():
     mask = np.array([0, 1, 0, 0, 1, 1, 1, 1, 0, 1, 1, 1, 1, 0, 0, 0, 0], bool)
     cleaned = sp.clean_runs(mask, min_run=3, min_pause=2)

@@ -73,6 +73,19 @@ def test_repeated_frames_share_the_next_change():
     assert np.isnan(spread[8])
 
 
+def test_voiced_frames_find_the_pauses_of_real_speech(clip):
+    _, own, _ = clip
+    gap = np.zeros(int(0.4 * SR), np.float32)
+    speech = np.concatenate([own[:SR], gap, own[:SR]])  # 1 s of speech, 0.4 s of silence, 1 s
+    voiced = sy.voiced_frames(sy.speech_envelope(speech, 60))
+    assert voiced.shape == (60,) and voiced.dtype == bool
+    assert not voiced[27:34].any()  # the silence (frames 25-35, less the 80 ms window's reach)
+    assert voiced[:25].mean() > 0.6 and voiced[36:].mean() > 0.6  # the speech, its own short pauses aside
+    dip = np.array([30.0, 30.0, 0.0, 30.0, 30.0, 0.0, 0.0, 30.0] + [30.0] * 12)
+    assert sy.voiced_frames(dip)[:8].tolist() == [True, True, True, True, True, False, False, True]
+    assert sy.voiced_frames(np.zeros(0)).shape == (0,)
+
+
 def test_the_envelope_follows_loudness_and_silence_is_flat(clip):
     _, own, _ = clip
     env = sy.speech_envelope(own, 50)

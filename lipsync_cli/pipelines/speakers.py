@@ -17,7 +17,13 @@ ffmpeg) over frames decoded at most ANALYSIS_SIDE pixels on their longer side, a
 3. decisions: the cues combined per frame (faces.synchrony.combine: above 0, speaking);
    speaking runs shorter than MIN_RUN_SECONDS dropped and pauses shorter than MIN_PAUSE_SECONDS
    bridged; then the faces to dub in each frame: the speaking ones, and between turns the last
-   speaker until the next one starts (before the first turn, the first speaker).
+   speaker until the next one starts (before the first turn, the first speaker). Light-ASD gives
+   one verdict per window (its scores barely change inside one), so a change from one face to
+   another shows up at a window's edge, up to a window (plus the 9-frame mean) after the new
+   speaker began: each such change moves to the end of the nearest pause of the speech (at least
+   TURN_PAUSE_SECONDS unvoiced) from a window before it to TURN_AHEAD_SECONDS after it, where the
+   new speaker's speech starts; with no pause there it stays. On the interview composites of
+   benchmarks/speakers.md this is what puts a switch within a few frames of the new voice.
 
 Why two low-resolution passes rather than a look-ahead buffer of frames: Light-ASD's crops follow
 a median filter of the track's boxes over 13 frames, and a track is known to have ended only
@@ -50,6 +56,8 @@ MAX_LOST_FRAMES = 25  # a face unseen for longer ends its track
 BLOCK_SECONDS = 10  # Light-ASD scores a track in blocks of about this length (a multiple of every window)
 MIN_RUN_SECONDS = 0.2  # shorter speaking runs are noise
 MIN_PAUSE_SECONDS = 0.3  # shorter pauses inside a face's speech do not end its turn
+TURN_PAUSE_SECONDS = 0.2  # a change of speaker moves to the end of a pause at least this long ...
+TURN_AHEAD_SECONDS = 0.3  # ... from a Light-ASD window before the change to this after it
 DEFAULT_WINDOWS = (1.0,)  # Light-ASD window lengths (seconds) averaged; see benchmarks/speakers.md
 
 
@@ -212,11 +220,12 @@ def find_tracks(info: media.MediaInfo, detectors: Callable[[int], object], opts:
 
 def score_tracks(info: media.MediaInfo, tracks: Sequence[Track], samples_16k: np.ndarray, frames: int,
                  size: tuple[int, int], net: light_asd.LightASD, windows: Sequence[float],
-                 clock: StageClock | None = None, precision: str = "fp32") -> None:
+                 clock: StageClock | None = None, precision: str = "fp32") -> np.ndarray:
     """Light-ASD's score and the synchrony cues of every track (sets .asd, .sync and .evidence), from a second
-    decode of the analysis frames; crops are held for one block per track at most."""
+    decode of the analysis frames; crops are held for one block per track at most. Returns the
+    (frames,) bool voiced frames of the speech."""
     if not tracks:
-        return
+        return synchrony.voiced_frames(synchrony.speech_envelope(samples_16k, frames, fps=FPS))
     import torch
 
     from ..device import autocast
@@ -298,10 +307,14 @@ def score_tracks(info: media.MediaInfo, tracks: Sequence[Track], samples_16k: np
         t.evidence = synchrony.evidence(moved, dark, loudness)
         if clock:
             clock.add("synchrony", t1)
+    return synchrony.voiced_frames(envelope)
 
 
-def decide(tracks: Sequence[Track], frames: int) -> list[tuple[int, ...]]:
-    """Combine the cues (sets .score and .speaking) and choose the tracks to dub per frame."""
+def decide(tracks: Sequence[Track], frames: int, voiced: np.ndarray | None = None,
+           window: int = FPS) -> list[tuple[int, ...]]:
+    """Combine the cues (sets .score and .speaking) and choose the tracks to dub per frame;
+    `voiced` (frames,) bool places the changes of speaker at the pauses of the speech, up to
+    `window` (the longest Light-ASD window, frames) plus the score's mean filter before them."""
     live = [t for t in tracks if t.asd is not None and len(t.asd)]
     asd, sync, evidence = {}, {}, {}
     for t in live:
@@ -314,7 +327,40 @@ def decide(tracks: Sequence[Track], frames: int) -> list[tuple[int, ...]]:
         t.score = combined[t.index][t.first:t.last + 1].astype(np.float32)
         t.speaking = clean_runs(np.nan_to_num(t.score, nan=-1.0) > 0, min_run, min_pause)
     speaking_at = [tuple(t.index for t in live if a in t and t.speaking[a - t.first]) for a in range(frames)]
-    return keep_last_speaker(speaking_at, [tuple(t.index for t in tracks if a in t) for a in range(frames)])
+    present = [tuple(t.index for t in tracks if a in t) for a in range(frames)]
+    dubbed = keep_last_speaker(speaking_at, present)
+    if voiced is None:
+        return dubbed
+    return place_turns_at_pauses(dubbed, present, voiced, reach_back=window + synchrony.ASD_SMOOTH // 2 + 1,
+                                 reach_ahead=int(round(TURN_AHEAD_SECONDS * FPS)),
+                                 min_pause=int(round(TURN_PAUSE_SECONDS * FPS)))
+
+
+def place_turns_at_pauses(dubbed: Sequence[tuple[int, ...]], present: Sequence[tuple[int, ...]],
+                          voiced: np.ndarray, reach_back: int, reach_ahead: int,
+                          min_pause: int) -> list[tuple[int, ...]]:
+    """Each change from one set of faces to another (none in both) moved to the end of the pause
+    (a run of at least min_pause unvoiced frames) whose end is nearest to it, among the pauses
+    that start from reach_back frames before the change to reach_ahead after it: there the new
+    speaker's speech begins. Frames where the face to take over is absent stay as they were."""
+    out = list(dubbed)
+    n = min(len(out), len(voiced))
+    pauses = [(a, b) for a, b in synchrony.runs(~np.asarray(voiced[:n], bool)) if b - a >= min_pause and b < n]
+    changes = [c for c in range(1, n) if out[c] and out[c - 1] and not set(out[c]) & set(out[c - 1])]
+    for c in changes:
+        near = [(a, b) for a, b in pauses if c - reach_back <= a <= c + reach_ahead]
+        if not near:
+            continue
+        _, onset = min(near, key=lambda p: abs(p[1] - c))
+        before, after = dubbed[c - 1], dubbed[c]
+        if onset > c:  # the old speaker keeps the face through the pause
+            span, was, now = range(c, onset), after, before
+        else:  # the new speaker from its first voiced frame
+            span, was, now = range(onset, c), before, after
+        for i in span:
+            if out[i] == was and all(k in present[i] for k in now):
+                out[i] = now
+    return out
 
 
 def keep_last_speaker(speaking: Sequence[tuple[int, ...]], present: Sequence[tuple[int, ...]]) -> list[tuple[int, ...]]:
@@ -360,8 +406,8 @@ def find_speakers(video: str, audio: str | None, opts: SpeakerOptions, *, score:
         clock.add("audio", t0)
         if net is None:
             net = load_detector(opts.weights, opts.device, opts.precision)
-        score_tracks(info, tracks, samples, frames, size, net, opts.windows, clock, _precision(opts))
-        dubbed = decide(tracks, frames)
+        voiced = score_tracks(info, tracks, samples, frames, size, net, opts.windows, clock, _precision(opts))
+        dubbed = decide(tracks, frames, voiced, window=max(int(round(d * FPS)) for d in opts.windows))
     return SpeakerReport(video=video, audio=speech if score else None, weights=opts.weights, frames=frames,
                          width=info.video.width, height=info.video.height, tracks=tracks, dubbed=dubbed,
                          seconds=time.perf_counter() - started, stage_seconds=clock.seconds)

@@ -49,6 +49,11 @@ def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         extras = {k: v for k, v in obj.items() if k != "state_dict"}
         obj = obj["state_dict"]
+    elif isinstance(obj, dict) and any(isinstance(obj.get(k), dict) for k in ("params_ema", "params")):
+        # BasicSR's checkpoints (GFPGAN): the moving average of the weights when it is there
+        key = "params_ema" if isinstance(obj.get("params_ema"), dict) else "params"
+        extras = {k: v for k, v in obj.items() if k != key}
+        obj = obj[key]
     if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise CheckpointError(f"{path}: not a model checkpoint (no state_dict of tensors inside)")
     state = {(k[len("module."):] if k.startswith("module.") else k): v for k, v in obj.items()}

@@ -18,12 +18,12 @@ from typing import Callable, Iterable
 import torch
 
 from .errors import CheckpointError
-from .models import Signature, davs, discriminator, light_asd, syncnet, syncnet_v2, wav2lip
+from .models import Signature, davs, discriminator, gfpgan, light_asd, syncnet, syncnet_v2, wav2lip
 from .outputs import atomic_torch_save
 
 # In the order they are tried: the first whose keys are all present names the file.
 NETWORKS: tuple[Signature, ...] = (wav2lip.SIGNATURE, discriminator.SIGNATURE, syncnet.SIGNATURE,
-                                   syncnet_v2.SIGNATURE, davs.SIGNATURE, light_asd.SIGNATURE)
+                                   syncnet_v2.SIGNATURE, davs.SIGNATURE, light_asd.SIGNATURE, gfpgan.SIGNATURE)
 _BY_KIND = {sig.kind: sig for sig in NETWORKS}
 
 

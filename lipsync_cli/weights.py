@@ -89,7 +89,7 @@ def locate(spec: str) -> tuple[str, WeightEntry | None]:
     return spec, None
 
 
-def resolve_checkpoint(spec: str | None, default: str = DEFAULT_CHECKPOINT) -> str:
+def resolve_checkpoint(spec: str | None, default: str = DEFAULT_CHECKPOINT, flag: str = "--checkpoint") -> str:
     """A checkpoint argument (a path, or a registry name; see `locate`) -> a file path.
 
     When a named checkpoint is missing, the error says exactly what to download and where to put
@@ -99,7 +99,7 @@ def resolve_checkpoint(spec: str | None, default: str = DEFAULT_CHECKPOINT) -> s
         return path
     where = f"download it from {e.url}" if e.url else f"get {e.file} from {e.source}"
     raise InputError(
-        f"no checkpoint: {where} and save it as {path} (or pass --checkpoint PATH); "
+        f"no checkpoint: {where} and save it as {path} (or pass {flag} PATH); "
         f"`lipsync weights fetch {e.name}` does this when online"
     )
 

@@ -29,6 +29,9 @@ SmoothOpt = Annotated[bool, typer.Option("--smooth/--no-smooth", help=PER_CLIP["
 DetectEveryOpt = Annotated[int, typer.Option(min=1, help="Detect faces on every N-th frame; boxes in between are interpolated.")]
 PrecisionOpt = Annotated[str, typer.Option(help="auto (fp16 on CUDA; bf16 on a CPU with AMX; int8 on other CPUs; fp32 with --paste hard), fp32, fp16 (CUDA), bf16 or int8 (CPU).")]
 BatchSizeOpt = Annotated[Optional[int], typer.Option(min=1, help="Frames per generator batch (default: 16 on CPU, 128 on CUDA, halved on out-of-memory).")]
+EnhanceOpt = Annotated[str, typer.Option(help="gfpgan: restore the dubbed mouths with GFPGAN v1.4 (sharper, heavy: about 5 s per face per frame on a 2-core CPU, 10 s of 25 fps video about 20 min; a GPU is about a hundred times faster); none: off.", metavar="none|gfpgan")]
+EnhanceWeightsOpt = Annotated[str, typer.Option(help="The restoration network: gfpgan_v1.4 (GFPGANv1.4.pth in the weights folder; see `lipsync weights list`) or a file.")]
+EnhanceRegionOpt = Annotated[str, typer.Option(help="mouth: blend the restored lower face only, where the generator drew (the rest of the frame stays exactly the dub's); face: the whole face.", metavar="mouth|face")]
 CrfOpt = Annotated[int, typer.Option(min=PER_CLIP["crf"].low, max=PER_CLIP["crf"].high, help=PER_CLIP["crf"].help)]
 
 # The flags of `dub` and `batch`, declared once: one per DubOptions field, named as it, with its default.
@@ -40,7 +43,8 @@ DUB_FLAGS = {
         ("speaker_weights", SpeakerWeightsOpt), ("on_no_face", OnNoFaceOpt), ("paste", PasteOpt), ("loop", LoopOpt),
         ("fps", FpsOpt), ("smooth", SmoothOpt), ("detect_size", DetectSizeOpt), ("detect_every", DetectEveryOpt),
         ("s3fd_weights", S3fdWeightsOpt), ("device", DeviceOpt), ("precision", PrecisionOpt),
-        ("batch_size", BatchSizeOpt), ("crf", CrfOpt)]},
+        ("batch_size", BatchSizeOpt), ("crf", CrfOpt), ("enhance", EnhanceOpt), ("enhance_weights", EnhanceWeightsOpt),
+        ("enhance_region", EnhanceRegionOpt)]},
 }
 with_dub_flags = with_flags(DUB_FLAGS, before="force")
 
@@ -71,6 +75,8 @@ def dub(
         output = Path.cwd() / f"{video.stem}_dubbed.mp4"
     opts = dub_options(flags)
     generator = load_model_for(opts)
+    if opts.enhance != "none" and generator.device.type == "cpu" and not (quiet or as_json):
+        err.print(f"note: {enhance_estimate(str(video), str(audio))}")
     with progress_bar("dubbing", quiet or as_json, RateColumn("frames"), TimeRemainingColumn()) as update:
         result = run_dub(generator, str(video), str(audio), str(output), opts, force=force, progress=update)
     result.seconds += generator.load_seconds
@@ -89,6 +95,19 @@ def dub(
             err.print(f"speaker {result.speaker}: dubbed {dubbed}")
         for line in result.notes:
             err.print(f"note: {line}")
+
+
+def enhance_estimate(video: str, audio: str) -> str:
+    """What --enhance costs on this CPU for one face over the dub's length, said before it starts."""
+    from .. import media
+    from ..audio import load_audio, output_frame_count
+    from ..pipelines.enhance import CPU_SECONDS_PER_FACE, cpu_estimate
+
+    info = media.probe(video)
+    fps = float(info.video.fps) if info.video and not info.video.is_still else 25.0
+    frames = output_frame_count(load_audio(audio).duration, fps)
+    return (f"--enhance on the CPU: GFPGAN takes about {CPU_SECONDS_PER_FACE:.0f} s per face and frame; "
+            f"{frames} frames: {cpu_estimate(frames)} per face")
 
 
 @report_errors

@@ -1,6 +1,10 @@
-"""Face alignment for DAVS: the eye centres and the mouth centre mapped by a similarity transform
-(rotation, uniform scale, translation) onto a fixed template (paste.AlignedPaster pastes a
-generated face back through the inverse transform).
+"""Face alignment by a similarity transform (rotation, uniform scale, translation) onto a fixed
+template, and back through its inverse (paste.AlignedPaster).
+
+- DAVS: the eye centres and the mouth centre onto TEMPLATE (`key_points`, `alignment`).
+- GFPGAN (`dub --enhance gfpgan`): RetinaFace's five landmarks onto RESTORE_TEMPLATE, the points
+  where GFPGAN's training faces (FFHQ, aligned by facexlib) have them in 512x512
+  (`five_point_alignment`).
 
 The template puts the eyes and the mouth where the synthetic corpus's face crops have them (an
 upright face filling the crop as Wav2Lip's crops do), so real photos aligned here are framed like
@@ -16,6 +20,12 @@ from .base import Detection
 
 # (x, y) as fractions of the aligned face's side: left eye, right eye, mouth centre
 TEMPLATE = np.array([[0.329, 0.274], [0.671, 0.274], [0.500, 0.674]], np.float64)
+
+# (x, y) pixels of a 512x512 face, in RetinaFace's landmark order: the eye on the image's left, the
+# other eye, the nose tip, the mouth corner on the image's left, the other corner
+RESTORE_SIZE = 512
+RESTORE_TEMPLATE = np.array([[192.98138, 239.94708], [318.90277, 240.19360], [256.63416, 314.01935],
+                             [201.26117, 371.41043], [313.08905, 371.15118]], np.float64)
 
 
 def key_points(det: Detection) -> np.ndarray:
@@ -61,3 +71,19 @@ def alignment(points: np.ndarray, size: int) -> np.ndarray:
 
 def align(image: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
     return cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REPLICATE)
+
+
+def five_point_alignment(landmarks: np.ndarray, size: int = RESTORE_SIZE) -> np.ndarray:
+    """(5, 2) landmarks in image pixels (RetinaFace's order) -> the 2x3 transform from image
+    pixels to a size x size face aligned as GFPGAN expects (least squares over the five points)."""
+    points = np.asarray(landmarks, np.float64).reshape(5, 2)
+    return similarity(points, RESTORE_TEMPLATE * (size / RESTORE_SIZE))
+
+
+def box_landmarks(box: tuple[float, float, float, float]) -> np.ndarray:
+    """(5, 2) landmarks where an upright face has them in its detection box, for a face whose
+    landmarks are not known (a --box, a detector without landmarks)."""
+    x1, y1, x2, y2 = map(float, box)
+    w, h = x2 - x1, y2 - y1
+    rel = np.array([[0.31, 0.40], [0.69, 0.40], [0.50, 0.58], [0.35, 0.78], [0.65, 0.78]])
+    return np.column_stack([x1 + rel[:, 0] * w, y1 + rel[:, 1] * h])

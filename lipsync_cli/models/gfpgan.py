@@ -32,7 +32,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..checkpoints import CheckpointError, read_state_dict
+from ..errors import CheckpointError
+from . import Signature
 
 SIZE = 512  # the aligned face's side
 STYLE = 512  # length of a style vector
@@ -218,6 +219,18 @@ class GFPGAN(nn.Module):
         return self.stylegan_decoder(latent, conditions)
 
 
+def _fitting(state: dict, extras: dict) -> GFPGAN:
+    """The network whose widths fit a state_dict (the published file: narrow 1)."""
+    first = state.get("conv_body_first.weight")
+    if first is None or first.ndim != 4 or first.shape[1] != 3:
+        raise ValueError("not a GFPGAN checkpoint (no conv_body_first.weight of shape [C, 3, 1, 1])")
+    return GFPGAN(first.shape[0] / (DECODER_WIDTH[SIZE] // 2))
+
+
+SIGNATURE = Signature("gfpgan", ("conv_body_first.weight", "final_linear.weight", "stylegan_decoder.constant_input.weight"),
+                      "a GFPGAN face-restoration network", build=_fitting)
+
+
 def parameter_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
@@ -226,12 +239,13 @@ def load_gfpgan(path: str) -> GFPGAN:
     """A GFPGAN v1.4 checkpoint (the published GFPGANv1.4.pth: {"params_ema": state_dict}, torch's
     legacy format; or a plain state_dict) -> the network, eval mode, on the CPU. Loaded
     weights_only and strict: any missing, extra or reshaped tensor is a CheckpointError."""
-    state, _ = read_state_dict(path)
-    first = state.get("conv_body_first.weight")
-    if first is None or first.ndim != 4 or first.shape[1] != 3:
-        raise CheckpointError(f"{path}: not a GFPGAN checkpoint (no conv_body_first.weight of shape [C, 3, 1, 1])")
-    narrow = first.shape[0] / (DECODER_WIDTH[SIZE] // 2)
-    model = GFPGAN(narrow)
+    from ..checkpoints import read_state_dict  # (checkpoints knows every network, this one included)
+
+    state, extras = read_state_dict(path)
+    try:
+        model = _fitting(state, extras)
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
     extra = [k for k in state if k not in expected]

@@ -37,6 +37,7 @@ from .. import media, outputs
 from ..errors import InputError, LipsyncError
 from ..faces import BoxPaster, DetectorPool, FaceBoxes, first_blended_row, pad_box
 from ..models.inference import FACE_SIZE, GeneratorRunner, generator_workers
+from .enhance import ENHANCE_MODES, ENHANCE_REGIONS, FaceRestorer
 from .options import NO_FACE_ACTIONS, PASTE_MODES, PER_CLIP_OPTIONS, DubOptions, parse_speaker
 from .stages import StageClock, threaded
 
@@ -101,6 +102,10 @@ def _validate(opts: DubOptions):
         raise InputError(f"--speaker: {exc}") from None
     if opts.speaker not in ("auto", "largest") and (opts.box is not None or opts.face_index is not None):
         raise InputError(f"--speaker {opts.speaker} chooses the faces itself: give it, or --box / --face-index, not both")
+    if opts.enhance not in ENHANCE_MODES:
+        raise InputError(f"--enhance {opts.enhance}: choose {' or '.join(ENHANCE_MODES)}")
+    if opts.enhance_region not in ENHANCE_REGIONS:
+        raise InputError(f"--enhance-region {opts.enhance_region}: choose {' or '.join(ENHANCE_REGIONS)}")
 
 
 @dataclass
@@ -191,11 +196,14 @@ class Dubber:
     `on_result` and leaves no output; the others go on. Ctrl-C and failures of the engine itself
     propagate, after every temporary output has been removed."""
 
-    def __init__(self, model: GeneratorRunner, opts: DubOptions):
+    def __init__(self, model: GeneratorRunner, opts: DubOptions, restorer: FaceRestorer | None = None):
         _validate(opts)
         self.runner, self.opts = model, opts
         self.paster = BoxPaster(opts.paste)
         self.detectors = DetectorPool(opts.detector, str(self.runner.device), opts.s3fd_weights)
+        if restorer is None and opts.enhance != "none":
+            restorer = load_restorer(opts, str(self.runner.device))
+        self.restorer = restorer  # `--enhance`: a stage of its own between the generator and the encoder
         self._speaker_nets: dict = {}  # Light-ASD by weights, loaded when a clip first needs one
         self._open: set[_Clip] = set()  # clips holding a temporary output, removed on an interruption
         self._open_lock = threading.Lock()
@@ -368,7 +376,8 @@ class Dubber:
         # On a CPU, one batch per core, each on one thread: at the layers' barriers a generator
         # spread over all cores waits for whichever core the decoder or the encoder took; whole
         # batches side by side do not wait for each other. On a GPU, one batch at a time.
-        workers = generator_workers(self.runner)
+        # (with --enhance on a CPU, GFPGAN is the costly part: it keeps every core's thread)
+        workers = 1 if self.restorer is not None and self.runner.device.type == "cpu" else generator_workers(self.runner)
         pool = ThreadPoolExecutor(workers, thread_name_prefix="generator") if workers > 1 else None
         ahead: collections.deque = collections.deque()  # events in order; batches as futures
 
@@ -423,6 +432,17 @@ class Dubber:
 
     # -- paste + encode (writer thread) -----------------------------------------------------
 
+    def _pasted(self, items: list[_Item], faces) -> list[np.ndarray]:
+        """Each item's frame with its generated faces pasted in (several: each into the last's result)."""
+        out, k = [], 0
+        for it in items:
+            frame = it.frame
+            for box in it.boxes:
+                frame = self.paster(frame, box, faces[k])
+                k += 1
+            out.append(frame)
+        return out
+
     def run(self, requests: Iterable[ClipRequest],
             on_result: Callable[[ClipRequest, DubResult | None, BaseException | None], None],
             progress: Callable[[ClipRequest, int, int], None] | None = None,
@@ -469,17 +489,13 @@ class Dubber:
                     elif kind == _START:
                         clip.writer = media.FrameWriter(str(clip.out.tmp), clip.width, clip.height, clip.fps,
                                                         clip.request.audio, crf=clip.opts.crf, preset=clip.opts.preset)
-                    elif kind == "group":
+                    elif kind in ("group", "enhanced"):
                         if clip.failure is not None:
                             continue
                         items, faces = payload
                         t = time.perf_counter()
-                        k = 0
-                        for it in items:
-                            frame = it.frame
-                            for box in it.boxes:  # several faces: each pasted into the last's result
-                                frame = self.paster(frame, box, faces[k])
-                                k += 1
+                        frames = faces if kind == "enhanced" else self._pasted(items, faces)
+                        for frame in frames:
                             clip.writer.write(frame)
                         clip.written += len(items)
                         clip.clock.add("paste+encode", t)
@@ -493,20 +509,53 @@ class Dubber:
                 except BaseException as exc:
                     fatal.append(exc)
 
+        def enhance():
+            """Paste and restore each batch's faces, then hand the frames to the encoder."""
+            while True:
+                event = q_in.get()
+                if event is None:
+                    q.put(None)
+                    return
+                if fatal or abandoned.is_set():
+                    continue
+                kind, clip, payload = event
+                try:
+                    if kind == "group" and clip.failure is None:
+                        t = time.perf_counter()
+                        items, faces = payload
+                        pasted = self._pasted(items, faces)
+                        k = [i for i, it in enumerate(items) if it.boxes]
+                        better = self.restorer.enhance([(items[i].frame, pasted[i], items[i].boxes) for i in k])
+                        for i, frame in zip(k, better):
+                            pasted[i] = frame
+                        clip.clock.add("enhance", t)
+                        event = ("enhanced", clip, (items, pasted))
+                    q.put(event)
+                except BaseException as exc:
+                    fatal.append(exc)
+
         thread = threading.Thread(target=work, name="paste+encode", daemon=True)
         thread.start()
+        q_in = q
+        stage = None
+        if self.restorer is not None:
+            q_in = queue.Queue(maxsize=2)
+            stage = threading.Thread(target=enhance, name="enhance", daemon=True)
+            stage.start()
         events = self._generated(requests)
         try:
             for event in events:
                 if fatal:
                     break
-                q.put(event)
+                q_in.put(event)
         except BaseException:
             abandoned.set()
             raise
         finally:
             events.close()  # stops the decode thread first: no clip opens an output after this
-            q.put(None)
+            q_in.put(None)
+            if stage is not None:
+                stage.join()
             thread.join()
             with self._open_lock:
                 leftovers, self._open = list(self._open), set()
@@ -514,6 +563,20 @@ class Dubber:
                 clip.close_quietly()
         if fatal:
             raise fatal[0]
+
+
+def load_restorer(opts: DubOptions, device: str) -> FaceRestorer:
+    """The face-restoration stage `opts.enhance` names, its network on `device` (fp16 on CUDA)."""
+    from .. import weights
+    from ..faces import make_detector
+    from ..models.gfpgan import load_gfpgan
+
+    path = weights.resolve_checkpoint(opts.enhance_weights, default="gfpgan_v1.4", flag="--enhance-weights")
+    model = load_gfpgan(path)
+    precision = "fp16" if device.startswith("cuda") and opts.precision in ("auto", "fp16") else "fp32"
+    # RetinaFace finds the landmarks that align each face (around its box: a small image)
+    detector = make_detector("retinaface", device, max_side=160)
+    return FaceRestorer(model, device, precision, region=opts.enhance_region, detector=detector)
 
 
 def _as_clip_error(exc: Exception) -> LipsyncError:

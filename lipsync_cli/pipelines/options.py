@@ -51,6 +51,9 @@ class DubOptions:
     batch_size: int | None = None  # None: the runner's default for the device
     crf: int = 18
     preset: str = "veryfast"
+    enhance: str = "none"  # or "gfpgan": restore the dubbed mouths (pipelines/enhance.py)
+    enhance_weights: str = "gfpgan_v1.4"  # the restoration network: a registry name or a file
+    enhance_region: str = "mouth"  # blend the restored lower face only, or "face": the whole face
 
 
 # ----------------------------------------------------------------------------------------------

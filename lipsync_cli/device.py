@@ -60,6 +60,24 @@ def cpu_has_amx_bf16() -> bool:
     return False
 
 
+def cpu_has_bf16() -> bool:
+    """True when the CPU has bf16 instructions of any kind: AMX, or AVX-512 BF16 (AMD Zen 4 and
+    later, Intel Cooper Lake), where oneDNN's bf16 convolutions run about twice as fast as fp32
+    (GFPGAN, benchmarks/enhance.md). ONEDNN_MAX_CPU_ISA below AVX-512 or LIPSYNC_NO_AMX=1: False."""
+    if cpu_has_amx_bf16():
+        return True
+    if os.environ.get("LIPSYNC_NO_AMX", "") not in ("", "0"):
+        return False
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper()
+    if isa and not isa.startswith("AVX512") and isa not in ("ALL", "DEFAULT"):
+        return False
+    try:
+        with open("/proc/cpuinfo") as f:
+            return any("avx512_bf16" in line.split() for line in f if line.startswith("flags"))
+    except OSError:
+        return False
+
+
 def cpu_isa() -> str:
     """"AMX", "AVX-512 VNNI", "AVX-512", "AVX2" or "baseline": the best matrix instructions of this
     CPU that the libraries will use (ONEDNN_MAX_CPU_ISA=AVX2 / LIPSYNC_NO_AMX count, as above)."""

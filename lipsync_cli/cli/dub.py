@@ -29,7 +29,7 @@ SmoothOpt = Annotated[bool, typer.Option("--smooth/--no-smooth", help=PER_CLIP["
 DetectEveryOpt = Annotated[int, typer.Option(min=1, help="Detect faces on every N-th frame; boxes in between are interpolated.")]
 PrecisionOpt = Annotated[str, typer.Option(help="auto (fp16 on CUDA; bf16 on a CPU with AMX; int8 on other CPUs; fp32 with --paste hard), fp32, fp16 (CUDA), bf16 or int8 (CPU).")]
 BatchSizeOpt = Annotated[Optional[int], typer.Option(min=1, help="Frames per generator batch (default: 16 on CPU, 128 on CUDA, halved on out-of-memory).")]
-EnhanceOpt = Annotated[str, typer.Option(help="gfpgan: restore the dubbed mouths with GFPGAN v1.4 (sharper, heavy: about 5 s per face per frame on a 2-core CPU, 10 s of 25 fps video about 20 min; a GPU is about a hundred times faster); none: off.", metavar="none|gfpgan")]
+EnhanceOpt = Annotated[str, typer.Option(help="gfpgan: restore the dubbed mouths with GFPGAN v1.4 (sharper; heavy: 1.3-5 s per face and frame on a 2-core CPU, so 10 s of 25 fps video takes 5-20 min there; milliseconds on a GPU); none: off.", metavar="none|gfpgan")]
 EnhanceWeightsOpt = Annotated[str, typer.Option(help="The restoration network: gfpgan_v1.4 (GFPGANv1.4.pth in the weights folder; see `lipsync weights list`) or a file.")]
 EnhanceRegionOpt = Annotated[str, typer.Option(help="mouth: blend the restored lower face only, where the generator drew (the rest of the frame stays exactly the dub's); face: the whole face.", metavar="mouth|face")]
 CrfOpt = Annotated[int, typer.Option(min=PER_CLIP["crf"].low, max=PER_CLIP["crf"].high, help=PER_CLIP["crf"].help)]
@@ -76,7 +76,7 @@ def dub(
     opts = dub_options(flags)
     generator = load_model_for(opts)
     if opts.enhance != "none" and generator.device.type == "cpu" and not (quiet or as_json):
-        err.print(f"note: {enhance_estimate(str(video), str(audio))}")
+        err.print(f"note: {enhance_estimate(str(video), str(audio), opts.precision)}")
     with progress_bar("dubbing", quiet or as_json, RateColumn("frames"), TimeRemainingColumn()) as update:
         result = run_dub(generator, str(video), str(audio), str(output), opts, force=force, progress=update)
     result.seconds += generator.load_seconds
@@ -93,21 +93,24 @@ def dub(
         if result.dubbed_tracks:
             dubbed = ", ".join(f"track {k} for {v:.1f} s" for k, v in result.dubbed_tracks.items())
             err.print(f"speaker {result.speaker}: dubbed {dubbed}")
+        if result.enhanced_faces:
+            err.print(f"enhanced {result.enhanced_faces} faces: {result.enhance}")
         for line in result.notes:
             err.print(f"note: {line}")
 
 
-def enhance_estimate(video: str, audio: str) -> str:
+def enhance_estimate(video: str, audio: str, requested: str) -> str:
     """What --enhance costs on this CPU for one face over the dub's length, said before it starts."""
     from .. import media
     from ..audio import load_audio, output_frame_count
-    from ..pipelines.enhance import CPU_SECONDS_PER_FACE, cpu_estimate
+    from ..pipelines.enhance import CPU_SECONDS_PER_FACE, cpu_estimate, restore_precision
 
     info = media.probe(video)
     fps = float(info.video.fps) if info.video and not info.video.is_still else 25.0
     frames = output_frame_count(load_audio(audio).duration, fps)
-    return (f"--enhance on the CPU: GFPGAN takes about {CPU_SECONDS_PER_FACE:.0f} s per face and frame; "
-            f"{frames} frames: {cpu_estimate(frames)} per face")
+    precision = restore_precision("cpu", requested)
+    return (f"--enhance on the CPU: GFPGAN ({precision}) takes about {CPU_SECONDS_PER_FACE[precision]:.1f} s "
+            f"per face and frame on 2 cores; {frames} frames: {cpu_estimate(frames, precision)} per face")
 
 
 @report_errors

@@ -231,6 +231,19 @@ SIGNATURE = Signature("gfpgan", ("conv_body_first.weight", "final_linear.weight"
                       "a GFPGAN face-restoration network", build=_fitting)
 
 
+def random_gfpgan(seed: int = 0, narrow: float = 1.0) -> GFPGAN:
+    """A seeded random-init network (tests, benchmarks: no published weights needed). The noise
+    strengths, zero at initialisation, are set to 0.05-0.15 as a trained model's are nonzero, so
+    that the noise path computes something."""
+    torch.manual_seed(seed)
+    model = GFPGAN(narrow).eval()
+    convs = [model.stylegan_decoder.style_conv1, *model.stylegan_decoder.style_convs]
+    with torch.no_grad():
+        for k, conv in enumerate(convs):
+            conv.weight.fill_(0.05 * (1 + k % 3))
+    return model
+
+
 def parameter_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 

@@ -37,7 +37,7 @@ from .. import media, outputs
 from ..errors import InputError, LipsyncError
 from ..faces import BoxPaster, DetectorPool, FaceBoxes, first_blended_row, pad_box
 from ..models.inference import FACE_SIZE, GeneratorRunner, generator_workers
-from .enhance import ENHANCE_MODES, ENHANCE_REGIONS, FaceRestorer
+from .enhance import ENHANCE_MODES, ENHANCE_REGIONS, FaceRestorer, restore_precision
 from .options import NO_FACE_ACTIONS, PASTE_MODES, PER_CLIP_OPTIONS, DubOptions, parse_speaker
 from .stages import StageClock, threaded
 
@@ -57,6 +57,8 @@ class DubResult:
     speaker: str = "largest"  # how the faces were chosen: largest, auto, all, or a track index
     dubbed_tracks: dict = field(default_factory=dict)  # track index -> seconds dubbed (with several faces)
     notes: list = field(default_factory=list)  # what the user should know (a fallback taken)
+    enhance: str = "none"  # the restoration stage: none, or gfpgan (precision, region)
+    enhanced_faces: int = 0
 
     def as_dict(self) -> dict:
         return {
@@ -66,7 +68,7 @@ class DubResult:
             "seconds": round(self.seconds, 3),
             "stage_seconds": {k: round(v, 3) for k, v in self.stage_seconds.items()},
             "speaker": self.speaker, "dubbed_tracks": {str(k): v for k, v in self.dubbed_tracks.items()},
-            "notes": list(self.notes),
+            "notes": list(self.notes), "enhance": self.enhance, "enhanced_faces": self.enhanced_faces,
         }
 
 
@@ -134,6 +136,8 @@ class _Clip:
         self.speaker = "largest"
         self.dubbed_tracks: dict = {}
         self.notes: list[str] = []
+        self.enhance = "none"
+        self.enhanced_faces = 0
         self.failure: BaseException | None = None
         self.cancelled = False  # set when the clip failed downstream: stop decoding it
         self.out: outputs.AtomicFile | None = None
@@ -161,7 +165,8 @@ class _Clip:
         self.clock.add("audio", t0)
         self.n_out = audio_mod.output_frame_count(sound.duration, self.fps)
         self.out = outputs.AtomicFile(request.output, force=request.force,
-                                      inputs=(video, audio_path, opts.checkpoint, opts.speaker_audio))
+                                      inputs=(video, audio_path, opts.checkpoint, opts.speaker_audio,
+                                              opts.enhance_weights if opts.enhance != "none" else None))
 
     def result(self, model: str, device: str, precision: str, isa: str = "") -> DubResult:
         return DubResult(
@@ -169,6 +174,7 @@ class _Clip:
             frames_without_face=self.no_face, model=model, device=device, precision=precision, isa=isa,
             seconds=time.perf_counter() - self.started, stage_seconds=self.clock.seconds,
             speaker=self.speaker, dubbed_tracks=self.dubbed_tracks, notes=self.notes,
+            enhance=self.enhance, enhanced_faces=self.enhanced_faces,
         )
 
     def close_quietly(self):
@@ -528,6 +534,8 @@ class Dubber:
                         better = self.restorer.enhance([(items[i].frame, pasted[i], items[i].boxes) for i in k])
                         for i, frame in zip(k, better):
                             pasted[i] = frame
+                        clip.enhanced_faces += sum(len(items[i].boxes) for i in k)
+                        clip.enhance = self.restorer.describe()
                         clip.clock.add("enhance", t)
                         event = ("enhanced", clip, (items, pasted))
                     q.put(event)
@@ -573,7 +581,7 @@ def load_restorer(opts: DubOptions, device: str) -> FaceRestorer:
 
     path = weights.resolve_checkpoint(opts.enhance_weights, default="gfpgan_v1.4", flag="--enhance-weights")
     model = load_gfpgan(path)
-    precision = "fp16" if device.startswith("cuda") and opts.precision in ("auto", "fp16") else "fp32"
+    precision = restore_precision(device, opts.precision)
     # RetinaFace finds the landmarks that align each face (around its box: a small image)
     detector = make_detector("retinaface", device, max_side=160)
     return FaceRestorer(model, device, precision, region=opts.enhance_region, detector=detector)

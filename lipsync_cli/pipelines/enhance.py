@@ -26,7 +26,8 @@ from ..faces.align import RESTORE_SIZE, box_landmarks, five_point_alignment
 
 ENHANCE_MODES = ("none", "gfpgan")
 ENHANCE_REGIONS = ("mouth", "face")
-CPU_SECONDS_PER_FACE = 4.8  # GFPGAN fp32 on a 2-core CPU (benchmarks/enhance.md)
+# GFPGAN's seconds per face on a 2-core CPU (AMD EPYC, benchmarks/enhance.md; 4.8 s in fp32 on another)
+CPU_SECONDS_PER_FACE = {"fp32": 2.6, "bf16": 1.3}
 LANDMARK_SMOOTHING = 0.35  # weight of a frame's own landmarks in the running mean
 LANDMARK_SEARCH = 0.35  # RetinaFace looks this far (of the box's size) around the box
 SAME_FACE = 0.5  # a face within this share of its box's width of a face of the last frame is that face
@@ -74,23 +75,28 @@ class FaceRestorer:
     boxes)] in display order -> the enhanced frames (new arrays; the inputs are not changed)."""
 
     def __init__(self, model, device, precision: str = "fp32", region: str = "mouth",
-                 batch_size: int | None = None, detector=None):
+                 batch_size: int | None = None, detector=None, smoothing: float = LANDMARK_SMOOTHING):
         import torch
 
         if region not in ENHANCE_REGIONS:
             raise ValueError(f"enhance region {region!r}: choose {' or '.join(ENHANCE_REGIONS)}")
         self.device = torch.device(device)
         self.half = precision == "fp16" and self.device.type == "cuda"
+        self.bf16 = precision == "bf16" and self.device.type == "cpu"  # autocast: fp32 weights, bf16 maths
         self.model = model.to(self.device).eval()
         if self.half:
             self.model.half()
         self.region = region
         self.batch_size = batch_size or (8 if self.device.type == "cuda" else 1)
         self.detector = detector
-        self.tracker = LandmarkTracker()
+        self.tracker = LandmarkTracker(smoothing)  # 1: each frame's own landmarks
         self._masks: dict[tuple[int, int], np.ndarray] = {}
         self._face_mask = _face_mask(RESTORE_SIZE)
         self.faces_done = 0
+
+    def describe(self) -> str:
+        precision = "fp16" if self.half else "bf16" if self.bf16 else "fp32"
+        return f"gfpgan ({precision}, {self.region})"
 
     # -- landmarks -----------------------------------------------------------------------------
 
@@ -121,7 +127,7 @@ class FaceRestorer:
             chunk = np.stack(faces[lo:lo + self.batch_size])[..., ::-1]  # BGR -> RGB
             x = torch.from_numpy(np.ascontiguousarray(chunk)).to(self.device).permute(0, 3, 1, 2)
             x = x.to(torch.float16 if self.half else torch.float32) / 127.5 - 1.0
-            with torch.inference_mode():
+            with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
                 y = self.model(x).float().clamp_(-1, 1)
             y = ((y + 1) * 127.5).round_().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()[..., ::-1]
             out.extend(np.ascontiguousarray(f) for f in y)
@@ -177,7 +183,18 @@ class FaceRestorer:
         return frames
 
 
-def cpu_estimate(faces: int, seconds_per_face: float = CPU_SECONDS_PER_FACE) -> str:
-    """'about N min' for restoring `faces` faces on the CPU."""
-    seconds = faces * seconds_per_face
+def restore_precision(device: str, requested: str = "auto") -> str:
+    """The restoration network's precision on `device` for dub's --precision: fp16 on CUDA; on a
+    CPU bf16 where it has bf16 instructions (AMX, AVX-512 BF16: twice as fast as fp32, within half
+    a grey level of it on average), else fp32."""
+    from ..device import cpu_has_bf16
+
+    if str(device).startswith("cuda"):
+        return "fp16" if requested in ("auto", "fp16") else "fp32"
+    return "bf16" if requested == "bf16" or (requested == "auto" and cpu_has_bf16()) else "fp32"
+
+
+def cpu_estimate(faces: int, precision: str) -> str:
+    """'about N min' for restoring `faces` faces on the CPU in `precision`."""
+    seconds = faces * CPU_SECONDS_PER_FACE.get(precision, CPU_SECONDS_PER_FACE["fp32"])
     return f"about {seconds / 60:.0f} min" if seconds >= 90 else f"about {seconds:.0f} s"

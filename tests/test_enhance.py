@@ -189,3 +189,15 @@ def test_missing_weights_say_what_to_download(narrow_checkpoint, tmp_path, monke
     entry = json.loads((EXAMPLES.parent / "weights" / "registry.json").read_text())
     [gfpgan] = [e for e in entry["weights"] if e["name"] == "gfpgan_v1.4"]
     assert gfpgan["size"] == 348_632_874 and gfpgan["sha256"].startswith("e2cd4703")
+
+
+def test_batch_takes_the_enhance_stage(narrow_checkpoint, narrow_gfpgan, short_speech, tmp_path, capsys):
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    ffmpeg("-i", str(EXAMPLES / "talk.mp4"), "-t", "0.4", str(videos / "a.mp4"))
+    assert main(["batch", str(videos), "--audio", str(short_speech), "-o", str(tmp_path / "out"),
+                 "-c", str(narrow_checkpoint), "--enhance", "gfpgan", "--enhance-weights", str(narrow_gfpgan),
+                 "--precision", "fp32", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["enhance"] == "gfpgan (fp32, mouth)" and summary["done"] == 1
+    assert len(decode_frames(tmp_path / "out" / "a.mp4")) == 10

@@ -367,6 +367,7 @@ class BatchSummary:
     job_dir: str
     device: str = ""  # where the generator ran ("" when nothing was left to run)
     precision: str = ""
+    enhance: str = "none"  # the restoration stage, as `dub` reports it: gfpgan (bf16, mouth)
 
     def count(self, state: str) -> int:
         return sum(1 for o in self.outcomes if o.state == state)
@@ -378,7 +379,7 @@ class BatchSummary:
     def as_dict(self) -> dict:
         return {
             "shard": str(self.shard), "job": self.job_dir, "device": self.device, "precision": self.precision,
-            "done": self.count("done"), "failed": self.count("failed"), "skipped": self.count("skipped"),
+            "enhance": self.enhance, "done": self.count("done"), "failed": self.count("failed"), "skipped": self.count("skipped"),
             "items": [{"item": o.item.id, "state": o.state, "reason": o.reason, "seconds": round(o.seconds, 3),
                        "frames": o.frames, "video": o.item.video, "audio": o.item.audio, "output": o.item.output}
                       for o in self.outcomes],
@@ -441,9 +442,11 @@ def _run_locked(items, opts, job_dir, shard, retry_failed, force, on_outcome, on
             runnable.append(item)
 
     device = precision = ""
+    enhance = "none"
     if runnable:
         dubber = Dubber(load_model_for(opts), opts)  # loaded only when there is work
         device, precision = str(dubber.runner.device), dubber.runner.precision
+        enhance = dubber.restorer.describe() if dubber.restorer is not None else "none"
         by_id = {it.id: it for it in runnable}
         digests: dict[str, str] = {}
         in_flight: dict[str, BatchItem] = {}  # started, neither done nor failed yet
@@ -487,7 +490,7 @@ def _run_locked(items, opts, job_dir, shard, retry_failed, force, on_outcome, on
             raise
 
     ordered = [outcomes[it.id] for it in mine if it.id in outcomes]
-    return BatchSummary(ordered, shard, str(job_dir), device, precision)
+    return BatchSummary(ordered, shard, str(job_dir), device, precision, enhance)
 
 
 def report(job_dir: Path) -> list[dict]:

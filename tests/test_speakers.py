@@ -246,6 +246,12 @@ def test_a_change_of_speaker_moves_to_the_pause_where_the_new_voice_starts():
     late = [(0,)] * 50 + [(1,)] * 10
     moved = sp.place_turns_at_pauses(late, both, voiced_except(60, (28, 33)), **rule)
     assert moved == [(0,)] * 33 + [(1,)] * 27
+    # the voice's faint first frames (31, 32: louder than the pause, not yet voiced) are the new speaker's
+    faint = np.zeros(60, bool)
+    faint[31:] = True
+    faint[:28] = True
+    moved = sp.place_turns_at_pauses(late, both, voiced_except(60, (28, 33)), faint=faint, **rule)
+    assert moved == [(0,)] * 31 + [(1,)] * 29
     # a change inside the old speaker's last words or the pause waits for the new voice (at 30)
     early = [(0,)] * 20 + [(1,)] * 40
     assert sp.place_turns_at_pauses(early, both, voiced_except(60, (22, 30)), **rule) == [(0,)] * 30 + [(1,)] * 30

@@ -21,7 +21,8 @@ of the speech.
   -1..+1 frame (40 ms either way). No evidence (0): a window whose loudness deviates by less than
   1 dB (silence, a steady tone), a face that does not move, fewer than 25 usable frames.
 - `voiced_frames(envelope)`: (T,) bool, speech rather than a pause (within 30 dB of the
-  speech's loud level).
+  speech's loud level); `louder_than(envelope, db)` the same without closing one-frame dips (at
+  40 dB: where a voice's faint start rises out of a pause).
 - `mouth_darkness(crops)`: (T,) how much darker than the crop the mouth is: an open mouth shows
   its dark inside, and it opens on the loud part of each syllable.
 - `evidence(motion, darkness, envelope)`: (T,) per frame, a product of standardised signals whose
@@ -94,6 +95,7 @@ ENVELOPE_FRAMES = 2.0  # the loudness window, in frame intervals (80 ms at 25 fp
 FLOOR_DB = 50.0  # the envelope is clipped this far below its loudest frame ...
 SILENCE_DBFS = -65.0  # ... and never below this level (digital silence, hiss)
 VOICED_BELOW_PEAK_DB = 30.0  # `voiced_frames`: louder than the speech's loud level less this
+ONSET_BELOW_PEAK_DB = 40.0  # a voice's first, faint frames: louder than the loud level less this
 
 WINDOW = 75  # frames of the sliding correlation (3 s at 25 fps)
 MAX_LAG = 1  # frames either way (40 ms)
@@ -193,13 +195,19 @@ def speech_envelope(samples_16k: np.ndarray, frames: int, fps: float = FPS) -> n
     return out.astype(np.float32)
 
 
-def voiced_frames(envelope: np.ndarray, below_peak_db: float = VOICED_BELOW_PEAK_DB) -> np.ndarray:
+def louder_than(envelope: np.ndarray, below_peak_db: float) -> np.ndarray:
     """(T,) `speech_envelope` -> (T,) bool: frames within below_peak_db of the speech's loud level
-    (its 95th percentile, so a few loud peaks do not set it), single-frame dips closed."""
+    (its 95th percentile, so a few loud peaks do not set it)."""
     e = np.asarray(envelope, np.float64).reshape(-1)
     if e.size == 0:
         return np.zeros(0, bool)
-    voiced = e > np.percentile(e, 95) - below_peak_db
+    return e > np.percentile(e, 95) - below_peak_db
+
+
+def voiced_frames(envelope: np.ndarray, below_peak_db: float = VOICED_BELOW_PEAK_DB) -> np.ndarray:
+    """(T,) `speech_envelope` -> (T,) bool: speech rather than a pause: `louder_than` below_peak_db,
+    single-frame dips closed."""
+    voiced = louder_than(envelope, below_peak_db)
     dips = np.flatnonzero(~voiced[1:-1] & voiced[:-2] & voiced[2:]) + 1
     voiced[dips] = True
     return voiced

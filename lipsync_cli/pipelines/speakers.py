@@ -22,7 +22,8 @@ ffmpeg) over frames decoded at most ANALYSIS_SIDE pixels on their longer side, a
    another shows up at a window's edge, up to a window (plus the 9-frame mean) after the new
    speaker began: each such change moves to the end of the nearest pause of the speech (at least
    TURN_PAUSE_SECONDS unvoiced) from a window before it to TURN_AHEAD_SECONDS after it, where the
-   new speaker's speech starts; with no pause there it stays. On the interview composites of
+   new speaker's speech starts (from its first faint frames, 40 dB below the speech's loud
+   level); with no pause there it stays. On the interview composites of
    benchmarks/speakers.md this is what puts a switch within a few frames of the new voice.
 
 Why two low-resolution passes rather than a look-ahead buffer of frames: Light-ASD's crops follow
@@ -223,9 +224,9 @@ def score_tracks(info: media.MediaInfo, tracks: Sequence[Track], samples_16k: np
                  clock: StageClock | None = None, precision: str = "fp32") -> np.ndarray:
     """Light-ASD's score and the synchrony cues of every track (sets .asd, .sync and .evidence), from a second
     decode of the analysis frames; crops are held for one block per track at most. Returns the
-    (frames,) bool voiced frames of the speech."""
+    speech's (frames,) loudness (synchrony.speech_envelope)."""
     if not tracks:
-        return synchrony.voiced_frames(synchrony.speech_envelope(samples_16k, frames, fps=FPS))
+        return synchrony.speech_envelope(samples_16k, frames, fps=FPS)
     import torch
 
     from ..device import autocast
@@ -307,14 +308,14 @@ def score_tracks(info: media.MediaInfo, tracks: Sequence[Track], samples_16k: np
         t.evidence = synchrony.evidence(moved, dark, loudness)
         if clock:
             clock.add("synchrony", t1)
-    return synchrony.voiced_frames(envelope)
+    return envelope
 
 
-def decide(tracks: Sequence[Track], frames: int, voiced: np.ndarray | None = None,
+def decide(tracks: Sequence[Track], frames: int, envelope: np.ndarray | None = None,
            window: int = FPS) -> list[tuple[int, ...]]:
     """Combine the cues (sets .score and .speaking) and choose the tracks to dub per frame;
-    `voiced` (frames,) bool places the changes of speaker at the pauses of the speech, up to
-    `window` (the longest Light-ASD window, frames) plus the score's mean filter before them."""
+    the speech's `envelope` (frames,) places the changes of speaker at its pauses, up to `window`
+    (the longest Light-ASD window, frames) plus the score's mean filter before them."""
     live = [t for t in tracks if t.asd is not None and len(t.asd)]
     asd, sync, evidence = {}, {}, {}
     for t in live:
@@ -329,20 +330,23 @@ def decide(tracks: Sequence[Track], frames: int, voiced: np.ndarray | None = Non
     speaking_at = [tuple(t.index for t in live if a in t and t.speaking[a - t.first]) for a in range(frames)]
     present = [tuple(t.index for t in tracks if a in t) for a in range(frames)]
     dubbed = keep_last_speaker(speaking_at, present)
-    if voiced is None:
+    if envelope is None:
         return dubbed
-    return place_turns_at_pauses(dubbed, present, voiced, reach_back=window + synchrony.ASD_SMOOTH // 2 + 1,
+    return place_turns_at_pauses(dubbed, present, synchrony.voiced_frames(envelope),
+                                 reach_back=window + synchrony.ASD_SMOOTH // 2 + 1,
                                  reach_ahead=int(round(TURN_AHEAD_SECONDS * FPS)),
-                                 min_pause=int(round(TURN_PAUSE_SECONDS * FPS)))
+                                 min_pause=int(round(TURN_PAUSE_SECONDS * FPS)),
+                                 faint=synchrony.louder_than(envelope, synchrony.ONSET_BELOW_PEAK_DB))
 
 
 def place_turns_at_pauses(dubbed: Sequence[tuple[int, ...]], present: Sequence[tuple[int, ...]],
                           voiced: np.ndarray, reach_back: int, reach_ahead: int,
-                          min_pause: int) -> list[tuple[int, ...]]:
+                          min_pause: int, faint: np.ndarray | None = None) -> list[tuple[int, ...]]:
     """Each change from one set of faces to another (none in both) moved to the end of the pause
     (a run of at least min_pause unvoiced frames) whose end is nearest to it, among the pauses
     that start from reach_back frames before the change to reach_ahead after it: there the new
-    speaker's speech begins. Frames where the face to take over is absent stay as they were."""
+    speaker's speech begins, from its first `faint` frames (bool, the voice's quiet start) that
+    lead up to the pause's end. Frames where the face to take over is absent stay as they were."""
     out = list(dubbed)
     n = min(len(out), len(voiced))
     pauses = [(a, b) for a, b in synchrony.runs(~np.asarray(voiced[:n], bool)) if b - a >= min_pause and b < n]
@@ -351,7 +355,9 @@ def place_turns_at_pauses(dubbed: Sequence[tuple[int, ...]], present: Sequence[t
         near = [(a, b) for a, b in pauses if c - reach_back <= a <= c + reach_ahead]
         if not near:
             continue
-        _, onset = min(near, key=lambda p: abs(p[1] - c))
+        start, onset = min(near, key=lambda p: abs(p[1] - c))
+        while faint is not None and onset - 1 > start and faint[onset - 1]:
+            onset -= 1
         before, after = dubbed[c - 1], dubbed[c]
         if onset > c:  # the old speaker keeps the face through the pause
             span, was, now = range(c, onset), after, before
@@ -406,8 +412,8 @@ def find_speakers(video: str, audio: str | None, opts: SpeakerOptions, *, score:
         clock.add("audio", t0)
         if net is None:
             net = load_detector(opts.weights, opts.device, opts.precision)
-        voiced = score_tracks(info, tracks, samples, frames, size, net, opts.windows, clock, _precision(opts))
-        dubbed = decide(tracks, frames, voiced, window=max(int(round(d * FPS)) for d in opts.windows))
+        envelope = score_tracks(info, tracks, samples, frames, size, net, opts.windows, clock, _precision(opts))
+        dubbed = decide(tracks, frames, envelope, window=max(int(round(d * FPS)) for d in opts.windows))
     return SpeakerReport(video=video, audio=speech if score else None, weights=opts.weights, frames=frames,
                          width=info.video.width, height=info.video.height, tracks=tracks, dubbed=dubbed,
                          seconds=time.perf_counter() - started, stage_seconds=clock.seconds)

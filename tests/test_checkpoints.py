@@ -186,6 +186,10 @@ def _one_of_each_network(tmp_path) -> dict[str, Path]:
 
     paths["light_asd"] = tmp_path / "light_asd.model"  # as published: the training module's bare state_dict
     torch.save(LightASD().state_dict(), paths["light_asd"])
+    from lipsync_cli.models.gfpgan import random_gfpgan
+
+    paths["gfpgan"] = tmp_path / "GFPGANv1.4.pth"  # as published: {"params_ema": ...}, full size (348 MB)
+    torch.save({"params_ema": random_gfpgan().state_dict()}, paths["gfpgan"], _use_new_zipfile_serialization=False)
     return paths
 
 

@@ -32,7 +32,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..errors import CheckpointError
 from . import Signature
 
 SIZE = 512  # the aligned face's side
@@ -250,22 +249,8 @@ def parameter_count(model: nn.Module) -> int:
 
 def load_gfpgan(path: str) -> GFPGAN:
     """A GFPGAN v1.4 checkpoint (the published GFPGANv1.4.pth: {"params_ema": state_dict}, torch's
-    legacy format; or a plain state_dict) -> the network, eval mode, on the CPU. Loaded
-    weights_only and strict: any missing, extra or reshaped tensor is a CheckpointError."""
-    from ..checkpoints import read_state_dict  # (checkpoints knows every network, this one included)
+    legacy format; or a plain state_dict) -> the network, eval mode, on the CPU: weights_only,
+    built to fit the file's widths and loaded strictly (checkpoints.load_network)."""
+    from ..checkpoints import load_network  # (checkpoints knows every network, this one included)
 
-    state, extras = read_state_dict(path)
-    try:
-        model = _fitting(state, extras)
-    except ValueError as exc:
-        raise CheckpointError(f"{path}: {exc}") from None
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
-    extra = [k for k in state if k not in expected]
-    reshaped = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
-    if missing or extra or reshaped:
-        parts = [f"{len(v)} {what} (first: {v[0]})" for what, v in
-                 (("missing", missing), ("unexpected", extra), ("with another shape", reshaped)) if v]
-        raise CheckpointError(f"{path}: not a GFPGAN v1.4 (clean) checkpoint: " + "; ".join(parts))
-    model.load_state_dict(state, strict=True)
-    return model.eval()
+    return load_network(path, [SIGNATURE.kind], refusal="not a GFPGAN face-restoration network").net

@@ -230,6 +230,10 @@ def finishing(ddp: Distributed, metrics: "Metrics | None", save: Callable[[int],
     the metrics files are closed and the process group is left in every case."""
     try:
         yield
+        if ddp.active:  # every rank done: leave together (a rank tearing down Gloo while another
+            import torch.distributed as dist  # still evaluates or saves can abort the process)
+
+            dist.barrier()
     except KeyboardInterrupt:
         step = current_step()
         if ddp.main and step > start:  # at `start` the checkpoint it resumed from is already on disk

@@ -160,20 +160,23 @@ def verify_file(path: str | os.PathLike, e: WeightEntry | None) -> list[str]:
     return problems
 
 
-def write_random_generator(path: str | os.PathLike, model: str = "wav2lip", seed: int = 0, force: bool = False) -> None:
+def write_random_generator(path: str | os.PathLike, model: str = "wav2lip", seed: int = 0, force: bool = False,
+                           size: int = 96) -> None:
     """A seeded random-initialised generator in the published layout. The whole pipeline runs on
     it at full cost, but its mouths are grey, not speech: for smoke tests and benchmarks without
     the published weights. The same seed gives the same weights."""
     import torch
 
     from .checkpoints import save_published
-    from .models.wav2lip import GENERATOR_NAMES, build_generator
+    from .models.wav2lip import FACE_SIZES, GENERATOR_NAMES, build_generator
 
     if model not in GENERATOR_NAMES:
         raise InputError(f"--model {model}: choose from {', '.join(GENERATOR_NAMES)}")
+    if size not in FACE_SIZES:
+        raise InputError(f"--size {size}: choose {', '.join(map(str, FACE_SIZES))}")
     if os.path.exists(path) and not force:
         raise InputError(f"{path}: already exists (use --force to overwrite)")
     with torch.random.fork_rng(devices=[]):  # the caller's random state is left as it was
         torch.manual_seed(seed)
-        net = build_generator(model)
+        net = build_generator(model, size=size)
     save_published(net, path)

@@ -87,7 +87,7 @@ def dub(
         note = f", {result.frames_without_face} frames without a face left unchanged" if result.frames_without_face else ""
         err.print(
             f"wrote {result.output}: {result.frames} frames at {float(result.fps):.3f} fps "
-            f"({result.duration:.2f} s), {result.model} on {result.device} "
+            f"({result.duration:.2f} s), {result.model}{'' if result.face_size == 96 else f' {result.face_size}x{result.face_size}'} on {result.device} "
             f"({result.precision}{', for ' + result.isa if result.isa else ''}), {result.seconds:.1f} s{note}"
         )
         if result.dubbed_tracks:

@@ -68,6 +68,7 @@ def weights_init(
     path: Path = typer.Argument(..., help="Where to write the checkpoint (.pth)."),
     model: str = typer.Option("wav2lip", help="wav2lip, attnwav2lip, attnwav2lip-spatial or attnwav2lip-channel."),
     seed: int = typer.Option(0, min=0, help="Random seed."),
+    size: int = typer.Option(96, help="Face size: 96 (the published generators), 192 or 288."),
     force: bool = typer.Option(False, "--force", help="Overwrite PATH if it exists."),
 ):
     """Write a seeded random-initialised generator in the published layout.
@@ -76,5 +77,5 @@ def weights_init(
     full cost, but its mouths are grey, not speech."""
     from ..weights import write_random_generator
 
-    write_random_generator(path, model, seed, force=force)
-    err.print(f"wrote {path} (random {model}, seed {seed})")
+    write_random_generator(path, model, seed, force=force, size=size)
+    err.print(f"wrote {path} (random {model}, {size}x{size}, seed {seed})")

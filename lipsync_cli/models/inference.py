@@ -23,7 +23,7 @@ from ..device import auto_precision, autocast, cpu_int8_kernels, cpu_isa, resolv
 from ..errors import InputError, LipsyncError
 from . import int8
 
-FACE_SIZE = 96
+FACE_SIZE = 96  # the published generators' face; a runner's own is .face_size (its checkpoint's)
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 CALIBRATION_FRAMES = 4  # faces whose activations set the int8 ranges
 
@@ -73,7 +73,8 @@ def generator_workers(runner: "GeneratorRunner") -> int:
 
 
 class GeneratorRunner:
-    """Turns batches of 96x96 BGR face crops and mel windows into generated faces (uint8 BGR).
+    """Turns batches of SxS BGR face crops (S = .face_size, the generator's: 96, 192 or 288) and
+    mel windows into generated faces (uint8 BGR).
 
     `name` is the architecture (wav2lip, attnwav2lip...); `checkpoint` and `load_seconds` say
     where load_model read it from and how long that took (None and 0 for a network handed in)."""
@@ -83,6 +84,7 @@ class GeneratorRunner:
         if batch_size is not None and batch_size < 1:
             raise InputError(f"--batch-size {batch_size}: must be 1 or more")
         self.name, self.checkpoint, self.load_seconds = name, None, 0.0
+        self.face_size = getattr(getattr(net, "config", None), "size", FACE_SIZE)
         self.device = resolve_device(device)
         cuda = self.device.type == "cuda"
         if precision == "auto":
@@ -116,7 +118,9 @@ class GeneratorRunner:
         dev = self.device
         face = torch.from_numpy(faces).to(dev, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
         masked = face.clone()
-        masked[:, :, FACE_SIZE // 2 :] = 0.0
+        if face.shape[2] != self.face_size or face.shape[3] != self.face_size:
+            raise ValueError(f"faces of {face.shape[3]}x{face.shape[2]} for a {self.face_size}x{self.face_size} generator")
+        masked[:, :, self.face_size // 2 :] = 0.0
         x = torch.cat([masked, face], dim=1).to(self.input_dtype)
         if dev.type == "cpu":
             x = x.contiguous(memory_format=torch.channels_last)
@@ -138,7 +142,7 @@ class GeneratorRunner:
         return out.clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
     def __call__(self, mel: np.ndarray, faces: np.ndarray, round_output: bool = True, first_row: int = 0) -> np.ndarray:
-        """mel (n, 80, 16) float32, faces (n, 96, 96, 3) uint8 -> (n, 96, 96, 3) uint8.
+        """mel (n, 80, 16) float32, faces (n, S, S, 3) uint8 -> (n, S, S, 3) uint8 (S: face_size).
 
         round_output=False truncates to uint8 as the reference inference does. first_row > 0:
         only the rows from there down are generated (Wav2LipGenerator.lower_rows); the rows above
@@ -157,4 +161,4 @@ class GeneratorRunner:
                 continue
             outs.append(out)
             start += bs
-        return np.concatenate(outs) if outs else np.zeros((0, FACE_SIZE, FACE_SIZE, 3), np.uint8)
+        return np.concatenate(outs) if outs else np.zeros((0, self.face_size, self.face_size, 3), np.uint8)

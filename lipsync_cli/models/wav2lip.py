@@ -4,9 +4,15 @@ Layer names and shapes are those of the published wav2lip.pth / wav2lip_gan.pth,
 load unchanged. AttnWav2Lip adds `face_encoder_attention.{0..6}` and `face_decoder_attention.{0..6}`
 after each face-encoder block and each decoder block; no attention is applied to the raw input.
 
-Inputs: mel (B, 1, 80, 16) and faces (B, 6, 96, 96) in [0, 1] (masked target + reference, BGR
+Inputs: mel (B, 1, 80, 16) and faces (B, 6, S, S) in [0, 1] (masked target + reference, BGR
 as the published models were trained on OpenCV images); a time axis (B, T, ...) / (B, 6, T, ...)
-is folded into the batch as in the reference. Output: (B, 3, 96, 96), sigmoid.
+is folded into the batch as in the reference. Output: (B, 3, S, S), sigmoid.
+
+The face size S is 96 (the published networks) or, for high-resolution training, 192 or 288: an
+outer encoder block at S (8 channels) and a stride-2 or stride-3 block down to 96 come before the
+96 generator's blocks, and one more decoder block (32 channels) brings 96 back to S; the audio
+embedding meets the 1x1 bottleneck as at 96, every block keeps its skip, and AttnWav2Lip puts its
+attention after every block, the new ones included.
 """
 
 from __future__ import annotations
@@ -22,6 +28,10 @@ from .blocks import AttentionBlock, Conv2d, Conv2dTranspose, scaled, width_of
 
 ENCODER_CHANNELS = (16, 32, 64, 128, 256, 512, 512)
 DECODER_CHANNELS = (512, 512, 512, 384, 256, 128, 64)
+FACE_SIZES = (96, 192, 288)  # the published generator is 96; larger faces add an outer stage
+OUTER_CHANNELS = 8  # the outer stage's encoder width (the widths halve as the size doubles, as at 96)
+OUTER_DECODER_CHANNELS = 32
+OUTER_KERNEL = {192: 3, 288: 5}  # the outer stage's downsampling conv: stride 2 or 3 to 96
 
 
 @dataclass(frozen=True)
@@ -29,6 +39,7 @@ class GeneratorConfig:
     channel_attention: bool = False
     spatial_attention: bool = False
     width: float = 1.0  # channel multiplier (blocks.scaled): 1 is the published generator
+    size: int = 96  # the face's side in pixels (FACE_SIZES)
 
     @property
     def name(self) -> str:
@@ -53,21 +64,29 @@ class GeneratorConfig:
         return table[name]
 
 
-def _face_encoder(e: tuple[int, ...]) -> nn.ModuleList:
-    def down(cin, cout, n_res):  # a stride-2 conv then residual convs
+def _face_encoder(e: tuple[int, ...], size: int = 96) -> nn.ModuleList:
+    """The face encoder's blocks, one per resolution. At 96 those of the published generator; a
+    larger face (192, 288) first has an outer block at its own size and one that brings it to 96
+    (stride 2 or 3), then the 96 generator's blocks from its second on."""
+    def down(cin, cout, n_res, stride=2, kernel=3):  # a strided conv then residual convs
         return nn.Sequential(
-            Conv2d(cin, cout, 3, 2, 1), *[Conv2d(cout, cout, 3, 1, 1, residual=True) for _ in range(n_res)]
+            Conv2d(cin, cout, kernel, stride, (kernel - stride + 1) // 2),
+            *[Conv2d(cout, cout, 3, 1, 1, residual=True) for _ in range(n_res)]
         )
 
+    blocks = [nn.Sequential(Conv2d(6, e[0], 7, 1, 3))]  # the face's own size
+    inner = e
+    if size != 96:  # to 96
+        blocks.append(down(e[0], e[1], 2, stride=size // 96, kernel=OUTER_KERNEL[size]))
+        inner = e[1:]
     return nn.ModuleList(
-        [
-            nn.Sequential(Conv2d(6, e[0], 7, 1, 3)),  # 96
-            down(e[0], e[1], 2),  # 48
-            down(e[1], e[2], 3),  # 24
-            down(e[2], e[3], 2),  # 12
-            down(e[3], e[4], 2),  # 6
-            down(e[4], e[5], 1),  # 3
-            nn.Sequential(Conv2d(e[5], e[6], 3, 1, 0), Conv2d(e[6], e[6], 1, 1, 0)),  # 1
+        blocks + [
+            down(inner[0], inner[1], 2),  # 48
+            down(inner[1], inner[2], 3),  # 24
+            down(inner[2], inner[3], 2),  # 12
+            down(inner[3], inner[4], 2),  # 6
+            down(inner[4], inner[5], 1),  # 3
+            nn.Sequential(Conv2d(inner[5], inner[6], 3, 1, 0), Conv2d(inner[6], inner[6], 1, 1, 0)),  # 1
         ]
     )
 
@@ -91,7 +110,7 @@ def _audio_encoder(width: float) -> nn.Sequential:
     )
 
 
-def _face_decoder(e: tuple[int, ...], d: tuple[int, ...], audio: int) -> nn.ModuleList:
+def _face_decoder(e: tuple[int, ...], d: tuple[int, ...], audio: int, size: int = 96) -> nn.ModuleList:
     def up(cin, cout, stride=2, padding=1, output_padding=1, n_res=2):
         return nn.Sequential(
             Conv2dTranspose(cin, cout, 3, stride, padding, output_padding),
@@ -99,30 +118,45 @@ def _face_decoder(e: tuple[int, ...], d: tuple[int, ...], audio: int) -> nn.Modu
         )
 
     # each block takes the previous block's output with the face encoder's skip of its size
-    return nn.ModuleList(
-        [
-            nn.Sequential(Conv2d(audio, d[0], 1, 1, 0)),  # 1
-            up(d[0] + e[6], d[1], stride=1, padding=0, output_padding=0, n_res=1),  # 3
-            up(d[1] + e[5], d[2]),  # 6
-            up(d[2] + e[4], d[3]),  # 12
-            up(d[3] + e[3], d[4]),  # 24
-            up(d[4] + e[2], d[5]),  # 48
-            up(d[5] + e[1], d[6]),  # 96
-        ]
-    )
+    n = len(e)
+    blocks = [
+        nn.Sequential(Conv2d(audio, d[0], 1, 1, 0)),  # 1
+        up(d[0] + e[n - 1], d[1], stride=1, padding=0, output_padding=0, n_res=1),  # 3
+        up(d[1] + e[n - 2], d[2]),  # 6
+        up(d[2] + e[n - 3], d[3]),  # 12
+        up(d[3] + e[n - 4], d[4]),  # 24
+        up(d[4] + e[n - 5], d[5]),  # 48
+        up(d[5] + e[n - 6], d[6]),  # 96
+    ]
+    if size != 96:  # back to the face's size: x2 (192) or x3 (288)
+        k = size // 96
+        blocks.append(up(d[6] + e[1], d[7], stride=k, padding=1 if k == 2 else 0, output_padding=1 if k == 2 else 0))
+    return nn.ModuleList(blocks)
+
+
+def encoder_widths(width: float = 1.0, size: int = 96) -> tuple[int, ...]:
+    channels = ENCODER_CHANNELS if size == 96 else (OUTER_CHANNELS,) + ENCODER_CHANNELS
+    return tuple(scaled(c, width) for c in channels)
+
+
+def decoder_widths(width: float = 1.0, size: int = 96) -> tuple[int, ...]:
+    channels = DECODER_CHANNELS if size == 96 else DECODER_CHANNELS + (OUTER_DECODER_CHANNELS,)
+    return tuple(scaled(c, width) for c in channels)
 
 
 class Wav2LipGenerator(nn.Module):
     def __init__(self, config: GeneratorConfig = GeneratorConfig()):
         super().__init__()
+        if config.size not in FACE_SIZES:
+            raise ValueError(f"face size {config.size}: choose {', '.join(map(str, FACE_SIZES))}")
         self.config = config
-        e = tuple(scaled(c, config.width) for c in ENCODER_CHANNELS)
-        d = tuple(scaled(c, config.width) for c in DECODER_CHANNELS)
-        self.face_encoder_blocks = _face_encoder(e)
+        e = encoder_widths(config.width, config.size)
+        d = decoder_widths(config.width, config.size)
+        self.face_encoder_blocks = _face_encoder(e, config.size)
         self.audio_encoder = _audio_encoder(config.width)
-        self.face_decoder_blocks = _face_decoder(e, d, scaled(512, config.width))
+        self.face_decoder_blocks = _face_decoder(e, d, scaled(512, config.width), config.size)
         out = scaled(32, config.width)
-        self.output_block = nn.Sequential(Conv2d(d[6] + e[0], out, 3, 1, 1), nn.Conv2d(out, 3, 1, 1, 0), nn.Sigmoid())
+        self.output_block = nn.Sequential(Conv2d(d[-1] + e[0], out, 3, 1, 1), nn.Conv2d(out, 3, 1, 1, 0), nn.Sigmoid())
         if config.channel_attention or config.spatial_attention:
             kw = dict(channel=config.channel_attention, spatial=config.spatial_attention)
             self.face_encoder_attention = nn.ModuleList([AttentionBlock(c, **kw) for c in e])
@@ -229,8 +263,17 @@ def _rows_through(layer: nn.Module, x: torch.Tensor, top: int) -> tuple[torch.Te
     return y[:, :, pad:], top + pad
 
 
-def build_generator(name: str = "wav2lip", width: float = 1.0) -> Wav2LipGenerator:
-    return Wav2LipGenerator(dataclasses.replace(GeneratorConfig.from_name(name), width=width))
+def build_generator(name: str = "wav2lip", width: float = 1.0, size: int = 96) -> Wav2LipGenerator:
+    return Wav2LipGenerator(dataclasses.replace(GeneratorConfig.from_name(name), width=width, size=size))
+
+
+def size_of(state: dict[str, torch.Tensor]) -> int:
+    """The face size a generator's state_dict is for, from its keys and shapes: eight encoder
+    blocks are a larger face, its outer downsampling conv's kernel says which (3: 192, 5: 288)."""
+    if "face_encoder_blocks.7.0.conv_block.0.weight" not in state:
+        return 96
+    kernel = state["face_encoder_blocks.1.0.conv_block.0.weight"].shape[-1]
+    return next((size for size, k in OUTER_KERNEL.items() if k == kernel), 0)
 
 
 def variant_of(state: dict[str, torch.Tensor]) -> str:
@@ -245,5 +288,6 @@ SIGNATURE = Signature(
     keys=("face_decoder_blocks.0.0.conv_block.0.weight", "output_block.1.weight"),
     description="a Wav2Lip-family generator",
     build=lambda state, extras: build_generator(variant_of(state),
-                                                width_of(state, "audio_encoder.12.conv_block.0.weight", 512)),
+                                                width_of(state, "audio_encoder.12.conv_block.0.weight", 512),
+                                                size_of(state)),
 )

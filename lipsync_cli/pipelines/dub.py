@@ -4,7 +4,7 @@ Data flows one way through stages joined by bounded queues, so memory does not g
 length of the video:
 
     decode (ffmpeg) -> face boxes (faces.FaceBoxes: detect, track, smooth, pad)  [thread]
-        -> crop 96x96, mel windows, generator        [main thread: the costly part]
+        -> crop (96x96, or the generator's face size), mel windows, generator  [main thread: the costly part]
         -> paste mouths back (faces.BoxPaster), encode (ffmpeg)  [thread]
 
 With several faces in the clip (`speaker`: auto, all or a track index), a first pass finds them
@@ -36,7 +36,7 @@ from .. import audio as audio_mod
 from .. import media, outputs
 from ..errors import InputError, LipsyncError
 from ..faces import BoxPaster, DetectorPool, FaceBoxes, first_blended_row, pad_box
-from ..models.inference import FACE_SIZE, GeneratorRunner, generator_workers
+from ..models.inference import GeneratorRunner, generator_workers
 from .enhance import ENHANCE_MODES, ENHANCE_REGIONS, FaceRestorer, restore_precision
 from .options import NO_FACE_ACTIONS, PASTE_MODES, PER_CLIP_OPTIONS, DubOptions, parse_speaker
 from .stages import StageClock, threaded
@@ -52,6 +52,7 @@ class DubResult:
     device: str
     seconds: float
     precision: str = "fp32"
+    face_size: int = 96  # the generator's face, pixels
     isa: str = ""  # the instructions the precision was chosen for: AMX, AVX-512 VNNI, AVX2..., CUDA
     stage_seconds: dict = field(default_factory=dict)
     speaker: str = "largest"  # how the faces were chosen: largest, auto, all, or a track index
@@ -64,7 +65,8 @@ class DubResult:
         return {
             "output": self.output, "frames": self.frames, "fps": str(self.fps), "fps_float": float(self.fps),
             "duration": round(self.duration, 4), "frames_without_face": self.frames_without_face,
-            "model": self.model, "device": self.device, "precision": self.precision, "isa": self.isa,
+            "model": self.model, "face_size": self.face_size, "device": self.device, "precision": self.precision,
+            "isa": self.isa,
             "seconds": round(self.seconds, 3),
             "stage_seconds": {k: round(v, 3) for k, v in self.stage_seconds.items()},
             "speaker": self.speaker, "dubbed_tracks": {str(k): v for k, v in self.dubbed_tracks.items()},
@@ -168,10 +170,11 @@ class _Clip:
                                       inputs=(video, audio_path, opts.checkpoint, opts.speaker_audio,
                                               opts.enhance_weights if opts.enhance != "none" else None))
 
-    def result(self, model: str, device: str, precision: str, isa: str = "") -> DubResult:
+    def result(self, model: str, device: str, precision: str, isa: str = "", face_size: int = 96) -> DubResult:
         return DubResult(
             output=self.request.output, frames=self.written, fps=self.fps, duration=self.written / float(self.fps),
             frames_without_face=self.no_face, model=model, device=device, precision=precision, isa=isa,
+            face_size=face_size,
             seconds=time.perf_counter() - self.started, stage_seconds=self.clock.seconds,
             speaker=self.speaker, dubbed_tracks=self.dubbed_tracks, notes=self.notes,
             enhance=self.enhance, enhanced_faces=self.enhanced_faces,
@@ -369,13 +372,14 @@ class Dubber:
             if not faces_in:
                 return items, None
             t = time.perf_counter()
-            crops = np.stack([cv2.resize(it.frame[y1:y2, x1:x2], (FACE_SIZE, FACE_SIZE))
+            size = self.runner.face_size
+            crops = np.stack([cv2.resize(it.frame[y1:y2, x1:x2], (size, size))
                               for it, (x1, y1, x2, y2) in faces_in])
             windows = audio_mod.mel_windows(clip.mel, clip.fps, [it.index for it, _ in faces_in])
             clip.clock.add("prepare", t)
             t = time.perf_counter()
             faces = self.runner(windows, crops, round_output=self.opts.paste != "hard",
-                                first_row=first_blended_row(self.opts.paste, FACE_SIZE))
+                                first_row=first_blended_row(self.opts.paste, size))
             clip.clock.add("generator", t)
             return items, faces
 
@@ -479,7 +483,8 @@ class Dubber:
                 on_result(clip.request, None, clip.failure)
             else:
                 runner = self.runner
-                on_result(clip.request, clip.result(runner.name, str(runner.device), runner.precision, runner.isa), None)
+                on_result(clip.request, clip.result(runner.name, str(runner.device), runner.precision, runner.isa,
+                                                    runner.face_size), None)
 
         def work():
             while True:

@@ -1,0 +1,81 @@
+"""High-resolution AttnWav2Lip (models/wav2lip.py, FACE_SIZES): the generator family at 96, 192
+and 288 pixels; 96 is the published network unchanged; a 192 checkpoint dubs a real clip."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from lipsync_cli.checkpoints import load_network, published_keys, save_published, structure_problems
+from lipsync_cli.cli import main
+from lipsync_cli.models.inference import GeneratorRunner
+from lipsync_cli.models.wav2lip import build_generator, size_of
+
+from conftest import EXAMPLES, decode_frames, ffmpeg
+
+# parameters per size (the 96 ones are the published Wav2Lip's and AttnWav2Lip's)
+PARAMETERS = {("wav2lip", 96): 36_298_035, ("wav2lip", 192): 36_331_803, ("wav2lip", 288): 36_333_851,
+              ("attnwav2lip", 96): 36_503_343, ("attnwav2lip", 192): 36_537_451, ("attnwav2lip", 288): 36_539_499}
+
+
+@pytest.mark.parametrize("name,size", sorted(PARAMETERS))
+def test_each_size_maps_its_faces_and_counts_its_parameters(name, size):
+    torch.manual_seed(0)
+    net = build_generator(name, width=0.25, size=size).eval()  # a quarter of the width: the shapes, fast
+    with torch.no_grad():
+        out = net(torch.rand(2, 1, 80, 16), torch.rand(2, 6, size, size))
+    assert out.shape == (2, 3, size, size) and 0 <= out.min() and out.max() <= 1
+    with torch.device("meta"):
+        full = build_generator(name, size=size)
+    assert sum(p.numel() for p in full.parameters()) == PARAMETERS[(name, size)]
+    assert size_of(full.state_dict()) == size
+    # AttnWav2Lip: attention after every block, the outer ones included
+    if name == "attnwav2lip":
+        assert len(full.face_encoder_attention) == len(full.face_encoder_blocks) == (7 if size == 96 else 8)
+        assert len(full.face_decoder_attention) == len(full.face_decoder_blocks)
+
+
+def test_96_is_still_the_published_network():
+    with torch.device("meta"):
+        net = build_generator("wav2lip")
+    shapes = {k: list(v.shape) for k, v in net.state_dict().items()}
+    assert shapes == published_keys()["wav2lip_generator"]
+
+
+def test_only_the_rows_the_paste_shows_at_192():
+    torch.manual_seed(1)
+    net = build_generator("wav2lip", width=0.25, size=192).eval()
+    mel, faces = torch.rand(2, 1, 80, 16), torch.rand(2, 6, 192, 192)
+    with torch.no_grad():
+        whole = net(mel, faces)
+        rows, top = net.lower_rows(mel, faces, first_row=72)
+    assert top <= 72 and torch.allclose(rows, whole[:, :, top:], atol=1e-5)
+
+
+def test_a_192_checkpoint_dubs_a_clip_and_says_its_size(tmp_path, capsys):
+    ckpt = tmp_path / "g192.pth"
+    torch.manual_seed(0)
+    save_published(build_generator("attnwav2lip", width=0.25, size=192), ckpt)
+    assert structure_problems(ckpt) == []  # a larger face is checked against the network built to fit it
+    loaded = load_network(ckpt, ["wav2lip_generator"])
+    assert loaded.net.config.size == 192 and loaded.net.config.name == "attnwav2lip"
+    speech = tmp_path / "speech.wav"
+    ffmpeg("-i", str(EXAMPLES / "speech.wav"), "-t", "0.4", str(speech))
+    out = tmp_path / "out.mp4"
+    assert main(["dub", str(EXAMPLES / "talk.mp4"), str(speech), "-o", str(out), "-c", str(ckpt), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["face_size"] == 192 and result["frames"] == 10 and len(decode_frames(out)) == 10
+    assert main(["dub", str(EXAMPLES / "talk.mp4"), str(speech), "-o", str(tmp_path / "b.mp4"), "-c", str(ckpt)]) == 0
+    assert "attnwav2lip 192x192 on cpu" in capsys.readouterr().err
+
+
+def test_faces_of_another_size_are_refused():
+    runner = GeneratorRunner(build_generator("wav2lip", width=0.25, size=192), device="cpu", precision="fp32")
+    assert runner.face_size == 192
+    with pytest.raises(ValueError, match="faces of 96x96 for a 192x192 generator"):
+        runner(np.zeros((1, 80, 16), np.float32), np.zeros((1, 96, 96, 3), np.uint8))
+    with pytest.raises(ValueError, match="face size 128"):
+        build_generator("wav2lip", size=128)

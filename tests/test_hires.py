@@ -79,3 +79,25 @@ def test_faces_of_another_size_are_refused():
         runner(np.zeros((1, 80, 16), np.float32), np.zeros((1, 96, 96, 3), np.uint8))
     with pytest.raises(ValueError, match="face size 128"):
         build_generator("wav2lip", size=128)
+
+
+@pytest.mark.parametrize("size", [96, 192, 288])
+def test_the_expert_and_the_discriminator_at_each_size(size):
+    from lipsync_cli.models.discriminator import VisualQualityDiscriminator
+    from lipsync_cli.models.discriminator import size_of as disc_size
+    from lipsync_cli.models.syncnet import SyncNetColor, lower_half_stack
+    from lipsync_cli.models.syncnet import size_of as expert_size
+
+    torch.manual_seed(0)
+    expert, disc = SyncNetColor(0.25, size).eval(), VisualQualityDiscriminator(0.25, size).eval()
+    frames = torch.rand(2, 3, 5, size, size)  # five frames, as the expert reads them
+    with torch.no_grad():
+        audio, face = expert(torch.rand(2, 1, 80, 16), lower_half_stack(frames))  # the lower halves at their size
+        real = disc(frames)
+    assert audio.shape == face.shape == (2, 128) and real.shape == (10, 1)
+    assert expert_size(expert.state_dict()) == disc_size(disc.state_dict()) == size
+    if size == 96:  # the published layouts
+        assert {k: list(v.shape) for k, v in SyncNetColor().state_dict().items()} == \
+            published_keys()["wav2lip_syncnet_expert_color"]
+        assert {k: list(v.shape) for k, v in VisualQualityDiscriminator().state_dict().items()} == \
+            published_keys()["wav2lip_visual_quality_discriminator"]

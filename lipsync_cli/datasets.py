@@ -100,15 +100,18 @@ class PreprocessedData:
         last_by_audio = (n_mel - audio_mod.MEL_STEP) * FPS // audio_mod.MEL_FPS  # window start must fit
         return max(0, min(self.clips[k].frames - span, int(last_by_audio) - span + 1) + 1)
 
-    def frames(self, k: int, start: int, count: int) -> np.ndarray:
-        """(count, 96, 96, 3) uint8 BGR."""
-        out = np.empty((count, FACE, FACE, 3), np.uint8)
+    def frames(self, k: int, start: int, count: int, size: int = FACE) -> np.ndarray:
+        """(count, size, size, 3) uint8 BGR: the crops resized to `size` (area to shrink, cubic
+        to enlarge) when they are not that size already."""
+        out = np.empty((count, size, size, 3), np.uint8)
         for i in range(count):
             path = self.clips[k].folder / f"{start + i}.jpg"
             img = cv2.imread(str(path), cv2.IMREAD_COLOR)
             if img is None:
                 raise InputError(f"{path}: cannot read the frame")
-            out[i] = img if img.shape[:2] == (FACE, FACE) else cv2.resize(img, (FACE, FACE), interpolation=cv2.INTER_AREA)
+            if img.shape[:2] != (size, size):
+                img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA if img.shape[0] > size else cv2.INTER_CUBIC)
+            out[i] = img
         return out
 
     def mel_window(self, k: int, frame: int) -> np.ndarray:
@@ -140,8 +143,8 @@ def to_tensor(frames: np.ndarray) -> torch.Tensor:
 class _Windows(torch.utils.data.Dataset):
     """Spans of `span` frames drawn by (seed, index) from the clips long enough to have two."""
 
-    def __init__(self, data: PreprocessedData, seed: int, span: int, length: int):
-        self.data, self.seed, self.span, self.length = data, seed, span, length
+    def __init__(self, data: PreprocessedData, seed: int, span: int, length: int, size: int = FACE):
+        self.data, self.seed, self.span, self.length, self.size = data, seed, span, length, size
         self.usable = [data.usable_frames(k, span) for k in range(len(data))]
         self.clips = [k for k, n in enumerate(self.usable) if n >= 2]
         if not self.clips:
@@ -166,15 +169,15 @@ class SyncPairs(_Windows):
     """Samples for the lip-sync expert: 5 consecutive faces' lower halves and a mel window that is
     theirs (label 1) or that of another window of the same clip (label 0), half and half."""
 
-    def __init__(self, data: PreprocessedData, seed: int = 0, length: int = 10 ** 9):
-        super().__init__(data, seed, SYNC_T, length)
+    def __init__(self, data: PreprocessedData, seed: int = 0, length: int = 10 ** 9, size: int = FACE):
+        super().__init__(data, seed, SYNC_T, length, size)
 
     def __getitem__(self, index: int):
         rng, k, start = self._pick(index)
         in_sync = bool(rng.random() < 0.5)
         audio_frame = start if in_sync else self._other_start(rng, k, start)
-        faces = to_tensor(self.data.frames(k, start, SYNC_T))  # (3, T, 96, 96)
-        stacked = lower_half_stack(faces[None])[0]  # (15, 48, 96)
+        faces = to_tensor(self.data.frames(k, start, SYNC_T, self.size))  # (3, T, S, S)
+        stacked = lower_half_stack(faces[None])[0]  # (15, S/2, S)
         mel = torch.from_numpy(self.data.mel_window(k, audio_frame)).unsqueeze(0)  # (1, 80, 16)
         return stacked, mel, torch.tensor(float(in_sync))
 
@@ -184,18 +187,19 @@ class GeneratorWindows(_Windows):
     other frames of the same clip, the mel window of each target frame, and the mel window of the
     whole T-frame span for the expert. Wav2Lip's setting: T = 5."""
 
-    def __init__(self, data: PreprocessedData, seed: int = 0, t: int = SYNC_T, length: int = 10 ** 9):
-        super().__init__(data, seed, t, length)
+    def __init__(self, data: PreprocessedData, seed: int = 0, t: int = SYNC_T, length: int = 10 ** 9,
+                 size: int = FACE):
+        super().__init__(data, seed, t, length, size)
         self.t = t
 
     def __getitem__(self, index: int):
         rng, k, start = self._pick(index)
         ref = self._other_start(rng, k, start)
-        target = to_tensor(self.data.frames(k, start, self.t))  # (3, T, 96, 96)
-        reference = to_tensor(self.data.frames(k, ref, self.t))
+        target = to_tensor(self.data.frames(k, start, self.t, self.size))  # (3, T, S, S)
+        reference = to_tensor(self.data.frames(k, ref, self.t, self.size))
         masked = target.clone()
-        masked[:, :, FACE // 2:] = 0.0
-        faces_in = torch.cat([masked, reference], dim=0)  # (6, T, 96, 96): the generator's input
+        masked[:, :, self.size // 2:] = 0.0
+        faces_in = torch.cat([masked, reference], dim=0)  # (6, T, S, S): the generator's input
         mels = torch.stack([torch.from_numpy(self.data.mel_window(k, start + i)) for i in range(self.t)]).unsqueeze(1)
         sync_mel = torch.from_numpy(self.data.mel_window(k, start)).unsqueeze(0)
         return faces_in, mels, sync_mel, target

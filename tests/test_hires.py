@@ -101,3 +101,40 @@ def test_the_expert_and_the_discriminator_at_each_size(size):
             published_keys()["wav2lip_syncnet_expert_color"]
         assert {k: list(v.shape) for k, v in VisualQualityDiscriminator().state_dict().items()} == \
             published_keys()["wav2lip_visual_quality_discriminator"]
+
+
+@pytest.mark.slow
+def test_a_short_training_at_192_lowers_the_loss_and_resumes(train_corpus, tmp_path, capsys):
+    """The whole recipe at 192: the expert, then the generator with it and the discriminator, on the
+    synthetic corpus's crops resized to 192 (eighth-width networks: the loop at that size is tested)."""
+    from lipsync_cli.checkpoints import load_network
+    from lipsync_cli.train.wav2lip import Wav2LipConfig, train_wav2lip
+
+    common = ["--batch-size", "2", "--workers", "0", "--amp", "off", "--width", "0.125", "--size", "192",
+              "--eval-batches", "2", "-q"]
+    assert main(["train", "syncnet", str(train_corpus), "-o", str(tmp_path / "expert"), "--steps", "2",
+                 "--eval-every", "2", *common]) == 0
+    expert = tmp_path / "expert" / "last.pth"
+    assert load_network(expert, ["wav2lip_syncnet_expert_color"]).net.size == 192
+
+    def cfg(steps):
+        return Wav2LipConfig(data=str(train_corpus), out=str(tmp_path / "gen"), expert=str(expert), steps=steps,
+                             batch_size=2, lr=2e-3, eval_every=4, eval_batches=2, checkpoint_every=4, workers=0,
+                             amp="off", width=0.125, size=192, model="attnwav2lip", sync_switch=100.0)
+
+    train_wav2lip(cfg(4))
+    resumed = train_wav2lip(cfg(8))  # from last.pth at step 4
+    assert resumed["step"] == 8
+    rows = [json.loads(x) for x in (tmp_path / "gen" / "metrics.jsonl").read_text().splitlines()]
+    val = [r["val_l1"] for r in rows if "val_l1" in r]
+    assert len(val) == 2 and val[1] < 0.9 * val[0]  # the same fixed val windows, step 4 then step 8
+    gen = load_network(tmp_path / "gen" / "last.pth", ["wav2lip_generator"]).net
+    assert gen.config.size == 192 and gen.config.name == "attnwav2lip"
+
+    # an expert of another size: one clear line
+    with pytest.raises(Exception, match="an expert for 192-pixel faces; this generator trains at 96"):
+        train_wav2lip(Wav2LipConfig(data=str(train_corpus), out=str(tmp_path / "g96"), expert=str(expert), steps=1,
+                                    batch_size=1, workers=0, amp="off", width=0.125))
+    assert main(["train", "wav2lip", str(train_corpus), "-o", str(tmp_path / "g96b"), "--expert", str(expert),
+                 "--steps", "1", "--batch-size", "1", "--workers", "0", "--width", "0.125", "-q"]) == 2
+    assert "train syncnet --size 96" in capsys.readouterr().err

@@ -66,6 +66,7 @@ def with_loop_settings(cls, sample: str):
 def train_syncnet(
     data: Path = typer.Argument(..., help="Preprocessed data folder (filelists/ and clip folders), e.g. from `lipsync synth`."),
     out: Path = typer.Option(..., "-o", "--out", help="Run folder: checkpoints (published layout), last.pth, metrics.jsonl, TensorBoard logs."),
+    size: Optional[int] = setting(TrainConfig, "size", "Face side in pixels: 96 (the published expert), 192 or 288 (the data's crops are resized to it)"),
     config: ConfigFileOpt = None,
     fresh: FreshOpt = False,
     quiet: QuietOpt = False,
@@ -76,7 +77,8 @@ def train_syncnet(
     from ..train.syncnet import train_syncnet as run
 
     cfg = TrainConfig.from_sources(
-        str(config) if config else None, data=str(data), out=str(out), resume=False if fresh else None, **settings)
+        str(config) if config else None, data=str(data), out=str(out), resume=False if fresh else None, size=size,
+        **settings)
     _run_training(run, cfg, quiet, "syncnet")
 
 
@@ -93,6 +95,7 @@ def train_wav2lip(
     sync_switch: Optional[float] = setting(Wav2LipConfig, "sync_switch", f"Evaluation sync loss below which the sync weight switches from 0 to {Wav2LipConfig.sync_weight:g}; inf: from the first step"),
     sync_weight: Optional[float] = setting(Wav2LipConfig, "sync_weight", "a, the expert's weight once switched on; 0 trains on L1 (and GAN) alone"),
     init: Optional[Path] = typer.Option(None, "--init", help="Start from these generator weights (fine-tune; e.g. a run trained on L1 alone). Ignored when resuming."),
+    size: Optional[int] = setting(Wav2LipConfig, "size", "Face side in pixels: 96 (the published generator), 192 or 288; the expert must be of the same size"),
     config: ConfigFileOpt = None,
     fresh: FreshOpt = False,
     quiet: QuietOpt = False,
@@ -108,7 +111,7 @@ def train_wav2lip(
         str(config) if config else None, data=str(data), out=str(out), resume=False if fresh else None, **settings,
         expert=str(expert) if expert else None, model="attnwav2lip" if attention else model,
         gan=False if no_gan else None, sync_switch=sync_switch, sync_weight=sync_weight,
-        init=str(init) if init else None)
+        init=str(init) if init else None, size=size)
     _run_training(run, cfg, quiet, cfg.model)
 
 

@@ -30,7 +30,8 @@ from .lse import expert_sync_of_crops
 @torch.no_grad()
 def generate(gen, faces: np.ndarray, references: np.ndarray, mel_windows: np.ndarray, device="cpu",
              dtype: torch.dtype | None = None, batch: int = 32) -> np.ndarray:
-    """Faces and references (n, 96, 96, 3) uint8 BGR, mel windows (n, 80, 16) -> (n, 96, 96, 3) uint8."""
+    """Faces and references (n, S, S, 3) uint8 BGR (S: the generator's face size), mel windows
+    (n, 80, 16) -> (n, S, S, 3) uint8."""
     from ..device import autocast
 
     gen.eval()
@@ -39,7 +40,7 @@ def generate(gen, faces: np.ndarray, references: np.ndarray, mel_windows: np.nda
     for s in range(0, len(faces), batch):
         f = torch.from_numpy(faces[s:s + batch]).permute(0, 3, 1, 2).float().div(255)
         r = torch.from_numpy(references[s:s + batch]).permute(0, 3, 1, 2).float().div(255)
-        f[:, :, FACE // 2:] = 0.0
+        f[:, :, f.shape[2] // 2:] = 0.0
         m = torch.from_numpy(mel_windows[s:s + batch]).unsqueeze(1)
         with autocast(device, dtype):
             g = gen(m.to(device), torch.cat([f, r], dim=1).to(device)).float()
@@ -71,10 +72,11 @@ def score_split(gen, judge, data: PreprocessedData, device="cpu", dtype: torch.d
     from ..synth.sync import mouth_opening, sync_score
 
     n_clips = len(data) if max_clips is None else min(len(data), max_clips)
+    size = getattr(getattr(gen, "config", None), "size", FACE)  # the generator's face size
     scores = []
     for k in range(n_clips):
         other = (k + 1) % len(data)
-        frames = data.frames(k, 0, data.clips[k].frames)
+        frames = data.frames(k, 0, data.clips[k].frames, size)
         mel_other = data.mel(other)
         n = min(len(frames), data.usable_frames(other, 1))
         faces = frames[:n]
@@ -87,7 +89,7 @@ def score_split(gen, judge, data: PreprocessedData, device="cpu", dtype: torch.d
         own = frames[:own_n]
         rolled = np.roll(own, own_n // 2, axis=0)  # reference frames half a clip away
         recon = generate(gen, own, rolled, audio_mod.mel_windows(data.mel(k), FPS, range(own_n)), device, dtype)
-        half = slice(FACE // 2, None)
+        half = slice(size // 2, None)
         l1 = float(np.abs(recon[:, half].astype(np.float32) - own[:, half].astype(np.float32)).mean() / 255)
 
         truth = _truth_opening(data.clips[other].folder)

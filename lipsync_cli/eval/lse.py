@@ -154,9 +154,16 @@ def evaluate_expert(expert, video: str, audio_path: str | None = None, detector:
 @torch.no_grad()
 def expert_sync_of_crops(expert, crops: np.ndarray, mel: np.ndarray, name: str = "", batch: int = 20,
                          device: str = "cpu") -> SyncResult:
-    """LSE-D / LSE-C from our expert for 96x96 face crops (n, 96, 96, 3) uint8 BGR at 25 fps and
-    the mel spectrogram of the speech they should follow."""
+    """LSE-D / LSE-C from our expert for face crops (n, S, S, 3) uint8 BGR at 25 fps (resized to
+    the expert's face size when they are of another) and the mel spectrogram of the speech they
+    should follow."""
+    import cv2
+
     from ..models.syncnet import lower_half_stack
+
+    side = getattr(expert, "size", 96)
+    if crops.shape[1] != side:
+        crops = np.stack([cv2.resize(c, (side, side), interpolation=cv2.INTER_AREA) for c in crops])
 
     last_frame = int((mel.shape[1] - audio_mod.MEL_STEP) * media.FPS / audio_mod.MEL_FPS)
     usable = min(len(crops) - FRAMES, last_frame) + 1

@@ -8,6 +8,8 @@ from typing import Any, Callable
 
 # The generator architectures (models/wav2lip.py builds them), here for the torch-free training config.
 GENERATOR_NAMES = ("wav2lip", "attnwav2lip", "attnwav2lip-spatial", "attnwav2lip-channel")
+# The face sizes the Wav2Lip family (generator, expert, discriminator) is built at: 96 is published
+FACE_SIZES = (96, 192, 288)
 
 
 @dataclass(frozen=True)

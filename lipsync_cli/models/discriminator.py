@@ -13,10 +13,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from . import Signature
+from . import FACE_SIZES, Signature
 from .blocks import NoNormConv, scaled, width_of
 
-FACE_SIZES = (96, 192, 288)
 OUTER_KERNEL = {192: 3, 288: 5}  # the first block's downsampling conv (stride 2, 3), as the generator's
 
 

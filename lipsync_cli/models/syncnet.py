@@ -15,11 +15,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from . import Signature
+from . import FACE_SIZES, Signature
 from .blocks import Conv2d, scaled, width_of
 
 
-FACE_SIZES = (96, 192, 288)
 OUTER_KERNEL = {192: 3, 288: 5}  # the downsampling conv of the larger faces (stride 2, 3)
 PUBLISHED_LAST_FACE_LAYER = 16  # the published expert's face encoder: layers 0..16
 

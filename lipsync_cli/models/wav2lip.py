@@ -23,12 +23,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from . import GENERATOR_NAMES, Signature  # noqa: F401 (the names are read from here too)
+from . import FACE_SIZES, GENERATOR_NAMES, Signature  # noqa: F401 (the names are read from here too)
 from .blocks import AttentionBlock, Conv2d, Conv2dTranspose, scaled, width_of
 
 ENCODER_CHANNELS = (16, 32, 64, 128, 256, 512, 512)
 DECODER_CHANNELS = (512, 512, 512, 384, 256, 128, 64)
-FACE_SIZES = (96, 192, 288)  # the published generator is 96; larger faces add an outer stage
 OUTER_CHANNELS = 8  # the outer stage's encoder width (the widths halve as the size doubles, as at 96)
 OUTER_DECODER_CHANNELS = 32
 OUTER_KERNEL = {192: 3, 288: 5}  # the outer stage's downsampling conv: stride 2 or 3 to 96

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, ClassVar, get_type_hints
 
 from ..errors import InputError
-from ..models import GENERATOR_NAMES
+from ..models import FACE_SIZES, GENERATOR_NAMES
 
 
 @dataclass(frozen=True)
@@ -81,8 +81,10 @@ class TrainConfig:
     workers: int = 2
     resume: bool = True  # continue from OUT/last.pth when it exists
     width: float = 1.0  # channel multiplier of the networks trained: 1 is the published size
+    size: int = 96  # face side in pixels: 96 (the published networks), 192 or 288
 
     LIMITS: ClassVar[dict[str, Limit]] = {
+        "size": Limit(choices=FACE_SIZES),
         "steps": AT_LEAST_1, "batch_size": AT_LEAST_1, "lr": POSITIVE, "eval_every": AT_LEAST_1,
         "eval_batches": AT_LEAST_1, "checkpoint_every": AT_LEAST_1, "seed": NOT_NEGATIVE,
         "device": Limit(pattern=DEVICE_PATTERN), "amp": Limit(choices=("auto", "on", "off")), "workers": NOT_NEGATIVE,

@@ -45,7 +45,7 @@ def evaluate(model: SyncNetColor, ds: SyncPairs, batches: int, batch_size: int, 
 class SyncNetTrainer(loop.Trainer):
     def __init__(self, run: loop.Run, val_data: SyncPairs):
         self.cfg, self.run, self.val_data = run.cfg, run, val_data
-        self.model = self.net = run.place(SyncNetColor(self.cfg.width))  # net: what the step calls (DDP-wrapped or not)
+        self.model = self.net = run.place(SyncNetColor(self.cfg.width, self.cfg.size))  # net: what the step calls (DDP-wrapped or not)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.cfg.lr)
         self.update = loop.Update(self.optimizer, run.device, run.dtype)
 
@@ -75,6 +75,6 @@ class SyncNetTrainer(loop.Trainer):
 def train_syncnet(cfg: TrainConfig, progress: Callable[[int, int, dict], None] | None = None) -> dict:
     """Train (or continue training) the expert; returns the step and the last evaluation."""
     run = loop.start_run(cfg, "syncnet")
-    train_data = SyncPairs(PreprocessedData(cfg.data, "train"), seed=cfg.seed)
-    val_data = SyncPairs(PreprocessedData(cfg.data, "val"), seed=10_000 + cfg.seed)  # a fixed evaluation set
+    train_data = SyncPairs(PreprocessedData(cfg.data, "train"), seed=cfg.seed, size=cfg.size)
+    val_data = SyncPairs(PreprocessedData(cfg.data, "val"), seed=10_000 + cfg.seed, size=cfg.size)  # a fixed evaluation set
     return loop.train(SyncNetTrainer(run, val_data), run, train_data, progress)

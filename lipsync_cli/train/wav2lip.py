@@ -38,11 +38,14 @@ def loss_weights(cfg: Wav2LipConfig, sync_on: bool) -> tuple[float, float, float
     return 1.0 - a - b, a, b
 
 
-def load_expert(path: str, device, dtype: torch.dtype | None = None) -> SyncNetColor:
+def load_expert(path: str, device, dtype: torch.dtype | None = None, size: int = 96) -> SyncNetColor:
     if not path:
         raise InputError("--expert CKPT is required: a lip-sync expert from `lipsync train syncnet` or lipsync_expert.pth")
-    # built at the width the file was saved at (the published expert's, or a narrower one's)
+    # built at the width and face size the file was saved at (the published expert's, or another)
     expert = load_network(path, (syncnet.SIGNATURE.kind,), "not a lip-sync expert (SyncNet colour) checkpoint").net
+    if expert.size != size:
+        raise InputError(f"--expert {path}: an expert for {expert.size}-pixel faces; this generator trains at "
+                         f"{size}: train one with `lipsync train syncnet --size {size}`")
     expert.eval().requires_grad_(False)
     return loop.place(expert, device, dtype)
 
@@ -75,9 +78,9 @@ class Wav2LipTrainer(loop.Trainer):
     def __init__(self, run: loop.Run, expert: SyncNetColor, val_data: GeneratorWindows):
         self.cfg, self.run, self.expert, self.val_data = run.cfg, run, expert, val_data
         cfg = self.cfg
-        self.gen = self.model = run.place(build_generator(cfg.model, cfg.width))
+        self.gen = self.model = run.place(build_generator(cfg.model, cfg.width, cfg.size))
         self.gen_opt = torch.optim.Adam(self.gen.parameters(), lr=cfg.lr)
-        self.disc = run.place(VisualQualityDiscriminator(cfg.width)) if cfg.gan else None
+        self.disc = run.place(VisualQualityDiscriminator(cfg.width, cfg.size)) if cfg.gan else None
         self.disc_opt = torch.optim.Adam(self.disc.parameters(), lr=cfg.lr) if self.disc is not None else None
         self.gen_update = loop.Update(self.gen_opt, run.device, run.dtype)
         self.disc_update = loop.Update(self.disc_opt, run.device, run.dtype) if self.disc is not None else None
@@ -157,9 +160,9 @@ class Wav2LipTrainer(loop.Trainer):
 
 def train_wav2lip(cfg: Wav2LipConfig, progress: Callable[[int, int, dict], None] | None = None) -> dict:
     run = loop.start_run(cfg, "wav2lip")
-    expert = load_expert(cfg.expert, run.device, run.dtype)
-    train_data = GeneratorWindows(PreprocessedData(cfg.data, "train"), seed=cfg.seed, t=cfg.t)
-    val_data = GeneratorWindows(PreprocessedData(cfg.data, "val"), seed=10_000 + cfg.seed, t=cfg.t)
+    expert = load_expert(cfg.expert, run.device, run.dtype, cfg.size)
+    train_data = GeneratorWindows(PreprocessedData(cfg.data, "train"), seed=cfg.seed, t=cfg.t, size=cfg.size)
+    val_data = GeneratorWindows(PreprocessedData(cfg.data, "val"), seed=10_000 + cfg.seed, t=cfg.t, size=cfg.size)
     return loop.train(Wav2LipTrainer(run, expert, val_data), run, train_data, progress)
 
 

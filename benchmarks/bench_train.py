@@ -5,6 +5,10 @@
     python benchmarks/bench_train.py generator --expert A.pth --judge B.pth [--data DATA] [--base-steps 400]
         [--steps 300] [--batch 4] [--runs 2] [--work DIR]
     python benchmarks/bench_train.py ablation --expert A.pth --judge B.pth [--data DATA] [--steps 150] [--runs 2]
+    python benchmarks/bench_train.py sizes [--clips 40] [--steps 6]
+
+`sizes`: step time and peak memory of the expert and of AttnWav2Lip (with the discriminator and the
+expert's loss) at face sizes 96, 192 and 288, on a corpus rendered at 288.
 
 `expert`: makes a train-layout corpus (seed 5; faces and voices of val never in train), trains the
 lip-sync expert with `lipsync train syncnet`, and prints the held-out evaluation (loss and
@@ -199,9 +203,57 @@ def cmd_ablation(args, tmp: Path):
     print("\n(± is the standard deviation over runs)")
 
 
+def _step_seconds(run: Path) -> float:
+    """The median time between consecutive training steps of a run (its metrics' timestamps)."""
+    import statistics
+
+    times = [r["time"] for r in (json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines())
+             if "train_loss" in r or "train_l1" in r]
+    return statistics.median(b - a for a, b in zip(times[1:], times[2:]))  # the first step warms up
+
+
+def _timed(*args) -> float:
+    """Run `lipsync ARGS` under /usr/bin/time: its peak RSS in MB."""
+    done = subprocess.run(["/usr/bin/time", "-f", "%M", sys.executable, "-m", "lipsync_cli.cli", *map(str, args)],
+                          check=True, capture_output=True, text=True)
+    return int(done.stderr.strip().splitlines()[-1]) / 1024
+
+
+def cmd_sizes(args, tmp: Path):
+    """Step time and peak memory of the expert and the generator at each face size."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from lipsync_cli.models.wav2lip import build_generator
+
+    data = Path(args.data) if args.data else tmp / "data"
+    if not args.data:
+        lipsync("synth", data, "--clips", args.clips, "--seed", 5, "--size", 288, "--workers", 2, "-q")
+    print(f"machine: {machine()}; corpus {data} (crops resized to each size); {args.steps} steps per run, "
+          f"workers 0, amp auto\n")
+    print("| face size | generator parameters | generator GFLOPs per frame | expert s / step (batch 8) | expert peak MB | "
+          "generator s / step (batch 4 x 5 frames, L1 + sync + GAN) | generator peak MB |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for size in (96, 192, 288):
+        with torch.device("meta"):
+            params = sum(p.numel() for p in build_generator("attnwav2lip", size=size).parameters())
+        g = build_generator("attnwav2lip", width=1.0, size=size).eval()
+        with torch.no_grad(), FlopCounterMode(display=False) as fc:
+            g(torch.rand(1, 1, 80, 16), torch.rand(1, 6, size, size))
+        expert, gen = tmp / f"expert{size}", tmp / f"gen{size}"
+        e_mb = _timed("train", "syncnet", data, "-o", expert, "--size", size, "--steps", args.steps, "--batch-size", 8,
+                      "--eval-every", 10 ** 6, "--checkpoint-every", args.steps, "--workers", 0, "-q")
+        g_mb = _timed("train", "wav2lip", data, "-o", gen, "--expert", expert / "last.pth", "--model", "attnwav2lip",
+                      "--size", size, "--steps", args.steps, "--batch-size", 4, "--sync-switch", "inf",
+                      "--eval-every", 10 ** 6, "--checkpoint-every", args.steps, "--workers", 0, "-q")
+        print(f"| {size} | {params:,} | {fc.get_total_flops() / 1e9:.1f} | {_step_seconds(expert):.2f} | {e_mb:.0f} | "
+              f"{_step_seconds(gen):.2f} | {g_mb:.0f} |", flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["expert", "expert-test", "generator", "ablation"])
+    ap.add_argument("what", choices=["expert", "expert-test", "generator", "ablation", "sizes"])
     ap.add_argument("--clips", type=int, default=2000)
     ap.add_argument("--steps", type=int, default=1500)
     ap.add_argument("--batch", type=int, default=32)
@@ -217,7 +269,7 @@ def main():
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         {"expert": cmd_expert, "expert-test": cmd_expert_test, "generator": cmd_generator,
-         "ablation": cmd_ablation}[args.what](args, Path(tmp))
+         "ablation": cmd_ablation, "sizes": cmd_sizes}[args.what](args, Path(tmp))
 
 
 if __name__ == "__main__":

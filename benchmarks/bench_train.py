@@ -6,6 +6,14 @@
         [--steps 300] [--batch 4] [--runs 2] [--work DIR]
     python benchmarks/bench_train.py ablation --expert A.pth --judge B.pth [--data DATA] [--steps 150] [--runs 2]
     python benchmarks/bench_train.py sizes [--clips 40] [--steps 6]
+    python benchmarks/bench_train.py hires [--clips 400] [--width 0.25] [--expert-steps 600] [--steps 300]
+        [--batch 4] [--runs 2] [--eval-clips 20] [--sizes 96 192] [--work DIR]
+
+`hires`: 96 against 192 (or more sizes) on a corpus rendered at 288: an expert per size, AttnWav2Lip
+with the same recipe and steps, `--runs` seeds each, scored at 288 on held-out clips dubbed with
+another clip's speech against the truth rendering of that speech (mouth-box PSNR, SSIM, gradient
+energy relative to the truth's), the synthetic sync measure and LSE-D / LSE-C from an independent
+expert (another corpus and seed).
 
 `sizes`: step time and peak memory of the expert and of AttnWav2Lip (with the discriminator and the
 expert's loss) at face sizes 96, 192 and 288, on a corpus rendered at 288.
@@ -63,12 +71,10 @@ def cmd_expert(args, tmp: Path):
 
 
 def _load_expert(path: str):
-    from lipsync_cli.checkpoints import load_weights
-    from lipsync_cli.models.syncnet import SyncNetColor
+    """An expert built at the width and face size its file was saved at."""
+    from lipsync_cli.checkpoints import load_network
 
-    net = SyncNetColor()
-    load_weights(net, path)
-    return net.eval()
+    return load_network(path, ["wav2lip_syncnet_expert_color"]).net.eval()
 
 
 def cmd_expert_test(args, tmp: Path):
@@ -251,9 +257,140 @@ def cmd_sizes(args, tmp: Path):
               f"{_step_seconds(gen):.2f} | {g_mb:.0f} |", flush=True)
 
 
+def _truth_frames(spec, truth_face: dict, truth_speech: dict, n: int):
+    """Clip A's face (identity, placement, blinks) with clip B's mouth track, rendered at the
+    corpus's size: the ground truth of A dubbed with B's speech."""
+    import numpy as np
+
+    from lipsync_cli.synth.corpus import identity_of
+    from lipsync_cli.synth.face import render
+
+    ident = identity_of(spec, truth_face["identity"])
+    out = []
+    for i in range(n):
+        cx, cy, r, rot = truth_face["placement"][i]
+        out.append(render(ident, tuple(truth_speech["mouth"][i]), float(truth_face["blink"][i]),
+                          (spec.size, spec.size), (cx, cy), r, rot))
+    return np.stack(out)
+
+
+def _mouth_scores(dubbed, truth) -> tuple[float, float, float]:
+    """PSNR, SSIM and gradient energy relative to the truth's, on the mouth box of (n, S, S, 3) frames."""
+    import cv2
+    import numpy as np
+    from skimage.metrics import structural_similarity
+
+    from lipsync_cli.synth.sync import REGION_COLS, REGION_ROWS
+
+    s = truth.shape[1]
+    box = (slice(int(s * REGION_ROWS[0]), int(round(s * REGION_ROWS[1]))),
+           slice(int(s * REGION_COLS[0]), int(round(s * REGION_COLS[1]))))
+    a = dubbed[:, box[0], box[1]].astype(np.float64)
+    b = truth[:, box[0], box[1]].astype(np.float64)
+    mse = ((a - b) ** 2).mean()
+    psnr = 10 * np.log10(255 ** 2 / max(mse, 1e-10))
+    ssim = float(np.mean([structural_similarity(x, y, channel_axis=2, data_range=255) for x, y in zip(a, b)]))
+
+    def energy(frames):
+        grey = [cv2.cvtColor(f.astype(np.uint8), cv2.COLOR_BGR2GRAY).astype(np.float64) for f in frames]
+        return np.mean([(cv2.Sobel(g, cv2.CV_64F, 1, 0) ** 2 + cv2.Sobel(g, cv2.CV_64F, 0, 1) ** 2).mean() for g in grey])
+
+    return float(psnr), ssim, float(energy(a) / energy(b))
+
+
+def _score_hires(gen_path: Path, judge, test, spec, clips: int) -> dict:
+    """A generator on held-out test clips, each dubbed with the next clip's speech, at the corpus's
+    resolution (its output resized up when it is smaller): the mouth box against the truth
+    (PSNR, SSIM, sharpness), the synthetic sync measure, LSE-D / LSE-C from the judge."""
+    import cv2
+    import numpy as np
+
+    from lipsync_cli import audio as audio_mod
+    from lipsync_cli.checkpoints import load_network
+    from lipsync_cli.eval.generator import generate
+    from lipsync_cli.eval.lse import expert_sync_of_crops
+    from lipsync_cli.media import FPS
+    from lipsync_cli.synth.corpus import truth_opening
+    from lipsync_cli.synth.sync import mouth_opening, sync_score
+
+    gen = load_network(gen_path, ["wav2lip_generator"]).net
+    size = gen.config.size
+    rows = []
+    for k in range(min(clips, len(test))):
+        other = (k + 1) % len(test)
+        truth_k = json.loads((test.clips[k].folder / "truth.json").read_text())
+        truth_o = json.loads((test.clips[other].folder / "truth.json").read_text())
+        n = min(test.clips[k].frames, test.usable_frames(other, 1), truth_o["frames"])
+        faces = test.frames(k, 0, n, size)
+        windows = audio_mod.mel_windows(test.mel(other), FPS, range(n))
+        out = generate(gen, faces, faces, windows)
+        if size != spec.size:
+            out = np.stack([cv2.resize(f, (spec.size, spec.size), interpolation=cv2.INTER_CUBIC) for f in out])
+        truth = _truth_frames(spec, truth_k, truth_o, n)
+        psnr, ssim, sharp = _mouth_scores(out, truth)
+        lse = expert_sync_of_crops(judge, out, test.mel(other), str(test.clips[k].folder))
+        sync = sync_score(mouth_opening(out), truth_opening(truth_o)[:n]).correlation
+        rows.append({"psnr": psnr, "ssim": ssim, "sharpness": sharp, "sync": sync, "lse_d": lse.lse_d, "lse_c": lse.lse_c})
+    return {key: float(np.mean([r[key] for r in rows])) for key in rows[0]} | {"clips": len(rows)}
+
+
+def cmd_hires(args, tmp: Path):
+    """96 against 192 on a corpus rendered at 288: experts at each size, generators with the same
+    recipe and steps, two seeds each, scored at 288 on held-out clips."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from lipsync_cli.datasets import PreprocessedData
+    from lipsync_cli.synth.corpus import CorpusSpec
+
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    data, judge_data = work / "data288", work / "data288_judge"
+    for folder, seed in ((data, 5), (judge_data, 6)):
+        if not (folder / "corpus.json").exists():
+            lipsync("synth", folder, "--clips", args.clips, "--seed", seed, "--size", 288, "--workers", 2, "-q")
+    spec = CorpusSpec(**{k: tuple(v) if isinstance(v, list) else v
+                         for k, v in json.loads((data / "corpus.json").read_text())["spec"].items()})
+    width = ["--width", args.width]
+    t0 = time.perf_counter()
+    judge_run = work / "judge96"
+    if not (judge_run / "last.pth").exists():  # independent: another corpus, another seed
+        lipsync("train", "syncnet", judge_data, "-o", judge_run, "--size", 96, "--steps", args.expert_steps,
+                "--batch-size", 16, "--eval-every", args.expert_steps, "--seed", 1, "--workers", 1, "-q", *width)
+    judge = _load_expert(str(judge_run / "last.pth"))
+    test = PreprocessedData(data, "test")
+    results: dict[int, list[dict]] = {}
+    for size in args.sizes:
+        expert = work / f"expert{size}"
+        if not (expert / "last.pth").exists():
+            lipsync("train", "syncnet", data, "-o", expert, "--size", size, "--steps", args.expert_steps,
+                    "--batch-size", 16, "--eval-every", args.expert_steps, "--workers", 1, "-q", *width)
+        for seed in range(args.runs):
+            run = work / f"gen{size}_seed{seed}"
+            scores = run / "hires_scores.json"
+            if not scores.exists():
+                t = time.perf_counter()
+                lipsync("train", "wav2lip", data, "-o", run, "--expert", expert / "last.pth", "--model", "attnwav2lip",
+                        "--size", size, "--steps", args.steps, "--batch-size", args.batch, "--sync-switch", "inf",
+                        "--eval-every", args.steps, "--eval-batches", 2, "--seed", seed, "--workers", 1, "-q", *width)
+                r = _score_hires(run / "last.pth", judge, test, spec, args.eval_clips)
+                r["train_minutes"] = (time.perf_counter() - t) / 60
+                scores.write_text(json.dumps(r, indent=1))
+            r = json.loads(scores.read_text())
+            results.setdefault(size, []).append(r)
+            print(f"size {size} seed {seed}: " + ", ".join(f"{k} {v:.4f}" for k, v in r.items()), flush=True)
+    print(f"\nmachine: {machine()}; corpus {args.clips} clips at 288 (seed 5), judge: an expert at 96 on another "
+          f"corpus (seed 6, init seed 1); experts {args.expert_steps} steps batch 16; AttnWav2Lip {args.steps} steps "
+          f"batch {args.batch}, L1 + 0.03 sync + 0.07 GAN from the first step; width {args.width}; scored at 288 on "
+          f"{args.eval_clips} test clips dubbed with the next clip's speech; {(time.perf_counter() - t0) / 60:.0f} min\n")
+    print("| face size | runs | mouth PSNR dB | mouth SSIM | sharpness (gradient energy / truth's) | sync measure | LSE-D | LSE-C |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for size, rs in results.items():
+        print(f"| {size} | {len(rs)} | " + " | ".join(_cell([r[k] for r in rs], 3 if k != "psnr" else 2)
+                                                     for k in ("psnr", "ssim", "sharpness", "sync", "lse_d", "lse_c")) + " |")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["expert", "expert-test", "generator", "ablation", "sizes"])
+    ap.add_argument("what", choices=["expert", "expert-test", "generator", "ablation", "sizes", "hires"])
     ap.add_argument("--clips", type=int, default=2000)
     ap.add_argument("--steps", type=int, default=1500)
     ap.add_argument("--batch", type=int, default=32)
@@ -266,10 +403,13 @@ def main():
     ap.add_argument("--base-steps", type=int, default=400)
     ap.add_argument("--eval-clips", type=int, default=60)
     ap.add_argument("--work", default="bench_generator_runs")
+    ap.add_argument("--width", type=float, default=1.0, help="hires: channel multiplier of every network")
+    ap.add_argument("--expert-steps", type=int, default=1500, help="hires: steps of each expert")
+    ap.add_argument("--sizes", type=int, nargs="+", default=[96, 192], help="hires: face sizes to compare")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         {"expert": cmd_expert, "expert-test": cmd_expert_test, "generator": cmd_generator,
-         "ablation": cmd_ablation, "sizes": cmd_sizes}[args.what](args, Path(tmp))
+         "ablation": cmd_ablation, "sizes": cmd_sizes, "hires": cmd_hires}[args.what](args, Path(tmp))
 
 
 if __name__ == "__main__":

@@ -769,7 +769,7 @@ def main(argv=None):
             (args.work / "look").mkdir(parents=True, exist_ok=True)
             contact_sheet(videos[comp.name], args.work / "look" / (videos[comp.name].stem + ".png"), comp.frames)
 
-    print(f"# `lipsync speakers` on composites with known truth\n")
+    print("# `lipsync speakers` on composites with known truth\n")
     print(f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; {machine()}; {code_version()}")
     print(f"`python benchmarks/bench_speakers.py {shlex.join(argv if argv is not None else sys.argv[1:])}`\n")
     if args.dry:

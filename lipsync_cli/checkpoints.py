@@ -18,7 +18,7 @@ from typing import Callable, Iterable
 import torch
 
 from .errors import CheckpointError
-from .models import Signature, davs, discriminator, gfpgan, light_asd, syncnet, syncnet_v2, wav2lip
+from .models import GENERATOR_NAMES, Signature, davs, discriminator, gfpgan, light_asd, syncnet, syncnet_v2, wav2lip
 from .outputs import atomic_torch_save
 
 # In the order they are tried: the first whose keys are all present names the file.
@@ -149,8 +149,8 @@ def load_generator(path: str | os.PathLike, model: str | None = None):
     Returns (network in evaluation mode, its name)."""
     build = None
     if model is not None:
-        if model not in wav2lip.GENERATOR_NAMES:
-            raise CheckpointError(f"unknown model {model!r}; choose from {', '.join(wav2lip.GENERATOR_NAMES)}")
+        if model not in GENERATOR_NAMES:
+            raise CheckpointError(f"unknown model {model!r}; choose from {', '.join(GENERATOR_NAMES)}")
         build = lambda state, extras: wav2lip.build_generator(model)  # noqa: E731
     net = load_network(path, (wav2lip.SIGNATURE.kind,), "not a generator for `dub`", build).net
     return net, net.config.name

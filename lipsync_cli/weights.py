@@ -168,7 +168,8 @@ def write_random_generator(path: str | os.PathLike, model: str = "wav2lip", seed
     import torch
 
     from .checkpoints import save_published
-    from .models.wav2lip import FACE_SIZES, GENERATOR_NAMES, build_generator
+    from .models import FACE_SIZES, GENERATOR_NAMES
+    from .models.wav2lip import build_generator
 
     if model not in GENERATOR_NAMES:
         raise InputError(f"--model {model}: choose from {', '.join(GENERATOR_NAMES)}")

@@ -15,7 +15,8 @@ from conftest import REFERENCE_KEYS, real_face_crops, seeded_generator
 from lipsync_cli.errors import LipsyncError
 from lipsync_cli.models.blocks import AttentionBlock, ChannelAttention, SpatialAttention
 from lipsync_cli.models.inference import GeneratorRunner, fold_batchnorm
-from lipsync_cli.models.wav2lip import GENERATOR_NAMES, build_generator
+from lipsync_cli.models import GENERATOR_NAMES
+from lipsync_cli.models.wav2lip import build_generator
 
 ENCODER = (16, 32, 64, 128, 256, 512, 512)
 DECODER = (512, 512, 512, 384, 256, 128, 64)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from . import FACE_SIZES, GENERATOR_NAMES, Signature  # noqa: F401 (the names are read from here too)
+from . import FACE_SIZES, Signature
 from .blocks import AttentionBlock, Conv2d, Conv2dTranspose, scaled, width_of
 
 ENCODER_CHANNELS = (16, 32, 64, 128, 256, 512, 512)

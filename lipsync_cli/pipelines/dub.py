@@ -35,10 +35,10 @@ import torch
 from .. import audio as audio_mod
 from .. import media, outputs
 from ..errors import InputError, LipsyncError
-from ..faces import BoxPaster, DetectorPool, FaceBoxes, first_blended_row, pad_box
+from ..faces import PASTE_MODES, BoxPaster, DetectorPool, FaceBoxes, first_blended_row, pad_box
 from ..models.inference import GeneratorRunner, generator_workers
 from .enhance import ENHANCE_MODES, ENHANCE_REGIONS, FaceRestorer, restore_precision
-from .options import NO_FACE_ACTIONS, PASTE_MODES, PER_CLIP_OPTIONS, DubOptions, parse_speaker
+from .options import NO_FACE_ACTIONS, PER_CLIP_OPTIONS, DubOptions, parse_speaker
 from .stages import StageClock, threaded
 
 @dataclass

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, Callable
 
-from ..faces.paste import PASTE_MODES
 from ..faces.track import DEFAULT_PADS
 from ..media import FPS, parse_frame_rate
 

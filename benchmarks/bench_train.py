@@ -298,10 +298,11 @@ def _mouth_scores(dubbed, truth) -> tuple[float, float, float]:
     return float(psnr), ssim, float(energy(a) / energy(b))
 
 
-def _score_hires(gen_path: Path, judge, test, spec, clips: int) -> dict:
+def _score_hires(gen_path: Path | None, judge, test, spec, clips: int) -> dict:
     """A generator on held-out test clips, each dubbed with the next clip's speech, at the corpus's
     resolution (its output resized up when it is smaller): the mouth box against the truth
-    (PSNR, SSIM, sharpness), the synthetic sync measure, LSE-D / LSE-C from the judge."""
+    (PSNR, SSIM, sharpness), the synthetic sync measure, LSE-D / LSE-C from the judge. No
+    generator: the undubbed frames, for scale."""
     import cv2
     import numpy as np
 
@@ -313,8 +314,8 @@ def _score_hires(gen_path: Path, judge, test, spec, clips: int) -> dict:
     from lipsync_cli.synth.corpus import truth_opening
     from lipsync_cli.synth.sync import mouth_opening, sync_score
 
-    gen = load_network(gen_path, ["wav2lip_generator"]).net
-    size = gen.config.size
+    gen = load_network(gen_path, ["wav2lip_generator"]).net if gen_path else None
+    size = gen.config.size if gen else spec.size
     rows = []
     for k in range(min(clips, len(test))):
         other = (k + 1) % len(test)
@@ -323,7 +324,7 @@ def _score_hires(gen_path: Path, judge, test, spec, clips: int) -> dict:
         n = min(test.clips[k].frames, test.usable_frames(other, 1), truth_o["frames"])
         faces = test.frames(k, 0, n, size)
         windows = audio_mod.mel_windows(test.mel(other), FPS, range(n))
-        out = generate(gen, faces, faces, windows)
+        out = generate(gen, faces, faces, windows) if gen else faces
         if size != spec.size:
             out = np.stack([cv2.resize(f, (spec.size, spec.size), interpolation=cv2.INTER_CUBIC) for f in out])
         truth = _truth_frames(spec, truth_k, truth_o, n)
@@ -332,6 +333,24 @@ def _score_hires(gen_path: Path, judge, test, spec, clips: int) -> dict:
         sync = sync_score(mouth_opening(out), truth_opening(truth_o)[:n]).correlation
         rows.append({"psnr": psnr, "ssim": ssim, "sharpness": sharp, "sync": sync, "lse_d": lse.lse_d, "lse_c": lse.lse_c})
     return {key: float(np.mean([r[key] for r in rows])) for key in rows[0]} | {"clips": len(rows)}
+
+
+def _ceiling(spec, test, size: int, clips: int) -> dict:
+    """What a perfect generator at `size` could score: the truth rendering brought down to `size`
+    (as the crops are) and back up to the corpus's size as dub's scoring does."""
+    import cv2
+    import numpy as np
+
+    rows = []
+    for k in range(min(clips, len(test))):
+        other = (k + 1) % len(test)
+        truth_k = json.loads((test.clips[k].folder / "truth.json").read_text())
+        truth_o = json.loads((test.clips[other].folder / "truth.json").read_text())
+        truth = _truth_frames(spec, truth_k, truth_o, min(test.clips[k].frames, truth_o["frames"]))
+        low = np.stack([cv2.resize(cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA), (spec.size, spec.size),
+                                   interpolation=cv2.INTER_CUBIC) for f in truth])
+        rows.append(_mouth_scores(low, truth))
+    return dict(zip(("psnr", "ssim", "sharpness"), np.mean(rows, axis=0)))
 
 
 def cmd_hires(args, tmp: Path):
@@ -351,41 +370,54 @@ def cmd_hires(args, tmp: Path):
                          for k, v in json.loads((data / "corpus.json").read_text())["spec"].items()})
     width = ["--width", args.width]
     t0 = time.perf_counter()
-    judge_run = work / "judge96"
-    if not (judge_run / "last.pth").exists():  # independent: another corpus, another seed
-        lipsync("train", "syncnet", judge_data, "-o", judge_run, "--size", 96, "--steps", args.expert_steps,
+    judge_path = Path(args.judge) if args.judge else work / "judge96" / "last.pth"
+    if not judge_path.exists():  # independent: another corpus, another seed
+        lipsync("train", "syncnet", judge_data, "-o", judge_path.parent, "--size", 96, "--steps", args.expert_steps,
                 "--batch-size", 16, "--eval-every", args.expert_steps, "--seed", 1, "--workers", 1, "-q", *width)
-    judge = _load_expert(str(judge_run / "last.pth"))
+    judge = _load_expert(str(judge_path))
     test = PreprocessedData(data, "test")
-    results: dict[int, list[dict]] = {}
+    experts = {}
     for size in args.sizes:
-        expert = work / f"expert{size}"
-        if not (expert / "last.pth").exists():
-            lipsync("train", "syncnet", data, "-o", expert, "--size", size, "--steps", args.expert_steps,
+        experts[size] = work / f"expert{size}"
+        if not (experts[size] / "last.pth").exists():
+            lipsync("train", "syncnet", data, "-o", experts[size], "--size", size, "--steps", args.expert_steps,
                     "--batch-size", 16, "--eval-every", args.expert_steps, "--workers", 1, "-q", *width)
-        for seed in range(args.runs):
+    recipe = ["--lr", args.lr, "--sync-switch", "inf"] + (["--no-gan"] if args.no_gan else [])
+    results: dict[int, list[dict]] = {}
+    for seed in range(args.runs):  # seed by seed, so that a cut-short run still compares the sizes
+        for size in args.sizes:
             run = work / f"gen{size}_seed{seed}"
             scores = run / "hires_scores.json"
-            if not scores.exists():
-                t = time.perf_counter()
-                lipsync("train", "wav2lip", data, "-o", run, "--expert", expert / "last.pth", "--model", "attnwav2lip",
-                        "--size", size, "--steps", args.steps, "--batch-size", args.batch, "--sync-switch", "inf",
-                        "--eval-every", args.steps, "--eval-batches", 2, "--seed", seed, "--workers", 1, "-q", *width)
+            if not scores.exists() or args.rescore:
+                minutes = json.loads(scores.read_text())["train_minutes"] if scores.exists() else None
+                if minutes is None:
+                    t = time.perf_counter()
+                    lipsync("train", "wav2lip", data, "-o", run, "--expert", experts[size] / "last.pth",
+                            "--model", "attnwav2lip", "--size", size, "--steps", args.steps, "--batch-size",
+                            args.batch, "--eval-every", args.eval_every, "--eval-batches", 4, "--seed", seed,
+                            "--workers", 1, "-q", *recipe, *width)
+                    minutes = (time.perf_counter() - t) / 60
                 r = _score_hires(run / "last.pth", judge, test, spec, args.eval_clips)
-                r["train_minutes"] = (time.perf_counter() - t) / 60
-                scores.write_text(json.dumps(r, indent=1))
+                scores.write_text(json.dumps(r | {"train_minutes": minutes}, indent=1))
             r = json.loads(scores.read_text())
             results.setdefault(size, []).append(r)
             print(f"size {size} seed {seed}: " + ", ".join(f"{k} {v:.4f}" for k, v in r.items()), flush=True)
-    print(f"\nmachine: {machine()}; corpus {args.clips} clips at 288 (seed 5), judge: an expert at 96 on another "
-          f"corpus (seed 6, init seed 1); experts {args.expert_steps} steps batch 16; AttnWav2Lip {args.steps} steps "
-          f"batch {args.batch}, L1 + 0.03 sync + 0.07 GAN from the first step; width {args.width}; scored at 288 on "
+    print(f"\nmachine: {machine()}; corpus {args.clips} clips at 288 (seed 5), judge {judge_path}: an expert at 96 on "
+          f"another corpus (seed 6, init seed 1); experts {args.expert_steps} steps batch 16; AttnWav2Lip {args.steps} steps "
+          f"batch {args.batch}, Adam {args.lr}, L1 + 0.03 sync{'' if args.no_gan else ' + 0.07 GAN'} from the first "
+          f"step; width {args.width}; scored at 288 on "
           f"{args.eval_clips} test clips dubbed with the next clip's speech; {(time.perf_counter() - t0) / 60:.0f} min\n")
     print("| face size | runs | mouth PSNR dB | mouth SSIM | sharpness (gradient energy / truth's) | sync measure | LSE-D | LSE-C |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for size, rs in results.items():
         print(f"| {size} | {len(rs)} | " + " | ".join(_cell([r[k] for r in rs], 3 if k != "psnr" else 2)
                                                      for k in ("psnr", "ssim", "sharpness", "sync", "lse_d", "lse_c")) + " |")
+    u = _score_hires(None, judge, test, spec, args.eval_clips)
+    print(f"| undubbed (the clip's own mouth) | - | {u['psnr']:.2f} | {u['ssim']:.3f} | {u['sharpness']:.3f} | "
+          f"{u['sync']:.3f} | {u['lse_d']:.3f} | {u['lse_c']:.3f} |")
+    for size in args.sizes:  # the resolution's own limit, for scale
+        c = _ceiling(spec, test, size, args.eval_clips)
+        print(f"| truth at {size}, resized up | - | {c['psnr']:.2f} | {c['ssim']:.3f} | {c['sharpness']:.3f} | - | - | - |")
 
 
 def main():
@@ -406,6 +438,9 @@ def main():
     ap.add_argument("--width", type=float, default=1.0, help="hires: channel multiplier of every network")
     ap.add_argument("--expert-steps", type=int, default=1500, help="hires: steps of each expert")
     ap.add_argument("--sizes", type=int, nargs="+", default=[96, 192], help="hires: face sizes to compare")
+    ap.add_argument("--lr", type=float, default=1e-4, help="hires: the generators' Adam learning rate")
+    ap.add_argument("--no-gan", action="store_true", help="hires: train the generators without the discriminator")
+    ap.add_argument("--rescore", action="store_true", help="hires: score the trained generators again (another --judge)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         {"expert": cmd_expert, "expert-test": cmd_expert_test, "generator": cmd_generator,

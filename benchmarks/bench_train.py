@@ -7,13 +7,15 @@
     python benchmarks/bench_train.py ablation --expert A.pth --judge B.pth [--data DATA] [--steps 150] [--runs 2]
     python benchmarks/bench_train.py sizes [--clips 40] [--steps 6]
     python benchmarks/bench_train.py hires [--clips 400] [--width 0.25] [--expert-steps 600] [--steps 300]
-        [--batch 4] [--runs 2] [--eval-clips 20] [--sizes 96 192] [--work DIR]
+        [--batch 4] [--runs 2] [--eval-clips 20] [--sizes 96 192] [--lr 1e-3] [--no-gan] [--work DIR]
+        [--judge J.pth --rescore]   (score the trained runs in DIR again, with another judge)
 
 `hires`: 96 against 192 (or more sizes) on a corpus rendered at 288: an expert per size, AttnWav2Lip
 with the same recipe and steps, `--runs` seeds each, scored at 288 on held-out clips dubbed with
 another clip's speech against the truth rendering of that speech (mouth-box PSNR, SSIM, gradient
 energy relative to the truth's), the synthetic sync measure and LSE-D / LSE-C from an independent
-expert (another corpus and seed).
+expert (another corpus and seed); beside them the undubbed clips and the truth brought down to each
+size and back up (the best a generator of that size could score).
 
 `sizes`: step time and peak memory of the expert and of AttnWav2Lip (with the discriminator and the
 expert's loss) at face sizes 96, 192 and 288, on a corpus rendered at 288.

@@ -300,6 +300,17 @@ def _mouth_scores(dubbed, truth) -> tuple[float, float, float]:
     return float(psnr), ssim, float(energy(a) / energy(b))
 
 
+def _dub_pairs(test, spec, clips: int):
+    """The scored pairs: each test clip k with the next clip's speech, as (k, other, the other's
+    truth.json, the truth rendering of k dubbed with it) over the frames both clips have."""
+    for k in range(min(clips, len(test))):
+        other = (k + 1) % len(test)
+        truth_k = json.loads((test.clips[k].folder / "truth.json").read_text())
+        truth_o = json.loads((test.clips[other].folder / "truth.json").read_text())
+        n = min(test.clips[k].frames, test.usable_frames(other, 1), truth_o["frames"])
+        yield k, other, truth_o, _truth_frames(spec, truth_k, truth_o, n)
+
+
 def _score_hires(gen_path: Path | None, judge, test, spec, clips: int) -> dict:
     """A generator on held-out test clips, each dubbed with the next clip's speech, at the corpus's
     resolution (its output resized up when it is smaller): the mouth box against the truth
@@ -319,17 +330,13 @@ def _score_hires(gen_path: Path | None, judge, test, spec, clips: int) -> dict:
     gen = load_network(gen_path, ["wav2lip_generator"]).net if gen_path else None
     size = gen.config.size if gen else spec.size
     rows = []
-    for k in range(min(clips, len(test))):
-        other = (k + 1) % len(test)
-        truth_k = json.loads((test.clips[k].folder / "truth.json").read_text())
-        truth_o = json.loads((test.clips[other].folder / "truth.json").read_text())
-        n = min(test.clips[k].frames, test.usable_frames(other, 1), truth_o["frames"])
+    for k, other, truth_o, truth in _dub_pairs(test, spec, clips):
+        n = len(truth)
         faces = test.frames(k, 0, n, size)
         windows = audio_mod.mel_windows(test.mel(other), FPS, range(n))
         out = generate(gen, faces, faces, windows) if gen else faces
         if size != spec.size:
             out = np.stack([cv2.resize(f, (spec.size, spec.size), interpolation=cv2.INTER_CUBIC) for f in out])
-        truth = _truth_frames(spec, truth_k, truth_o, n)
         psnr, ssim, sharp = _mouth_scores(out, truth)
         lse = expert_sync_of_crops(judge, out, test.mel(other), str(test.clips[k].folder))
         sync = sync_score(mouth_opening(out), truth_opening(truth_o)[:n]).correlation
@@ -344,11 +351,7 @@ def _ceiling(spec, test, size: int, clips: int) -> dict:
     import numpy as np
 
     rows = []
-    for k in range(min(clips, len(test))):
-        other = (k + 1) % len(test)
-        truth_k = json.loads((test.clips[k].folder / "truth.json").read_text())
-        truth_o = json.loads((test.clips[other].folder / "truth.json").read_text())
-        truth = _truth_frames(spec, truth_k, truth_o, min(test.clips[k].frames, truth_o["frames"]))
+    for _, _, _, truth in _dub_pairs(test, spec, clips):
         low = np.stack([cv2.resize(cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA), (spec.size, spec.size),
                                    interpolation=cv2.INTER_CUBIC) for f in truth])
         rows.append(_mouth_scores(low, truth))

@@ -93,7 +93,7 @@ def resolve_checkpoint(spec: str | None, default: str = DEFAULT_CHECKPOINT, flag
     """A checkpoint argument (a path, or a registry name; see `locate`) -> a file path.
 
     When a named checkpoint is missing, the error says exactly what to download and where to put
-    it; a missing path is left to checkpoints.read_state_dict to report."""
+    it; a missing path is left to models.loading.read_state_dict to report."""
     path, e = locate(spec or default)
     if e is None or os.path.exists(path):
         return path

@@ -13,8 +13,9 @@ import torch
 
 from conftest import REFERENCE_KEYS, seeded_generator, tone
 from lipsync_cli import checkpoints, outputs, weights
-from lipsync_cli.checkpoints import load_generator, read_state_dict, save_published, structure_problems
+from lipsync_cli.checkpoints import load_generator, save_published, structure_problems
 from lipsync_cli.errors import CheckpointError, InputError, LipsyncError
+from lipsync_cli.models.loading import read_state_dict
 
 PUBLISHED = json.loads(Path(REFERENCE_KEYS).read_text())
 DESCRIPTIONS = {

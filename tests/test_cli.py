@@ -331,7 +331,7 @@ def test_one_name_or_path_rule_for_dub_and_verify(capsys, workdir, example_video
 
 @pytest.mark.slow
 def test_weights_init_is_seeded_and_leaves_the_random_state(capsys, workdir):
-    from lipsync_cli.checkpoints import read_state_dict
+    from lipsync_cli.models.loading import read_state_dict
 
     torch.manual_seed(123)
     before = torch.rand(3)

@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 import torch
 
-from lipsync_cli.checkpoints import load_davs, read_state_dict, save_davs
+from lipsync_cli.checkpoints import load_davs, save_davs
 from lipsync_cli.cli import main
 from lipsync_cli.eval.davs import retrieval
 from lipsync_cli.models.davs import Davs, DavsConfig
+from lipsync_cli.models.loading import read_state_dict
 from lipsync_cli.datasets import WordClips
 from lipsync_cli.train.davs import (DavsTrainConfig, DavsTrainer, contrastive_loss, dataset_sizes, train_davs,
                                     uniform_target_loss)

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from lipsync_cli.checkpoints import read_state_dict
+from lipsync_cli.models.loading import read_state_dict
 from lipsync_cli.train import loop
 from lipsync_cli.train.config import TrainConfig
 

@@ -99,7 +99,7 @@ def test_expert_learns_a_batch():
 
 
 def _params(path: Path) -> dict:
-    from lipsync_cli.checkpoints import read_state_dict
+    from lipsync_cli.models.loading import read_state_dict
 
     return read_state_dict(path)[0]
 

@@ -1,5 +1,6 @@
 """The networks. Each module declares, beside its model, the `Signature` by which
-checkpoints.py recognises and builds it from a checkpoint (this package imports no torch)."""
+checkpoints.py recognises it in a checkpoint and loading.py builds it from one (this module
+imports no torch)."""
 
 from __future__ import annotations
 
@@ -26,3 +27,7 @@ class Signature:
     keys: tuple[str, ...]
     description: str
     build: Callable[[dict, dict], Any]
+
+    def matches(self, state: dict) -> bool:
+        """Whether a state_dict has this network's keys (all of them)."""
+        return all(k in state for k in self.keys)

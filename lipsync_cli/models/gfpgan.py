@@ -33,6 +33,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import Signature
+from .loading import load_as
 
 SIZE = 512  # the aligned face's side
 STYLE = 512  # length of a style vector
@@ -250,7 +251,5 @@ def parameter_count(model: nn.Module) -> int:
 def load_gfpgan(path: str) -> GFPGAN:
     """A GFPGAN v1.4 checkpoint (the published GFPGANv1.4.pth: {"params_ema": state_dict}, torch's
     legacy format; or a plain state_dict) -> the network, eval mode, on the CPU: weights_only,
-    built to fit the file's widths and loaded strictly (checkpoints.load_network)."""
-    from ..checkpoints import load_network  # (checkpoints knows every network, this one included)
-
-    return load_network(path, [SIGNATURE.kind], refusal="not a GFPGAN face-restoration network").net
+    built to fit the file's widths and loaded strictly."""
+    return load_as(path, SIGNATURE)

@@ -34,6 +34,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from . import Signature
+from .loading import load_as
 
 FPS = 25  # the rate of the training tracks: other rates must be resampled first
 MFCC_PER_FRAME = 4  # 100 Hz MFCC against 25 fps video
@@ -193,9 +194,7 @@ class LightASD(nn.Module):
     def from_file(cls, path: str | os.PathLike = SHIPPED_WEIGHTS) -> "LightASD":
         """A published Light-ASD checkpoint (the TalkSet weights shipped in the package by
         default), loaded strictly with weights_only=True, on the CPU, in evaluation mode."""
-        from ..checkpoints import load_network  # local: checkpoints imports this module
-
-        return load_network(path, [SIGNATURE.kind]).net
+        return load_as(path, SIGNATURE)
 
 
 SIGNATURE = Signature("light_asd", SIGNATURE_KEYS, DESCRIPTION, build=lambda state, extras: LightASD())

@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 from lipsync_cli import media  # noqa: E402
 from lipsync_cli.audio import load_audio  # noqa: E402
 from lipsync_cli.models import light_asd as la  # noqa: E402
-from lipsync_cli.pipelines import speakers as sp  # noqa: E402
+from lipsync_cli.faces import speakers as sp  # noqa: E402
 
 EXAMPLES = [ROOT / "examples" / n for n in ("talk.mp4", "talk2.mp4", "listener.mp4")]
 MEDIA = ROOT.parent / "shared" / "media"

@@ -194,14 +194,14 @@ def test_the_int8_visual_encoder_keeps_the_scores(net):
     clip with its own speech, the speaking scores within 0.3 of fp32 and of the same sign on 98%
     of frames; the talking face still scores above the same face held still. `--precision fp32`
     keeps the fp32 encoder."""
-    from lipsync_cli.pipelines.speakers import load_detector
+    from lipsync_cli.faces.speakers import load_detector
 
     assert la.SHIPPED_VISUAL_INT8.exists() and la.SHIPPED_VISUAL_INT8.stat().st_size < 2_000_000
     fast, exact = load_detector("light_asd_talkset"), load_detector("light_asd_talkset", precision="fp32")
     assert fast.onnx_int8 and not exact.onnx_int8 and exact.onnx_visual is not None
     info = media.probe(str(EXAMPLES / "talk2.mp4"))
     frames = np.concatenate(list(media.FrameReader(info, fps=Fraction(la.FPS))))
-    from lipsync_cli.pipelines.speakers import SpeakerOptions, find_speakers
+    from lipsync_cli.faces.speakers import SpeakerOptions, find_speakers
 
     track = find_speakers(str(EXAMPLES / "talk2.mp4"), None, SpeakerOptions(), score=False).tracks[0]
     crops = la.track_crops(frames[track.first:track.first + len(track.boxes)], track.boxes)

@@ -90,9 +90,13 @@ def dub(
             f"({result.duration:.2f} s), {result.model}{'' if result.face_size == 96 else f' {result.face_size}x{result.face_size}'} on {result.device} "
             f"({result.precision}{', for ' + result.isa if result.isa else ''}), {result.seconds:.1f} s{note}"
         )
-        if result.dubbed_tracks:
-            dubbed = ", ".join(f"track {k} for {v:.1f} s" for k, v in result.dubbed_tracks.items())
-            err.print(f"speaker {result.speaker}: dubbed {dubbed}")
+        if result.dubbed_tracks or result.shots > 1 or result.silent_faces_seconds:
+            dubbed = ", ".join(f"track {k} for {v:.1f} s" for k, v in result.dubbed_tracks.items()) or "no face"
+            shots = f" in {result.shots} shots" if result.shots > 1 else ""
+            err.print(f"speaker {result.speaker}: dubbed {dubbed}{shots}", markup=False)
+        if result.silent_faces_seconds:
+            err.print(f"left {result.silent_faces_seconds:.1f} s of faces untouched because they did not speak "
+                      "(--speaker all dubs every face, --speaker largest the largest)", markup=False)
         if result.enhanced_faces:
             err.print(f"enhanced {result.enhanced_faces} faces: {result.enhance}")
         for line in result.notes:

@@ -28,11 +28,12 @@ def speakers(
     as_json: JsonOpt = False,
     debug: DebugOpt = False,
 ):
-    """Find every face in VIDEO and when each one speaks: a timeline table, or --json."""
+    """Find the shots of VIDEO, every face in each, and when each one speaks: tables, or --json."""
     from ..device import resolve_device
     from ..errors import InputError
     from ..outputs import refuse_inputs
-    from ..pipelines.speakers import SpeakerOptions, find_speakers, write_preview
+    from ..faces.speakers import SpeakerOptions, find_speakers
+    from ..pipelines.speakers import write_preview
 
     if preview is not None:
         refuse_inputs(preview, (video, audio))  # before the analysis, not after it
@@ -53,6 +54,24 @@ def speakers(
     _print_timeline(report)
     if preview is not None:
         err.print(f"wrote {preview}", markup=False)
+
+
+def _print_shots(report) -> None:
+    """One row per shot: its span, its faces, who speaks in it."""
+    from rich.table import Table
+
+    fps = float(report.fps)
+    table = Table(title=f"{len(report.shots)} shot{'s' if len(report.shots) != 1 else ''}", title_justify="left")
+    for col, justify in (("shot", "right"), ("frames", "left"), ("seconds", "left"), ("faces", "left"),
+                         ("speaks", "left")):
+        table.add_column(col, justify=justify, no_wrap=True)
+    for k, (a, b) in enumerate(report.shot_spans()):
+        here = [t for t in report.tracks if t.shot == k]
+        speaks = [t for t in here if t.speaking is not None and t.speaking.any()]
+        table.add_row(str(k), f"{a}-{b}", f"{a / fps:.2f}-{(b + 1) / fps:.2f}",
+                      " ".join(f"#{t.index}" for t in here) or "none",
+                      " ".join(f"#{t.index}" for t in speaks) or ("nobody" if report.audio else "-"))
+    out.print(table)
 
 
 def _print_timeline(report) -> None:
@@ -79,6 +98,7 @@ def _print_timeline(report) -> None:
         table.add_row(str(t.index), box, f"{t.start:.1f}-{t.end:.1f}", speaks, mean,
                       "".join(cells))
     out.print(table)
+    _print_shots(report)
     for t in report.tracks:  # the segments in full, below the table (a table cell would be cut)
         segments = ", ".join(f"{a:.2f}-{b:.2f}" for a, b in t.segments())
         out.print(f"track {t.index} speaks: {segments or 'never'}", markup=False)

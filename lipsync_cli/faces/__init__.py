@@ -3,10 +3,15 @@
 - base.py: the detector interface (Detection, FaceDetector, DetectorUnavailable) and what every
   detector does around its network; retinaface.py (ONNX, built in) and s3fd.py (face-alignment)
   implement it; detectors.py builds them by name (make_detector, DetectorPool).
+- shots.py: shot boundaries (cuts, fades) as a clip streams, with PySceneDetect.
 - track.py: following one face (FaceTracker) or every face (MultiFaceTracker) by track id,
   smoothing (BoxSmoother), padding (pad_box).
+- speakers.py: the one face pipeline of a video: its shots, every face tracked within its shot,
+  who speaks when (Light-ASD and synchrony), and FacePlan, the faces to dub per frame under
+  --speaker / --face-index.
 - synchrony.py: how well a face's lower-face motion follows the speech (the cue beside Light-ASD).
-- boxes.py: FaceBoxes, the streaming per-frame boxes that dub and preprocess crop.
+- boxes.py: FaceBoxes, the streaming per-frame boxes of a still image or a fixed --box, and of
+  preprocess.
 - paste.py: dub's feathered / hard paste into a box, DAVS's paste through the inverse alignment.
 - align.py: DAVS's template alignment.
 

@@ -189,6 +189,11 @@ class MultiFaceTracker:
             self.lost[tid] = 0
         return found
 
+    def end_all(self) -> None:
+        """End every live track (a shot boundary: no face carries over it); ids still never repeat."""
+        self.live.clear()
+        self.lost.clear()
+
     def tracks(self, dets_per_frame: Iterable[Sequence[Detection]]) -> list[Tracks]:
         """A chunk of frames' detections -> per frame the faces found, by track id; state carries over."""
         return [self.step(dets) for dets in dets_per_frame]

@@ -3,13 +3,15 @@
 Data flows one way through stages joined by bounded queues, so memory does not grow with the
 length of the video:
 
-    decode (ffmpeg) -> face boxes (faces.FaceBoxes: detect, track, smooth, pad)  [thread]
+    decode (ffmpeg) -> the faces to dub in each frame (faces.FacePlan), padded  [thread]
         -> crop (96x96, or the generator's face size), mel windows, generator  [main thread: the costly part]
         -> paste mouths back (faces.BoxPaster), encode (ffmpeg)  [thread]
 
-With several faces in the clip (`speaker`: auto, all or a track index), a first pass finds them
-and who speaks when (pipelines/speakers.py, in the decode thread); its plan then gives each
-frame's faces to dub, in place of FaceBoxes. A frame may then hold several faces to regenerate.
+Before a video's frames stream, a low-resolution pass (faces/speakers.py, in the decode thread)
+finds its shots, follows every face within its shot and, with `--speaker auto` and speech to
+compare with, who speaks when; the plan then gives each frame's faces to dub under one policy
+(auto, largest, all, a track, the n-th face from the left). A frame may hold several faces to
+regenerate, or none. A still image and a fixed --box take faces.FaceBoxes instead.
 
 Timing: the output has as many frames as the audio needs (its duration to the nearest frame);
 frame i is driven by the 16-step mel window starting at int(80 * i / fps). When the audio is
@@ -39,7 +41,8 @@ from ..faces import PASTE_MODES, BoxPaster, DetectorPool, FaceBoxes, first_blend
 from ..models.inference import GeneratorRunner, generator_workers
 from .enhance import ENHANCE_MODES, ENHANCE_REGIONS, FaceRestorer, restore_precision
 from .options import NO_FACE_ACTIONS, PER_CLIP_OPTIONS, DubOptions, parse_speaker
-from .stages import StageClock, threaded
+from ..timing import StageClock
+from .stages import threaded
 
 @dataclass
 class DubResult:
@@ -60,6 +63,8 @@ class DubResult:
     notes: list = field(default_factory=list)  # what the user should know (a fallback taken)
     enhance: str = "none"  # the restoration stage: none, or gfpgan (precision, region)
     enhanced_faces: int = 0
+    shots: int = 1  # shots found in the part of the video shown
+    silent_faces_seconds: float = 0.0  # faces left untouched because they did not speak (--speaker auto)
 
     def as_dict(self) -> dict:
         return {
@@ -71,6 +76,7 @@ class DubResult:
             "stage_seconds": {k: round(v, 3) for k, v in self.stage_seconds.items()},
             "speaker": self.speaker, "dubbed_tracks": {str(k): v for k, v in self.dubbed_tracks.items()},
             "notes": list(self.notes), "enhance": self.enhance, "enhanced_faces": self.enhanced_faces,
+            "shots": self.shots, "silent_faces_seconds": self.silent_faces_seconds,
         }
 
 
@@ -91,6 +97,7 @@ class _Item:
     index: int  # output frame index
     frame: np.ndarray  # BGR, full resolution
     boxes: tuple[tuple[int, int, int, int], ...]  # the faces to dub, (x1, y1, x2, y2); () when none
+    seen: bool = True  # a face is in the frame (dubbed or, not speaking, left as it is)
 
 
 def _validate(opts: DubOptions):
@@ -140,6 +147,8 @@ class _Clip:
         self.notes: list[str] = []
         self.enhance = "none"
         self.enhanced_faces = 0
+        self.shots = 1
+        self.silent_faces_seconds = 0.0
         self.failure: BaseException | None = None
         self.cancelled = False  # set when the clip failed downstream: stop decoding it
         self.out: outputs.AtomicFile | None = None
@@ -177,7 +186,8 @@ class _Clip:
             face_size=face_size,
             seconds=time.perf_counter() - self.started, stage_seconds=self.clock.seconds,
             speaker=self.speaker, dubbed_tracks=self.dubbed_tracks, notes=self.notes,
-            enhance=self.enhance, enhanced_faces=self.enhanced_faces,
+            enhance=self.enhance, enhanced_faces=self.enhanced_faces, shots=self.shots,
+            silent_faces_seconds=self.silent_faces_seconds,
         )
 
     def close_quietly(self):
@@ -245,81 +255,85 @@ class Dubber:
                 clip.failure = clip.failure or _as_clip_error(exc)
             yield (_END, clip, None)
 
-    def _speaker_plan(self, clip: _Clip):
-        """The plan of which faces to dub per frame when the clip shows several (see speakers.py),
-        or None for the one-face path (FaceBoxes). Records the choice and any fallback in the clip."""
-        from .speakers import SpeakerOptions, SpeakerPlan, count_faces, find_speakers, load_detector
+    def _face_plan(self, clip: _Clip):
+        """The faces to dub in each frame of a video (faces/speakers.py: shots, every face tracked
+        within its shot, the choice by `--speaker` / `--face-index`), or None for a still image and
+        a fixed --box (FaceBoxes). Records the choice, the shots and any fallback in the clip."""
+        from ..faces.speakers import FacePlan, SpeakerOptions, find_speakers, load_detector
 
         opts = clip.opts
-        if clip.still or opts.box is not None or opts.face_index is not None or opts.speaker == "largest":
+        if clip.still or opts.box is not None:
             return None
+        mode = "largest" if opts.face_index is not None else opts.speaker
+        own = clip.request.video if clip.info.audio is not None else None
+        speech = str(opts.speaker_audio) if opts.speaker_audio else own
+        scored = mode == "auto" and speech is not None
+        if mode == "auto" and speech is None:
+            clip.notes.append("the video has no speech of its own to find who speaks in (--speaker-audio gives it): "
+                              "dubbed the largest face in every shot")
         t = time.perf_counter()
         try:
-            if opts.speaker == "auto" and count_faces(clip.info, self.detectors, opts.detect_size) < 2:
-                return None
-            own = clip.request.video if clip.info.audio is not None else None
-            speech = str(opts.speaker_audio) if opts.speaker_audio else own
-            if opts.speaker == "auto" and speech is None:
-                clip.notes.append("the video has no speech of its own to find the speaker in "
-                                  "(--speaker-audio gives it): dubbed the largest face")
-                return None
             device = str(self.runner.device)
             sopts = SpeakerOptions(weights=opts.speaker_weights, detector=opts.detector, detect_size=opts.detect_size,
                                    detect_every=opts.detect_every, device=device, s3fd_weights=opts.s3fd_weights,
                                    precision="fp32" if self.runner.precision == "fp32" else "auto")
-            scored = opts.speaker == "auto"
             if scored and opts.speaker_weights not in self._speaker_nets:
                 self._speaker_nets[opts.speaker_weights] = load_detector(opts.speaker_weights, device, sopts.precision)
-            # auto looks at the frames the output shows (the whole clip when it replays, else as long
-            # as the audio); a track index is read on the whole clip, so it means what `speakers` lists
+            # the frames the output shows (the whole clip when it replays, else as long as the audio);
+            # a track index is read on the whole clip, so it means what `speakers` lists
             replays = clip.n_out > clip.info.video.frame_count
-            shown = clip.n_out / float(clip.fps) if scored and not replays else None
+            shown = clip.n_out / float(clip.fps) if not replays and mode in ("auto", "largest", "all") else None
             report = find_speakers(clip.request.video, speech, sopts, score=scored, seconds=shown,
                                    detectors=self.detectors, net=self._speaker_nets.get(opts.speaker_weights))
         finally:
-            clip.clock.add("speakers", t)
-        if opts.speaker not in ("auto", "all") and int(opts.speaker) >= len(report.tracks):
+            clip.clock.add("faces", t)
+        if mode not in ("auto", "largest", "all") and int(mode) >= len(report.tracks):
             n = len(report.tracks)
             listed = f"0 to {n - 1}" if n > 1 else ("only 0" if n == 1 else "none")
-            raise InputError(f"--speaker {opts.speaker}: the clip has {n} face track{'s' if n != 1 else ''} "
+            raise InputError(f"--speaker {mode}: the clip has {n} face track{'s' if n != 1 else ''} "
                              f"({listed}; `lipsync speakers {clip.request.video}` lists them)")
-        if scored and len(report.tracks) < 2:  # the glance saw a second face the tracking did not keep
-            return None
-        if scored and not any(report.dubbed):
-            clip.notes.append("nobody was found speaking in the video's own speech: dubbed the largest face")
-            return None
-        plan = SpeakerPlan(report, opts.speaker, clip.fps, smooth=opts.smooth)
-        clip.speaker = opts.speaker
+        plan = FacePlan(report, mode, face_index=opts.face_index, smooth=opts.smooth)
+        if scored and not report.speech:
+            clip.notes.append("the video's own sound holds no speech: dubbed the largest face in every shot")
+        elif plan.by_speech and report.tracks and not any(report.dubbed):
+            clip.notes.append("nobody on screen speaks in the video's own sound (a narrator, a voice off screen): "
+                              "no face dubbed; --speaker largest dubs the largest face anyway")
+        clip.speaker = mode if opts.face_index is None else f"face {opts.face_index} from the left"
+        clip.shots = len(report.shots)
         n_src = clip.info.video.frame_count
-        clip.dubbed_tracks = plan.dubbed_seconds([source_index(j, n_src, opts.loop) for j in range(clip.n_out)])
+        shown_frames = [source_index(j, n_src, opts.loop) for j in range(clip.n_out)]
+        clip.dubbed_tracks = plan.dubbed_seconds(shown_frames)
+        if plan.by_speech:
+            clip.silent_faces_seconds = plan.untouched_seconds(shown_frames)
         return plan
 
     def _clip_items(self, clip: _Clip) -> Iterator[_Item]:
         """Output frames of one clip in order with their face boxes."""
         opts, n_out = clip.opts, clip.n_out
-        plan = self._speaker_plan(clip)
+        plan = self._face_plan(clip)
         faces = FaceBoxes(self.detectors, clip.width, clip.height, box=opts.box, pads=opts.pads,
-                          face_index=opts.face_index, detect_size=opts.detect_size,
-                          detect_every=opts.detect_every, smooth=opts.smooth) if plan is None else None
+                          face_index=opts.face_index, detect_size=opts.detect_size, detect_every=opts.detect_every,
+                          smooth=opts.smooth) if plan is None else None
         spill = None
-        boxes: list = []  # per source frame; tiny, kept for the replay passes
+        boxes: list = []  # per source frame (the boxes to dub, whether a face is there); kept for the replay passes
         j = 0
 
         def framed(pairs):
-            """(frame, box) from FaceBoxes -> (frame, the boxes to dub)."""
+            """(frame, box) from FaceBoxes -> (frame, (the boxes to dub, a face there))."""
             for frame, box in pairs:
-                yield frame, (() if box is None else (box,))
+                yield frame, ((), False) if box is None else ((box,), True)
 
         def planned(chunk, first):
             for k, frame in enumerate(chunk):
-                yield frame, tuple(pad_box(b, opts.pads, clip.width, clip.height)
-                                   for b in plan.boxes(first + k).values())
+                chosen = plan.boxes(first + k).values()
+                yield frame, (tuple(pad_box(b, opts.pads, clip.width, clip.height) for b in chosen),
+                              plan.has_faces(first + k))
 
         try:
             if clip.still:
                 [(frame, found)] = list(framed(faces.push(clip.still_frame[None]) + faces.flush()))
                 for j in range(n_out):
-                    yield _Item(j, frame, found)
+                    yield _Item(j, frame, *found)
                 return
             if n_out > clip.info.video.frame_count:
                 spill = media.FrameSpill(clip.width, clip.height)
@@ -333,7 +347,7 @@ class Dubber:
                 for frame, found in pairs:
                     boxes.append(found)
                     if j < n_out:
-                        yield _Item(j, frame, found)
+                        yield _Item(j, frame, *found)
                     j += 1
                 if (j >= n_out and spill is None) or clip.cancelled:
                     break
@@ -342,7 +356,7 @@ class Dubber:
             for frame, found in (framed(faces.flush()) if plan is None else ()):
                 boxes.append(found)
                 if j < n_out:
-                    yield _Item(j, frame, found)
+                    yield _Item(j, frame, *found)
                 j += 1
             n_src = len(boxes)
             if n_src == 0:
@@ -350,9 +364,9 @@ class Dubber:
             while j < n_out:
                 if spill is not None:  # replay from the spill file
                     s = source_index(j, n_src, opts.loop)
-                    yield _Item(j, spill.read(s), boxes[s])
+                    yield _Item(j, spill.read(s), *boxes[s])
                 else:  # the decoder gave a frame or two fewer than probed: hold the last one
-                    yield _Item(j, frame, boxes[-1])
+                    yield _Item(j, frame, *boxes[-1])
                 j += 1
         finally:
             if faces is not None and faces.seconds:
@@ -414,7 +428,7 @@ class Dubber:
                 if kind == _ITEM:
                     if clip.cancelled:
                         continue
-                    if not item.boxes:
+                    if not item.seen:
                         clip.no_face += 1
                         if clip.opts.on_no_face == "error":
                             clip.failure = InputError(f"{clip.request.video}: no face found in frame {item.index} "

@@ -1,5 +1,5 @@
-"""Pipeline stages: running one in a thread, joined to the next by a bounded queue, and a clock
-of the time each stage takes.
+"""Pipeline stages: running one in a thread, joined to the next by a bounded queue (timing.StageClock
+counts the time each takes).
 
 Bounded queues are what keep memory flat: a fast producer waits for a slow consumer instead of
 piling frames up. Exceptions raised in a stage reach the consumer; closing the consumer (or an
@@ -10,42 +10,10 @@ from __future__ import annotations
 
 import queue
 import threading
-import time
 from typing import Callable, Iterable, Iterator, TypeVar
 
 T = TypeVar("T")
 _DONE = object()
-
-
-class StageClock:
-    """Wall time spent per stage, in `seconds` (threads overlap, so the sum can exceed the total)."""
-
-    def __init__(self):
-        self.seconds: dict[str, float] = {}
-
-    def record(self, stage: str, seconds: float):
-        self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
-
-    def add(self, stage: str, t0: float):
-        """Count the time since t0 (a time.perf_counter()) to `stage`."""
-        self.record(stage, time.perf_counter() - t0)
-
-    def timed(self, iterable: Iterable[T], stage: str) -> Iterator[T]:
-        """`iterable`, the time spent waiting for each item counted to `stage`."""
-        it = iter(iterable)
-        try:
-            while True:
-                t = time.perf_counter()
-                try:
-                    item = next(it)
-                except StopIteration:
-                    return
-                self.add(stage, t)
-                yield item
-        finally:
-            close = getattr(it, "close", None)
-            if close:
-                close()
 
 
 class _Failure:

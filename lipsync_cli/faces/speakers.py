@@ -1,0 +1,726 @@
+"""Every face of a clip, shot by shot, who speaks when, and which faces to dub in each frame: the
+one face pipeline that `dub`, `batch`, `speakers`, `preprocess` and the Python API follow.
+
+The analysis streams over frames decoded at most ANALYSIS_SIDE pixels on their longer side:
+
+1. shots and faces (`find_tracks`), on the clip's own timeline (the frames dub decodes): shot
+   boundaries found as the frames go by (faces.shots: cuts, fades); face detection on every
+   `detect_every`-th frame of each shot and on its first and last frame, frames where nothing is
+   found looked at again at twice the detection size; every face followed by
+   faces.MultiFaceTracker, whose tracks all end at a shot boundary, each track's boxes filled in
+   between its own detections. A track shorter than MIN_TRACK_FRAMES is taken for a false
+   detection, unless it lasts its whole (short) shot. Only the boxes are kept (four numbers per
+   frame and face).
+2. scores (`score_tracks`), on Light-ASD's 25 fps timeline: the frames decoded a second time
+   (at low resolution that costs less than holding them); each track's crops cut as its frames
+   go by and scored by block, the last block as soon as the track ends, so memory stays flat in
+   the clip's length whatever the number of shots. The same crops give each face's lower-face
+   motion and mouth opening, which faces.synchrony compares with the speech's loudness; the cues
+   are combined per frame (synchrony.combine: above 0, speaking) and brought back to the clip's
+   timeline.
+3. decisions (`decide`), shot by shot: speaking runs shorter than MIN_RUN_SECONDS dropped and
+   pauses shorter than MIN_PAUSE_SECONDS bridged; then per frame the faces that speak are dubbed;
+   a frame where no face in the shot speaks but a voice is heard (someone off screen, a
+   narrator, the speaker of a reaction shot) dubs nobody, unless that voice lasts less than
+   OFF_SCREEN_SECONDS (a few frames Light-ASD missed); a pause of the speech goes to the shot's
+   last speaker, or before its first turn to its first one. Light-ASD gives one verdict per
+   window, so a change of speaker shows up at a window's edge: each such change moves to the end
+   of the nearest pause of the speech (`place_turns_at_pauses`), where the new voice starts.
+   When the sound holds no speech at all, nobody speaks: `FacePlan` then dubs the largest face.
+
+`FacePlan` turns the analysis into the faces to dub per frame under one policy: auto (who
+speaks), largest, all, a track index, or the n-th face from the left (--face-index); boxes
+smoothed over each track, which never crosses a shot.
+
+Why two low-resolution passes rather than a look-ahead buffer of frames: Light-ASD's crops follow
+a median filter of the track's boxes over 13 frames, and a track is known to have ended only
+max_lost frames after its last detection, so a look-ahead would hold about a second of frames
+per face; a second decode at 640 pixels costs a few hundredths of a second per second of video.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .. import media
+from ..errors import InputError
+from ..models import light_asd
+from . import synchrony
+from .detectors import DetectorPool
+from .shots import ShotDetector
+from .track import SMOOTH_WINDOW, MultiFaceTracker, box_area, smooth_boxes
+
+FPS = light_asd.FPS  # the scoring timeline
+ANALYSIS_SIDE = 640  # longer side of the frames the analysis decodes
+MIN_TRACK_FRAMES = 10  # shorter tracks are false detections (the reference's minimum too)
+MAX_LOST_SECONDS = 1.0  # a face unseen for longer ends its track
+BLOCK_SECONDS = 10  # Light-ASD scores a track in blocks of about this length (a multiple of every window)
+MIN_RUN_SECONDS = 0.2  # shorter speaking runs are noise
+MIN_PAUSE_SECONDS = 0.3  # shorter pauses inside a face's speech do not end its turn
+OFF_SCREEN_SECONDS = 0.5  # a voice heard while no face speaks, at least this long: someone off screen
+TURN_PAUSE_SECONDS = 0.2  # a change of speaker moves to the end of a pause at least this long ...
+TURN_AHEAD_SECONDS = 0.3  # ... from a Light-ASD window before the change to this after it
+DEFAULT_WINDOWS = (1.0,)  # Light-ASD window lengths (seconds) averaged; see benchmarks/speakers.md
+
+Box = tuple[float, float, float, float]
+
+
+@dataclass
+class SpeakerOptions:
+    weights: str = "light_asd_talkset"  # a registry name or a file
+    detector: str = "retinaface"
+    detect_size: int = 320
+    detect_every: int = 2
+    windows: tuple[float, ...] = DEFAULT_WINDOWS
+    device: str = "cpu"
+    # Light-ASD's: auto (on a CPU the shipped weights' int8 visual encoder, else bf16 with AMX;
+    # fp16 on CUDA), or fp32
+    precision: str = "auto"
+    s3fd_weights: str | None = None
+
+
+@dataclass
+class Track:
+    """One face followed through one shot, on the clip's timeline (its frames as dub decodes them)."""
+
+    index: int  # as `lipsync speakers` lists it: by first frame, then left to right
+    first: int  # frame of its first box
+    boxes: np.ndarray  # (T, 4) float32 (x1, y1, x2, y2) full-frame pixels, frames first .. first + T - 1
+    shot: int = 0  # the shot it belongs to
+    fps: float = float(FPS)
+    score: np.ndarray | None = None  # (T,) the combined speaking score: above 0, speaking; NaN: not scored
+    speaking: np.ndarray | None = None  # (T,) bool, after the run and pause rules
+    # Light-ASD's score, the synchrony cue and the per-frame evidence, on the 25 fps timeline
+    # from scoring frame `scored_first` (what synchrony.combine reads)
+    scored_first: int = 0
+    asd: np.ndarray | None = None
+    sync: np.ndarray | None = None
+    evidence: np.ndarray | None = None
+
+    @property
+    def last(self) -> int:
+        return self.first + len(self.boxes) - 1
+
+    def __contains__(self, frame: int) -> bool:
+        return self.first <= frame <= self.last
+
+    @property
+    def start(self) -> float:
+        return self.first / self.fps
+
+    @property
+    def end(self) -> float:
+        return (self.last + 1) / self.fps
+
+    @property
+    def speaking_seconds(self) -> float:
+        return float(self.speaking.sum()) / self.fps if self.speaking is not None else 0.0
+
+    def box(self) -> Box:
+        """The median box over the track."""
+        return tuple(float(v) for v in np.median(self.boxes, axis=0))  # type: ignore[return-value]
+
+    def segments(self) -> list[tuple[float, float]]:
+        """Speaking segments, (start, end) seconds on the clip's timeline."""
+        if self.speaking is None:
+            return []
+        return [((self.first + a) / self.fps, (self.first + b) / self.fps) for a, b in synchrony.runs(self.speaking)]
+
+
+@dataclass
+class SpeakerReport:
+    video: str
+    audio: str | None  # None: no speech compared with (tracks only)
+    weights: str
+    frames: int  # frames of the clip analysed
+    fps: Fraction  # the clip's rate
+    width: int
+    height: int
+    tracks: list[Track]
+    shots: list[int]  # the frames where shots start, 0 first
+    dubbed: list[tuple[int, ...]]  # per frame: the tracks `--speaker auto` dubs
+    speech: bool = True  # False: the sound holds no speech (silence), nobody can be found speaking
+    seconds: float = 0.0
+    stage_seconds: dict = field(default_factory=dict)
+
+    @property
+    def duration(self) -> float:
+        return self.frames / float(self.fps)
+
+    def shot_spans(self) -> list[tuple[int, int]]:
+        """(first, last) frame of every shot."""
+        ends = [s - 1 for s in self.shots[1:]] + [self.frames - 1]
+        return list(zip(self.shots, ends))
+
+    def as_dict(self) -> dict:
+        def number(v):
+            return None if v is None or not math.isfinite(v) else round(float(v), 3)
+
+        fps = float(self.fps)
+        tracks = []
+        for t in self.tracks:
+            timeline = [None] * self.frames
+            if t.score is not None:
+                timeline[t.first:t.last + 1] = [number(v) for v in t.score]
+            tracks.append({
+                "index": t.index, "shot": t.shot, "first_frame": t.first, "last_frame": t.last,
+                "start": round(t.start, 3), "end": round(t.end, 3),
+                "box": [round(v, 1) for v in t.box()],
+                "mean_score": number(np.nanmean(t.score)) if t.score is not None and np.isfinite(t.score).any() else None,
+                "speaking_seconds": round(t.speaking_seconds, 3),
+                "segments": [[round(a, 3), round(b, 3)] for a, b in t.segments()],
+                "scores": timeline,
+            })
+        shots = []
+        for k, (a, b) in enumerate(self.shot_spans()):
+            here = [t for t in self.tracks if t.shot == k]
+            shots.append({"index": k, "first_frame": a, "last_frame": b, "start": round(a / fps, 3),
+                          "end": round((b + 1) / fps, 3), "tracks": [t.index for t in here],
+                          "speakers": [t.index for t in here if t.speaking is not None and t.speaking.any()]})
+        return {"video": self.video, "audio": self.audio, "fps": fps, "frames": self.frames,
+                "duration": round(self.duration, 3), "weights": self.weights, "speech": self.speech,
+                "shots": shots, "tracks": tracks, "dubbed": [list(d) for d in self.dubbed],
+                "seconds": round(self.seconds, 3),
+                "stage_seconds": {k: round(v, 3) for k, v in self.stage_seconds.items()}}
+
+
+# ----------------------------------------------------------------------------------------------
+# 1. Shots and faces
+
+
+def analysis_size(width: int, height: int) -> tuple[int, int]:
+    """(width, height) of the analysis frames: longer side at most ANALYSIS_SIDE, even numbers."""
+    scale = min(1.0, ANALYSIS_SIDE / max(width, height))
+    return max(2, int(round(width * scale / 2)) * 2), max(2, int(round(height * scale / 2)) * 2)
+
+
+class _TrackCollector:
+    """Detection and tracking for frames released in order with their shot known: what
+    find_tracks runs behind the shot detector's short delay."""
+
+    def __init__(self, detectors: Callable[[int], object], opts: SpeakerOptions, fps: float, size: tuple[int, int],
+                 clock=None):
+        self.every = max(1, opts.detect_every)
+        max_lost = max(1, int(round(MAX_LOST_SECONDS * fps)) // self.every)
+        self.tracker = MultiFaceTracker(max_lost=max_lost)
+        self.detectors, self.detect_size = detectors, opts.detect_size
+        self.detector = detectors(opts.detect_size)
+        self.retry = bool(opts.detect_size) and max(size) > opts.detect_size
+        self.clock = clock
+        self.batch: list[tuple[int, np.ndarray, int]] = []  # (frame index, frame, shot) to detect
+        self.seen: dict[int, tuple[list[int], list[Box]]] = {}  # track id -> (frames, boxes), detected frames
+        self.shot_of: dict[int, int] = {}  # track id -> shot
+
+    def add(self, index: int, frame: np.ndarray, shot: int, shot_first: int, last_of_shot: bool):
+        """A frame in order; detected when sampled, or the first or last of its shot."""
+        if index == shot_first and index > 0:
+            self.run()
+            self.tracker.end_all()  # nothing carries over a shot boundary
+        if (index - shot_first) % self.every == 0 or last_of_shot:
+            self.batch.append((index, frame, shot))
+            if len(self.batch) >= 16:
+                self.run()
+
+    def run(self):
+        if not self.batch:
+            return
+        t = time.perf_counter()
+        frames = [f for _, f, _ in self.batch]
+        dets = self.detector.detect(frames)
+        missed = [i for i, d in enumerate(dets) if not d]
+        if missed and self.retry:  # a small face can vanish in the downscaled frame
+            for i, d in zip(missed, self.detectors(2 * self.detect_size).detect([frames[i] for i in missed])):
+                dets[i] = d
+        for (index, _, shot), found in zip(self.batch, self.tracker.tracks(dets)):
+            for tid, box in found.items():
+                frames_, boxes = self.seen.setdefault(tid, ([], []))
+                frames_.append(index)
+                boxes.append(box)
+                self.shot_of[tid] = shot
+        self.batch = []
+        if self.clock:
+            self.clock.add("detect", t)
+
+
+def find_tracks(info: media.MediaInfo, detectors: Callable[[int], object], opts: SpeakerOptions,
+                clock=None, limit: int | None = None) -> tuple[list[Track], list[int], int, tuple[int, int]]:
+    """Every face of the clip, shot by shot: (tracks, shot starts, frame count, analysis frame
+    size), over its first `limit` frames (None: all). Boxes are in full-frame pixels; `clock`
+    (a pipelines.stages.StageClock or None) counts the time of each stage."""
+    fps = float(info.video.fps)
+    size = analysis_size(info.video.width, info.video.height)
+    scale = info.video.width / size[0], info.video.height / size[1]
+    shots = ShotDetector(fps)
+    collector = _TrackCollector(detectors, opts, fps, size, clock)
+    held: deque[tuple[int, np.ndarray]] = deque()  # frames waiting until their shot is known
+    starts: set[int] = {0}
+    shot, shot_first = -1, 0
+
+    def release(final: bool):
+        """Hand on the frames whose shot, and whether the next frame starts another, is known."""
+        nonlocal shot, shot_first
+        known = n if final else n - shots.delay - 1
+        while held and held[0][0] < known:
+            index, frame = held.popleft()
+            if index in starts:
+                shot, shot_first = shot + 1, index
+            last = (index + 1) in starts or (final and index == n - 1)
+            collector.add(index, frame, shot, shot_first, last)
+
+    n = 0
+    for chunk in media.FrameReader(info, chunk=32, size=size):
+        if limit is not None and n + len(chunk) > limit:
+            chunk = chunk[:max(0, limit - n)]
+            if not len(chunk):
+                break
+        t = time.perf_counter()
+        for frame in chunk:
+            starts.update(shots.push(frame))
+            held.append((n, frame))
+            n += 1
+        if clock:
+            clock.add("shots", t)
+        release(final=False)
+    if n == 0:
+        raise InputError(f"{info.path}: no frame could be decoded")
+    starts.update(shots.flush())
+    release(final=True)
+    collector.run()
+    shot_starts = sorted(starts)
+    tracks = []
+    for tid, (frames, boxes) in collector.seen.items():
+        k = collector.shot_of[tid]
+        shot_len = (shot_starts[k + 1] if k + 1 < len(shot_starts) else n) - shot_starts[k]
+        length = frames[-1] - frames[0] + 1
+        if length < min(MIN_TRACK_FRAMES, max(2, shot_len - 2 * collector.every)):
+            continue
+        b = np.array(boxes, np.float64)
+        span = np.arange(frames[0], frames[-1] + 1)
+        filled = np.stack([np.interp(span, frames, b[:, c]) for c in range(4)], axis=1)
+        filled *= np.array([scale[0], scale[1], scale[0], scale[1]])
+        tracks.append(Track(index=-1, first=frames[0], boxes=filled.astype(np.float32), shot=k, fps=fps))
+    tracks.sort(key=lambda t: (t.first, t.box()[0] + t.box()[2]))
+    for i, t in enumerate(tracks):
+        t.index = i
+    return tracks, shot_starts, n, size
+
+
+# ----------------------------------------------------------------------------------------------
+# 2. Scores
+
+
+def score_tracks(info: media.MediaInfo, tracks: Sequence[Track], samples_16k: np.ndarray, frames: int,
+                 size: tuple[int, int], net: light_asd.LightASD, windows: Sequence[float],
+                 clock=None, precision: str = "fp32") -> None:
+    """Light-ASD's score and the synchrony cues of every track, combined into its speaking score
+    (sets .asd, .sync, .evidence on the 25 fps timeline and .score on the clip's), from a second
+    decode at 25 fps; a track's crops are held for one block at most, and scored as soon as the
+    track ends. `frames`: the clip's frames analysed."""
+    if not tracks:
+        return
+    import torch
+
+    from ..device import autocast
+
+    fps = float(info.video.fps)
+    device = next(net.parameters()).device
+    # On a CPU the visual encoder, nine tenths of the work, runs in ONNX Runtime when it can (fp32
+    # three times faster than PyTorch; the shipped weights' int8 copy twice as fast again, scores
+    # within 0.14 of fp32 on the talk clips); else bf16 where the CPU has AMX: 1.5 times faster
+    # than fp32, scores within 0.04 of fp32 (the same sign)
+    dtype = None if net.visual_in_onnx(device) else {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    scored_frames = int(math.ceil(frames * FPS / fps))
+
+    def source(a: int) -> int:  # the clip's frame that 25 fps frame a shows
+        return min(frames - 1, int(round(a * fps / FPS)))
+
+    t0 = time.perf_counter()
+    mfcc = light_asd.mfcc_for(samples_16k, frames=scored_frames)
+    envelope = synchrony.speech_envelope(samples_16k, scored_frames, fps=FPS)
+    if clock:
+        clock.add("audio features", t0)
+    scale = size[0] / info.video.width, size[1] / info.video.height
+    lengths = [max(1, int(round(d * FPS))) for d in windows]
+    block = math.lcm(*lengths) * max(1, round(BLOCK_SECONDS * FPS / math.lcm(*lengths)))
+    live: dict[int, dict] = {}  # track index -> its scoring state, for tracks long enough on the 25 fps timeline
+    for t in tracks:
+        span = [a for a in range(int(t.first * FPS / fps), int(math.ceil((t.last + 1) * FPS / fps)) + 1)
+                if a < scored_frames and t.first <= source(a) <= t.last]
+        if len(span) < light_asd.MIN_TRACK:
+            continue
+        picked = t.boxes[[source(a) - t.first for a in span]] * np.array([scale[0], scale[1], scale[0], scale[1]])
+        t.scored_first = span[0]
+        live[t.index] = {"track": t, "first": span[0], "last": span[-1], "geometry": light_asd.crop_geometry(picked),
+                         "pending": [], "done": 0, "asd": [], "motion": [], "darkness": [], "previous": None}
+
+    def score_block(s: dict, crops: list[np.ndarray]):
+        stack = np.stack(crops)
+        t1 = time.perf_counter()
+        first = 4 * (s["first"] + s["done"])
+        with autocast(device, dtype):
+            s["asd"].append(light_asd.speaking_scores(net, stack, mfcc[first:first + 4 * len(stack)], windows))
+        if clock:
+            clock.add("light-asd", t1)
+        t1 = time.perf_counter()
+        lead = s["previous"]
+        moved = synchrony.lower_face_motion(stack if lead is None else np.concatenate([lead[None], stack]))
+        s["motion"].append(moved if lead is None else moved[1:])
+        s["darkness"].append(synchrony.mouth_darkness(stack))
+        s["previous"] = stack[-1]
+        s["done"] += len(stack)
+        if clock:
+            clock.add("synchrony", t1)
+
+    def finish(s: dict):
+        while s["pending"]:
+            score_block(s, s["pending"][:block])  # exactly one block: windows start at its edges
+            del s["pending"][:block]
+        t = s["track"]
+        t.asd = np.concatenate(s["asd"]) if s["asd"] else np.zeros(0, np.float32)
+        moved = np.concatenate(s["motion"]) if s["motion"] else np.zeros(0, np.float32)
+        dark = np.concatenate(s["darkness"]) if s["darkness"] else np.zeros(0, np.float32)
+        loudness = envelope[s["first"]:s["first"] + len(t.asd)]
+        t.sync = synchrony.synchrony(moved, loudness)
+        t.evidence = synchrony.evidence(moved, dark, loudness)
+        s.clear()  # nothing of the track is held any more
+
+    open_ = sorted(live.values(), key=lambda s: s["first"])
+    active: list[dict] = []
+    a = 0
+    for chunk in media.FrameReader(info, chunk=32, fps=Fraction(FPS), size=size):
+        chunk = chunk[:max(0, scored_frames - a)]
+        if not len(chunk):
+            break
+        t1 = time.perf_counter()
+        for frame in chunk:
+            while open_ and open_[0]["first"] <= a:
+                active.append(open_.pop(0))
+            for s in active:
+                if a <= s["last"]:
+                    cx, cy, half = s["geometry"][a - s["first"]]
+                    s["pending"].append(light_asd.crop_face(frame, cx, cy, half).copy())  # not a view of a bigger image
+            a += 1
+        if clock:
+            clock.add("crops", t1)
+        for s in list(active):
+            if a > s["last"]:  # the track ended: score what is left, keep nothing
+                finish(s)
+                active.remove(s)
+            while len(s.get("pending", ())) >= block:
+                score_block(s, s["pending"][:block])
+                del s["pending"][:block]
+    for s in active + open_:
+        if s:
+            finish(s)
+    # the cues of all tracks combined, on the 25 fps timeline, then brought to the clip's frames
+    scored = [t for t in tracks if t.asd is not None and len(t.asd)]
+    timeline = {t.index: (_on_timeline(t.scored_first, t.asd, scored_frames),
+                          _on_timeline(t.scored_first, t.sync, scored_frames),
+                          _on_timeline(t.scored_first, t.evidence, scored_frames)) for t in scored}
+    combined = synchrony.combine({k: v[0] for k, v in timeline.items()}, {k: v[1] for k, v in timeline.items()},
+                                 {k: v[2] for k, v in timeline.items()}) if scored else {}
+    for t in tracks:
+        t.score = np.full(len(t.boxes), np.nan, np.float32)
+        if t.index in combined:
+            a_of = np.clip(np.round(np.arange(t.first, t.last + 1) * FPS / fps).astype(np.int64),
+                           t.scored_first, t.scored_first + len(t.asd) - 1)
+            t.score = combined[t.index][a_of].astype(np.float32)
+
+
+# ----------------------------------------------------------------------------------------------
+# 3. Decisions
+
+
+def has_speech(envelope: np.ndarray) -> bool:
+    """Whether the sound holds anything to compare faces with: its loud level above digital
+    silence and hiss (synchrony.SILENCE_DBFS + 15 dB)."""
+    e = np.asarray(envelope, np.float64)
+    return bool(e.size) and float(np.percentile(e, 95)) > synchrony.SILENCE_DBFS + 15.0
+
+
+def decide(tracks: Sequence[Track], frames: int, fps: float, shots: Sequence[int], envelope: np.ndarray | None = None,
+           window: int = FPS) -> list[tuple[int, ...]]:
+    """The tracks to dub per frame, shot by shot (sets .speaking from .score); `envelope`: the
+    speech's loudness per frame of the clip (synchrony.speech_envelope at its rate), which tells
+    a pause from a voice heard off screen and places the changes of speaker at the pauses, up to
+    `window` (the longest Light-ASD window, 25 fps frames) plus the score's mean filter before them.
+    See the module docstring."""
+    per = fps / FPS  # clip frames per 25 fps frame
+    min_run, min_pause = int(round(MIN_RUN_SECONDS * fps)), int(round(MIN_PAUSE_SECONDS * fps))
+    speaking: list[list[int]] = [[] for _ in range(frames)]
+    present: list[list[int]] = [[] for _ in range(frames)]
+    for t in tracks:
+        score = t.score if t.score is not None else np.full(len(t.boxes), np.nan, np.float32)
+        t.speaking = clean_runs(np.nan_to_num(score, nan=-1.0) > 0, min_run, min_pause)
+        for k in range(len(t.boxes)):
+            if t.first + k < frames:
+                present[t.first + k].append(t.index)
+                if t.speaking[k]:
+                    speaking[t.first + k].append(t.index)
+    voiced = synchrony.voiced_frames(envelope) if envelope is not None else np.zeros(frames, bool)
+    voiced = np.pad(voiced, (0, max(0, frames - len(voiced))))[:frames]
+    off_screen = int(round(OFF_SCREEN_SECONDS * fps))
+    dubbed: list[tuple[int, ...]] = []
+    ends = list(shots[1:]) + [frames]
+    for a, b in zip(shots, ends):
+        here = [tuple(p) for p in present[a:b]]
+        chosen = turns_in_shot([tuple(s) for s in speaking[a:b]], here, voiced[a:b], off_screen)
+        if envelope is not None:
+            chosen = place_turns_at_pauses(chosen, here, voiced[a:b],
+                                           reach_back=int(round((window + synchrony.ASD_SMOOTH // 2 + 1) * per)),
+                                           reach_ahead=int(round(TURN_AHEAD_SECONDS * fps)),
+                                           min_pause=int(round(TURN_PAUSE_SECONDS * fps)),
+                                           faint=synchrony.louder_than(envelope, synchrony.ONSET_BELOW_PEAK_DB)[a:b])
+        dubbed += chosen
+    return dubbed
+
+
+def turns_in_shot(speaking: Sequence[tuple[int, ...]], present: Sequence[tuple[int, ...]], voiced: np.ndarray,
+                  off_screen: int) -> list[tuple[int, ...]]:
+    """One shot's faces to dub per frame: those speaking; where none speaks, nobody while a voice
+    is heard for at least `off_screen` frames (someone off screen), else (a pause, or a voice too
+    short to be another's) the last speakers of the shot still present, or before the shot's
+    first turn its first speakers."""
+    n = len(speaking)
+    label = ["turn" if s else ("voice" if voiced[i] else "pause") for i, s in enumerate(speaking)]
+    for a, b in synchrony.runs(np.array([x == "voice" for x in label], bool)):
+        if b - a < off_screen and (a > 0 or b < n):
+            label[a:b] = ["pause"] * (b - a)
+    out: list[tuple[int, ...]] = [()] * n
+    last: tuple[int, ...] = ()
+    after_voice = False
+    for i in range(n):
+        if label[i] == "turn":
+            out[i] = last = speaking[i]
+            after_voice = False
+        elif label[i] == "voice":
+            after_voice = True
+        elif last and not after_voice:
+            out[i] = tuple(k for k in last if k in present[i])
+    # before a turn, after nothing or after a voice: the pause leads up to that turn's speakers
+    nxt: tuple[int, ...] = ()
+    for i in range(n - 1, -1, -1):
+        if label[i] == "turn":
+            nxt = speaking[i]
+        elif label[i] == "voice":
+            nxt = ()
+        elif not out[i] and nxt:
+            out[i] = tuple(k for k in nxt if k in present[i])
+    return out
+
+
+def place_turns_at_pauses(dubbed: Sequence[tuple[int, ...]], present: Sequence[tuple[int, ...]],
+                          voiced: np.ndarray, reach_back: int, reach_ahead: int,
+                          min_pause: int, faint: np.ndarray | None = None) -> list[tuple[int, ...]]:
+    """Each change from one set of faces to another (none in both) moved to the end of the pause
+    (a run of at least min_pause unvoiced frames) whose end is nearest to it, among the pauses
+    that start from reach_back frames before the change to reach_ahead after it: there the new
+    speaker's speech begins, from its first `faint` frames (bool, the voice's quiet start) that
+    lead up to the pause's end. Frames where the face to take over is absent stay as they were."""
+    out = list(dubbed)
+    n = min(len(out), len(voiced))
+    pauses = [(a, b) for a, b in synchrony.runs(~np.asarray(voiced[:n], bool)) if b - a >= min_pause and b < n]
+    changes = [c for c in range(1, n) if out[c] and out[c - 1] and not set(out[c]) & set(out[c - 1])]
+    for c in changes:
+        near = [(a, b) for a, b in pauses if c - reach_back <= a <= c + reach_ahead]
+        if not near:
+            continue
+        start, onset = min(near, key=lambda p: abs(p[1] - c))
+        while faint is not None and onset - 1 > start and faint[onset - 1]:
+            onset -= 1
+        before, after = dubbed[c - 1], dubbed[c]
+        if onset > c:  # the old speaker keeps the face through the pause
+            span, was, now = range(c, onset), after, before
+        else:  # the new speaker from its first voiced frame
+            span, was, now = range(onset, c), before, after
+        for i in span:
+            if out[i] == was and all(k in present[i] for k in now):
+                out[i] = now
+    return out
+
+
+def find_speakers(video: str, audio: str | None, opts: SpeakerOptions, *, score: bool = True,
+                  seconds: float | None = None, net: light_asd.LightASD | None = None,
+                  detectors: Callable[[int], object] | None = None) -> SpeakerReport:
+    """The shots and faces of `video` and who speaks when against the speech of `audio` (None:
+    the video's own track), over its first `seconds` (None: all of it; a dub shorter than its
+    video uses no more). `score` False: the shots and face tracks only (no speech needed; nobody
+    marked speaking). Raises InputError for a still image or a video without frames, and when
+    there is no speech to compare with."""
+    from .. import audio as audio_mod
+    from ..timing import StageClock
+
+    started = time.perf_counter()
+    clock = StageClock()
+    info = media.probe(video)
+    if info.video is None:
+        raise InputError(f"{video}: no video stream")
+    if info.video.is_still:
+        raise InputError(f"{video}: a still image: nobody speaks in it")
+    speech = audio if audio is not None else (video if info.audio is not None else None)
+    if speech is None and score:
+        raise InputError(f"{video}: the video has no audio track: give the speech to compare with as AUDIO")
+    if detectors is None:
+        detectors = DetectorPool(opts.detector, opts.device, opts.s3fd_weights)
+    fps = float(info.video.fps)
+    limit = None if seconds is None else max(1, int(math.ceil(seconds * fps)))
+    tracks, shots, frames, size = find_tracks(info, detectors, opts, clock, limit)
+    dubbed: list[tuple[int, ...]] = [()] * frames
+    spoken = True
+    if score:
+        t0 = time.perf_counter()
+        samples = audio_mod.load_audio(speech).samples
+        envelope = synchrony.speech_envelope(samples, frames, fps=fps)
+        spoken = has_speech(envelope)
+        clock.add("audio", t0)
+        if spoken:
+            if net is None:
+                net = load_detector(opts.weights, opts.device, opts.precision)
+            score_tracks(info, tracks, samples, frames, size, net, opts.windows, clock, _precision(opts))
+        window = max(int(round(d * FPS)) for d in opts.windows)
+        dubbed = decide(tracks, frames, fps, shots, envelope if spoken else None, window=window)
+    return SpeakerReport(video=video, audio=speech if score else None, weights=opts.weights, frames=frames,
+                         fps=info.video.fps, width=info.video.width, height=info.video.height, tracks=tracks,
+                         shots=shots, dubbed=dubbed, speech=spoken, seconds=time.perf_counter() - started,
+                         stage_seconds=clock.seconds)
+
+
+def _precision(opts: SpeakerOptions) -> str:
+    if opts.precision != "auto":
+        return opts.precision
+    from ..device import auto_precision, resolve_device
+
+    return auto_precision(resolve_device(opts.device))
+
+
+def load_detector(weights: str, device: str = "cpu", precision: str = "auto") -> light_asd.LightASD:
+    """Light-ASD from a registry name (light_asd_talkset ships in the package) or a file; on the
+    CPU with its visual encoder in ONNX Runtime where possible (light_asd.use_onnx_visual), in
+    int8 unless `precision` is fp32: the same speakers found, at half the cost
+    (benchmarks/speakers.md)."""
+    from ..weights import resolve_checkpoint
+
+    path = resolve_checkpoint(weights)
+    net = light_asd.LightASD.from_file(path).to(device)
+    if str(device) == "cpu":
+        light_asd.use_onnx_visual(net, path, int8=precision != "fp32")
+    return net
+
+
+# ----------------------------------------------------------------------------------------------
+# The faces to dub
+
+
+@dataclass
+class FacePlan:
+    """Which faces to regenerate in each frame of the clip, and where, under one policy:
+
+    - "auto": who speaks (`report.dubbed`); when the sound holds no speech or the report was not
+      scored, the largest face of every frame;
+    - "largest": the largest face in the frame (a track's size is its median box's area, so the
+      choice does not flicker within a shot);
+    - "all": every face;
+    - a track index as text ("3"): that track, as `lipsync speakers` lists it;
+    - `face_index` n (with "largest"): the n-th face from the left in the frame (negative: from
+      the right), the faces ordered by their track's median box.
+
+    `boxes(j)` gives {track index: box} for frame j, boxes smoothed over each track (never across
+    a shot: a track ends at its shot's boundary)."""
+
+    report: SpeakerReport
+    mode: str = "auto"
+    face_index: int | None = None
+    smooth: bool = True
+    chosen: list[tuple[int, ...]] = field(default_factory=list)
+    smoothed: dict[int, np.ndarray] = field(default_factory=dict)
+
+    def __post_init__(self):
+        report = self.report
+        self.tracks = {t.index: t for t in report.tracks}
+        for t in report.tracks:
+            self.smoothed[t.index] = np.array(smooth_boxes([tuple(b) for b in t.boxes],
+                                                           SMOOTH_WINDOW if self.smooth else 1), np.float32)
+        present: list[list[int]] = [[] for _ in range(report.frames)]
+        for t in report.tracks:
+            for j in range(t.first, min(t.last + 1, report.frames)):
+                present[j].append(t.index)
+        self.present = [tuple(p) for p in present]
+        area = {t.index: box_area(t.box()) for t in report.tracks}
+        centre = {t.index: (t.box()[0] + t.box()[2]) / 2 for t in report.tracks}
+        self.by_speech = self.mode == "auto" and report.audio is not None and report.speech
+        if self.by_speech:
+            self.chosen = list(report.dubbed)
+        elif self.mode == "all":
+            self.chosen = list(self.present)
+        elif self.mode not in ("auto", "largest"):
+            i = int(self.mode)
+            self.chosen = [(i,) if i in p else () for p in self.present]
+        elif self.face_index is not None:
+            self.chosen = []
+            for p in self.present:
+                ordered = sorted(p, key=lambda k: centre[k])
+                ok = -len(ordered) <= self.face_index < len(ordered)
+                self.chosen.append((ordered[self.face_index],) if ok else ())
+        else:
+            self.chosen = [(max(p, key=lambda k: area[k]),) if p else () for p in self.present]
+
+    def boxes(self, j: int) -> dict[int, Box]:
+        if j >= len(self.chosen):
+            return {}
+        return {i: tuple(float(v) for v in self.smoothed[i][j - self.tracks[i].first]) for i in self.chosen[j]}
+
+    def has_faces(self, j: int) -> bool:
+        """Whether frame j shows a face at all (dubbed or not)."""
+        return j < len(self.present) and bool(self.present[j])
+
+    def dubbed_seconds(self, source_frames: Sequence[int]) -> dict[int, float]:
+        """Per track, how long the output shows it dubbed: `source_frames` are the source frame
+        of each output frame (a replayed clip shows some twice)."""
+        frames: dict[int, int] = {}
+        for j in source_frames:
+            for i in self.boxes(j):
+                frames[i] = frames.get(i, 0) + 1
+        return {i: round(n / float(self.report.fps), 2) for i, n in sorted(frames.items())}
+
+    def untouched_seconds(self, source_frames: Sequence[int]) -> float:
+        """Seconds of faces in the output left as they were (counted per face: two faces for a
+        second count two)."""
+        left = 0
+        for j in source_frames:
+            if j < len(self.present):
+                left += len(self.present[j]) - len(self.chosen[j])
+        return round(left / float(self.report.fps), 2)
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+def _on_timeline(first: int, values: np.ndarray, frames: int) -> np.ndarray:
+    out = np.full(frames, np.nan, np.float32)
+    out[first:first + len(values)] = values[:max(0, frames - first)]
+    return out
+
+
+def clean_runs(mask: np.ndarray, min_run: int, min_pause: int) -> np.ndarray:
+    """Pauses shorter than min_pause inside speech bridged, then runs shorter than min_run dropped."""
+    out = np.asarray(mask, bool).copy()
+    runs = synchrony.runs(out)
+    for (_, end), (start, _) in zip(runs, runs[1:]):
+        if start - end < min_pause:
+            out[end:start] = True
+    for start, end in synchrony.runs(out):
+        if end - start < min_run:
+            out[start:end] = False
+    return out
+
+
+__all__ = ["FacePlan", "SpeakerOptions", "SpeakerReport", "Track", "analysis_size", "clean_runs", "decide",
+           "find_speakers", "find_tracks", "has_speech", "load_detector", "place_turns_at_pauses", "score_tracks",
+           "turns_in_shot"]

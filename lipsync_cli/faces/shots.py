@@ -9,6 +9,8 @@ whose detectors take the frames we already decode:
 - AdaptiveDetector for cuts: the content change (hue, saturation, luma) between a frame and the
   previous one, against its average over the two frames either side, so a fast pan, a zoom or a
   quick gesture, whose change is high for several frames running, is no cut; a cut stands alone.
+- a cut whose picture is back as it was two frames later is a flash (a photographer's flash, a
+  glitch), not a cut; a cut onto a black frame is the end of a fade out, not a shot.
 - ThresholdDetector for fades: the frames' mean falls below a level (fade out) and rises again;
   the new shot starts on the frame the picture is back (fade_bias +1), which is also where the
   detector reports it, so a fade costs no delay.
@@ -28,7 +30,8 @@ CUT_RATIO = 3.0  # AdaptiveDetector: a frame's change this many times its neighb
 CUT_MIN_CHANGE = 15.0  # ... and at least this much (its content scale, 0-255)
 CUT_WINDOW = 2  # ... neighbours either side; cuts are reported this many frames late
 BLACK_LEVEL = 12.0  # ThresholdDetector: a frame with a mean below this is black (fade)
-MIN_SHOT_FRAMES = 6  # shorter shots are not split off (a flash, a stutter of the detector)
+MIN_SHOT_FRAMES = 6  # shorter shots are not split off (a stutter of the detector)
+FLASH_SHARE = 0.4  # a change whose picture is back within CUT_WINDOW frames to this share of it: a flash
 
 
 class ShotDetector:
@@ -58,6 +61,8 @@ class ShotDetector:
         self.delay = max(d.event_buffer_length for d in self.detectors)
         self.frames = 0  # frames pushed so far
         self.starts: list[int] = []  # every shot start found so far, in order, 0 left out
+        self.black_level = black_level
+        self._recent: dict[int, np.ndarray] = {}  # the last frames, small and grey: black? a flash?
         self._size: tuple[int, int] | None = None
 
     def push(self, frame: np.ndarray) -> list[int]:
@@ -68,6 +73,8 @@ class ShotDetector:
             self._size = (max(2, int(round(w * scale))), max(2, int(round(h * scale))))
         small = frame if frame.shape[1::-1] == self._size else cv2.resize(frame, self._size, interpolation=cv2.INTER_AREA)
         tc = self._timecode(self.frames, fps=self.fps)
+        self._recent[self.frames] = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY).astype(np.int16)
+        self._recent.pop(self.frames - self.delay - 2, None)
         found = []
         for d in self.detectors:
             found += [c.frame_num for c in d.process_frame(tc, small)]
@@ -84,12 +91,24 @@ class ShotDetector:
             found += [c.frame_num for c in d.post_process(tc)]
         return self._keep(found)
 
+    def _black(self, f: int) -> bool:
+        return f in self._recent and float(self._recent[f].mean()) < self.black_level
+
+    def _flash(self, f: int) -> bool:
+        """The picture changed at f and is back as it was CUT_WINDOW frames later (a flash, a
+        frame dropped or doubled): no new shot."""
+        before, at, after = (self._recent.get(k) for k in (f - 1, f, f + CUT_WINDOW))
+        if before is None or at is None or after is None:
+            return False
+        return float(np.abs(after - before).mean()) < FLASH_SHARE * float(np.abs(at - before).mean())
+
     def _keep(self, found: list[int]) -> list[int]:
-        """New starts only: not frame 0, not one already known, not within min_shot of another
-        (the two detectors may both see a fade that ends in a hard change)."""
+        """New starts only: not frame 0, not one already known, not within min_shot of another,
+        not a black frame (the content detector sees the last step of a fade out as a change;
+        the new shot starts when the picture is back, where the fade's own start is), not a flash."""
         new = []
         for f in sorted(set(found)):
-            if f <= 0 or f >= self.frames:
+            if f <= 0 or f >= self.frames or self._black(f) or self._flash(f):
                 continue
             if any(abs(f - s) < MIN_SHOT_FRAMES for s in self.starts):
                 continue

@@ -1,0 +1,104 @@
+"""Shots: the boundaries found in real frames (a hard cut on its frame, a fade, no cut in a pan, a
+zoom or a flash), and faces followed shot by shot: no track, smoothing or interpolation across a
+cut, each shot's first and last frame detected."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lipsync_cli import media
+from lipsync_cli.faces import DetectorPool
+from lipsync_cli.faces.shots import ShotDetector, shot_index
+from lipsync_cli.faces.speakers import FacePlan, SpeakerOptions, SpeakerReport, find_tracks
+
+from conftest import EXAMPLES, decode_frames, write_frames
+
+W, H = 480, 270  # the stage the clips are put on
+
+
+def on_stage(frames: np.ndarray, x: int, y: int = 7, grey: int = 40) -> np.ndarray:
+    out = np.full((len(frames), H, W, 3), grey, np.uint8)
+    out[:, y:y + frames.shape[1], x:x + frames.shape[2]] = frames
+    return out
+
+
+@pytest.fixture(scope="module")
+def clips():
+    return {name: decode_frames(EXAMPLES / f"{name}.mp4") for name in ("talk", "talk2", "listener")}
+
+
+def starts_found(frames) -> list[int]:
+    shots = ShotDetector(25)
+    found = []
+    for f in frames:
+        found += shots.push(f)
+    return found + shots.flush()
+
+
+def test_a_hard_cut_is_found_on_its_frame(clips):
+    # a jump cut between two people at the same place, then a cut to one on the other side
+    frames = np.concatenate([on_stage(clips["talk2"][:40], 20), on_stage(clips["talk"][:30], 20),
+                             on_stage(clips["talk2"][40:80], 200)])
+    assert starts_found(frames) == [40, 70]
+    assert [shot_index([40, 70], f) for f in (0, 39, 40, 69, 70, 99)] == [0, 0, 1, 1, 2, 2]
+
+
+def test_a_fade_through_black_is_one_boundary_and_a_pan_a_zoom_or_a_flash_none(clips):
+    a, b = on_stage(clips["talk2"][:30], 20), on_stage(clips["talk"][:30], 200)
+    ramp = np.linspace(1, 0, 10)[:, None, None, None]
+    fade = np.concatenate([a, (a[-10:] * ramp).astype(np.uint8), np.zeros((5, H, W, 3), np.uint8),
+                           (b[:10] * ramp[::-1]).astype(np.uint8), b])
+    found = starts_found(fade)
+    assert len(found) == 1 and 30 <= found[0] <= 55  # within the fade's span
+    # a pan: the camera moves 6 pixels a frame over a wide stage; a slow zoom in; a one-frame flash
+    wide = np.full((len(clips["talk2"]), H, 2 * W, 3), 40, np.uint8)
+    wide[:, 7:263, 300:556] = clips["talk2"]
+    pan = np.stack([wide[k, :, 6 * k:6 * k + W] for k in range(60)])
+    assert starts_found(pan) == []
+    zoom = []
+    for k in range(60):
+        s = 1 + 0.01 * k
+        crop = on_stage(clips["talk2"][k:k + 1], 112)[0][int(H / 2 - H / 2 / s):int(H / 2 + H / 2 / s),
+                                                         int(W / 2 - W / 2 / s):int(W / 2 + W / 2 / s)]
+        import cv2
+
+        zoom.append(cv2.resize(crop, (W, H)))
+    assert starts_found(zoom) == []
+    flash = on_stage(clips["talk2"][:60], 20)
+    flash[30] = np.clip(flash[30].astype(int) + 120, 0, 255).astype(np.uint8)
+    assert starts_found(flash) == []
+
+
+@pytest.fixture(scope="module")
+def jump_cut(clips, tmp_path_factory):
+    """Two people filmed at the same place in consecutive shots (the trap for a tracker that only
+    looks at overlap), then the first again on the other side: cuts at 40 and 71."""
+    frames = np.concatenate([on_stage(clips["talk2"][:40], 112), on_stage(clips["talk"][:31], 112),
+                             on_stage(clips["talk2"][40:90], 220)])
+    return write_frames(tmp_path_factory.mktemp("jump") / "jump.mp4", frames)
+
+
+def test_tracks_end_at_every_cut_and_reach_each_shots_first_and_last_frame(jump_cut):
+    info = media.probe(str(jump_cut))
+    tracks, shots, frames, _ = find_tracks(info, DetectorPool("retinaface"), SpeakerOptions(detect_every=4))
+    assert shots == [0, 40, 71] and frames == 121
+    spans = [(t.first, t.last, t.shot) for t in tracks]
+    assert spans == [(0, 39, 0), (40, 70, 1), (71, 120, 2)]  # 39, 70: sampled every 4th they would end early
+    # the boxes of consecutive shots at the same place are not blended: each shot's own detections
+    assert abs(tracks[1].boxes[0][1] - tracks[0].boxes[-1][1]) > 3 or abs(tracks[1].boxes[0][3] - tracks[0].boxes[-1][3]) > 3
+
+
+def test_the_plan_smooths_within_a_shot_only(jump_cut):
+    info = media.probe(str(jump_cut))
+    tracks, shots, frames, _ = find_tracks(info, DetectorPool("retinaface"), SpeakerOptions())
+    report = SpeakerReport(video=str(jump_cut), audio=None, weights="", frames=frames, fps=info.video.fps,
+                           width=W, height=H, tracks=tracks, shots=shots, dubbed=[()] * frames, speech=False)
+    plan = FacePlan(report, "auto")
+    assert not plan.by_speech  # no sound compared: the largest face of every frame
+    for j in range(frames):
+        assert len(plan.boxes(j)) == 1  # every frame, the first and last of each shot included
+    # the box just after the cut to the other side is on that side: nothing averaged over the cut
+    assert plan.boxes(71)[2][0] > 220 and plan.boxes(70)[1][2] < 112 + 256
+    smoothed = FacePlan(report, "auto", smooth=True).boxes(39)[0]
+    assert smoothed == pytest.approx(tuple(tracks[0].boxes[-5:].mean(axis=0)), abs=1e-3)

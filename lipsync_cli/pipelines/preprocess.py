@@ -1,8 +1,9 @@
 """`lipsync preprocess`: raw talking videos -> the training layout (datasets.py reads it).
 
-For every video under SRC: frames decoded as a stream and resampled to 25 fps, faces found in
-batches with the same detectors, tracking and smoothing as `dub` (every frame is detected), each
-frame's face box cropped and resized to SIZE x SIZE, and the speech written as 16 kHz mono
+For every video under SRC: the faces found by dub's own face pipeline (faces/speakers.py: shots,
+every face tracked within its shot, boxes smoothed; every frame detected), the largest face of
+each frame; frames decoded as a stream and resampled to 25 fps, each frame's face box cropped and
+resized to SIZE x SIZE, and the speech written as 16 kHz mono
 audio.wav. A clip where some frame has no face is skipped, with the reason in the report: the
 training windows need every frame of a span.
 
@@ -32,7 +33,8 @@ import cv2
 from .. import audio as audio_mod
 from .. import media, outputs
 from ..errors import InputError, LipsyncError
-from ..faces import DEFAULT_PADS, DetectorPool, FaceBoxes
+from ..faces import DEFAULT_PADS, DetectorPool, pad_box
+from ..faces.speakers import FacePlan, SpeakerOptions, find_speakers
 
 
 
@@ -88,25 +90,26 @@ def _process_clip(path: Path, dest: Path, opts: PreprocessOptions, detectors: De
     if info.audio is None:
         raise InputError("no audio track")
     sound = audio_mod.load_audio(str(path))
-    faces = FaceBoxes(detectors, info.video.width, info.video.height, pads=opts.pads, detect_size=opts.detect_size,
-                      detect_every=1)
+    # the one face pipeline of dub (shots, every face tracked within its shot), the largest face
+    # of each frame, detected on every frame; its boxes are on the clip's own timeline
+    report = find_speakers(str(path), None, SpeakerOptions(detector=opts.detector, detect_size=opts.detect_size,
+                                                           detect_every=1, device=opts.device,
+                                                           s3fd_weights=opts.s3fd_weights),
+                           score=False, detectors=detectors)
+    plan = FacePlan(report, "largest")
     params = [cv2.IMWRITE_JPEG_QUALITY, opts.jpeg_quality]
+    scale = float(info.video.fps) / float(media.FPS)  # clip frames per 25 fps frame
     n = 0
-
-    def write(placed):
-        nonlocal n
-        for frame, box in placed:
-            if box is None:
+    for chunk in media.FrameReader(info, chunk=32, fps=media.FPS):
+        for frame in chunk:
+            boxes = list(plan.boxes(min(report.frames - 1, int(round(n * scale)))).values())
+            if not boxes:
                 raise InputError(f"no face in frame {n}")
-            x1, y1, x2, y2 = box
+            x1, y1, x2, y2 = pad_box(boxes[0], opts.pads, info.video.width, info.video.height)
             crop = cv2.resize(frame[y1:y2, x1:x2], (opts.size, opts.size), interpolation=cv2.INTER_AREA)
             ok, data = cv2.imencode(".jpg", crop, params)
             (dest / f"{n}.jpg").write_bytes(data.tobytes())
             n += 1
-
-    for chunk in media.FrameReader(info, chunk=32, fps=media.FPS):
-        write(faces.push(chunk))
-    write(faces.flush())
     audio_mod.write_wav(dest / "audio.wav", sound.samples)
     return n
 

@@ -276,6 +276,11 @@ def test_a_change_of_speaker_moves_to_the_pause_where_the_new_voice_starts():
     # two faces at once on either side (nobody leaves): no change to move
     shared = [(0,)] * 50 + [(0, 1)] * 10
     assert sp.place_turns_at_pauses(shared, both, voiced_except(60, (28, 33)), **rule) == shared
+    # a voice off screen (nobody dubbed, voiced) takes over where it starts too, after the pause
+    off = [(0,)] * 50 + [()] * 10
+    assert sp.place_turns_at_pauses(off, both, voiced_except(60, (28, 33)), **rule) == [(0,)] * 33 + [()] * 27
+    # ... but nobody dubbed in a pause is no voice: nothing to move
+    assert sp.place_turns_at_pauses(off, both, voiced_except(60, (28, 33), (50, 60)), **rule)[:50] == [(0,)] * 50
     # the new speaker is not in the frame before 45: it takes over only where it is
     present = [(0,)] * 45 + [(0, 1)] * 15
     assert sp.place_turns_at_pauses(late, present, voiced_except(60, (28, 33)), **rule) == [(0,)] * 45 + [(1,)] * 15

@@ -519,15 +519,22 @@ def turns_in_shot(speaking: Sequence[tuple[int, ...]], present: Sequence[tuple[i
 def place_turns_at_pauses(dubbed: Sequence[tuple[int, ...]], present: Sequence[tuple[int, ...]],
                           voiced: np.ndarray, reach_back: int, reach_ahead: int,
                           min_pause: int, faint: np.ndarray | None = None) -> list[tuple[int, ...]]:
-    """Each change from one set of faces to another (none in both) moved to the end of the pause
-    (a run of at least min_pause unvoiced frames) whose end is nearest to it, among the pauses
-    that start from reach_back frames before the change to reach_ahead after it: there the new
-    speaker's speech begins, from its first `faint` frames (bool, the voice's quiet start) that
-    lead up to the pause's end. Frames where the face to take over is absent stay as they were."""
+    """Each change from one set of faces to another (none in both), or between faces and a voice
+    off screen (no face dubbed, the frame voiced), moved to the end of the pause (a run of at
+    least min_pause unvoiced frames) whose end is nearest to it, among the pauses that start from
+    reach_back frames before the change to reach_ahead after it: there the new voice begins,
+    from its first `faint` frames (bool, the voice's quiet start) that lead up to the pause's end.
+    Frames where the face to take over is absent stay as they were."""
     out = list(dubbed)
     n = min(len(out), len(voiced))
     pauses = [(a, b) for a, b in synchrony.runs(~np.asarray(voiced[:n], bool)) if b - a >= min_pause and b < n]
-    changes = [c for c in range(1, n) if out[c] and out[c - 1] and not set(out[c]) & set(out[c - 1])]
+
+    def change(c: int) -> bool:
+        if out[c] and out[c - 1]:
+            return not set(out[c]) & set(out[c - 1])
+        return bool(out[c] or out[c - 1]) and bool(voiced[c] if not out[c] else voiced[c - 1])
+
+    changes = [c for c in range(1, n) if change(c)]
     for c in changes:
         near = [(a, b) for a, b in pauses if c - reach_back <= a <= c + reach_ahead]
         if not near:

@@ -248,6 +248,18 @@ def test_within_a_shot_pauses_go_to_the_last_speaker_and_a_voice_off_screen_to_n
     assert sp.turns_in_shot(speaking, present, voiced, off_screen=4)[4:6] == [(1,), (1,)]
 
 
+def test_a_speaking_run_ends_where_light_asd_itself_turns():
+    """The 9-frame mean spreads a loud turn's end over the voice that follows: its ends are pulled
+    in to Light-ASD's own score, by 4 frames at most, never past the run."""
+    speaking = np.array([0] * 3 + [1] * 12 + [0] * 5, bool)
+    raw = np.array([-1] * 5 + [2] * 6 + [-1] * 9, float)  # turns at 5 and at 11
+    sp.trim_to_raw(speaking, raw, reach=4)
+    assert np.flatnonzero(speaking).tolist() == list(range(5, 11))
+    short = np.array([0, 1, 1, 0], bool)
+    sp.trim_to_raw(short, np.full(4, -1.0), reach=4)
+    assert short.tolist() == [False, True, False, False]  # a run keeps a frame
+
+
 def test_a_change_of_speaker_moves_to_the_pause_where_the_new_voice_starts():
     def voiced_except(n, *pauses):
         v = np.ones(n, bool)
@@ -276,11 +288,6 @@ def test_a_change_of_speaker_moves_to_the_pause_where_the_new_voice_starts():
     # two faces at once on either side (nobody leaves): no change to move
     shared = [(0,)] * 50 + [(0, 1)] * 10
     assert sp.place_turns_at_pauses(shared, both, voiced_except(60, (28, 33)), **rule) == shared
-    # a voice off screen (nobody dubbed, voiced) takes over where it starts too, after the pause
-    off = [(0,)] * 50 + [()] * 10
-    assert sp.place_turns_at_pauses(off, both, voiced_except(60, (28, 33)), **rule) == [(0,)] * 33 + [()] * 27
-    # ... but nobody dubbed in a pause is no voice: nothing to move
-    assert sp.place_turns_at_pauses(off, both, voiced_except(60, (28, 33), (50, 60)), **rule)[:50] == [(0,)] * 50
     # the new speaker is not in the frame before 45: it takes over only where it is
     present = [(0,)] * 45 + [(0, 1)] * 15
     assert sp.place_turns_at_pauses(late, present, voiced_except(60, (28, 33)), **rule) == [(0,)] * 45 + [(1,)] * 15

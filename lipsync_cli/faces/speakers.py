@@ -100,6 +100,7 @@ class Track:
     # Light-ASD's score, the synchrony cue and the per-frame evidence, on the 25 fps timeline
     # from scoring frame `scored_first` (what synchrony.combine reads)
     scored_first: int = 0
+    raw: np.ndarray | None = None  # (T,) Light-ASD's own score on the clip's timeline (before any mean)
     asd: np.ndarray | None = None
     sync: np.ndarray | None = None
     evidence: np.ndarray | None = None
@@ -432,6 +433,7 @@ def score_tracks(info: media.MediaInfo, tracks: Sequence[Track], samples_16k: np
             a_of = np.clip(np.round(np.arange(t.first, t.last + 1) * FPS / fps).astype(np.int64),
                            t.scored_first, t.scored_first + len(t.asd) - 1)
             t.score = combined[t.index][a_of].astype(np.float32)
+            t.raw = t.asd[a_of - t.scored_first].astype(np.float32)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -459,6 +461,8 @@ def decide(tracks: Sequence[Track], frames: int, fps: float, shots: Sequence[int
     for t in tracks:
         score = t.score if t.score is not None else np.full(len(t.boxes), np.nan, np.float32)
         t.speaking = clean_runs(np.nan_to_num(score, nan=-1.0) > 0, min_run, min_pause)
+        if t.raw is not None:
+            trim_to_raw(t.speaking, t.raw, int(round(synchrony.ASD_SMOOTH // 2 * per)))
         for k in range(len(t.boxes)):
             if t.first + k < frames:
                 present[t.first + k].append(t.index)
@@ -466,12 +470,12 @@ def decide(tracks: Sequence[Track], frames: int, fps: float, shots: Sequence[int
                     speaking[t.first + k].append(t.index)
     voiced = synchrony.voiced_frames(envelope) if envelope is not None else np.zeros(frames, bool)
     voiced = np.pad(voiced, (0, max(0, frames - len(voiced))))[:frames]
-    off_screen = int(round(OFF_SCREEN_SECONDS * fps))
+    off_screen, turn_pause = int(round(OFF_SCREEN_SECONDS * fps)), int(round(TURN_PAUSE_SECONDS * fps))
     dubbed: list[tuple[int, ...]] = []
     ends = list(shots[1:]) + [frames]
     for a, b in zip(shots, ends):
         here = [tuple(p) for p in present[a:b]]
-        chosen = turns_in_shot([tuple(s) for s in speaking[a:b]], here, voiced[a:b], off_screen)
+        chosen = turns_in_shot([tuple(s) for s in speaking[a:b]], here, voiced[a:b], off_screen, turn_pause)
         if envelope is not None:
             chosen = place_turns_at_pauses(chosen, here, voiced[a:b],
                                            reach_back=int(round((window + synchrony.ASD_SMOOTH // 2 + 1) * per)),
@@ -483,16 +487,23 @@ def decide(tracks: Sequence[Track], frames: int, fps: float, shots: Sequence[int
 
 
 def turns_in_shot(speaking: Sequence[tuple[int, ...]], present: Sequence[tuple[int, ...]], voiced: np.ndarray,
-                  off_screen: int) -> list[tuple[int, ...]]:
+                  off_screen: int, min_pause: int = 0) -> list[tuple[int, ...]]:
     """One shot's faces to dub per frame: those speaking; where none speaks, nobody while a voice
-    is heard for at least `off_screen` frames (someone off screen), else (a pause, or a voice too
-    short to be another's) the last speakers of the shot still present, or before the shot's
-    first turn its first speakers."""
+    is heard for at least `off_screen` frames (someone off screen; its dips shorter than
+    `min_pause` bridged), else (a pause, or a voice too short to be another's) the last speakers
+    of the shot still present, or before the shot's first turn, or after a voice off screen, the
+    next ones."""
     n = len(speaking)
     label = ["turn" if s else ("voice" if voiced[i] else "pause") for i, s in enumerate(speaking)]
-    for a, b in synchrony.runs(np.array([x == "voice" for x in label], bool)):
+    # one voice goes on through its own short dips; only then is it measured against off_screen
+    heard = np.array([x != "turn" for x in label], bool) & np.asarray(voiced, bool)
+    nobody = np.array([x != "turn" for x in label], bool)
+    for a, b in synchrony.runs(nobody):
+        heard[a:b] = clean_runs(heard[a:b], 0, min_pause)
+    for a, b in synchrony.runs(heard):
         if b - a < off_screen and (a > 0 or b < n):
-            label[a:b] = ["pause"] * (b - a)
+            heard[a:b] = False
+    label = ["turn" if x == "turn" else ("voice" if heard[i] else "pause") for i, x in enumerate(label)]
     out: list[tuple[int, ...]] = [()] * n
     last: tuple[int, ...] = ()
     after_voice = False
@@ -519,22 +530,15 @@ def turns_in_shot(speaking: Sequence[tuple[int, ...]], present: Sequence[tuple[i
 def place_turns_at_pauses(dubbed: Sequence[tuple[int, ...]], present: Sequence[tuple[int, ...]],
                           voiced: np.ndarray, reach_back: int, reach_ahead: int,
                           min_pause: int, faint: np.ndarray | None = None) -> list[tuple[int, ...]]:
-    """Each change from one set of faces to another (none in both), or between faces and a voice
-    off screen (no face dubbed, the frame voiced), moved to the end of the pause (a run of at
-    least min_pause unvoiced frames) whose end is nearest to it, among the pauses that start from
-    reach_back frames before the change to reach_ahead after it: there the new voice begins,
-    from its first `faint` frames (bool, the voice's quiet start) that lead up to the pause's end.
-    Frames where the face to take over is absent stay as they were."""
+    """Each change from one set of faces to another (none in both) moved to the end of the pause
+    (a run of at least min_pause unvoiced frames) whose end is nearest to it, among the pauses
+    that start from reach_back frames before the change to reach_ahead after it: there the new
+    speaker's speech begins, from its first `faint` frames (bool, the voice's quiet start) that
+    lead up to the pause's end. Frames where the face to take over is absent stay as they were."""
     out = list(dubbed)
     n = min(len(out), len(voiced))
     pauses = [(a, b) for a, b in synchrony.runs(~np.asarray(voiced[:n], bool)) if b - a >= min_pause and b < n]
-
-    def change(c: int) -> bool:
-        if out[c] and out[c - 1]:
-            return not set(out[c]) & set(out[c - 1])
-        return bool(out[c] or out[c - 1]) and bool(voiced[c] if not out[c] else voiced[c - 1])
-
-    changes = [c for c in range(1, n) if change(c)]
+    changes = [c for c in range(1, n) if out[c] and out[c - 1] and not set(out[c]) & set(out[c - 1])]
     for c in changes:
         near = [(a, b) for a, b in pauses if c - reach_back <= a <= c + reach_ahead]
         if not near:
@@ -715,6 +719,21 @@ def _on_timeline(first: int, values: np.ndarray, frames: int) -> np.ndarray:
     return out
 
 
+def trim_to_raw(speaking: np.ndarray, raw: np.ndarray, reach: int) -> None:
+    """Each speaking run's ends pulled in, by up to `reach` frames, over frames where Light-ASD's
+    own score is not above 0: the mean over ASD_SMOOTH frames that decides who speaks spreads a
+    loud turn's end (and start) into the voice that follows (or precedes) it. In place."""
+    for a, b in synchrony.runs(speaking):
+        end = b
+        while end - 1 > a and b - end < reach and not raw[end - 1] > 0:
+            end -= 1
+        start = a
+        while start + 1 < end and start - a < reach and not raw[start] > 0:
+            start += 1
+        speaking[a:start] = False
+        speaking[end:b] = False
+
+
 def clean_runs(mask: np.ndarray, min_run: int, min_pause: int) -> np.ndarray:
     """Pauses shorter than min_pause inside speech bridged, then runs shorter than min_run dropped."""
     out = np.asarray(mask, bool).copy()
@@ -730,4 +749,4 @@ def clean_runs(mask: np.ndarray, min_run: int, min_pause: int) -> np.ndarray:
 
 __all__ = ["FacePlan", "SpeakerOptions", "SpeakerReport", "Track", "analysis_size", "clean_runs", "decide",
            "find_speakers", "find_tracks", "has_speech", "load_detector", "place_turns_at_pauses", "score_tracks",
-           "turns_in_shot"]
+           "trim_to_raw", "turns_in_shot"]

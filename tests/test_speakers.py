@@ -328,3 +328,18 @@ def test_scores_in_blocks_equal_the_whole_track(composites, monkeypatch):
     for a, b in zip(whole.tracks, blocks.tracks):
         assert np.abs(a.asd - b.asd).max() < 1e-4 and np.abs(np.nan_to_num(a.sync) - np.nan_to_num(b.sync)).max() < 1e-4
     assert blocks.dubbed == whole.dubbed
+
+
+@pytest.mark.slow
+def test_a_clip_whose_sound_is_music_dubs_the_largest_face_and_says_so(composites, narrow_checkpoint, tmp_path, capsys):
+    """No speech in the clip's own sound (music: a chord that pulses twice a second): nobody can be
+    found speaking, so auto dubs the largest face in every frame and says why."""
+    music = tmp_path / "music.mp4"
+    ffmpeg("-i", str(composites["beside"]), "-f", "lavfi", "-i",
+           "aevalsrc=0.1*(sin(2*PI*220*t)+sin(2*PI*277*t)+sin(2*PI*330*t))*(0.6+0.4*sgn(sin(4*PI*t))):s=44100:d=4",
+           "-map", "0:v", "-map", "1:a", "-c:v", "copy", "-c:a", "aac", "-shortest", str(music))
+    out = tmp_path / "out.mp4"
+    assert main(["dub", str(music), str(composites["speech"]), "-o", str(out), "-c", str(narrow_checkpoint), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["notes"] == ["the video's own sound holds no speech: dubbed the largest face in every shot"]
+    assert list(result["dubbed_tracks"].values()) == [1.2] and result["silent_faces_seconds"] == 0

@@ -26,7 +26,8 @@ The analysis streams over frames decoded at most ANALYSIS_SIDE pixels on their l
    last speaker, or before its first turn to its first one. Light-ASD gives one verdict per
    window, so a change of speaker shows up at a window's edge: each such change moves to the end
    of the nearest pause of the speech (`place_turns_at_pauses`), where the new voice starts.
-   When the sound holds no speech at all, nobody speaks: `FacePlan` then dubs the largest face.
+   When the sound holds no speech at all (silence, music, noise: a voice activity detector
+   decides), nobody speaks: `FacePlan` then dubs the largest face.
 
 `FacePlan` turns the analysis into the faces to dub per frame under one policy: auto (who
 speaks), largest, all, a track index, or the n-th face from the left (--face-index); boxes
@@ -67,6 +68,7 @@ MIN_PAUSE_SECONDS = 0.3  # shorter pauses inside a face's speech do not end its 
 OFF_SCREEN_SECONDS = 0.5  # a voice heard while no face speaks, at least this long: someone off screen
 TURN_PAUSE_SECONDS = 0.2  # a change of speaker moves to the end of a pause at least this long ...
 TURN_AHEAD_SECONDS = 0.3  # ... from a Light-ASD window before the change to this after it
+MIN_SPEECH_SECONDS = 0.5  # less speech than this in the sound: none to find a speaker by
 DEFAULT_WINDOWS = (1.0,)  # Light-ASD window lengths (seconds) averaged; see benchmarks/speakers.md
 
 Box = tuple[float, float, float, float]
@@ -440,11 +442,16 @@ def score_tracks(info: media.MediaInfo, tracks: Sequence[Track], samples_16k: np
 # 3. Decisions
 
 
-def has_speech(envelope: np.ndarray) -> bool:
-    """Whether the sound holds anything to compare faces with: its loud level above digital
-    silence and hiss (synchrony.SILENCE_DBFS + 15 dB)."""
+def has_speech(samples_16k: np.ndarray, envelope: np.ndarray) -> bool:
+    """Whether the sound holds speech to compare faces with: louder than digital silence and hiss
+    (synchrony.SILENCE_DBFS + 15 dB) and at least MIN_SPEECH_SECONDS of it speech to a voice
+    activity detector (music, noise and silence are not)."""
+    from ..audio import speech_seconds
+
     e = np.asarray(envelope, np.float64)
-    return bool(e.size) and float(np.percentile(e, 95)) > synchrony.SILENCE_DBFS + 15.0
+    if not e.size or float(np.percentile(e, 95)) <= synchrony.SILENCE_DBFS + 15.0:
+        return False
+    return speech_seconds(samples_16k) >= MIN_SPEECH_SECONDS
 
 
 def decide(tracks: Sequence[Track], frames: int, fps: float, shots: Sequence[int], envelope: np.ndarray | None = None,
@@ -589,7 +596,7 @@ def find_speakers(video: str, audio: str | None, opts: SpeakerOptions, *, score:
         t0 = time.perf_counter()
         samples = audio_mod.load_audio(speech).samples
         envelope = synchrony.speech_envelope(samples, frames, fps=fps)
-        spoken = has_speech(envelope)
+        spoken = has_speech(samples[:int(math.ceil(frames / fps * 16000))], envelope)
         clock.add("audio", t0)
         if spoken:
             if net is None:

@@ -1,4 +1,6 @@
-"""Per-frame face boxes for a video that streams through in chunks: the boxes dub and preprocess crop.
+"""Per-frame face boxes for frames that stream through in chunks, following one face: what dub
+crops in a still image, and the fixed --box. (A video takes the one face pipeline of
+faces/speakers.py: shots, every face tracked within its shot, the faces to dub chosen per frame.)
 
     boxes = FaceBoxes(DetectorPool("retinaface"), width, height)
     for chunk in chunks:
@@ -14,8 +16,7 @@ Each chunk goes through these steps:
    small face can vanish in the downscaled frame;
 2. tracking: the faces followed through the video, per frame by track id (track.FaceTracker:
    one face, the largest or the `face_index`-th from the left);
-3. selection: the track to dub in each frame, the one face followed (a clip with several faces
-   takes pipelines/speakers.py's plan instead: every face tracked, the speaker chosen per frame);
+3. selection: the track to dub in each frame, the one face followed;
 4. interpolation of the selected box between detected frames (within one track);
 5. smoothing over track.SMOOTH_WINDOW frames, and padding by `pads`.
 
@@ -96,7 +97,7 @@ class FaceBoxes:
 
     def select(self, tracks: Tracks) -> tuple[int, Box] | None:
         """The track to dub in one frame, as (track id, box), or None. The tracker follows one
-        face, so it is that face's track (several faces: see pipelines/speakers.py)."""
+        face, so it is that face's track."""
         return next(iter(tracks.items()), None)
 
     def _detect(self, frames: list[np.ndarray]) -> list[list[Detection]]:

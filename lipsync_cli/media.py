@@ -262,7 +262,7 @@ class FrameReader:
     """
 
     def __init__(self, info: MediaInfo, chunk: int = 16, fps: Fraction | None = None,
-                 size: tuple[int, int] | None = None, keyframes: bool = False):
+                 size: tuple[int, int] | None = None):
         assert info.video is not None
         self.info = info
         self.video = info.video
@@ -271,26 +271,19 @@ class FrameReader:
         # (width, height) to scale to, e.g. a cheap low-resolution pass; None: the video's own
         self.size = None if size is None or tuple(size) == (self.video.width, self.video.height) else tuple(size)
         self.width, self.height = self.size or (self.video.width, self.video.height)
-        # only the keyframes, as they come (no rate): a glance at a clip for the price of a few frames
-        self.keyframes = keyframes
         self.frame_bytes = self.width * self.height * 3
         self._proc: subprocess.Popen | None = None
         self._stderr = tempfile.TemporaryFile()
 
     def _command(self) -> list[str]:
-        if self.keyframes:  # only what the decoder shows of its keyframes, each as it comes
-            video = ffmpeg.input(self.info.path, skip_frame="nokey")["v:0"]
-            timing = {"fps_mode": "passthrough"}
-        else:
-            video, timing = ffmpeg.input(self.info.path)["v:0"], {}
-            if self.fps is not None and (self.fps != self.video.fps or self.video.variable_rate):
-                video = video.filter("fps", fps=str(self.fps))
-            elif self.video.variable_rate:
-                video = video.filter("fps", fps=str(self.video.fps))
+        video = ffmpeg.input(self.info.path)["v:0"]
+        if self.fps is not None and (self.fps != self.video.fps or self.video.variable_rate):
+            video = video.filter("fps", fps=str(self.fps))
+        elif self.video.variable_rate:
+            video = video.filter("fps", fps=str(self.video.fps))
         if self.size is not None:
             video = video.filter("scale", self.size[0], self.size[1], flags="area")
-        args = ffmpeg.output(video, "pipe:1", format="rawvideo", pix_fmt="bgr24", sws_flags=DECODE_SWS_FLAGS,
-                             **timing).get_args()
+        args = ffmpeg.output(video, "pipe:1", format="rawvideo", pix_fmt="bgr24", sws_flags=DECODE_SWS_FLAGS).get_args()
         return [ffmpeg_binary(), "-hide_banner", "-nostdin", "-v", "error", *args]
 
     def __iter__(self) -> Iterator[np.ndarray]:

@@ -10,7 +10,7 @@ import pytest
 from lipsync_cli import media
 from lipsync_cli.faces import DetectorPool
 from lipsync_cli.faces.shots import ShotDetector, shot_index
-from lipsync_cli.faces.speakers import FacePlan, SpeakerOptions, SpeakerReport, find_tracks
+from lipsync_cli.faces.speakers import FacePlan, SpeakerOptions, SpeakerReport, Track, find_tracks, same_place_runs
 
 from conftest import EXAMPLES, decode_frames, write_frames
 
@@ -102,3 +102,19 @@ def test_the_plan_smooths_within_a_shot_only(jump_cut):
     assert plan.boxes(71)[2][0] > 220 and plan.boxes(70)[1][2] < 112 + 256
     smoothed = FacePlan(report, "auto", smooth=True).boxes(39)[0]
     assert smoothed == pytest.approx(tuple(tracks[0].boxes[-5:].mean(axis=0)), abs=1e-3)
+
+
+def test_faces_at_one_place_over_jump_cuts_form_one_run_for_the_synchrony_cues():
+    """Tracks end at every cut, but the speech cues of a face that goes on at the same place after
+    a jump cut keep their context: tracks are chained one to one, a face elsewhere or after a gap is not."""
+    def track(index, first, n, x, shot):
+        t = Track(index=index, first=first, boxes=np.tile(np.float32([x, 10, x + 50, 60]), (n, 1)), shot=shot)
+        t.scored_first, t.asd = first, np.zeros(n, np.float32)
+        return t
+
+    a0, b0 = track(0, 0, 40, 0, 0), track(1, 0, 40, 200, 0)
+    a1, b1 = track(2, 40, 30, 2, 1), track(3, 40, 30, 200, 1)  # the same places after the cut at 40
+    c2 = track(4, 70, 30, 100, 2)  # someone else, elsewhere, after the cut at 70
+    a3 = track(5, 105, 20, 2, 3)  # back at the first place, but not on the frame after a track ended
+    runs = [[t.index for t in run] for run in same_place_runs([c2, a1, b0, a3, a0, b1])]
+    assert sorted(runs) == [[0, 2], [1, 3], [4], [5]]

@@ -389,10 +389,10 @@ def score_tracks(info: media.MediaInfo, tracks: Sequence[Track], samples_16k: np
         t.asd = np.concatenate(s["asd"]) if s["asd"] else np.zeros(0, np.float32)
         moved = np.concatenate(s["motion"]) if s["motion"] else np.zeros(0, np.float32)
         dark = np.concatenate(s["darkness"]) if s["darkness"] else np.zeros(0, np.float32)
-        loudness = envelope[s["first"]:s["first"] + len(t.asd)]
-        t.sync = synchrony.synchrony(moved, loudness)
-        t.evidence = synchrony.evidence(moved, dark, loudness)
-        s.clear()  # nothing of the track is held any more
+        cues[t.index] = (moved, dark)  # a few numbers per frame: kept for the cues below
+        s.clear()  # nothing else of the track is held any more
+
+    cues: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     open_ = sorted(live.values(), key=lambda s: s["first"])
     active: list[dict] = []
@@ -422,8 +422,18 @@ def score_tracks(info: media.MediaInfo, tracks: Sequence[Track], samples_16k: np
     for s in active + open_:
         if s:
             finish(s)
-    # the cues of all tracks combined, on the 25 fps timeline, then brought to the clip's frames
+    # the synchrony cues, over each face's run of shots at one place (see `same_place_runs`)
     scored = [t for t in tracks if t.asd is not None and len(t.asd)]
+    for run in same_place_runs(scored):
+        moved = np.concatenate([cues[t.index][0] for t in run])
+        dark = np.concatenate([cues[t.index][1] for t in run])
+        loudness = envelope[run[0].scored_first:run[0].scored_first + len(moved)]
+        sync, evidence = synchrony.synchrony(moved, loudness), synchrony.evidence(moved, dark, loudness)
+        k = 0
+        for t in run:
+            t.sync, t.evidence = sync[k:k + len(t.asd)], evidence[k:k + len(t.asd)]
+            k += len(t.asd)
+    # the cues of all tracks combined, on the 25 fps timeline, then brought to the clip's frames
     timeline = {t.index: (_on_timeline(t.scored_first, t.asd, scored_frames),
                           _on_timeline(t.scored_first, t.sync, scored_frames),
                           _on_timeline(t.scored_first, t.evidence, scored_frames)) for t in scored}
@@ -436,6 +446,40 @@ def score_tracks(info: media.MediaInfo, tracks: Sequence[Track], samples_16k: np
                            t.scored_first, t.scored_first + len(t.asd) - 1)
             t.score = combined[t.index][a_of].astype(np.float32)
             t.raw = t.asd[a_of - t.scored_first].astype(np.float32)
+
+
+SAME_PLACE_IOU = 0.5  # a track that starts a shot where one ended the shot before, this close: a jump cut
+
+
+def same_place_runs(tracks: Sequence[Track]) -> list[list[Track]]:
+    """The tracks (scored, on the 25 fps timeline) grouped into runs of consecutive shots with a
+    face at the same place: one that starts on the frame after another ended, at a cut, its first
+    box overlapping the other's last by SAME_PLACE_IOU (a jump cut in one framing; one to one).
+    The synchrony cues measure a mouth against the speech over seconds: over such a run they keep
+    their context, where a track alone would start from nothing at every jump cut. Boxes, Light-ASD
+    and smoothing stay within each shot."""
+    from .track import iou
+
+    ordered = sorted(tracks, key=lambda t: t.scored_first)
+    follows: dict[int, Track] = {}
+    taken: set[int] = set()
+    for t in ordered:
+        end = t.scored_first + len(t.asd)
+        nexts = [u for u in ordered if u.scored_first == end and u.shot == t.shot + 1 and u.index not in taken
+                 and iou(t.boxes[-1], u.boxes[0]) >= SAME_PLACE_IOU]
+        if nexts:
+            u = max(nexts, key=lambda u: iou(t.boxes[-1], u.boxes[0]))
+            follows[t.index] = u
+            taken.add(u.index)
+    runs = []
+    for t in ordered:
+        if t.index in taken:
+            continue
+        run = [t]
+        while run[-1].index in follows:
+            run.append(follows[run[-1].index])
+        runs.append(run)
+    return runs
 
 
 # ----------------------------------------------------------------------------------------------
@@ -755,5 +799,5 @@ def clean_runs(mask: np.ndarray, min_run: int, min_pause: int) -> np.ndarray:
 
 
 __all__ = ["FacePlan", "SpeakerOptions", "SpeakerReport", "Track", "analysis_size", "clean_runs", "decide",
-           "find_speakers", "find_tracks", "has_speech", "load_detector", "place_turns_at_pauses", "score_tracks",
+           "find_speakers", "find_tracks", "has_speech", "load_detector", "place_turns_at_pauses", "same_place_runs", "score_tracks",
            "trim_to_raw", "turns_in_shot"]

@@ -255,6 +255,11 @@ def test_a_speaking_run_ends_where_light_asd_itself_turns():
     raw = np.array([-1] * 5 + [2] * 6 + [-1] * 9, float)  # turns at 5 and at 11
     sp.trim_to_raw(speaking, raw, reach=4)
     assert np.flatnonzero(speaking).tolist() == list(range(5, 11))
+    # an end beyond which another face speaks is left to the pause rule: not pulled in
+    speaking = np.array([0] * 3 + [1] * 12 + [0] * 5, bool)
+    others = np.array([1] * 3 + [0] * 12 + [0] * 5, bool)  # someone else speaks before, nobody after
+    sp.trim_to_raw(speaking, raw, reach=4, alone=~others)
+    assert np.flatnonzero(speaking).tolist() == list(range(3, 11))
     short = np.array([0, 1, 1, 0], bool)
     sp.trim_to_raw(short, np.full(4, -1.0), reach=4)
     assert short.tolist() == [False, True, False, False]  # a run keeps a frame

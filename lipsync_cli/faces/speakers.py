@@ -512,8 +512,16 @@ def decide(tracks: Sequence[Track], frames: int, fps: float, shots: Sequence[int
     for t in tracks:
         score = t.score if t.score is not None else np.full(len(t.boxes), np.nan, np.float32)
         t.speaking = clean_runs(np.nan_to_num(score, nan=-1.0) > 0, min_run, min_pause)
+    # where a turn meets nobody else's (a voice off screen, a pause), its ends follow Light-ASD's
+    # own score; a change between two faces is placed at the speech's pause below instead
+    talking = np.zeros(frames + 1, np.int32)
+    for t in tracks:
+        talking[t.first:t.first + len(t.speaking)] += t.speaking[:max(0, frames - t.first)]
+    for t in tracks:
         if t.raw is not None:
-            trim_to_raw(t.speaking, t.raw, int(round(synchrony.ASD_SMOOTH // 2 * per)))
+            alone = talking[t.first:t.first + len(t.speaking)] - t.speaking <= 0
+            trim_to_raw(t.speaking, t.raw, int(round(synchrony.ASD_SMOOTH // 2 * per)), alone)
+    for t in tracks:
         for k in range(len(t.boxes)):
             if t.first + k < frames:
                 present[t.first + k].append(t.index)
@@ -770,17 +778,21 @@ def _on_timeline(first: int, values: np.ndarray, frames: int) -> np.ndarray:
     return out
 
 
-def trim_to_raw(speaking: np.ndarray, raw: np.ndarray, reach: int) -> None:
+def trim_to_raw(speaking: np.ndarray, raw: np.ndarray, reach: int, alone: np.ndarray | None = None) -> None:
     """Each speaking run's ends pulled in, by up to `reach` frames, over frames where Light-ASD's
     own score is not above 0: the mean over ASD_SMOOTH frames that decides who speaks spreads a
-    loud turn's end (and start) into the voice that follows (or precedes) it. In place."""
+    loud turn's end (and start) into the voice that follows (or precedes) it. Only the ends whose
+    frames beyond are `alone` (bool: no other face speaks there; None: all). In place."""
+    n = len(speaking)
     for a, b in synchrony.runs(speaking):
         end = b
-        while end - 1 > a and b - end < reach and not raw[end - 1] > 0:
-            end -= 1
+        if alone is None or b >= n or alone[b]:
+            while end - 1 > a and b - end < reach and not raw[end - 1] > 0:
+                end -= 1
         start = a
-        while start + 1 < end and start - a < reach and not raw[start] > 0:
-            start += 1
+        if alone is None or a == 0 or alone[a - 1]:
+            while start + 1 < end and start - a < reach and not raw[start] > 0:
+                start += 1
         speaking[a:start] = False
         speaking[end:b] = False
 

@@ -15,11 +15,14 @@ import pytest
 from lipsync_cli.cli import main
 from lipsync_cli.synth.edits import EXAMPLES_CAST, build, example_sources, make_recipes
 
-from conftest import EXAMPLES, decode_frames
+from conftest import EXAMPLES, decode_frames, ffmpeg
 
 pytestmark = pytest.mark.slow
 
 CHANGED, NOISE = 8.0, 2.5  # mean grey levels over a lower face: dubbed / untouched (crf 0)
+
+
+SCALE = 0.5  # the 1280x720 composites are brought down to 640x360: a quarter of the pixels to code
 
 
 @pytest.fixture(scope="module")
@@ -28,14 +31,20 @@ def edits(tmp_path_factory) -> dict[str, tuple[Path, dict]]:
     src = example_sources(EXAMPLES)
     out = {}
     for recipe in make_recipes(["reaction", "broll", "offscreen", "leftright"], src, EXAMPLES_CAST):
+        truth = build(recipe, src, folder / f"{recipe.name}-720p.mp4").to_dict()
         path = folder / f"{recipe.name}.mp4"
-        out[recipe.kind] = (path, build(recipe, src, path).to_dict())
+        ffmpeg("-i", str(folder / f"{recipe.name}-720p.mp4"), "-vf", f"scale=iw*{SCALE}:ih*{SCALE}:flags=area",
+               "-c:v", "libx264", "-crf", "4", "-c:a", "copy", str(path))
+        for faces in truth["faces"]:
+            for face in faces:
+                face["box"] = [v * SCALE for v in face["box"]]
+        out[recipe.kind] = (path, truth)
     return out
 
 
 def lower_face(box) -> tuple[slice, slice]:
     x1, y1, x2, y2 = (int(round(v)) for v in box)
-    return slice((y1 + y2) // 2 + 4, y2 - 2), slice(x1 + 4, x2 - 4)
+    return slice((y1 + y2) // 2 + 2, y2 - 1), slice(x1 + 2, x2 - 2)
 
 
 def judge(source: Path, dubbed: Path, truth: dict) -> dict:
@@ -91,9 +100,6 @@ def test_the_summary_says_the_shots_and_the_faces_left_untouched(edits, narrow_c
     said = capsys.readouterr().err
     assert f"in {len(truth['cuts']) + 1} shots" in said
     assert "s of faces untouched because they did not speak (--speaker all dubs every face" in said
-    # --speaker all dubs the listener too: nothing left untouched
-    dub(video, tmp_path / "all.mp4", narrow_checkpoint, "--speaker", "all", "--json")
-    assert json.loads(capsys.readouterr().out)["silent_faces_seconds"] == 0
 
 
 def test_batch_and_the_python_api_dub_an_edited_clip(edits, narrow_checkpoint, tmp_path):

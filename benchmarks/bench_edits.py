@@ -381,6 +381,19 @@ def cmd_shots(args):
             secs += s
             results[label][t.name] = {"found": found}
         cost[label] = 1000 * secs / frames_total
+    # what dub runs: faces/shots.py (adaptive cuts, threshold fades, the flash and black-frame rules)
+    from lipsync_cli.faces.shots import ShotDetector
+
+    label, secs = "lipsync ShotDetector (faces/shots.py)", 0.0
+    results[label] = {}
+    for p, t in comps:
+        t0 = time.perf_counter()
+        shots, found = ShotDetector(edits.FPS), []
+        for frame in small[t.name]:
+            found += shots.push(frame)
+        results[label][t.name] = {"found": sorted(found + shots.flush())}
+        secs += time.perf_counter() - t0
+    cost[label] = 1000 * secs / frames_total
     for label, parts in UNIONS:
         results[label] = {}
         for p, t in comps:

@@ -8,6 +8,7 @@ symmetric normalisation to [-4, 4]). 80 mel frames per second of audio.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from fractions import Fraction
 
 import numpy as np
@@ -196,19 +197,18 @@ def speech_seconds(samples: np.ndarray) -> float:
     """How many seconds of 16 kHz mono `samples` are speech, by Silero VAD (MIT; its ONNX network
     ships inside the silero-vad package, run by ONNX Runtime): speech, not music, noise or
     silence, which the loudness alone cannot tell apart. About 15 ms per second of sound on a CPU."""
-    from silero_vad import get_speech_timestamps, load_silero_vad
+    from silero_vad import get_speech_timestamps
 
     x = np.ascontiguousarray(np.asarray(samples, np.float32).reshape(-1))
     if x.size < SAMPLE_RATE // 10:
         return 0.0
-    spans = get_speech_timestamps(x, _vad(load_silero_vad), sampling_rate=SAMPLE_RATE)
+    spans = get_speech_timestamps(x, _voice_activity_detector(), sampling_rate=SAMPLE_RATE)
     return sum(s["end"] - s["start"] for s in spans) / SAMPLE_RATE
 
 
-_VAD: list = []  # the Silero VAD network, loaded once per process
+@lru_cache(maxsize=1)
+def _voice_activity_detector():
+    """Silero VAD's network, loaded once per process."""
+    from silero_vad import load_silero_vad
 
-
-def _vad(load):
-    if not _VAD:
-        _VAD.append(load(onnx=True))
-    return _VAD[0]
+    return load_silero_vad(onnx=True)

@@ -33,7 +33,8 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ..errors import InputError
-from .base import Detection, FaceDetector
+from .base import FaceDetector
+from .detectors import detect_looking_twice
 from .track import DEFAULT_PADS, SMOOTH_WINDOW, Box, BoxSmoother, FaceTracker, Tracks, pad_box
 
 PixelBox = tuple[int, int, int, int]  # (x1, y1, x2, y2) in whole pixels, for frame[y1:y2, x1:x2]
@@ -67,7 +68,8 @@ class FaceBoxes:
         self.pads, self.detect_size, self.detect_every = tuple(pads), detect_size, detect_every
         self.fixed = None if box is None else fixed_box(box, width, height)
         self.detectors = detectors
-        self.detector = None if box is not None else detectors(detect_size)
+        if box is None:
+            detectors(detect_size)  # built now: a detector that cannot be set up fails before any frame
         self.tracker = FaceTracker(face_index)
         self.smoother = BoxSmoother(SMOOTH_WINDOW if smooth else 1)
         self.waiting: deque[np.ndarray] = deque()
@@ -82,7 +84,7 @@ class FaceBoxes:
         sampled = list(range(0, n, self.detect_every))
         if sampled[-1] != n - 1:
             sampled.append(n - 1)
-        tracks = self.tracker.tracks(self._detect([frames[k] for k in sampled]))
+        tracks = self.tracker.tracks(detect_looking_twice(self.detectors, self.detect_size, [frames[k] for k in sampled]))
         selected = [self.select(t) for t in tracks]
         self.waiting.extend(frames)
         out = self._finish(self.smoother.push(_interpolate(sampled, selected, n)))
@@ -99,16 +101,6 @@ class FaceBoxes:
         """The track to dub in one frame, as (track id, box), or None. The tracker follows one
         face, so it is that face's track."""
         return next(iter(tracks.items()), None)
-
-    def _detect(self, frames: list[np.ndarray]) -> list[list[Detection]]:
-        dets = self.detector.detect(frames)
-        missed = [i for i, d in enumerate(dets) if not d]
-        if missed and self.detect_size and max(self.width, self.height) > self.detect_size:
-            # A small face can vanish in the downscaled frame: look again at twice the size.
-            second = self.detectors(2 * self.detect_size).detect([frames[i] for i in missed])
-            for i, d in zip(missed, second):
-                dets[i] = d
-        return dets
 
     def _finish(self, boxes: list[Box | None]) -> list[tuple[np.ndarray, PixelBox | None]]:
         return [(self.waiting.popleft(), None if b is None else pad_box(b, self.pads, self.width, self.height))

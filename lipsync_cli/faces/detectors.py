@@ -6,7 +6,11 @@ The detectors implement the interface of base.py (:class:`FaceDetector`, which r
 
 from __future__ import annotations
 
-from .base import FaceDetector
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .base import Detection, FaceDetector
 from .retinaface import RetinaFaceDetector
 from .s3fd import S3FDDetector
 
@@ -49,3 +53,17 @@ class DetectorPool:
             self._built[max_side] = make_detector(self.name, self.device, max_side=max_side,
                                                   s3fd_weights=self.s3fd_weights)
         return self._built[max_side]
+
+
+def detect_looking_twice(detectors: Callable[[int], FaceDetector], detect_size: int,
+                         frames: Sequence[np.ndarray]) -> list[list[Detection]]:
+    """Detect on frames downscaled to `detect_size` (`detectors(size)`: a DetectorPool); frames
+    where that finds nothing are looked at again at twice the size, because a small face can
+    vanish in the downscaled frame (not when the frames are no larger than `detect_size`)."""
+    frames = list(frames)
+    dets = detectors(detect_size).detect(frames)
+    missed = [i for i, d in enumerate(dets) if not d]
+    if missed and detect_size and max(frames[0].shape[:2]) > detect_size:
+        for i, d in zip(missed, detectors(2 * detect_size).detect([frames[i] for i in missed])):
+            dets[i] = d
+    return dets

@@ -22,6 +22,8 @@ benchmarks/edits.md compares the detectors on edited composites of real clips.
 
 from __future__ import annotations
 
+import bisect
+
 import cv2
 import numpy as np
 
@@ -120,6 +122,4 @@ class ShotDetector:
 
 def shot_index(starts: list[int], frame: int) -> int:
     """The shot (0 = the first) that `frame` belongs to, given the sorted shot starts (0 left out)."""
-    import bisect
-
     return bisect.bisect_right(starts, frame)

@@ -54,7 +54,7 @@ from .. import media
 from ..errors import InputError
 from ..models import light_asd
 from . import synchrony
-from .detectors import DetectorPool
+from .detectors import DetectorPool, detect_looking_twice
 from .shots import ShotDetector
 from .track import SMOOTH_WINDOW, MultiFaceTracker, box_area, smooth_boxes
 
@@ -208,14 +208,11 @@ class _TrackCollector:
     """Detection and tracking for frames released in order with their shot known: what
     find_tracks runs behind the shot detector's short delay."""
 
-    def __init__(self, detectors: Callable[[int], object], opts: SpeakerOptions, fps: float, size: tuple[int, int],
-                 clock=None):
+    def __init__(self, detectors: Callable[[int], object], opts: SpeakerOptions, fps: float, clock=None):
         self.every = max(1, opts.detect_every)
         max_lost = max(1, int(round(MAX_LOST_SECONDS * fps)) // self.every)
         self.tracker = MultiFaceTracker(max_lost=max_lost)
         self.detectors, self.detect_size = detectors, opts.detect_size
-        self.detector = detectors(opts.detect_size)
-        self.retry = bool(opts.detect_size) and max(size) > opts.detect_size
         self.clock = clock
         self.batch: list[tuple[int, np.ndarray, int]] = []  # (frame index, frame, shot) to detect
         self.seen: dict[int, tuple[list[int], list[Box]]] = {}  # track id -> (frames, boxes), detected frames
@@ -235,12 +232,7 @@ class _TrackCollector:
         if not self.batch:
             return
         t = time.perf_counter()
-        frames = [f for _, f, _ in self.batch]
-        dets = self.detector.detect(frames)
-        missed = [i for i, d in enumerate(dets) if not d]
-        if missed and self.retry:  # a small face can vanish in the downscaled frame
-            for i, d in zip(missed, self.detectors(2 * self.detect_size).detect([frames[i] for i in missed])):
-                dets[i] = d
+        dets = detect_looking_twice(self.detectors, self.detect_size, [f for _, f, _ in self.batch])
         for (index, _, shot), found in zip(self.batch, self.tracker.tracks(dets)):
             for tid, box in found.items():
                 frames_, boxes = self.seen.setdefault(tid, ([], []))
@@ -261,7 +253,7 @@ def find_tracks(info: media.MediaInfo, detectors: Callable[[int], object], opts:
     size = analysis_size(info.video.width, info.video.height)
     scale = info.video.width / size[0], info.video.height / size[1]
     shots = ShotDetector(fps)
-    collector = _TrackCollector(detectors, opts, fps, size, clock)
+    collector = _TrackCollector(detectors, opts, fps, clock)
     held: deque[tuple[int, np.ndarray]] = deque()  # frames waiting until their shot is known
     starts: set[int] = {0}
     shot, shot_first = -1, 0
@@ -461,12 +453,14 @@ def same_place_runs(tracks: Sequence[Track]) -> list[list[Track]]:
     from .track import iou
 
     ordered = sorted(tracks, key=lambda t: t.scored_first)
+    starting: dict[int, list[Track]] = {}  # scored frame -> the tracks that start there
+    for t in ordered:
+        starting.setdefault(t.scored_first, []).append(t)
     follows: dict[int, Track] = {}
     taken: set[int] = set()
     for t in ordered:
-        end = t.scored_first + len(t.asd)
-        nexts = [u for u in ordered if u.scored_first == end and u.shot == t.shot + 1 and u.index not in taken
-                 and iou(t.boxes[-1], u.boxes[0]) >= SAME_PLACE_IOU]
+        nexts = [u for u in starting.get(t.scored_first + len(t.asd), ()) if u.shot == t.shot + 1
+                 and u.index not in taken and iou(t.boxes[-1], u.boxes[0]) >= SAME_PLACE_IOU]
         if nexts:
             u = max(nexts, key=lambda u: iou(t.boxes[-1], u.boxes[0]))
             follows[t.index] = u
@@ -507,8 +501,6 @@ def decide(tracks: Sequence[Track], frames: int, fps: float, shots: Sequence[int
     See the module docstring."""
     per = fps / FPS  # clip frames per 25 fps frame
     min_run, min_pause = int(round(MIN_RUN_SECONDS * fps)), int(round(MIN_PAUSE_SECONDS * fps))
-    speaking: list[list[int]] = [[] for _ in range(frames)]
-    present: list[list[int]] = [[] for _ in range(frames)]
     for t in tracks:
         score = t.score if t.score is not None else np.full(len(t.boxes), np.nan, np.float32)
         t.speaking = clean_runs(np.nan_to_num(score, nan=-1.0) > 0, min_run, min_pause)
@@ -521,20 +513,16 @@ def decide(tracks: Sequence[Track], frames: int, fps: float, shots: Sequence[int
         if t.raw is not None:
             alone = talking[t.first:t.first + len(t.speaking)] - t.speaking <= 0
             trim_to_raw(t.speaking, t.raw, int(round(synchrony.ASD_SMOOTH // 2 * per)), alone)
-    for t in tracks:
-        for k in range(len(t.boxes)):
-            if t.first + k < frames:
-                present[t.first + k].append(t.index)
-                if t.speaking[k]:
-                    speaking[t.first + k].append(t.index)
+    present = faces_per_frame(tracks, frames)
+    speaking = faces_per_frame(tracks, frames, lambda t: t.speaking)
     voiced = synchrony.voiced_frames(envelope) if envelope is not None else np.zeros(frames, bool)
     voiced = np.pad(voiced, (0, max(0, frames - len(voiced))))[:frames]
     off_screen, turn_pause = int(round(OFF_SCREEN_SECONDS * fps)), int(round(TURN_PAUSE_SECONDS * fps))
     dubbed: list[tuple[int, ...]] = []
     ends = list(shots[1:]) + [frames]
     for a, b in zip(shots, ends):
-        here = [tuple(p) for p in present[a:b]]
-        chosen = turns_in_shot([tuple(s) for s in speaking[a:b]], here, voiced[a:b], off_screen, turn_pause)
+        here = present[a:b]
+        chosen = turns_in_shot(speaking[a:b], here, voiced[a:b], off_screen, turn_pause)
         if envelope is not None:
             chosen = place_turns_at_pauses(chosen, here, voiced[a:b],
                                            reach_back=int(round((window + synchrony.ASD_SMOOTH // 2 + 1) * per)),
@@ -717,11 +705,7 @@ class FacePlan:
         for t in report.tracks:
             self.smoothed[t.index] = np.array(smooth_boxes([tuple(b) for b in t.boxes],
                                                            SMOOTH_WINDOW if self.smooth else 1), np.float32)
-        present: list[list[int]] = [[] for _ in range(report.frames)]
-        for t in report.tracks:
-            for j in range(t.first, min(t.last + 1, report.frames)):
-                present[j].append(t.index)
-        self.present = [tuple(p) for p in present]
+        self.present = faces_per_frame(report.tracks, report.frames)
         area = {t.index: box_area(t.box()) for t in report.tracks}
         centre = {t.index: (t.box()[0] + t.box()[2]) / 2 for t in report.tracks}
         self.by_speech = self.mode == "auto" and report.audio is not None and report.speech
@@ -772,6 +756,19 @@ class FacePlan:
 # ----------------------------------------------------------------------------------------------
 
 
+def faces_per_frame(tracks: Sequence[Track], frames: int,
+                    where: Callable[[Track], np.ndarray] | None = None) -> list[tuple[int, ...]]:
+    """Per frame of the clip (`frames` of them), the indices of the tracks in it, in the order of
+    `tracks`; with `where`, only where its (T,) bool mask is true."""
+    out: list[list[int]] = [[] for _ in range(frames)]
+    for t in tracks:
+        mask = where(t) if where is not None else None
+        for k in range(min(len(t.boxes), frames - t.first)):
+            if mask is None or mask[k]:
+                out[t.first + k].append(t.index)
+    return [tuple(p) for p in out]
+
+
 def _on_timeline(first: int, values: np.ndarray, frames: int) -> np.ndarray:
     out = np.full(frames, np.nan, np.float32)
     out[first:first + len(values)] = values[:max(0, frames - first)]
@@ -811,5 +808,5 @@ def clean_runs(mask: np.ndarray, min_run: int, min_pause: int) -> np.ndarray:
 
 
 __all__ = ["FacePlan", "SpeakerOptions", "SpeakerReport", "Track", "analysis_size", "clean_runs", "decide",
-           "find_speakers", "find_tracks", "has_speech", "load_detector", "place_turns_at_pauses", "same_place_runs", "score_tracks",
+           "faces_per_frame", "find_speakers", "find_tracks", "has_speech", "load_detector", "place_turns_at_pauses", "same_place_runs", "score_tracks",
            "trim_to_raw", "turns_in_shot"]

@@ -7,7 +7,7 @@ import numpy as np
 
 from .. import media
 from ..faces.shots import shot_index
-from ..faces.speakers import SpeakerReport
+from ..faces.speakers import SpeakerReport, faces_per_frame
 
 SPEAKING_BGR = (80, 220, 60)  # green: speaking
 SILENT_BGR = (60, 60, 230)  # red: in the frame, not speaking
@@ -31,6 +31,8 @@ def write_preview(report: SpeakerReport, output: str, force: bool = False, crf: 
     writer = media.FrameWriter(str(out.tmp), info.video.width, info.video.height, fps, report.audio,
                                crf=crf, preset="veryfast")
     line = max(1, round(max(info.video.width, info.video.height) / 640))
+    present = faces_per_frame(report.tracks, report.frames)  # not every track at every frame: an edit has thousands
+    by_index = {t.index: t for t in report.tracks}
     written = 0
     try:
         for chunk in media.FrameReader(info, chunk=16):
@@ -44,9 +46,7 @@ def write_preview(report: SpeakerReport, output: str, force: bool = False, crf: 
                     cv2.rectangle(frame, (0, 0), (w - 1, h - 1), CUT_BGR, 3 * line)
                     cv2.putText(frame, f"shot {shot}", (8 * line, 24 * line), cv2.FONT_HERSHEY_SIMPLEX,
                                 0.7 * line, CUT_BGR, max(1, line), cv2.LINE_AA)
-                for t in report.tracks:
-                    if a not in t:
-                        continue
+                for t in (by_index[i] for i in (present[a] if a < report.frames else ())):
                     k = a - t.first
                     speaking = t.speaking is not None and bool(t.speaking[k])
                     colour = SPEAKING_BGR if speaking else SILENT_BGR

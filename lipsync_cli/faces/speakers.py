@@ -11,13 +11,15 @@ The analysis streams over frames decoded at most ANALYSIS_SIDE pixels on their l
    between its own detections. A track shorter than MIN_TRACK_FRAMES is taken for a false
    detection, unless it lasts its whole (short) shot. Only the boxes are kept (four numbers per
    frame and face).
-2. scores (`score_tracks`), on Light-ASD's 25 fps timeline: the frames decoded a second time
-   (at low resolution that costs less than holding them); each track's crops cut as its frames
-   go by and scored by block, the last block as soon as the track ends, so memory stays flat in
-   the clip's length whatever the number of shots. The same crops give each face's lower-face
+2. scores, in the same pass (`_TrackScorer`), on Light-ASD's 25 fps timeline (its frame a is
+   the clip's frame round(a * fps / 25)): each track's crops cut as soon as its boxes are known
+   13 frames around them (about 1.5 s behind the decoder: the crops follow a median of the boxes,
+   and a face's track is known to have ended only max_lost detections after it was last seen)
+   and scored by block, the last block as soon as the track ends, so memory stays flat in the
+   clip's length whatever the number of shots. The same crops give each face's lower-face
    motion and mouth opening, which faces.synchrony compares with the speech's loudness; the cues
    are combined per frame (synchrony.combine: above 0, speaking) and brought back to the clip's
-   timeline.
+   timeline (`combine_scores`).
 3. decisions (`decide`), shot by shot: speaking runs shorter than MIN_RUN_SECONDS dropped and
    pauses shorter than MIN_PAUSE_SECONDS bridged; then per frame the faces that speak are dubbed;
    a frame where no face in the shot speaks but a voice is heard (someone off screen, a
@@ -33,14 +35,14 @@ The analysis streams over frames decoded at most ANALYSIS_SIDE pixels on their l
 speaks), largest, all, a track index, or the n-th face from the left (--face-index); boxes
 smoothed over each track, which never crosses a shot.
 
-Why two low-resolution passes rather than a look-ahead buffer of frames: Light-ASD's crops follow
-a median filter of the track's boxes over 13 frames, and a track is known to have ended only
-max_lost frames after its last detection, so a look-ahead would hold about a second of frames
-per face; a second decode at 640 pixels costs a few hundredths of a second per second of video.
+One decode serves both: holding 1.5 s of 640-pixel frames (they stay in the 32-frame blocks they
+were decoded into: three blocks, about 70 MB at 640x360) costs less than decoding
+the clip a second time (0.06 s per second of 720p video on 2 cores, 4% of a dub).
 """
 
 from __future__ import annotations
 
+import bisect
 import math
 import time
 from collections import deque
@@ -195,7 +197,7 @@ class SpeakerReport:
 
 
 # ----------------------------------------------------------------------------------------------
-# 1. Shots and faces
+# 1. Shots and faces, and 2. their scores, in one pass
 
 
 def analysis_size(width: int, height: int) -> tuple[int, int]:
@@ -210,13 +212,14 @@ class _TrackCollector:
 
     def __init__(self, detectors: Callable[[int], object], opts: SpeakerOptions, fps: float, clock=None):
         self.every = max(1, opts.detect_every)
-        max_lost = max(1, int(round(MAX_LOST_SECONDS * fps)) // self.every)
-        self.tracker = MultiFaceTracker(max_lost=max_lost)
+        self.max_lost = max(1, int(round(MAX_LOST_SECONDS * fps)) // self.every)
+        self.tracker = MultiFaceTracker(max_lost=self.max_lost)
         self.detectors, self.detect_size = detectors, opts.detect_size
         self.clock = clock
         self.batch: list[tuple[int, np.ndarray, int]] = []  # (frame index, frame, shot) to detect
         self.seen: dict[int, tuple[list[int], list[Box]]] = {}  # track id -> (frames, boxes), detected frames
         self.shot_of: dict[int, int] = {}  # track id -> shot
+        self.tracked = -1  # the last frame the tracker has seen (every frame before it too)
 
     def add(self, index: int, frame: np.ndarray, shot: int, shot_first: int, last_of_shot: bool):
         """A frame in order; detected when sampled, or the first or last of its shot."""
@@ -239,21 +242,235 @@ class _TrackCollector:
                 frames_.append(index)
                 boxes.append(box)
                 self.shot_of[tid] = shot
+        self.tracked = self.batch[-1][0]
         self.batch = []
         if self.clock:
             self.clock.add("detect", t)
 
+    def ended(self, tid: int) -> bool:
+        return tid not in self.tracker.live
+
+
+@dataclass
+class _Scoring:
+    """What scoring the tracks needs: Light-ASD, its window lengths and precision, and the speech."""
+
+    net: light_asd.LightASD
+    samples_16k: np.ndarray
+    windows: Sequence[float]
+    precision: str = "fp32"
+
+
+class _TrackScorer:
+    """Light-ASD's score and the synchrony cues of every track, from the frames the first pass
+    decodes (no second decode). Light-ASD's 25 fps frame a is the clip's frame round(a * fps / 25),
+    the one ffmpeg's fps filter picks. A crop's centre and size are medians over 13 frames of the
+    track's boxes, so a frame is held until the tracker is sure of every track in it that far
+    ahead: a face detected past that point, or its track ended (unseen for max_lost detections,
+    or a cut). That is about 1.5 s of analysis frames, whatever the clip's length or the number of
+    faces. Crops are copies; each track's are scored a block at a time and the rest as soon as
+    it ends, so nothing of a track but a few numbers per frame outlives it."""
+
+    def __init__(self, scoring: _Scoring, collector: _TrackCollector, fps: float, full_scale: tuple[float, float],
+                 frames_hint: int, clock=None):
+        import torch
+
+        self.collector, self.fps, self.clock = collector, fps, clock
+        self.net, self.windows = scoring.net, scoring.windows
+        self.device = next(self.net.parameters()).device
+        # On a CPU the visual encoder, nine tenths of the work, runs in ONNX Runtime when it can (fp32
+        # three times faster than PyTorch; the shipped weights' int8 copy twice as fast again, scores
+        # within 0.14 of fp32 on the talk clips); else bf16 where the CPU has AMX: 1.5 times faster
+        # than fp32, scores within 0.04 of fp32 (the same sign)
+        self.dtype = None if self.net.visual_in_onnx(self.device) else {
+            "bf16": torch.bfloat16, "fp16": torch.float16}.get(scoring.precision)
+        self.samples = scoring.samples_16k
+        t0 = time.perf_counter()
+        self.mfcc = light_asd.mfcc_for(self.samples, frames=self._scored(frames_hint) + FPS)
+        if clock:
+            clock.add("audio features", t0)
+        # full-frame pixels from analysis pixels, as Track keeps them (float32), and back
+        self.to_full = np.array([full_scale[0], full_scale[1], full_scale[0], full_scale[1]])
+        self.to_analysis = 1.0 / self.to_full
+        lengths = [max(1, int(round(d * FPS))) for d in self.windows]
+        self.block = math.lcm(*lengths) * max(1, round(BLOCK_SECONDS * FPS / math.lcm(*lengths)))
+        reach = light_asd.SMOOTHING // 2
+        self.reach = reach
+        self.hold = int(math.ceil((reach + 1) * fps / FPS)) + (collector.max_lost + 2) * collector.every
+        self.held: deque[tuple[int, np.ndarray]] = deque()  # frames released, their crops not yet cut
+        self.next_a = 0  # the next 25 fps frame to cut crops for
+        self.next_tid = 0  # the next track id to open (ids count up in the order tracks start)
+        self.open: dict[int, dict] = {}  # track id -> its scoring state
+        self.cues: dict[int, tuple[int, np.ndarray, np.ndarray, np.ndarray]] = {}  # id -> first a, asd, motion, dark
+
+    def _scored(self, frames: int) -> int:
+        return int(math.ceil(frames * FPS / self.fps))
+
+    def push(self, index: int, frame: np.ndarray, frames: int | None = None):
+        """Frame `index` released by the first pass; then cut the crops of every held frame the
+        tracker is sure about (all of them once `frames`, the clip's count, is given)."""
+        if frame is not None:
+            self.held.append((index, frame))
+        while self.held and (frames is not None or self.held[0][0] + self.hold <= self.collector.tracked):
+            self._cut(*self.held.popleft(), frames)
+
+    def _source(self, a: int, frames: int | None) -> int:
+        s = int(round(a * self.fps / FPS))
+        return s if frames is None else min(frames - 1, s)
+
+    def _cut(self, index: int, frame: np.ndarray, frames: int | None):
+        seen = self.collector.seen
+        while self.next_tid in seen and seen[self.next_tid][0][0] <= index:
+            self.open[self.next_tid] = {"first": None, "pending": [], "done": 0, "asd": [], "motion": [],
+                                        "darkness": [], "previous": None, "geometry": {}}
+            self.next_tid += 1
+        t1 = time.perf_counter()
+        last_frame = frames is not None and index == frames - 1
+        scored = self._scored(frames) if frames is not None else None
+        while (self.next_a < scored) if last_frame else (self._source(self.next_a, frames) <= index):
+            a = self.next_a
+            for tid, s in self.open.items():
+                detected = seen[tid][0]
+                if detected[0] <= index <= detected[-1]:
+                    if s["first"] is None:
+                        s["first"] = a
+                    cx, cy, half = self._geometry(tid, s, a, frames)
+                    s["pending"].append(light_asd.crop_face(frame, cx, cy, half).copy())  # not a view of the frame
+            self.next_a += 1
+        if self.clock:
+            self.clock.add("crops", t1)
+        for tid in list(self.open):
+            s = self.open[tid]
+            while len(s["pending"]) >= self.block:
+                self._score(s, s["pending"][:self.block])
+                del s["pending"][:self.block]
+            if last_frame or (seen[tid][0][-1] < index and self.collector.ended(tid)):
+                self._finish(tid)
+
+    def _box(self, tid: int, a: int, frames: int | None) -> np.ndarray | None:
+        """Track `tid`'s box on 25 fps frame a in analysis pixels (through Track's float32 full-frame
+        copy, so the crops are those of the track's stored boxes), None outside the track."""
+        if a < 0 or (frames is not None and a >= self._scored(frames)):
+            return None
+        detected, boxes = self.collector.seen[tid]
+        i = self._source(a, frames)
+        if not detected[0] <= i <= detected[-1]:
+            return None
+        j = bisect.bisect_left(detected, i)
+        if detected[j] == i:
+            box = np.array(boxes[j], np.float64)
+        else:  # between two detections: as np.interp over the whole track gives it
+            f0, f1 = detected[j - 1], detected[j]
+            box = np.array([np.interp(i, (f0, f1), (boxes[j - 1][c], boxes[j][c])) for c in range(4)])
+        return (box * self.to_full).astype(np.float32) * self.to_analysis
+
+    def _geometry(self, tid: int, s: dict, a: int, frames: int | None) -> tuple[float, float, float]:
+        """light_asd.crop_geometry at frame a: centre and half-size, each the median of 13 frames,
+        zeros beyond the track's ends."""
+        cache = s["geometry"]
+        for k in range(a - self.reach, a + self.reach + 1):
+            if k not in cache:
+                b = self._box(tid, k, frames)
+                cache[k] = (0.0, 0.0, 0.0) if b is None else (
+                    (b[0] + b[2]) / 2, (b[1] + b[3]) / 2, max(b[3] - b[1], b[2] - b[0]) / 2)
+        for k in [k for k in cache if k < a - self.reach]:
+            del cache[k]
+        values = np.array([cache[k] for k in range(a - self.reach, a + self.reach + 1)])
+        cx, cy, half = np.median(values, axis=0)
+        return float(cx), float(cy), float(half)
+
+    def _score(self, s: dict, crops: list[np.ndarray]):
+        from ..device import autocast
+
+        stack = np.stack(crops)
+        t1 = time.perf_counter()
+        first = 4 * (s["first"] + s["done"])
+        if len(self.mfcc) < first + 4 * len(stack):  # the clip is longer than its probe said
+            self.mfcc = light_asd.mfcc_for(self.samples, frames=s["first"] + s["done"] + len(stack) + FPS)
+        with autocast(self.device, self.dtype):
+            s["asd"].append(light_asd.speaking_scores(self.net, stack, self.mfcc[first:first + 4 * len(stack)],
+                                                      self.windows))
+        if self.clock:
+            self.clock.add("light-asd", t1)
+        t1 = time.perf_counter()
+        lead = s["previous"]
+        moved = synchrony.lower_face_motion(stack if lead is None else np.concatenate([lead[None], stack]))
+        s["motion"].append(moved if lead is None else moved[1:])
+        s["darkness"].append(synchrony.mouth_darkness(stack))
+        s["previous"] = stack[-1]
+        s["done"] += len(stack)
+        if self.clock:
+            self.clock.add("synchrony", t1)
+
+    def _finish(self, tid: int):
+        s = self.open.pop(tid)
+        while s["pending"]:
+            self._score(s, s["pending"][:self.block])  # exactly one block: windows start at its edges
+            del s["pending"][:self.block]
+        if s["first"] is not None and s["done"] >= light_asd.MIN_TRACK:  # shorter: the median box is no box
+            self.cues[tid] = (s["first"], np.concatenate(s["asd"]), np.concatenate(s["motion"]),
+                              np.concatenate(s["darkness"]))
+
+    def apply(self, tracks: Sequence[Track], ids: Sequence[int], frames: int):
+        """Set each track's scores (.asd, .sync, .evidence on the 25 fps timeline, .score and .raw
+        on the clip's) from what was cut for its tracker id."""
+        scored_frames = self._scored(frames)
+        t0 = time.perf_counter()
+        envelope = synchrony.speech_envelope(self.samples, scored_frames, fps=FPS)
+        if self.clock:
+            self.clock.add("audio features", t0)
+        motion: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        for t, tid in zip(tracks, ids):
+            if tid in self.cues:
+                t.scored_first, t.asd, moved, dark = self.cues[tid]
+                motion[t.index] = (moved, dark)
+        combine_scores(tracks, motion, envelope, scored_frames)
+
+
+def combine_scores(tracks: Sequence[Track], motion: dict[int, tuple[np.ndarray, np.ndarray]],
+                   envelope: np.ndarray, scored_frames: int) -> None:
+    """The synchrony cues of the tracks with Light-ASD scores (`motion`: their lower-face motion and
+    mouth darkness by track index), over each face's run of shots at one place (see
+    `same_place_runs`), combined with Light-ASD's per frame (synchrony.combine: above 0, speaking)
+    and brought to the clip's timeline: sets .sync, .evidence, .score and .raw."""
+    scored = [t for t in tracks if t.index in motion]
+    for run in same_place_runs(scored):
+        moved = np.concatenate([motion[t.index][0] for t in run])
+        dark = np.concatenate([motion[t.index][1] for t in run])
+        loudness = envelope[run[0].scored_first:run[0].scored_first + len(moved)]
+        sync, evidence = synchrony.synchrony(moved, loudness), synchrony.evidence(moved, dark, loudness)
+        k = 0
+        for t in run:
+            t.sync, t.evidence = sync[k:k + len(t.asd)], evidence[k:k + len(t.asd)]
+            k += len(t.asd)
+    timeline = {t.index: (_on_timeline(t.scored_first, t.asd, scored_frames),
+                          _on_timeline(t.scored_first, t.sync, scored_frames),
+                          _on_timeline(t.scored_first, t.evidence, scored_frames)) for t in scored}
+    combined = synchrony.combine({k: v[0] for k, v in timeline.items()}, {k: v[1] for k, v in timeline.items()},
+                                 {k: v[2] for k, v in timeline.items()}) if scored else {}
+    for t in tracks:
+        t.score = np.full(len(t.boxes), np.nan, np.float32)
+        if t.index in combined:
+            a_of = np.clip(np.round(np.arange(t.first, t.last + 1) * FPS / t.fps).astype(np.int64),
+                           t.scored_first, t.scored_first + len(t.asd) - 1)
+            t.score = combined[t.index][a_of].astype(np.float32)
+            t.raw = t.asd[a_of - t.scored_first].astype(np.float32)
+
 
 def find_tracks(info: media.MediaInfo, detectors: Callable[[int], object], opts: SpeakerOptions,
-                clock=None, limit: int | None = None) -> tuple[list[Track], list[int], int, tuple[int, int]]:
+                clock=None, limit: int | None = None,
+                scoring: _Scoring | None = None) -> tuple[list[Track], list[int], int, tuple[int, int]]:
     """Every face of the clip, shot by shot: (tracks, shot starts, frame count, analysis frame
-    size), over its first `limit` frames (None: all). Boxes are in full-frame pixels; `clock`
-    (a pipelines.stages.StageClock or None) counts the time of each stage."""
+    size), over its first `limit` frames (None: all), in one decode. Boxes are in full-frame
+    pixels; with `scoring`, every track's speaking scores too (see _TrackScorer); `clock` (a
+    timing.StageClock or None) counts the time of each stage."""
     fps = float(info.video.fps)
     size = analysis_size(info.video.width, info.video.height)
     scale = info.video.width / size[0], info.video.height / size[1]
     shots = ShotDetector(fps)
     collector = _TrackCollector(detectors, opts, fps, clock)
+    hint = info.video.frame_count if limit is None else min(limit, info.video.frame_count)
+    scorer = None if scoring is None else _TrackScorer(scoring, collector, fps, scale, hint, clock)
     held: deque[tuple[int, np.ndarray]] = deque()  # frames waiting until their shot is known
     starts: set[int] = {0}
     shot, shot_first = -1, 0
@@ -268,6 +485,8 @@ def find_tracks(info: media.MediaInfo, detectors: Callable[[int], object], opts:
                 shot, shot_first = shot + 1, index
             last = (index + 1) in starts or (final and index == n - 1)
             collector.add(index, frame, shot, shot_first, last)
+            if scorer:
+                scorer.push(index, frame)
 
     n = 0
     for chunk in media.FrameReader(info, chunk=32, size=size):
@@ -288,8 +507,10 @@ def find_tracks(info: media.MediaInfo, detectors: Callable[[int], object], opts:
     starts.update(shots.flush())
     release(final=True)
     collector.run()
+    if scorer:
+        scorer.push(n - 1, None, frames=n)
     shot_starts = sorted(starts)
-    tracks = []
+    tracks, ids = [], []
     for tid, (frames, boxes) in collector.seen.items():
         k = collector.shot_of[tid]
         shot_len = (shot_starts[k + 1] if k + 1 < len(shot_starts) else n) - shot_starts[k]
@@ -301,143 +522,18 @@ def find_tracks(info: media.MediaInfo, detectors: Callable[[int], object], opts:
         filled = np.stack([np.interp(span, frames, b[:, c]) for c in range(4)], axis=1)
         filled *= np.array([scale[0], scale[1], scale[0], scale[1]])
         tracks.append(Track(index=-1, first=frames[0], boxes=filled.astype(np.float32), shot=k, fps=fps))
-    tracks.sort(key=lambda t: (t.first, t.box()[0] + t.box()[2]))
+        ids.append(tid)
+    order = sorted(range(len(tracks)), key=lambda i: (tracks[i].first, tracks[i].box()[0] + tracks[i].box()[2]))
+    tracks, ids = [tracks[i] for i in order], [ids[i] for i in order]
     for i, t in enumerate(tracks):
         t.index = i
+    if scorer:
+        scorer.apply(tracks, ids, n)
     return tracks, shot_starts, n, size
 
 
 # ----------------------------------------------------------------------------------------------
-# 2. Scores
-
-
-def score_tracks(info: media.MediaInfo, tracks: Sequence[Track], samples_16k: np.ndarray, frames: int,
-                 size: tuple[int, int], net: light_asd.LightASD, windows: Sequence[float],
-                 clock=None, precision: str = "fp32") -> None:
-    """Light-ASD's score and the synchrony cues of every track, combined into its speaking score
-    (sets .asd, .sync, .evidence on the 25 fps timeline and .score on the clip's), from a second
-    decode at 25 fps; a track's crops are held for one block at most, and scored as soon as the
-    track ends. `frames`: the clip's frames analysed."""
-    if not tracks:
-        return
-    import torch
-
-    from ..device import autocast
-
-    fps = float(info.video.fps)
-    device = next(net.parameters()).device
-    # On a CPU the visual encoder, nine tenths of the work, runs in ONNX Runtime when it can (fp32
-    # three times faster than PyTorch; the shipped weights' int8 copy twice as fast again, scores
-    # within 0.14 of fp32 on the talk clips); else bf16 where the CPU has AMX: 1.5 times faster
-    # than fp32, scores within 0.04 of fp32 (the same sign)
-    dtype = None if net.visual_in_onnx(device) else {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-    scored_frames = int(math.ceil(frames * FPS / fps))
-
-    def source(a: int) -> int:  # the clip's frame that 25 fps frame a shows
-        return min(frames - 1, int(round(a * fps / FPS)))
-
-    t0 = time.perf_counter()
-    mfcc = light_asd.mfcc_for(samples_16k, frames=scored_frames)
-    envelope = synchrony.speech_envelope(samples_16k, scored_frames, fps=FPS)
-    if clock:
-        clock.add("audio features", t0)
-    scale = size[0] / info.video.width, size[1] / info.video.height
-    lengths = [max(1, int(round(d * FPS))) for d in windows]
-    block = math.lcm(*lengths) * max(1, round(BLOCK_SECONDS * FPS / math.lcm(*lengths)))
-    live: dict[int, dict] = {}  # track index -> its scoring state, for tracks long enough on the 25 fps timeline
-    for t in tracks:
-        span = [a for a in range(int(t.first * FPS / fps), int(math.ceil((t.last + 1) * FPS / fps)) + 1)
-                if a < scored_frames and t.first <= source(a) <= t.last]
-        if len(span) < light_asd.MIN_TRACK:
-            continue
-        picked = t.boxes[[source(a) - t.first for a in span]] * np.array([scale[0], scale[1], scale[0], scale[1]])
-        t.scored_first = span[0]
-        live[t.index] = {"track": t, "first": span[0], "last": span[-1], "geometry": light_asd.crop_geometry(picked),
-                         "pending": [], "done": 0, "asd": [], "motion": [], "darkness": [], "previous": None}
-
-    def score_block(s: dict, crops: list[np.ndarray]):
-        stack = np.stack(crops)
-        t1 = time.perf_counter()
-        first = 4 * (s["first"] + s["done"])
-        with autocast(device, dtype):
-            s["asd"].append(light_asd.speaking_scores(net, stack, mfcc[first:first + 4 * len(stack)], windows))
-        if clock:
-            clock.add("light-asd", t1)
-        t1 = time.perf_counter()
-        lead = s["previous"]
-        moved = synchrony.lower_face_motion(stack if lead is None else np.concatenate([lead[None], stack]))
-        s["motion"].append(moved if lead is None else moved[1:])
-        s["darkness"].append(synchrony.mouth_darkness(stack))
-        s["previous"] = stack[-1]
-        s["done"] += len(stack)
-        if clock:
-            clock.add("synchrony", t1)
-
-    def finish(s: dict):
-        while s["pending"]:
-            score_block(s, s["pending"][:block])  # exactly one block: windows start at its edges
-            del s["pending"][:block]
-        t = s["track"]
-        t.asd = np.concatenate(s["asd"]) if s["asd"] else np.zeros(0, np.float32)
-        moved = np.concatenate(s["motion"]) if s["motion"] else np.zeros(0, np.float32)
-        dark = np.concatenate(s["darkness"]) if s["darkness"] else np.zeros(0, np.float32)
-        cues[t.index] = (moved, dark)  # a few numbers per frame: kept for the cues below
-        s.clear()  # nothing else of the track is held any more
-
-    cues: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-
-    open_ = sorted(live.values(), key=lambda s: s["first"])
-    active: list[dict] = []
-    a = 0
-    for chunk in media.FrameReader(info, chunk=32, fps=Fraction(FPS), size=size):
-        chunk = chunk[:max(0, scored_frames - a)]
-        if not len(chunk):
-            break
-        t1 = time.perf_counter()
-        for frame in chunk:
-            while open_ and open_[0]["first"] <= a:
-                active.append(open_.pop(0))
-            for s in active:
-                if a <= s["last"]:
-                    cx, cy, half = s["geometry"][a - s["first"]]
-                    s["pending"].append(light_asd.crop_face(frame, cx, cy, half).copy())  # not a view of a bigger image
-            a += 1
-        if clock:
-            clock.add("crops", t1)
-        for s in list(active):
-            if a > s["last"]:  # the track ended: score what is left, keep nothing
-                finish(s)
-                active.remove(s)
-            while len(s.get("pending", ())) >= block:
-                score_block(s, s["pending"][:block])
-                del s["pending"][:block]
-    for s in active + open_:
-        if s:
-            finish(s)
-    # the synchrony cues, over each face's run of shots at one place (see `same_place_runs`)
-    scored = [t for t in tracks if t.asd is not None and len(t.asd)]
-    for run in same_place_runs(scored):
-        moved = np.concatenate([cues[t.index][0] for t in run])
-        dark = np.concatenate([cues[t.index][1] for t in run])
-        loudness = envelope[run[0].scored_first:run[0].scored_first + len(moved)]
-        sync, evidence = synchrony.synchrony(moved, loudness), synchrony.evidence(moved, dark, loudness)
-        k = 0
-        for t in run:
-            t.sync, t.evidence = sync[k:k + len(t.asd)], evidence[k:k + len(t.asd)]
-            k += len(t.asd)
-    # the cues of all tracks combined, on the 25 fps timeline, then brought to the clip's frames
-    timeline = {t.index: (_on_timeline(t.scored_first, t.asd, scored_frames),
-                          _on_timeline(t.scored_first, t.sync, scored_frames),
-                          _on_timeline(t.scored_first, t.evidence, scored_frames)) for t in scored}
-    combined = synchrony.combine({k: v[0] for k, v in timeline.items()}, {k: v[1] for k, v in timeline.items()},
-                                 {k: v[2] for k, v in timeline.items()}) if scored else {}
-    for t in tracks:
-        t.score = np.full(len(t.boxes), np.nan, np.float32)
-        if t.index in combined:
-            a_of = np.clip(np.round(np.arange(t.first, t.last + 1) * FPS / fps).astype(np.int64),
-                           t.scored_first, t.scored_first + len(t.asd) - 1)
-            t.score = combined[t.index][a_of].astype(np.float32)
-            t.raw = t.asd[a_of - t.scored_first].astype(np.float32)
+# 2. Same-place runs
 
 
 SAME_PLACE_IOU = 0.5  # a track that starts a shot where one ended the shot before, this close: a jump cut
@@ -629,19 +725,25 @@ def find_speakers(video: str, audio: str | None, opts: SpeakerOptions, *, score:
         detectors = DetectorPool(opts.detector, opts.device, opts.s3fd_weights)
     fps = float(info.video.fps)
     limit = None if seconds is None else max(1, int(math.ceil(seconds * fps)))
-    tracks, shots, frames, size = find_tracks(info, detectors, opts, clock, limit)
-    dubbed: list[tuple[int, ...]] = [()] * frames
-    spoken = True
-    if score:
+    scoring, spoken, samples = None, True, None
+    if score:  # the speech first: without any, nobody is scored and the pass only tracks faces
         t0 = time.perf_counter()
         samples = audio_mod.load_audio(speech).samples
-        envelope = synchrony.speech_envelope(samples, frames, fps=fps)
-        spoken = has_speech(samples[:int(math.ceil(frames / fps * 16000))], envelope)
+        # the frames to come, as the probe counts them (the speech past the picture is not heard)
+        heard = limit or info.video.frame_count or int(math.ceil(info.video.duration * fps)) or None
+        if heard is None:
+            heard = int(math.ceil(len(samples) / 16000 * fps))
+        spoken = has_speech(samples[:int(math.ceil(heard / fps * 16000))],
+                            synchrony.speech_envelope(samples, heard, fps=fps))
         clock.add("audio", t0)
         if spoken:
             if net is None:
                 net = load_detector(opts.weights, opts.device, opts.precision)
-            score_tracks(info, tracks, samples, frames, size, net, opts.windows, clock, _precision(opts))
+            scoring = _Scoring(net, samples, opts.windows, _precision(opts))
+    tracks, shots, frames, size = find_tracks(info, detectors, opts, clock, limit, scoring)
+    dubbed: list[tuple[int, ...]] = [()] * frames
+    if score:
+        envelope = synchrony.speech_envelope(samples, frames, fps=fps)
         window = max(int(round(d * FPS)) for d in opts.windows)
         dubbed = decide(tracks, frames, fps, shots, envelope if spoken else None, window=window)
     return SpeakerReport(video=video, audio=speech if score else None, weights=opts.weights, frames=frames,
@@ -808,5 +910,6 @@ def clean_runs(mask: np.ndarray, min_run: int, min_pause: int) -> np.ndarray:
 
 
 __all__ = ["FacePlan", "SpeakerOptions", "SpeakerReport", "Track", "analysis_size", "clean_runs", "decide",
-           "faces_per_frame", "find_speakers", "find_tracks", "has_speech", "load_detector", "place_turns_at_pauses", "same_place_runs", "score_tracks",
+           "faces_per_frame", "find_speakers", "find_tracks", "has_speech", "load_detector", "place_turns_at_pauses", "same_place_runs",
+           "combine_scores",
            "trim_to_raw", "turns_in_shot"]

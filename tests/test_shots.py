@@ -118,3 +118,38 @@ def test_faces_at_one_place_over_jump_cuts_form_one_run_for_the_synchrony_cues()
     a3 = track(5, 105, 20, 2, 3)  # back at the first place, but not on the frame after a track ended
     runs = [[t.index for t in run] for run in same_place_runs([c2, a1, b0, a3, a0, b1])]
     assert sorted(runs) == [[0, 2], [1, 3], [4], [5]]
+
+
+@pytest.mark.parametrize("fps", ["25", "30"])
+def test_scores_from_the_one_decode_equal_crops_from_a_25_fps_decode(clips, tmp_path, fps):
+    """Light-ASD's crops are cut from the frames the shot and face pass decodes, held until each
+    track's boxes are known 13 frames around them: the scores equal those of the whole track's
+    crops cut from the clip decoded again at 25 fps (ffmpeg's fps filter picks the frames), as
+    light_asd.crop_geometry and speaking_scores give them; cuts and a 30 fps clip included."""
+    from fractions import Fraction
+
+    from lipsync_cli import audio
+    from lipsync_cli.faces.speakers import find_speakers, load_detector
+    from lipsync_cli.models import light_asd
+
+    frames = np.concatenate([on_stage(clips["talk2"][:60], 112), on_stage(clips["talk"][:45], 200),
+                             on_stage(clips["talk2"][60:110], 20)])
+    video = write_frames(tmp_path / "cuts.mp4", frames, fps=fps)
+    speech = EXAMPLES / "speech.wav"
+    net = load_detector("light_asd_talkset")
+    report = find_speakers(str(video), str(speech), SpeakerOptions(), net=net)
+    assert len(report.shots) == 3 and len([t for t in report.tracks if t.asd is not None]) == 3
+    info = media.probe(str(video))
+    size = (info.video.width, info.video.height)
+    again = np.concatenate(list(media.FrameReader(info, chunk=32, fps=Fraction(25), size=size)))
+    samples = audio.load_audio(str(speech)).samples
+    scored_frames = int(np.ceil(report.frames * 25 / float(info.video.fps)))
+    mfcc = light_asd.mfcc_for(samples, frames=scored_frames)
+    for t in report.tracks:
+        span = [a for a in range(scored_frames)
+                if t.first <= min(report.frames - 1, round(a * float(info.video.fps) / 25)) <= t.last]
+        assert t.scored_first == span[0] and len(t.asd) == len(span)
+        boxes = t.boxes[[min(report.frames - 1, round(a * float(info.video.fps) / 25)) - t.first for a in span]]
+        crops = np.stack([light_asd.crop_face(again[a], *g) for a, g in zip(span, light_asd.crop_geometry(boxes))])
+        want = light_asd.speaking_scores(net, crops, mfcc[4 * span[0]:4 * (span[-1] + 1)], SpeakerOptions().windows)
+        np.testing.assert_allclose(t.asd, want, atol=1e-5)

@@ -7,6 +7,7 @@ symmetric normalisation to [-4, 4]). 80 mel frames per second of audio.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import lru_cache
 from fractions import Fraction
@@ -168,14 +169,64 @@ def output_frame_count(duration_s: float, fps: Fraction | float) -> int:
     return max(1, int(round(duration_s * float(fps))))
 
 
-def mfcc_100hz(samples: np.ndarray) -> np.ndarray:
-    """(13, n) MFCC at 100 Hz of 16 kHz audio (25 ms windows, 10 ms hop, 26 filters, lifter 22):
-    the python_speech_features defaults on 16-bit sample values, the front end the evaluation
-    SyncNet was trained on and the MFCC DAVS uses."""
-    import python_speech_features
+# The MFCC of python_speech_features' defaults (the front end of the evaluation SyncNet, DAVS and
+# Light-ASD): 25 ms frames every 10 ms, 512-point power spectrum, 26 mel filters 0-8 kHz, log,
+# orthonormal DCT-II, 13 cepstra, lifter 22, the first replaced by the frame's log energy.
+MFCC_WINDOW, MFCC_HOP, MFCC_NFFT = 400, 160, 512
+MFCC_FILTERS, MFCC_CEPSTRA, MFCC_LIFTER, MFCC_PREEMPHASIS = 26, 13, 22, 0.97
 
-    pcm = np.clip(np.round(samples * 32768.0), -32768, 32767)
-    return python_speech_features.mfcc(pcm, SAMPLE_RATE).T.astype(np.float32)
+
+def mfcc_100hz(samples: np.ndarray) -> np.ndarray:
+    """(13, n) MFCC at 100 Hz of 16 kHz audio, on 16-bit sample values, as python_speech_features
+    computes it with its defaults (tests/test_audio.py checks it against that package). Computed
+    here in numpy: the package imports scipy.fft for its one DCT, a quarter of a second at the
+    start of every dub, and is no longer maintained. Frames past the end are zero-padded, the
+    last one included (n = 1 + ceil((len - 400) / 160))."""
+    x = np.clip(np.round(np.asarray(samples, np.float64).reshape(-1) * 32768.0), -32768, 32767)
+    if x.size == 0:
+        x = np.zeros(1)
+    emphasized = np.concatenate([x[:1], x[1:] - MFCC_PREEMPHASIS * x[:-1]])
+    count = 1 if len(x) <= MFCC_WINDOW else 1 + int(math.ceil((len(x) - MFCC_WINDOW) / MFCC_HOP))
+    padded = np.zeros((count - 1) * MFCC_HOP + MFCC_WINDOW)
+    padded[:len(x)] = emphasized
+    frames = np.lib.stride_tricks.sliding_window_view(padded, MFCC_WINDOW)[::MFCC_HOP]
+    power = np.square(np.abs(np.fft.rfft(frames, MFCC_NFFT))) * (1.0 / MFCC_NFFT)
+    tiny = np.finfo(np.float64).eps  # a silent frame: log of the smallest step, not of zero
+    energy = power.sum(axis=1)
+    energy[energy == 0] = tiny
+    bands = power @ _mfcc_filters().T
+    bands[bands == 0] = tiny
+    cepstra = np.log(bands) @ _mfcc_dct()
+    cepstra *= 1 + (MFCC_LIFTER / 2) * np.sin(np.pi * np.arange(MFCC_CEPSTRA) / MFCC_LIFTER)
+    cepstra[:, 0] = np.log(energy)
+    return cepstra.T.astype(np.float32)
+
+
+@lru_cache(maxsize=1)
+def _mfcc_filters() -> np.ndarray:
+    """(26, 257) triangular filters on FFT bins, their corners evenly spaced in mels from 0 to 8 kHz,
+    each corner at floor(513 * hz / 16000)."""
+    top = 2595 * np.log10(1 + (SAMPLE_RATE / 2) / 700)
+    hz = 700 * (10 ** (np.linspace(0.0, top, MFCC_FILTERS + 2) / 2595) - 1)
+    corner = np.floor((MFCC_NFFT + 1) * hz / SAMPLE_RATE)
+    bins = np.arange(MFCC_NFFT // 2 + 1, dtype=np.float64)
+    filters = np.zeros((MFCC_FILTERS, len(bins)))
+    for j in range(MFCC_FILTERS):
+        lo, mid, hi = corner[j], corner[j + 1], corner[j + 2]
+        rising = (bins >= lo) & (bins < mid)
+        falling = (bins >= mid) & (bins < hi)
+        filters[j, rising] = (bins[rising] - lo) / (mid - lo)
+        filters[j, falling] = (hi - bins[falling]) / (hi - mid)
+    return filters
+
+
+@lru_cache(maxsize=1)
+def _mfcc_dct() -> np.ndarray:
+    """(26, 13): the first 13 rows of the orthonormal DCT-II, as a matrix to multiply by."""
+    n = np.arange(MFCC_FILTERS)[:, None]
+    k = np.arange(MFCC_CEPSTRA)[None, :]
+    scale = np.where(k == 0, np.sqrt(1.0 / MFCC_FILTERS), np.sqrt(2.0 / MFCC_FILTERS))
+    return np.cos(np.pi * k * (2 * n + 1) / (2 * MFCC_FILTERS)) * scale
 
 
 DAVS_MFCC_STEPS = 20  # 0.2 s of MFCC per video frame

@@ -89,6 +89,29 @@ def test_melspectrogram_of_very_short_audio_matches_the_recipe(n):
 # Loading
 
 
+@pytest.mark.parametrize("length", [0, 1, 300, 400, 401, 561, 16000 * 3 + 7, None])
+def test_mfcc_equals_python_speech_features(speech, length):
+    """audio.mfcc_100hz is python_speech_features.mfcc with its defaults on 16-bit values (the
+    front end SyncNet, DAVS and Light-ASD were trained on), framing and padding included."""
+    psf = pytest.importorskip("python_speech_features")
+    x = speech if length is None else speech[:length]
+    pcm = np.clip(np.round(x * 32768.0), -32768, 32767)
+    ours = audio.mfcc_100hz(x)
+    if length == 0:  # the package cannot take no samples; one silent frame here
+        assert ours.shape == (13, 1)
+        return
+    want = psf.mfcc(pcm, 16000).T
+    assert ours.shape == want.shape and ours.dtype == np.float32
+    np.testing.assert_allclose(ours, want, rtol=1e-5, atol=1e-4)
+    if length is None:
+        assert ours.shape[1] == 1 + int(np.ceil((len(x) - 400) / 160))
+
+
+def test_mfcc_of_silence_is_finite():
+    m = audio.mfcc_100hz(np.zeros(16000, np.float32))
+    assert m.shape == (13, 99) and np.isfinite(m).all()
+
+
 def test_load_audio_wav_16k_is_unchanged(example_audio, speech):
     a = audio.load_audio(str(example_audio))
     assert a.source_rate == 16000 and a.source_channels == 1

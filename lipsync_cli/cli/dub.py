@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Annotated, List, Optional, Tuple
 
@@ -69,18 +70,20 @@ def dub(
     **flags,
 ):
     """Re-sync the mouth in VIDEO (or a still image) to AUDIO."""
-    from ..pipelines.dub import dub as run_dub, load_model_for
+    from ..device import resolve_device
+    from ..pipelines.dub import dub as run_dub, start_loading
 
     if output is None:
         output = Path.cwd() / f"{video.stem}_dubbed.mp4"
     opts = dub_options(flags)
-    generator = load_model_for(opts)
-    if opts.enhance != "none" and generator.device.type == "cpu" and not (quiet or as_json):
+    started = time.perf_counter()
+    generator = start_loading(opts)  # the face analysis runs meanwhile
+    if opts.enhance != "none" and resolve_device(opts.device).type == "cpu" and not (quiet or as_json):
         err.print(f"note: {enhance_estimate(str(video), str(audio), opts.precision)}")
     with progress_bar("dubbing", quiet or as_json, RateColumn("frames"), TimeRemainingColumn()) as update:
         result = run_dub(generator, str(video), str(audio), str(output), opts, force=force, progress=update)
-    result.seconds += generator.load_seconds
-    result.stage_seconds["load"] = generator.load_seconds
+    result.seconds = time.perf_counter() - started
+    result.stage_seconds["load"] = generator.result().load_seconds
     if as_json:
         print(json.dumps(result.as_dict()))
     elif not quiet:

@@ -63,13 +63,18 @@ def load_model(checkpoint: str = "wav2lip_gan", device: str = "auto", precision:
     return runner
 
 
-def generator_workers(runner: "GeneratorRunner") -> int:
-    """How many generator batches a pipeline should run at once: one per core on a CPU (each on
-    one thread), one on a GPU. LIPSYNC_GENERATOR_WORKERS overrides (1: one batch over all cores)."""
-    if runner.device.type != "cpu":
+def generator_workers(device) -> int:
+    """How many generator batches a pipeline should run at once on `device`: one per core on a CPU
+    (each on one thread), one on a GPU. LIPSYNC_GENERATOR_WORKERS overrides (1: one batch over all cores)."""
+    if torch.device(device).type != "cpu":
         return 1
     env = os.environ.get("LIPSYNC_GENERATOR_WORKERS", "")
     return max(1, int(env)) if env.isdigit() else max(1, torch.get_num_threads())
+
+
+def batch_size_for(device, batch_size: int | None = None) -> int:
+    """The generator's batch: `batch_size`, or 16 faces on a CPU and 128 on CUDA."""
+    return batch_size or (128 if torch.device(device).type == "cuda" else 16)
 
 
 class GeneratorRunner:
@@ -106,7 +111,7 @@ class GeneratorRunner:
         self.net = fold_batchnorm(net, inplace=take_ownership).to(self.device, self.input_dtype)
         if not cuda:
             self.net = self.net.to(memory_format=torch.channels_last)
-        self.batch_size = batch_size or (128 if cuda else 16)
+        self.batch_size = batch_size_for(self.device, batch_size)
         # int8: the weights now (at load, on all threads), the activation ranges from the first batch
         self.quantized = False
         self._calibrating = threading.Lock()  # batches may come from several threads at once

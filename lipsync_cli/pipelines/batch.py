@@ -417,7 +417,7 @@ def run_batch(items: list[BatchItem], opts: DubOptions, job_dir: Path, shard: Sh
 
 
 def _run_locked(items, opts, job_dir, shard, retry_failed, force, on_outcome, on_start) -> BatchSummary:
-    from .dub import Dubber, load_model_for
+    from .dub import Dubber, start_loading
 
     mine = shard.select(items)
     todo, settled, adopted = plan(mine, job_dir, retry_failed, force)
@@ -444,8 +444,8 @@ def _run_locked(items, opts, job_dir, shard, retry_failed, force, on_outcome, on
     device = precision = ""
     enhance = "none"
     if runnable:
-        dubber = Dubber(load_model_for(opts), opts)  # loaded only when there is work
-        device, precision = str(dubber.runner.device), dubber.runner.precision
+        dubber = Dubber(start_loading(opts), opts)  # loaded only when there is work, while the first clip is analysed
+        device, precision = str(dubber.device), dubber.precision
         enhance = dubber.restorer.describe() if dubber.restorer is not None else "none"
         by_id = {it.id: it for it in runnable}
         digests: dict[str, str] = {}

@@ -38,7 +38,8 @@ from .. import audio as audio_mod
 from .. import media, outputs
 from ..errors import InputError, LipsyncError
 from ..faces import PASTE_MODES, BoxPaster, DetectorPool, FaceBoxes, first_blended_row, pad_box
-from ..models.inference import GeneratorRunner, generator_workers
+from ..device import auto_precision, resolve_device
+from ..models.inference import GeneratorRunner, batch_size_for, generator_workers
 from .enhance import ENHANCE_MODES, ENHANCE_REGIONS, FaceRestorer, restore_precision
 from .options import NO_FACE_ACTIONS, PER_CLIP_OPTIONS, DubOptions, parse_speaker
 from ..timing import StageClock
@@ -209,23 +210,38 @@ class Dubber:
     decoded while the last one's tail is generated and encoded.
 
     `model` is the loaded generator (load_model_for(opts), or lipsync_cli.load_model): it brings
-    its device, precision and batch size, so those fields of `opts` are not read here.
+    its device, precision and batch size, so those fields of `opts` are not read here. It may
+    also be a Future of one (`start_loading(opts)`): the first clip's face analysis, which does
+    not need the generator, then runs while it loads, and those fields of `opts` say what it
+    will be.
 
     A clip that fails (bad input, no face with on_no_face=error, an encoder error) is reported to
     `on_result` and leaves no output; the others go on. Ctrl-C and failures of the engine itself
-    propagate, after every temporary output has been removed."""
+    (a checkpoint that does not load among them) propagate, after every temporary output has been
+    removed."""
 
-    def __init__(self, model: GeneratorRunner, opts: DubOptions, restorer: FaceRestorer | None = None):
+    def __init__(self, model: GeneratorRunner | Future, opts: DubOptions, restorer: FaceRestorer | None = None):
         _validate(opts)
-        self.runner, self.opts = model, opts
+        self._model, self.opts = model, opts
+        loaded = isinstance(model, GeneratorRunner)
+        self.device = model.device if loaded else resolve_device(opts.device)
+        self.precision = model.precision if loaded else generator_precision(opts, self.device)
+        self.batch_size = model.batch_size if loaded else batch_size_for(self.device, opts.batch_size)
         self.paster = BoxPaster(opts.paste)
-        self.detectors = DetectorPool(opts.detector, str(self.runner.device), opts.s3fd_weights)
+        self.detectors = DetectorPool(opts.detector, str(self.device), opts.s3fd_weights)
         if restorer is None and opts.enhance != "none":
-            restorer = load_restorer(opts, str(self.runner.device))
+            restorer = load_restorer(opts, str(self.device))
         self.restorer = restorer  # `--enhance`: a stage of its own between the generator and the encoder
         self._speaker_nets: dict = {}  # Light-ASD by weights, loaded when a clip first needs one
         self._open: set[_Clip] = set()  # clips holding a temporary output, removed on an interruption
         self._open_lock = threading.Lock()
+
+    @property
+    def runner(self) -> GeneratorRunner:
+        """The generator, once loaded (waits for a load in progress; raises its error)."""
+        if isinstance(self._model, Future):
+            self._model = self._model.result()
+        return self._model
 
     # -- the decode + detect thread ---------------------------------------------------------
 
@@ -273,10 +289,10 @@ class Dubber:
                               "dubbed the largest face in every shot")
         t = time.perf_counter()
         try:
-            device = str(self.runner.device)
+            device = str(self.device)
             sopts = SpeakerOptions(weights=opts.speaker_weights, detector=opts.detector, detect_size=opts.detect_size,
                                    detect_every=opts.detect_every, device=device, s3fd_weights=opts.s3fd_weights,
-                                   precision="fp32" if self.runner.precision == "fp32" else "auto")
+                                   precision="fp32" if self.precision == "fp32" else "auto")
             if scored and opts.speaker_weights not in self._speaker_nets:
                 self._speaker_nets[opts.speaker_weights] = load_detector(opts.speaker_weights, device, sopts.precision)
             # the frames the output shows (the whole clip when it replays, else as long as the audio);
@@ -337,7 +353,7 @@ class Dubber:
                 return
             if n_out > clip.info.video.frame_count:
                 spill = media.FrameSpill(clip.width, clip.height)
-            reader = media.FrameReader(clip.info, chunk=self.runner.batch_size)
+            reader = media.FrameReader(clip.info, chunk=self.batch_size)
             decoded = 0
             for chunk in clip.clock.timed(reader, "decode"):
                 if spill is not None:
@@ -378,7 +394,7 @@ class Dubber:
 
     def _generated(self, requests: Iterable[ClipRequest]):
         """The event stream with items grouped into generator batches and their faces attached."""
-        batch = self.runner.batch_size
+        batch = self.batch_size
         pending: list[_Item] = []
 
         def run(clip: _Clip, items: list[_Item]):
@@ -401,7 +417,7 @@ class Dubber:
         # spread over all cores waits for whichever core the decoder or the encoder took; whole
         # batches side by side do not wait for each other. On a GPU, one batch at a time.
         # (with --enhance on a CPU, GFPGAN is the costly part: it keeps every core's thread)
-        workers = 1 if self.restorer is not None and self.runner.device.type == "cpu" else generator_workers(self.runner)
+        workers = 1 if self.restorer is not None and self.device.type == "cpu" else generator_workers(self.device)
         pool = ThreadPoolExecutor(workers, thread_name_prefix="generator") if workers > 1 else None
         ahead: collections.deque = collections.deque()  # events in order; batches as futures
 
@@ -425,6 +441,7 @@ class Dubber:
             torch.set_num_threads(1)
         try:
             for kind, clip, item in threaded(lambda: self._events(requests), maxsize=2 * batch, name="decode+detect"):
+                self.runner  # the decode thread is at work: wait for a generator still loading (or its error) here
                 if kind == _ITEM:
                     if clip.cancelled:
                         continue
@@ -615,23 +632,47 @@ def _as_clip_error(exc: Exception) -> LipsyncError:
     return error
 
 
-def load_model_for(opts: DubOptions) -> GeneratorRunner:
-    """The generator `opts` names, loaded on its device in its precision. With --paste hard,
+def generator_precision(opts: DubOptions, device: torch.device) -> str:
+    """The precision the generator runs in under `opts` on `device`. With --paste hard,
     --precision auto stays fp32: that mode reproduces the reference computation."""
+    precision = "fp32" if (opts.paste == "hard" and opts.precision == "auto") else opts.precision
+    return auto_precision(device) if precision == "auto" else precision
+
+
+def load_model_for(opts: DubOptions) -> GeneratorRunner:
+    """The generator `opts` names, loaded on its device in its precision (generator_precision)."""
     from ..models.inference import load_model
 
     _validate(opts)
-    precision = "fp32" if (opts.paste == "hard" and opts.precision == "auto") else opts.precision
-    return load_model(opts.checkpoint, opts.device, precision, opts.model, opts.batch_size)
+    return load_model(opts.checkpoint, opts.device, generator_precision(opts, resolve_device(opts.device)), opts.model,
+                      opts.batch_size)
 
 
-def dub(model: GeneratorRunner, video: str, audio_path: str, output: str, opts: DubOptions, force: bool = False,
+def start_loading(opts: DubOptions) -> Future:
+    """load_model_for(opts) in a thread of its own: a Future that Dubber and `dub` take in place of
+    the generator, so that reading the checkpoint (half a second for the published one, with its
+    int8 weights on a CPU) overlaps the first clip's face analysis. The options are checked here."""
+    _validate(opts)
+    future: Future = Future()
+
+    def load():
+        try:
+            future.set_result(load_model_for(opts))
+        except BaseException as exc:  # handed to whoever waits for the generator
+            future.set_exception(exc)
+
+    threading.Thread(target=load, name="load generator", daemon=True).start()
+    return future
+
+
+def dub(model: GeneratorRunner | Future, video: str, audio_path: str, output: str, opts: DubOptions, force: bool = False,
         progress: Callable[[int, int], None] | None = None) -> DubResult:
-    """Dub `video` (or a still image) with `audio_path` into `output` with the loaded `model`.
-    See the module docstring."""
+    """Dub `video` (or a still image) with `audio_path` into `output` with the loaded `model` (or a
+    Future of it: start_loading). See the module docstring."""
     started = time.perf_counter()
     outcome: list = []
-    outputs.refuse_inputs(output, (video, audio_path, model.checkpoint))  # before any work
+    checkpoint = model.checkpoint if isinstance(model, GeneratorRunner) else opts.checkpoint
+    outputs.refuse_inputs(output, (video, audio_path, checkpoint))  # before any work
     request = ClipRequest(video, audio_path, output, force=force)
     Dubber(model, opts).run([request], lambda req, result, error: outcome.append((result, error)),
                             progress=(lambda req, done, total: progress(done, total)) if progress else None)

@@ -4,7 +4,7 @@
     python benchmarks/bench_edits.py shots [--tnv2-python /tmp/tnv2-venv/bin/python]
     python benchmarks/bench_edits.py dub [--code CHECKOUT] [--kinds jump,leftright] [--rerun]
     python benchmarks/bench_edits.py cost --code /tmp/lipsync-base --code2 . [--runs 3]
-    python benchmarks/bench_edits.py memory [--code CHECKOUT] [--seconds 60,600] [--clip twoshot]
+    python benchmarks/bench_edits.py memory [--code CHECKOUT] [--seconds 60,600] [--clip twoshot] [--width 1]
 
 The composites (lipsync_cli/synth/edits.py; benchmarks/edits.md says how they are made) are
 1280x720, 25 fps, H.264 with one AAC speech track, built from ../shared/media into --work
@@ -482,7 +482,18 @@ def code_tag(code: Path) -> tuple[str, str]:
     return tag, said
 
 
-def checkpoint(work: Path, code: Path) -> Path:
+def checkpoint(work: Path, code: Path, width: float = 1.0) -> Path:
+    """A seeded random generator (grey mouths) at `width` times the published channels (a narrower
+    one only where the generator's own cost is beside the point: memory over length)."""
+    if width != 1.0:
+        ckpt = work / "weights" / f"random-w{width:g}.pth"
+        if not ckpt.exists():
+            ckpt.parent.mkdir(parents=True, exist_ok=True)
+            code_ = ("import sys, torch; from lipsync_cli.checkpoints import save_published; "
+                     "from lipsync_cli.models.wav2lip import build_generator; torch.manual_seed(0); "
+                     "save_published(build_generator('wav2lip', width=float(sys.argv[1])), sys.argv[2])")
+            subprocess.run([sys.executable, "-c", code_, str(width), str(ckpt)], cwd=code, check=True)
+        return ckpt
     ckpt = work / "weights" / "random.pth"
     if not ckpt.exists():
         ckpt.parent.mkdir(parents=True, exist_ok=True)
@@ -802,7 +813,8 @@ def cmd_memory(args):
     header(f"Peak memory of a dub of a looped edited composite: {described}", args.argv)
     comps = {t.name: p for p, t in composites(args.work, [args.clip.split("-")[0]])}
     clip = comps[args.clip]
-    ckpt = checkpoint(args.work, code)
+    ckpt = checkpoint(args.work, code, args.width)
+    print(f"generator: {ckpt.name} (seeded random, {args.width:g} of the published width)\n")
     rows, peaks = [], {}
     for sec in args.seconds:
         looped = args.work / "memory" / f"{args.clip}-{sec}s.mp4"
@@ -846,6 +858,8 @@ def main(argv=None):
     ap.add_argument("--runs", type=int, default=3, help="cost: paired runs per clip")
     ap.add_argument("--seconds", default="60,600", help="memory: lengths to loop the composite to")
     ap.add_argument("--clip", default="twoshot", help="memory: the composite to loop")
+    ap.add_argument("--width", type=float, default=1.0,
+                    help="memory: the random generator's width (0.25: a quarter of the channels, so an hour dubs in about an hour)")
     ap.add_argument("--rerun", action="store_true", help="dub: dub again even where a run of this code exists")
     ap.add_argument("--timeout", type=float, default=1800, help="seconds one dub may take")
     ap.add_argument("--t-face", type=float, default=T_FACE)

@@ -27,6 +27,7 @@ OnNoFaceOpt = Annotated[str, typer.Option(help=PER_CLIP["on_no_face"].help, call
 PasteOpt = Annotated[str, typer.Option(help="feather: blend the lower face softly into the frame; hard: paste the whole box back exactly like the reference Wav2Lip inference.")]
 LoopOpt = Annotated[bool, typer.Option("--loop", help=PER_CLIP["loop"].help)]
 SmoothOpt = Annotated[bool, typer.Option("--smooth/--no-smooth", help=PER_CLIP["smooth"].help)]
+AlignOpt = Annotated[bool, typer.Option("--align/--no-align", help="Crop a tilted head along its tilt (its eye line, read from the detector's landmarks) so the generator sees it upright, and put the mouth back along it; --no-align: upright boxes, as Wav2Lip. --paste hard and --box never turn.")]
 DetectEveryOpt = Annotated[int, typer.Option(min=1, help="Detect faces on every N-th frame; boxes in between are interpolated.")]
 PrecisionOpt = Annotated[str, typer.Option(help="auto (fp16 on CUDA; bf16 on a CPU with AMX; int8 on other CPUs; fp32 with --paste hard), fp32, fp16 (CUDA), bf16 or int8 (CPU).")]
 BatchSizeOpt = Annotated[Optional[int], typer.Option(min=1, help="Frames per generator batch (default: 16 on CPU, 128 on CUDA, halved on out-of-memory).")]
@@ -42,7 +43,7 @@ DUB_FLAGS = {
         ("model", ModelOpt), ("detector", DetectorOpt), ("box", BoxOpt), ("pads", PadsOpt),
         ("face_index", FaceIndexOpt), ("speaker", SpeakerOpt), ("speaker_audio", SpeakerAudioOpt),
         ("speaker_weights", SpeakerWeightsOpt), ("on_no_face", OnNoFaceOpt), ("paste", PasteOpt), ("loop", LoopOpt),
-        ("fps", FpsOpt), ("smooth", SmoothOpt), ("detect_size", DetectSizeOpt), ("detect_every", DetectEveryOpt),
+        ("fps", FpsOpt), ("smooth", SmoothOpt), ("align", AlignOpt), ("detect_size", DetectSizeOpt), ("detect_every", DetectEveryOpt),
         ("s3fd_weights", S3fdWeightsOpt), ("device", DeviceOpt), ("precision", PrecisionOpt),
         ("batch_size", BatchSizeOpt), ("crf", CrfOpt), ("enhance", EnhanceOpt), ("enhance_weights", EnhanceWeightsOpt),
         ("enhance_region", EnhanceRegionOpt)]},

@@ -5,6 +5,10 @@ template, and back through its inverse (paste.AlignedPaster).
 - GFPGAN (`dub --enhance gfpgan`): RetinaFace's five landmarks onto RESTORE_TEMPLATE, the points
   where GFPGAN's training faces (FFHQ, aligned by facexlib) have them in 512x512
   (`five_point_alignment`).
+- The generator (`dub`, `preprocess --align`): a face's box turned with its head (`head_warp`),
+  by the roll its eye line shows (`roll_degrees`, read again on the face turned upright by
+  `upright_face`: RetinaFace's landmarks drift on a tilted face), so the generator sees an upright
+  face framed as today's box frames one, and the mouth goes back along the head.
 
 The template puts the eyes and the mouth where the synthetic corpus's face crops have them (an
 upright face filling the crop as Wav2Lip's crops do), so real photos aligned here are framed like
@@ -16,7 +20,9 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .base import Detection
+from typing import Callable
+
+from .base import Detection, FaceDetector
 
 # (x, y) as fractions of the aligned face's side: left eye, right eye, mouth centre
 TEMPLATE = np.array([[0.329, 0.274], [0.671, 0.274], [0.500, 0.674]], np.float64)
@@ -87,3 +93,93 @@ def box_landmarks(box: tuple[float, float, float, float]) -> np.ndarray:
     w, h = x2 - x1, y2 - y1
     rel = np.array([[0.31, 0.40], [0.69, 0.40], [0.50, 0.58], [0.35, 0.78], [0.65, 0.78]])
     return np.column_stack([x1 + rel[:, 0] * w, y1 + rel[:, 1] * h])
+
+
+# -- the generator's crop, turned with the head ------------------------------------------------
+
+REFINE_FROM = 4.0  # degrees: a face that leans more is looked at again, turned upright
+REFINE_SIZE = 192  # pixels: the side of that second look (the face fills 1 / REFINE_CONTEXT of it)
+REFINE_CONTEXT = 1.6
+UPRIGHT_BELOW = 3.0  # degrees: a head that leans less is cropped upright, exactly as without alignment
+TURNED_FROM = 6.0  # ... and from here on turned by all of its roll (in between, a share of it)
+
+
+def roll_degrees(landmarks: np.ndarray) -> float:
+    """A face's roll from its landmarks: the angle of the line from the eye on the image's left of
+    an upright face to the other (RetinaFace's five points: its first two; face-alignment's 68:
+    the eyes' centres), in degrees, positive when the face is turned clockwise on screen."""
+    lm = np.asarray(landmarks, np.float64)
+    if len(lm) == 68:
+        a, b = lm[36:42].mean(axis=0), lm[42:48].mean(axis=0)
+    else:
+        a, b = lm[0], lm[1]
+    return float(np.degrees(np.arctan2(b[1] - a[1], b[0] - a[0])))
+
+
+def upright_face(detect: Callable[[int], FaceDetector], frame: np.ndarray,
+                 det: Detection) -> tuple[float, tuple[float, float, float, float]] | None:
+    """(roll, (cx, cy, w, h)) of a detected face that leans: the face turned upright by the roll
+    of its first landmarks and detected again at REFINE_SIZE (`detect(size)`: a DetectorPool),
+    where RetinaFace's landmarks are accurate (within 2 degrees on the sample clips rolled by up to
+    40, where the first reading is up to 10 off), and its box is a box of an upright face: centre,
+    width and height in `frame`'s pixels, the box to turn by the roll. None when the face does
+    not lean by REFINE_FROM degrees or more, has no landmarks, or is not found again."""
+    if det.landmarks is None:
+        return None
+    first = roll_degrees(det.landmarks)
+    if abs(first) < REFINE_FROM:
+        return None
+    cx, cy = det.center
+    side = REFINE_CONTEXT * max(det.width, det.height)
+    turn = cv2.getRotationMatrix2D((cx, cy), first, REFINE_SIZE / side)  # counter-clockwise by `first`: upright
+    turn[:, 2] += (REFINE_SIZE / 2 - cx, REFINE_SIZE / 2 - cy)
+    view = cv2.warpAffine(frame, turn, (REFINE_SIZE, REFINE_SIZE), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_REPLICATE)
+    found = [d for d in detect(REFINE_SIZE).detect([view])[0] if d.landmarks is not None]
+    if not found:
+        return None
+    centre = np.array([REFINE_SIZE / 2, REFINE_SIZE / 2])
+    again = min(found, key=lambda d: np.hypot(*(np.array(d.center) - centre)))
+    back = cv2.invertAffineTransform(turn)
+    x, y = back @ np.array([*again.center, 1.0])
+    scale = side / REFINE_SIZE
+    return first + roll_degrees(again.landmarks), (float(x), float(y), again.width * scale, again.height * scale)
+
+
+def applied_roll(roll: float) -> float:
+    """The roll a crop is turned by: none below UPRIGHT_BELOW degrees (the landmarks' jitter on an
+    upright face; its crop stays exactly today's), all of it from TURNED_FROM, a growing share in
+    between (no jump as a head starts to lean)."""
+    lean = abs(roll)
+    if lean <= UPRIGHT_BELOW:
+        return 0.0
+    return roll * min(1.0, (lean - UPRIGHT_BELOW) / (TURNED_FROM - UPRIGHT_BELOW))
+
+
+def head_warp(head: tuple[float, float, float, float], roll: float, pads: tuple[int, int, int, int],
+              size: int) -> np.ndarray:
+    """The 2x3 transform from frame pixels to the size x size crop of a face box turned by `roll`
+    degrees about its centre: `head` = (cx, cy, w, h) of the box as the face's own axes see it,
+    grown by `pads` (top, bottom, left, right) along those axes, as pad_box grows an upright box.
+    At roll 0 it samples as cv2.resize of the padded box does (pixel centres to pixel centres)."""
+    cx, cy, w, h = (float(v) for v in head)
+    top, bottom, left, right = (float(p) for p in pads)
+    x0, y0 = -w / 2 - left, -h / 2 - top  # the padded box's corner, in the face's axes about its centre
+    width, height = w + left + right, h + top + bottom
+    t = np.radians(roll)
+    along = np.array([np.cos(t), np.sin(t)])  # the eye line, on screen
+    down = np.array([-np.sin(t), np.cos(t)])  # from the eyes to the mouth
+    sx, sy = size / width, size / height
+    centre = np.array([cx, cy])
+    # crop x = (u - x0) * sx - 0.5 + sx / 2 with u the frame pixel's position along the eye line
+    # (the half pixels: cv2.resize's pixel-centre convention), y alike along `down`
+    return np.array([
+        [sx * along[0], sx * along[1], sx * (-along @ centre - x0) + sx / 2 - 0.5],
+        [sy * down[0], sy * down[1], sy * (-down @ centre - y0) + sy / 2 - 0.5],
+    ])
+
+
+def turned_crop(frame: np.ndarray, warp: np.ndarray, size: int) -> np.ndarray:
+    """The size x size crop `warp` (head_warp) cuts from `frame`; beyond the frame's edges its
+    border pixels repeat."""
+    return cv2.warpAffine(frame, warp, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)

@@ -55,7 +55,7 @@ import numpy as np
 from .. import media
 from ..errors import InputError
 from ..models import light_asd
-from . import synchrony
+from . import align, synchrony
 from .detectors import DetectorPool, detect_looking_twice
 from .shots import ShotDetector
 from .track import SMOOTH_WINDOW, MultiFaceTracker, box_area, smooth_boxes
@@ -88,6 +88,9 @@ class SpeakerOptions:
     # fp16 on CUDA), or fp32
     precision: str = "auto"
     s3fd_weights: str | None = None
+    # read each face's roll (faces.align: a leaning face looked at again, turned upright), for a
+    # dub that crops along the head
+    align: bool = False
 
 
 @dataclass
@@ -108,6 +111,10 @@ class Track:
     asd: np.ndarray | None = None
     sync: np.ndarray | None = None
     evidence: np.ndarray | None = None
+    # with SpeakerOptions.align: (T,) the face's roll in degrees (align.roll_degrees), and (T, 4)
+    # its box as the face's own axes see it, centre x, centre y, width, height (full-frame pixels)
+    roll: np.ndarray | None = None
+    heads: np.ndarray | None = None
 
     @property
     def last(self) -> int:
@@ -218,6 +225,8 @@ class _TrackCollector:
         self.clock = clock
         self.batch: list[tuple[int, np.ndarray, int]] = []  # (frame index, frame, shot) to detect
         self.seen: dict[int, tuple[list[int], list[Box]]] = {}  # track id -> (frames, boxes), detected frames
+        self.turns: dict[int, list[tuple[float, float, float, float, float]]] = {}  # with align: roll, cx, cy, w, h
+        self.align = opts.align
         self.shot_of: dict[int, int] = {}  # track id -> shot
         self.tracked = -1  # the last frame the tracker has seen (every frame before it too)
 
@@ -236,16 +245,35 @@ class _TrackCollector:
             return
         t = time.perf_counter()
         dets = detect_looking_twice(self.detectors, self.detect_size, [f for _, f, _ in self.batch])
-        for (index, _, shot), found in zip(self.batch, self.tracker.tracks(dets)):
+        for (index, frame, shot), found, faces in zip(self.batch, self.tracker.tracks(dets), dets):
             for tid, box in found.items():
                 frames_, boxes = self.seen.setdefault(tid, ([], []))
                 frames_.append(index)
                 boxes.append(box)
                 self.shot_of[tid] = shot
+                if self.align:
+                    self.turns.setdefault(tid, []).append(self._turn(frame, box, faces))
         self.tracked = self.batch[-1][0]
         self.batch = []
         if self.clock:
             self.clock.add("detect", t)
+
+    def _turn(self, frame: np.ndarray, box: Box, faces: Sequence) -> tuple[float, float, float, float, float]:
+        """(roll, cx, cy, w, h) of the face detected at `box`: read again on the face turned upright
+        when it leans (align.upright_face), else its landmarks' roll and its box."""
+        det = next((d for d in faces if tuple(float(v) for v in d.box) == tuple(box)), None)
+        x1, y1, x2, y2 = box
+        plain = ((x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1)
+        if det is None or det.landmarks is None:
+            return (0.0, *plain)
+        t = time.perf_counter()
+        upright = align.upright_face(self.detectors, frame, det)
+        if self.clock:
+            self.clock.add("roll", t)
+        if upright is None:
+            return (align.roll_degrees(det.landmarks), *plain)
+        roll, head = upright
+        return (roll, *head)
 
     def ended(self, tid: int) -> bool:
         return tid not in self.tracker.live
@@ -521,7 +549,13 @@ def find_tracks(info: media.MediaInfo, detectors: Callable[[int], object], opts:
         span = np.arange(frames[0], frames[-1] + 1)
         filled = np.stack([np.interp(span, frames, b[:, c]) for c in range(4)], axis=1)
         filled *= np.array([scale[0], scale[1], scale[0], scale[1]])
-        tracks.append(Track(index=-1, first=frames[0], boxes=filled.astype(np.float32), shot=k, fps=fps))
+        track = Track(index=-1, first=frames[0], boxes=filled.astype(np.float32), shot=k, fps=fps)
+        if tid in collector.turns:  # roll and the head's own box, filled in between detections alike
+            turns = np.array(collector.turns[tid], np.float64)
+            track.roll = np.interp(span, frames, turns[:, 0]).astype(np.float32)
+            heads = np.stack([np.interp(span, frames, turns[:, c]) for c in range(1, 5)], axis=1)
+            track.heads = (heads * np.array([scale[0], scale[1], scale[0], scale[1]])).astype(np.float32)
+        tracks.append(track)
         ids.append(tid)
     order = sorted(range(len(tracks)), key=lambda i: (tracks[i].first, tracks[i].box()[0] + tracks[i].box()[2]))
     tracks, ids = [tracks[i] for i in order], [ids[i] for i in order]
@@ -804,9 +838,22 @@ class FacePlan:
     def __post_init__(self):
         report = self.report
         self.tracks = {t.index: t for t in report.tracks}
+        window = SMOOTH_WINDOW if self.smooth else 1
+        self.turns: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # track -> (heads, applied roll), smoothed alike
         for t in report.tracks:
-            self.smoothed[t.index] = np.array(smooth_boxes([tuple(b) for b in t.boxes],
-                                                           SMOOTH_WINDOW if self.smooth else 1), np.float32)
+            self.smoothed[t.index] = np.array(smooth_boxes([tuple(b) for b in t.boxes], window), np.float32)
+            if t.roll is not None and t.heads is not None:
+                # the roll smoothed as the boxes are (smooth_boxes averages 4-tuples)
+                roll = np.array([r[0] for r in smooth_boxes([(float(r),) * 4 for r in t.roll], window)])
+                applied = np.array([align.applied_roll(r) for r in roll], np.float32)
+                if applied.any():
+                    heads = np.array(smooth_boxes([tuple(h) for h in t.heads], window), np.float32)
+                    # the head's own box where it leans, the plain box where it does not, a blend in between
+                    share = np.clip(np.abs(applied) / np.maximum(np.abs(roll), 1e-6), 0, 1)[:, None].astype(np.float32)
+                    b = self.smoothed[t.index]
+                    plain = np.stack([(b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2, b[:, 2] - b[:, 0],
+                                      b[:, 3] - b[:, 1]], axis=1)
+                    self.turns[t.index] = (plain + share * (heads - plain), applied)
         self.present = faces_per_frame(report.tracks, report.frames)
         area = {t.index: box_area(t.box()) for t in report.tracks}
         centre = {t.index: (t.box()[0] + t.box()[2]) / 2 for t in report.tracks}
@@ -831,6 +878,19 @@ class FacePlan:
         if j >= len(self.chosen):
             return {}
         return {i: tuple(float(v) for v in self.smoothed[i][j - self.tracks[i].first]) for i in self.chosen[j]}
+
+    def turned(self, j: int) -> dict[int, tuple[float, float, float, float, float]]:
+        """The faces to dub in frame j whose crop turns with the head: {track index: (cx, cy, w, h,
+        roll)}, the box in the face's own axes and the roll to turn it by (align.applied_roll;
+        faces that do not lean are left out: their crop is the upright box of `boxes`)."""
+        out = {}
+        for i in self.chosen[j] if j < len(self.chosen) else ():
+            if i in self.turns:
+                heads, applied = self.turns[i]
+                k = j - self.tracks[i].first
+                if applied[k]:
+                    out[i] = (*(float(v) for v in heads[k]), float(applied[k]))
+        return out
 
     def has_faces(self, j: int) -> bool:
         """Whether frame j shows a face at all (dubbed or not)."""

@@ -38,6 +38,7 @@ from .. import audio as audio_mod
 from .. import media, outputs
 from ..errors import InputError, LipsyncError
 from ..faces import PASTE_MODES, BoxPaster, DetectorPool, FaceBoxes, first_blended_row, pad_box
+from ..faces.align import head_warp, turned_crop
 from ..device import auto_precision, resolve_device
 from ..models.inference import GeneratorRunner, batch_size_for, generator_workers
 from .enhance import ENHANCE_MODES, ENHANCE_REGIONS, FaceRestorer, restore_precision
@@ -99,6 +100,8 @@ class _Item:
     frame: np.ndarray  # BGR, full resolution
     boxes: tuple[tuple[int, int, int, int], ...]  # the faces to dub, (x1, y1, x2, y2); () when none
     seen: bool = True  # a face is in the frame (dubbed or, not speaking, left as it is)
+    # per box: None (cropped upright) or (cx, cy, w, h, roll): cropped along a leaning head (faces.align)
+    heads: tuple = ()
 
 
 def _validate(opts: DubOptions):
@@ -292,7 +295,8 @@ class Dubber:
             device = str(self.device)
             sopts = SpeakerOptions(weights=opts.speaker_weights, detector=opts.detector, detect_size=opts.detect_size,
                                    detect_every=opts.detect_every, device=device, s3fd_weights=opts.s3fd_weights,
-                                   precision="fp32" if self.precision == "fp32" else "auto")
+                                   precision="fp32" if self.precision == "fp32" else "auto",
+                                   align=opts.align and opts.paste != "hard")
             if scored and opts.speaker_weights not in self._speaker_nets:
                 self._speaker_nets[opts.speaker_weights] = load_detector(opts.speaker_weights, device, sopts.precision)
             # the frames the output shows (the whole clip when it replays, else as long as the audio);
@@ -341,9 +345,10 @@ class Dubber:
 
         def planned(chunk, first):
             for k, frame in enumerate(chunk):
-                chosen = plan.boxes(first + k).values()
-                yield frame, (tuple(pad_box(b, opts.pads, clip.width, clip.height) for b in chosen),
-                              plan.has_faces(first + k))
+                chosen = plan.boxes(first + k)
+                turned = plan.turned(first + k)
+                yield frame, (tuple(pad_box(b, opts.pads, clip.width, clip.height) for b in chosen.values()),
+                              plan.has_faces(first + k), tuple(turned.get(i) for i in chosen))
 
         try:
             if clip.still:
@@ -398,14 +403,15 @@ class Dubber:
         pending: list[_Item] = []
 
         def run(clip: _Clip, items: list[_Item]):
-            faces_in = [(it, box) for it in items for box in it.boxes]
+            faces_in = [(it, box, it.heads[k] if it.heads else None) for it in items for k, box in enumerate(it.boxes)]
             if not faces_in:
                 return items, None
             t = time.perf_counter()
             size = self.runner.face_size
-            crops = np.stack([cv2.resize(it.frame[y1:y2, x1:x2], (size, size))
-                              for it, (x1, y1, x2, y2) in faces_in])
-            windows = audio_mod.mel_windows(clip.mel, clip.fps, [it.index for it, _ in faces_in])
+            crops = np.stack([cv2.resize(it.frame[y1:y2, x1:x2], (size, size)) if head is None
+                              else turned_crop(it.frame, head_warp(head[:4], head[4], self.opts.pads, size), size)
+                              for it, (x1, y1, x2, y2), head in faces_in])
+            windows = audio_mod.mel_windows(clip.mel, clip.fps, [it.index for it, _, _ in faces_in])
             clip.clock.add("prepare", t)
             t = time.perf_counter()
             faces = self.runner(windows, crops, round_output=self.opts.paste != "hard",
@@ -478,8 +484,13 @@ class Dubber:
         out, k = [], 0
         for it in items:
             frame = it.frame
-            for box in it.boxes:
-                frame = self.paster(frame, box, faces[k])
+            for n, box in enumerate(it.boxes):
+                head = it.heads[n] if it.heads else None
+                if head is None:
+                    frame = self.paster(frame, box, faces[k])
+                else:  # back along the head, through the crop's inverse warp
+                    size = faces[k].shape[0]
+                    frame = self.paster.turned(frame, head_warp(head[:4], head[4], self.opts.pads, size), faces[k])
                 k += 1
             out.append(frame)
         return out

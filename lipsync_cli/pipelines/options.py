@@ -42,6 +42,7 @@ class DubOptions:
     loop: bool = False  # audio longer than the video: replay it from the start (False: back and forth)
     fps: Fraction = FPS  # the frame rate given to a still image
     smooth: bool = True  # smooth the face boxes over time
+    align: bool = True  # crop a leaning face along its head, paste back along it (feather paste only)
     detect_size: int = 320  # detect on frames downscaled to this longer side (0: full size)
     detect_every: int = 2  # detect on every n-th frame, interpolate the boxes between
     s3fd_weights: str | os.PathLike | None = None

@@ -11,10 +11,11 @@ plain to see) and its own sound, `--crf 0`, once with `--align` (the default) an
 `--no-align`. Per frame, against the input frame as decoded:
 
     changed      pixels whose mean absolute difference over the three channels is above 8
-    edge angle   the slope of the changed region's upper edge (the top changed pixel of each column,
-                 a Theil-Sen line through them), against the eye line of the input frame (its
-                 roll: RetinaFace's landmarks read again on the face turned upright, faces.align);
-                 0 when the regenerated region's top runs along the eyes
+    edge angle   the changed pixels turned about the eyes by the input frame's roll (its eye line:
+                 RetinaFace's landmarks read again on the face turned upright, faces.align), so the
+                 eyes lie level; then the slope of the region's upper edge (the top changed pixel of
+                 each column over the middle 60% of its width, a Theil-Sen line through them): 0
+                 when the regenerated region's top runs along the eyes
     eyes         the largest change in a disc around each eye (radius 0.15 of the eyes' distance):
                  untouched when it stays within compression noise (<= 8)
     mouth        the mean change in a disc around the mouth's centre: changed when above 8
@@ -35,6 +36,7 @@ import sys
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -83,10 +85,13 @@ def frames_of(path: Path) -> np.ndarray:
 
 
 def top_edge_angle(changed: np.ndarray) -> float | None:
-    """Degrees of the changed region's upper edge (clockwise on screen positive), Theil-Sen."""
+    """Degrees of the changed region's upper edge (clockwise on screen positive), Theil-Sen over
+    the middle 60% of its columns."""
     cols = np.nonzero(changed.sum(axis=0) >= 3)[0]
     if len(cols) < 10:
         return None
+    lo, hi = cols[0] + 0.2 * (cols[-1] - cols[0]), cols[-1] - 0.2 * (cols[-1] - cols[0])
+    cols = cols[(cols >= lo) & (cols <= hi)]
     tops = np.array([np.argmax(changed[:, x]) for x in cols], np.float64)
     pick = np.linspace(0, len(cols) - 1, min(len(cols), 60)).astype(int)
     x, y = cols[pick].astype(np.float64), tops[pick]
@@ -122,10 +127,12 @@ def judge(inp: np.ndarray, out: np.ndarray, detectors) -> dict:
         roll, eyes, mouth = read
         rolls.append(roll)
         diff = np.abs(out[k].astype(np.int16) - inp[k].astype(np.int16)).mean(axis=2)
-        changed = diff > NOISE
+        level = cv2.getRotationMatrix2D(tuple(float(v) for v in eyes.mean(axis=0)), roll, 1.0)  # eyes level
+        changed = cv2.warpAffine((diff > NOISE).astype(np.uint8), level, diff.shape[::-1],
+                                 flags=cv2.INTER_NEAREST) > 0
         edge = top_edge_angle(changed)
         if edge is not None:
-            angles.append(edge - roll)
+            angles.append(edge)
         r = 0.15 * float(np.hypot(*(eyes[1] - eyes[0])))
         eye_max = max(float(diff[disc(diff.shape, e, r)].max()) for e in eyes)
         eyes_ok += eye_max <= NOISE

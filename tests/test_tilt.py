@@ -166,3 +166,27 @@ def test_an_upright_clip_dubs_as_before_and_box_and_hard_paste_never_turn(tmp_pa
     _, a = dubbed(tmp_path, rolled, "hard", narrow_checkpoint, "--paste", "hard")
     _, b = dubbed(tmp_path, rolled, "hard", narrow_checkpoint, "--paste", "hard", "--no-align")
     assert np.array_equal(a, b)
+
+
+@pytest.mark.slow
+def test_preprocess_crops_a_rolled_head_as_it_crops_it_upright(tmp_path, talk):
+    """--align (the default) gives the training crops of a head leaning 30 degrees nearly those of
+    the same head upright; --no-align gives the tilted face."""
+    from conftest import ffmpeg
+
+    def crops(degrees, *flags):
+        src = tmp_path / f"src{degrees}{''.join(flags)}" / "person"
+        src.mkdir(parents=True)
+        silent = write_frames(tmp_path / f"silent{degrees}.mp4", turned(talk, degrees))
+        ffmpeg("-i", str(silent), "-i", str(EXAMPLES / "speech.wav"), "-map", "0:v", "-map", "1:a", "-shortest",
+               "-c:v", "copy", "-c:a", "aac", str(src / "clip.mp4"))
+        data = tmp_path / f"data{degrees}{''.join(flags)}"
+        assert main(["preprocess", str(src.parent), str(data), "--quiet", *flags]) == 0
+        folder = data / "person" / "clip"
+        return np.stack([cv2.imread(str(folder / f"{i}.jpg")).astype(np.float32) for i in range(0, 30, 5)])
+
+    upright = crops(6)
+    aligned, plain = crops(36), crops(36, "--no-align")
+    near, far = np.abs(aligned - upright).mean(), np.abs(plain - upright).mean()
+    print(f"crops against the upright ones: aligned {near:.1f}, not aligned {far:.1f} grey levels")
+    assert near < 0.5 * far, (near, far)

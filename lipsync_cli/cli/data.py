@@ -63,6 +63,7 @@ def preprocess(
     s3fd_weights: S3fdWeightsOpt = None,
     device: DeviceOpt = "auto",
     val: float = typer.Option(0.1, min=0, max=1, help="Share of speakers for the val split (without LRS2 lists)."),
+    align: bool = typer.Option(True, "--align/--no-align", help="Crop a tilted head along its tilt, as `dub` does by default, so a model trained here sees what dub gives it; --no-align: upright boxes."),
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
 ):
@@ -74,7 +75,7 @@ def preprocess(
 
     opts = PreprocessOptions(size=size, detector=detector, detect_size=detect_size, pads=tuple(pads),
                              s3fd_weights=str(s3fd_weights) if s3fd_weights else None,
-                             device=resolve_device(device).type, val_share=val)
+                             device=resolve_device(device).type, val_share=val, align=align)
     try:
         with progress_bar("preprocess", quiet, RateColumn("clips"), TimeRemainingColumn()) as update:
             counts = run(src, data, opts, progress=(lambda i, n, key: update(i, n)) if update else None)

@@ -183,3 +183,14 @@ def turned_crop(frame: np.ndarray, warp: np.ndarray, size: int) -> np.ndarray:
     """The size x size crop `warp` (head_warp) cuts from `frame`; beyond the frame's edges its
     border pixels repeat."""
     return cv2.warpAffine(frame, warp, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def turned_crop_area(frame: np.ndarray, head: tuple[float, float, float, float], roll: float,
+                     pads: tuple[int, int, int, int], size: int) -> np.ndarray:
+    """The crop of `head_warp` with pixel-area averaging, as a training set's crops are shrunk
+    (cv2.INTER_AREA): turned at the face's own scale, then shrunk to size x size."""
+    _, _, w, h = head
+    top, bottom, left, right = pads
+    native = max(size, int(round(max(w + left + right, h + top + bottom))))
+    crop = turned_crop(frame, head_warp(head, roll, pads, native), native)
+    return crop if native == size else cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA)

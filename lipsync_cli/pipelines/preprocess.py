@@ -3,8 +3,8 @@
 For every video under SRC: the faces found by dub's own face pipeline (faces/speakers.py: shots,
 every face tracked within its shot, boxes smoothed; every frame detected), the largest face of
 each frame; frames decoded as a stream and resampled to 25 fps, each frame's face box cropped and
-resized to SIZE x SIZE, and the speech written as 16 kHz mono
-audio.wav. A clip where some frame has no face is skipped, with the reason in the report: the
+resized to SIZE x SIZE (a leaning head along its tilt, as dub crops it, unless --no-align), and
+the speech written as 16 kHz mono audio.wav. A clip where some frame has no face is skipped, with the reason in the report: the
 training windows need every frame of a span.
 
 Output: DATA/<speaker>/<clip>/{0..n-1}.jpg + audio.wav, DATA/filelists/{train,val}.txt, and
@@ -34,6 +34,7 @@ from .. import audio as audio_mod
 from .. import media, outputs
 from ..errors import InputError, LipsyncError
 from ..faces import DEFAULT_PADS, DetectorPool, pad_box
+from ..faces.align import turned_crop_area
 from ..faces.speakers import FacePlan, SpeakerOptions, find_speakers
 
 
@@ -48,6 +49,7 @@ class PreprocessOptions:
     device: str = "cpu"
     val_share: float = 0.1
     jpeg_quality: int = 95
+    align: bool = True  # crop a leaning head along its tilt, as dub does (faces.align)
 
 
 def find_videos(src: Path) -> list[tuple[str, Path]]:
@@ -94,7 +96,7 @@ def _process_clip(path: Path, dest: Path, opts: PreprocessOptions, detectors: De
     # of each frame, detected on every frame; its boxes are on the clip's own timeline
     report = find_speakers(str(path), None, SpeakerOptions(detector=opts.detector, detect_size=opts.detect_size,
                                                            detect_every=1, device=opts.device,
-                                                           s3fd_weights=opts.s3fd_weights),
+                                                           s3fd_weights=opts.s3fd_weights, align=opts.align),
                            score=False, detectors=detectors)
     plan = FacePlan(report, "largest")
     params = [cv2.IMWRITE_JPEG_QUALITY, opts.jpeg_quality]
@@ -102,11 +104,17 @@ def _process_clip(path: Path, dest: Path, opts: PreprocessOptions, detectors: De
     n = 0
     for chunk in media.FrameReader(info, chunk=32, fps=media.FPS):
         for frame in chunk:
-            boxes = list(plan.boxes(min(report.frames - 1, int(round(n * scale)))).values())
+            j = min(report.frames - 1, int(round(n * scale)))
+            boxes = plan.boxes(j)
             if not boxes:
                 raise InputError(f"no face in frame {n}")
-            x1, y1, x2, y2 = pad_box(boxes[0], opts.pads, info.video.width, info.video.height)
-            crop = cv2.resize(frame[y1:y2, x1:x2], (opts.size, opts.size), interpolation=cv2.INTER_AREA)
+            (track, box), = boxes.items()
+            turned = plan.turned(j).get(track)
+            if turned is not None:  # a leaning head, cropped along its tilt as dub crops it
+                crop = turned_crop_area(frame, turned[:4], turned[4], opts.pads, opts.size)
+            else:
+                x1, y1, x2, y2 = pad_box(box, opts.pads, info.video.width, info.video.height)
+                crop = cv2.resize(frame[y1:y2, x1:x2], (opts.size, opts.size), interpolation=cv2.INTER_AREA)
             ok, data = cv2.imencode(".jpg", crop, params)
             (dest / f"{n}.jpg").write_bytes(data.tobytes())
             n += 1

@@ -54,6 +54,21 @@ def test_the_roll_is_read_within_2_degrees(talk, detectors, degrees):
     assert abs(rolled - upright - degrees) <= 2.0
 
 
+@pytest.mark.parametrize("degrees", [0, 30])
+def test_the_roll_of_a_face_found_without_landmarks_is_read_too(talk, detectors, degrees):
+    """A detector without landmarks (S3FD): the face is looked at as it stands by RetinaFace, then
+    turned by what that shows."""
+    from lipsync_cli.faces.base import Detection
+
+    frames = talk[::10]
+    def reading(f):
+        det = max(detectors(SIDE).detect([f])[0], key=lambda d: d.area)
+        return align.upright_face(detectors, f, Detection(det.box, det.score))[0]  # the box only
+
+    upright = np.median([read_face(detectors, f)[0] for f in turned(frames, 0)])
+    assert abs(np.median([reading(f) for f in turned(frames, degrees)]) - upright - degrees) <= 2.0
+
+
 def test_only_a_leaning_face_is_looked_at_twice_and_a_small_roll_turns_nothing():
     from lipsync_cli.faces.base import Detection
 
@@ -63,7 +78,6 @@ def test_only_a_leaning_face_is_looked_at_twice_and_a_small_roll_turns_nothing()
     eyes = np.array([[100.0, 100.0], [140.0, 101.0], [120.0, 120.0], [105.0, 140.0], [135.0, 141.0]])  # 1.4 degrees
     face = Detection((80.0, 60.0, 160.0, 160.0), 0.99, eyes)
     assert align.upright_face(refused, np.zeros((200, 200, 3), np.uint8), face) is None
-    assert align.upright_face(refused, np.zeros((200, 200, 3), np.uint8), Detection(face.box, 0.99)) is None
     assert align.applied_roll(2.5) == 0.0 and align.applied_roll(-20.0) == -20.0
     assert 0 < align.applied_roll(4.5) < 4.5  # a share of it between the two: no jump
 

@@ -118,32 +118,40 @@ def roll_degrees(landmarks: np.ndarray) -> float:
 
 def upright_face(detect: Callable[[int], FaceDetector], frame: np.ndarray,
                  det: Detection) -> tuple[float, tuple[float, float, float, float]] | None:
-    """(roll, (cx, cy, w, h)) of a detected face that leans: the face turned upright by the roll
-    of its first landmarks and detected again at REFINE_SIZE (`detect(size)`: a DetectorPool),
-    where RetinaFace's landmarks are accurate (within 2 degrees on the sample clips rolled by up to
-    40, where the first reading is up to 10 off), and its box is a box of an upright face: centre,
-    width and height in `frame`'s pixels, the box to turn by the roll. None when the face does
-    not lean by REFINE_FROM degrees or more, has no landmarks, or is not found again."""
+    """(roll, (cx, cy, w, h)) of a detected face that leans, or of one whose detector gives no
+    landmarks (S3FD): the face turned upright by the roll its landmarks show and detected again at
+    REFINE_SIZE by RetinaFace (`detect(size)`: a RetinaFace DetectorPool), where its landmarks are
+    accurate (within 2 degrees on the sample clips rolled by up to 40, where the first reading is
+    up to 10 off); the box found there is a box of the upright face: centre, width and height in
+    `frame`'s pixels, the box to turn by the roll. A face without landmarks is first looked at as
+    it stands, then turned by what that shows. None when the face leans by less than REFINE_FROM
+    degrees by its own landmarks, or is not found again."""
     if det.landmarks is None:
-        return None
-    first = roll_degrees(det.landmarks)
-    if abs(first) < REFINE_FROM:
-        return None
+        roll, looks = 0.0, 2
+    else:
+        roll, looks = roll_degrees(det.landmarks), 1
+        if abs(roll) < REFINE_FROM:
+            return None
     cx, cy = det.center
     side = REFINE_CONTEXT * max(det.width, det.height)
-    turn = cv2.getRotationMatrix2D((cx, cy), first, REFINE_SIZE / side)  # counter-clockwise by `first`: upright
-    turn[:, 2] += (REFINE_SIZE / 2 - cx, REFINE_SIZE / 2 - cy)
-    view = cv2.warpAffine(frame, turn, (REFINE_SIZE, REFINE_SIZE), flags=cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_REPLICATE)
-    found = [d for d in detect(REFINE_SIZE).detect([view])[0] if d.landmarks is not None]
-    if not found:
-        return None
-    centre = np.array([REFINE_SIZE / 2, REFINE_SIZE / 2])
-    again = min(found, key=lambda d: np.hypot(*(np.array(d.center) - centre)))
-    back = cv2.invertAffineTransform(turn)
-    x, y = back @ np.array([*again.center, 1.0])
-    scale = side / REFINE_SIZE
-    return first + roll_degrees(again.landmarks), (float(x), float(y), again.width * scale, again.height * scale)
+    head = None
+    for _ in range(looks):
+        turn = cv2.getRotationMatrix2D((cx, cy), roll, REFINE_SIZE / side)  # counter-clockwise by `roll`: upright
+        turn[:, 2] += (REFINE_SIZE / 2 - cx, REFINE_SIZE / 2 - cy)
+        view = cv2.warpAffine(frame, turn, (REFINE_SIZE, REFINE_SIZE), flags=cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_REPLICATE)
+        found = [d for d in detect(REFINE_SIZE).detect([view])[0] if d.landmarks is not None]
+        if not found:
+            return None if head is None else (roll, head)
+        centre = np.array([REFINE_SIZE / 2, REFINE_SIZE / 2])
+        again = min(found, key=lambda d: np.hypot(*(np.array(d.center) - centre)))
+        x, y = cv2.invertAffineTransform(turn) @ np.array([*again.center, 1.0])
+        scale = side / REFINE_SIZE
+        roll += roll_degrees(again.landmarks)
+        head = (float(x), float(y), again.width * scale, again.height * scale)
+        if abs(roll) < REFINE_FROM:  # upright enough: this look was accurate
+            break
+    return roll, head
 
 
 def applied_roll(roll: float) -> float:

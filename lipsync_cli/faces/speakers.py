@@ -227,6 +227,8 @@ class _TrackCollector:
         self.seen: dict[int, tuple[list[int], list[Box]]] = {}  # track id -> (frames, boxes), detected frames
         self.turns: dict[int, list[tuple[float, float, float, float, float]]] = {}  # with align: roll, cx, cy, w, h
         self.align = opts.align
+        # the landmarks that tell a face's roll come from RetinaFace, whichever detector found it
+        self.landmarks = detectors if opts.detector == "retinaface" else DetectorPool("retinaface", opts.device)
         self.shot_of: dict[int, int] = {}  # track id -> shot
         self.tracked = -1  # the last frame the tracker has seen (every frame before it too)
 
@@ -264,14 +266,14 @@ class _TrackCollector:
         det = next((d for d in faces if tuple(float(v) for v in d.box) == tuple(box)), None)
         x1, y1, x2, y2 = box
         plain = ((x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1)
-        if det is None or det.landmarks is None:
+        if det is None:
             return (0.0, *plain)
         t = time.perf_counter()
-        upright = align.upright_face(self.detectors, frame, det)
+        upright = align.upright_face(self.landmarks, frame, det)
         if self.clock:
             self.clock.add("roll", t)
         if upright is None:
-            return (align.roll_degrees(det.landmarks), *plain)
+            return (align.roll_degrees(det.landmarks) if det.landmarks is not None else 0.0, *plain)
         roll, head = upright
         return (roll, *head)
 

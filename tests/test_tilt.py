@@ -75,11 +75,13 @@ def test_only_a_leaning_face_is_looked_at_twice_and_a_small_roll_turns_nothing()
     def refused(size):
         raise AssertionError("an upright face was detected again")
 
-    eyes = np.array([[100.0, 100.0], [140.0, 101.0], [120.0, 120.0], [105.0, 140.0], [135.0, 141.0]])  # 1.4 degrees
+    eyes = np.array([[100.0, 100.0], [140.0, 103.0], [120.0, 120.0], [105.0, 140.0], [135.0, 141.0]])  # 4.3 degrees
     face = Detection((80.0, 60.0, 160.0, 160.0), 0.99, eyes)
     assert align.upright_face(refused, np.zeros((200, 200, 3), np.uint8), face) is None
-    assert align.applied_roll(2.5) == 0.0 and align.applied_roll(-20.0) == -20.0
-    assert 0 < align.applied_roll(4.5) < 4.5  # a share of it between the two: no jump
+    below, full = align.UPRIGHT_BELOW, align.TURNED_FROM
+    assert align.applied_roll(below - 0.5) == 0.0 and align.applied_roll(-full - 10) == -full - 10
+    middle = (below + full) / 2
+    assert 0 < align.applied_roll(middle) < middle  # a share of it between the two: no jump
 
 
 def test_warp_at_roll_0_is_the_resize_of_the_padded_box(talk):

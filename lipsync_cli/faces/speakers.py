@@ -64,6 +64,7 @@ FPS = light_asd.FPS  # the scoring timeline
 ANALYSIS_SIDE = 640  # longer side of the frames the analysis decodes
 MIN_TRACK_FRAMES = 10  # shorter tracks are false detections (the reference's minimum too)
 MAX_LOST_SECONDS = 1.0  # a face unseen for longer ends its track
+LOOK_SECONDS = 0.15  # a leaning face is looked at again, turned upright, this often at most (its roll)
 BLOCK_SECONDS = 10  # Light-ASD scores a track in blocks of about this length (a multiple of every window)
 MIN_RUN_SECONDS = 0.2  # shorter speaking runs are noise
 MIN_PAUSE_SECONDS = 0.3  # shorter pauses inside a face's speech do not end its turn
@@ -229,6 +230,8 @@ class _TrackCollector:
         self.align = opts.align
         # the landmarks that tell a face's roll come from RetinaFace, whichever detector found it
         self.landmarks = detectors if opts.detector == "retinaface" else DetectorPool("retinaface", opts.device)
+        self.look_every = max(1, int(round(LOOK_SECONDS * fps)))
+        self.looked: dict[int, int] = {}  # track id -> the last frame its leaning face was looked at again
         self.shot_of: dict[int, int] = {}  # track id -> shot
         self.tracked = -1  # the last frame the tracker has seen (every frame before it too)
 
@@ -254,20 +257,28 @@ class _TrackCollector:
                 boxes.append(box)
                 self.shot_of[tid] = shot
                 if self.align:
-                    self.turns.setdefault(tid, []).append(self._turn(frame, box, faces))
+                    self.turns.setdefault(tid, []).append(self._turn(tid, index, frame, box, faces))
         self.tracked = self.batch[-1][0]
         self.batch = []
         if self.clock:
             self.clock.add("detect", t)
 
-    def _turn(self, frame: np.ndarray, box: Box, faces: Sequence) -> tuple[float, float, float, float, float]:
+    def _turn(self, tid: int, index: int, frame: np.ndarray, box: Box,
+              faces: Sequence) -> tuple[float, float, float, float, float]:
         """(roll, cx, cy, w, h) of the face detected at `box`: read again on the face turned upright
-        when it leans (align.upright_face), else its landmarks' roll and its box."""
+        when it leans (align.upright_face), else its landmarks' roll and its box. A leaning face is
+        looked at again every LOOK_SECONDS of its track at most (NaN in between: filled in from the
+        looks around, as boxes are between detections)."""
         det = next((d for d in faces if tuple(float(v) for v in d.box) == tuple(box)), None)
         x1, y1, x2, y2 = box
         plain = ((x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1)
         if det is None:
             return (0.0, *plain)
+        leans = det.landmarks is None or abs(align.roll_degrees(det.landmarks)) >= align.REFINE_FROM
+        if leans and index - self.looked.get(tid, -self.look_every) < self.look_every:
+            return (math.nan,) * 5
+        if leans:
+            self.looked[tid] = index
         t = time.perf_counter()
         upright = align.upright_face(self.landmarks, frame, det)
         if self.clock:
@@ -552,10 +563,12 @@ def find_tracks(info: media.MediaInfo, detectors: Callable[[int], object], opts:
         filled = np.stack([np.interp(span, frames, b[:, c]) for c in range(4)], axis=1)
         filled *= np.array([scale[0], scale[1], scale[0], scale[1]])
         track = Track(index=-1, first=frames[0], boxes=filled.astype(np.float32), shot=k, fps=fps)
-        if tid in collector.turns:  # roll and the head's own box, filled in between detections alike
+        if tid in collector.turns:  # roll and the head's own box, filled in between its readings alike
             turns = np.array(collector.turns[tid], np.float64)
-            track.roll = np.interp(span, frames, turns[:, 0]).astype(np.float32)
-            heads = np.stack([np.interp(span, frames, turns[:, c]) for c in range(1, 5)], axis=1)
+            read = np.isfinite(turns[:, 0])
+            at = np.asarray(frames)[read]
+            track.roll = np.interp(span, at, turns[read, 0]).astype(np.float32)
+            heads = np.stack([np.interp(span, at, turns[read, c]) for c in range(1, 5)], axis=1)
             track.heads = (heads * np.array([scale[0], scale[1], scale[0], scale[1]])).astype(np.float32)
         tracks.append(track)
         ids.append(tid)

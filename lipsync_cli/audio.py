@@ -117,32 +117,55 @@ def _preemphasis(x: np.ndarray) -> np.ndarray:
     return y
 
 
-def _stft(x: np.ndarray) -> np.ndarray:
-    """Centred STFT with a periodic Hann window and reflection padding, as librosa.stft with
-    pad_mode="reflect" computes it; plain numpy, which spares the second of import time that
-    librosa's STFT costs on first use."""
-    pad = N_FFT // 2
-    padded = np.pad(x, pad, mode="reflect")
-    n_frames = 1 + (len(padded) - N_FFT) // HOP
+STFT_BLOCK = 2048  # STFT frames computed at once (25 s of audio, about 30 MB of float64 in flight)
+
+
+def _emphasized(x: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    """Samples lo..hi-1 (float64) of the pre-emphasised signal padded by reflection at both ends
+    (indices below 0 or from len(x) on mirror it), as np.pad(_preemphasis(x), mode="reflect")
+    holds them: the centred STFT's input, a piece at a time."""
+    n = len(x)
+    if n <= N_FFT:  # short: the padding may reflect more than once; np.pad does that
+        whole = np.pad(_preemphasis(x.astype(np.float64)), N_FFT // 2, mode="reflect")
+        return whole[lo + N_FFT // 2:hi + N_FFT // 2]
+    idx = np.arange(lo, hi)
+    idx = np.where(idx < 0, -idx, idx)
+    idx = np.where(idx >= n, 2 * (n - 1) - idx, idx)
+    cur = x[idx].astype(np.float64)
+    prev = x[np.maximum(idx - 1, 0)].astype(np.float64)
+    return np.where(idx == 0, cur, cur - PREEMPHASIS * prev)
+
+
+def _stft_magnitude(x: np.ndarray, first: int, last: int) -> np.ndarray:
+    """|STFT| frames first..last-1 of the signal: a centred STFT with a periodic Hann window and
+    reflection padding, as librosa.stft with pad_mode="reflect" computes it; plain numpy, which
+    spares the second of import time that librosa's STFT costs on first use."""
+    padded = _emphasized(x, first * HOP - N_FFT // 2, (last - 1) * HOP + N_FFT - N_FFT // 2)
     frames = np.lib.stride_tricks.as_strided(
-        padded, shape=(n_frames, N_FFT), strides=(padded.strides[0] * HOP, padded.strides[0])
+        padded, shape=(last - first, N_FFT), strides=(padded.strides[0] * HOP, padded.strides[0])
     )
     window = 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(WIN) / WIN)
-    return np.fft.rfft(frames * window, axis=1).T
+    return np.abs(np.fft.rfft(frames * window, axis=1)).T
 
 
 def melspectrogram(wav: np.ndarray) -> np.ndarray:
     """Wav2Lip's normalised log-mel spectrogram, shape (80, n_frames), values in [-4, 4].
 
     The STFT pads with reflection as librosa did when the published models were trained (librosa
-    0.10 changed its default to zeros, which shifts the first and last frames).
+    0.10 changed its default to zeros, which shifts the first and last frames). It is computed
+    STFT_BLOCK frames at a time: the whole STFT of an hour of speech would take 5 GB at once.
     """
-    spec = np.abs(_stft(_preemphasis(np.asarray(wav, dtype=np.float64))))
-    mel = _mel_basis() @ spec
+    x = np.asarray(wav).reshape(-1)
+    n_frames = 1 + len(x) // HOP
+    out = np.empty((N_MELS, n_frames), np.float32)
     min_level = np.exp(MIN_LEVEL_DB / 20.0 * np.log(10.0))
-    db = 20.0 * np.log10(np.maximum(min_level, mel)) - REF_LEVEL_DB
-    norm = (2.0 * MAX_ABS_VALUE) * ((db - MIN_LEVEL_DB) / -MIN_LEVEL_DB) - MAX_ABS_VALUE
-    return np.clip(norm, -MAX_ABS_VALUE, MAX_ABS_VALUE).astype(np.float32)
+    for first in range(0, n_frames, STFT_BLOCK):
+        last = min(n_frames, first + STFT_BLOCK)
+        mel = _mel_basis() @ _stft_magnitude(x, first, last)
+        db = 20.0 * np.log10(np.maximum(min_level, mel)) - REF_LEVEL_DB
+        norm = (2.0 * MAX_ABS_VALUE) * ((db - MIN_LEVEL_DB) / -MIN_LEVEL_DB) - MAX_ABS_VALUE
+        out[:, first:last] = np.clip(norm, -MAX_ABS_VALUE, MAX_ABS_VALUE)
+    return out
 
 
 def window_start(frame_index: int, fps: Fraction | float, n_mel_frames: int) -> int:

@@ -294,10 +294,14 @@ class _TrackCollector:
 
 @dataclass
 class _Scoring:
-    """What scoring the tracks needs: Light-ASD, its window lengths and precision, and the speech."""
+    """What scoring the tracks needs: Light-ASD, its window lengths and precision, and the speech's
+    features on the 25 fps timeline, for at least as many frames as the clip has: its MFCC and
+    loudness (synchrony.speech_loudness), computed before the frames are, so the samples (230 MB
+    for an hour) are let go before the pass."""
 
     net: light_asd.LightASD
-    samples_16k: np.ndarray
+    mfcc: np.ndarray
+    loudness: np.ndarray
     windows: Sequence[float]
     precision: str = "fp32"
 
@@ -313,7 +317,7 @@ class _TrackScorer:
     it ends, so nothing of a track but a few numbers per frame outlives it."""
 
     def __init__(self, scoring: _Scoring, collector: _TrackCollector, fps: float, full_scale: tuple[float, float],
-                 frames_hint: int, clock=None):
+                 clock=None):
         import torch
 
         self.collector, self.fps, self.clock = collector, fps, clock
@@ -325,11 +329,7 @@ class _TrackScorer:
         # than fp32, scores within 0.04 of fp32 (the same sign)
         self.dtype = None if self.net.visual_in_onnx(self.device) else {
             "bf16": torch.bfloat16, "fp16": torch.float16}.get(scoring.precision)
-        self.samples = scoring.samples_16k
-        t0 = time.perf_counter()
-        self.mfcc = light_asd.mfcc_for(self.samples, frames=self._scored(frames_hint) + FPS)
-        if clock:
-            clock.add("audio features", t0)
+        self.mfcc, self.loudness = scoring.mfcc, scoring.loudness
         # full-frame pixels from analysis pixels, as Track keeps them (float32), and back
         self.to_full = np.array([full_scale[0], full_scale[1], full_scale[0], full_scale[1]])
         self.to_analysis = 1.0 / self.to_full
@@ -426,8 +426,8 @@ class _TrackScorer:
         stack = np.stack(crops)
         t1 = time.perf_counter()
         first = 4 * (s["first"] + s["done"])
-        if len(self.mfcc) < first + 4 * len(stack):  # the clip is longer than its probe said
-            self.mfcc = light_asd.mfcc_for(self.samples, frames=s["first"] + s["done"] + len(stack) + FPS)
+        if len(self.mfcc) < first + 4 * len(stack):  # past the speech and then some: its silence goes on
+            self.mfcc = np.pad(self.mfcc, ((0, first + 4 * len(stack) - len(self.mfcc)), (0, 0)), mode="edge")
         with autocast(self.device, self.dtype):
             s["asd"].append(light_asd.speaking_scores(self.net, stack, self.mfcc[first:first + 4 * len(stack)],
                                                       self.windows))
@@ -456,10 +456,7 @@ class _TrackScorer:
         """Set each track's scores (.asd, .sync, .evidence on the 25 fps timeline, .score and .raw
         on the clip's) from what was cut for its tracker id."""
         scored_frames = self._scored(frames)
-        t0 = time.perf_counter()
-        envelope = synchrony.speech_envelope(self.samples, scored_frames, fps=FPS)
-        if self.clock:
-            self.clock.add("audio features", t0)
+        envelope = synchrony.clip_loudness(_extended(self.loudness, scored_frames))
         motion: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         for t, tid in zip(tracks, ids):
             if tid in self.cues:
@@ -510,8 +507,7 @@ def find_tracks(info: media.MediaInfo, detectors: Callable[[int], object], opts:
     scale = info.video.width / size[0], info.video.height / size[1]
     shots = ShotDetector(fps)
     collector = _TrackCollector(detectors, opts, fps, clock)
-    hint = info.video.frame_count if limit is None else min(limit, info.video.frame_count)
-    scorer = None if scoring is None else _TrackScorer(scoring, collector, fps, scale, hint, clock)
+    scorer = None if scoring is None else _TrackScorer(scoring, collector, fps, scale, clock)
     held: deque[tuple[int, np.ndarray]] = deque()  # frames waiting until their shot is known
     starts: set[int] = {0}
     shot, shot_first = -1, 0
@@ -774,7 +770,7 @@ def find_speakers(video: str, audio: str | None, opts: SpeakerOptions, *, score:
         detectors = DetectorPool(opts.detector, opts.device, opts.s3fd_weights)
     fps = float(info.video.fps)
     limit = None if seconds is None else max(1, int(math.ceil(seconds * fps)))
-    scoring, spoken, samples = None, True, None
+    scoring, spoken, loudness = None, True, None
     if score:  # the speech first: without any, nobody is scored and the pass only tracks faces
         t0 = time.perf_counter()
         samples = audio_mod.load_audio(speech).samples
@@ -782,17 +778,25 @@ def find_speakers(video: str, audio: str | None, opts: SpeakerOptions, *, score:
         heard = limit or info.video.frame_count or int(math.ceil(info.video.duration * fps)) or None
         if heard is None:
             heard = int(math.ceil(len(samples) / 16000 * fps))
-        spoken = has_speech(samples[:int(math.ceil(heard / fps * 16000))],
-                            synchrony.speech_envelope(samples, heard, fps=fps))
+        # every feature of the speech now, for more frames than the clip can have, and the samples
+        # let go before the frames are decoded: what stays is a few numbers per frame
+        ahead = max(heard, int(math.ceil(len(samples) / 16000 * fps))) + int(math.ceil(fps))
+        loudness = synchrony.speech_loudness(samples, ahead, fps=fps)
+        spoken = has_speech(samples[:int(math.ceil(heard / fps * 16000))], synchrony.clip_loudness(loudness[:heard]))
         clock.add("audio", t0)
         if spoken:
             if net is None:
                 net = load_detector(opts.weights, opts.device, opts.precision)
-            scoring = _Scoring(net, samples, opts.windows, _precision(opts))
+            t0 = time.perf_counter()
+            scored = int(math.ceil(ahead * FPS / fps)) + FPS
+            scoring = _Scoring(net, light_asd.mfcc_for(samples, frames=scored),
+                               synchrony.speech_loudness(samples, scored, fps=FPS), opts.windows, _precision(opts))
+            clock.add("audio features", t0)
+        del samples
     tracks, shots, frames, size = find_tracks(info, detectors, opts, clock, limit, scoring)
     dubbed: list[tuple[int, ...]] = [()] * frames
     if score:
-        envelope = synchrony.speech_envelope(samples, frames, fps=fps)
+        envelope = synchrony.clip_loudness(_extended(loudness, frames))
         window = max(int(round(d * FPS)) for d in opts.windows)
         dubbed = decide(tracks, frames, fps, shots, envelope if spoken else None, window=window)
     return SpeakerReport(video=video, audio=speech if score else None, weights=opts.weights, frames=frames,
@@ -944,6 +948,14 @@ def faces_per_frame(tracks: Sequence[Track], frames: int,
             if mask is None or mask[k]:
                 out[t.first + k].append(t.index)
     return [tuple(p) for p in out]
+
+
+def _extended(loudness: np.ndarray, frames: int) -> np.ndarray:
+    """The first `frames` of a speech_loudness, silence (-120 dB, as it gives past the samples)
+    beyond its end."""
+    if len(loudness) >= frames:
+        return loudness[:frames]
+    return np.concatenate([loudness, np.full(frames - len(loudness), -120.0)])
 
 
 def _on_timeline(first: int, values: np.ndarray, frames: int) -> np.ndarray:

@@ -176,9 +176,19 @@ def speech_envelope(samples_16k: np.ndarray, frames: int, fps: float = FPS) -> n
     power in an 80 ms Hann window centred on the interval between frames t-1 and t (that of
     `lower_face_motion`'s value t), clipped FLOOR_DB below the loudest frame and at SILENCE_DBFS.
     Past the end of the samples: silence."""
-    x = np.asarray(samples_16k, dtype=np.float32).reshape(-1)
     if frames <= 0:
         return np.zeros(0, np.float32)
+    out = speech_loudness(samples_16k, frames, fps)
+    return clip_loudness(out)
+
+
+def speech_loudness(samples_16k: np.ndarray, frames: int, fps: float = FPS) -> np.ndarray:
+    """`speech_envelope` before its clipping (float64 dB; silence past the samples: -120): what
+    can be computed for more frames than a clip turns out to have, and the samples let go;
+    `clip_loudness(speech_loudness(x, n)[:frames])` equals `speech_envelope(x, frames)`."""
+    x = np.asarray(samples_16k, dtype=np.float32).reshape(-1)
+    if frames <= 0:
+        return np.zeros(0, np.float64)
     n = int(round(ENVELOPE_FRAMES * SAMPLE_RATE / fps))
     taper = np.hanning(n + 2)[1:-1].astype(np.float32)
     freqs = np.fft.rfftfreq(n, 1 / SAMPLE_RATE)
@@ -191,8 +201,15 @@ def speech_envelope(samples_16k: np.ndarray, frames: int, fps: float = FPS) -> n
         idx = starts[lo:lo + 2048, None] + n + np.arange(n)[None]
         spec = np.fft.rfft(padded[np.clip(idx, 0, len(padded) - 1)] * taper, axis=1)
         out[lo:lo + 2048] = 10 * np.log10((np.abs(spec[:, band]) ** 2).sum(axis=1) * norm + 1e-12)
-    out = np.maximum(out, max(out.max() - FLOOR_DB, SILENCE_DBFS))
-    return out.astype(np.float32)
+    return out
+
+
+def clip_loudness(loudness: np.ndarray) -> np.ndarray:
+    """Raw dB per frame -> the envelope: clipped FLOOR_DB below the loudest frame and at SILENCE_DBFS."""
+    out = np.asarray(loudness, np.float64)
+    if not out.size:
+        return np.zeros(0, np.float32)
+    return np.maximum(out, max(out.max() - FLOOR_DB, SILENCE_DBFS)).astype(np.float32)
 
 
 def louder_than(envelope: np.ndarray, below_peak_db: float) -> np.ndarray:

@@ -335,7 +335,8 @@ class Dubber:
                           face_index=opts.face_index, detect_size=opts.detect_size, detect_every=opts.detect_every,
                           smooth=opts.smooth) if plan is None else None
         spill = None
-        boxes: list = []  # per source frame (the boxes to dub, whether a face is there); kept for the replay passes
+        boxes: list = []  # per source frame (the boxes to dub, whether a face is there), for the replay passes only
+        n_src, found = 0, None
         j = 0
 
         def framed(pairs):
@@ -366,7 +367,9 @@ class Dubber:
                 pairs = framed(faces.push(chunk)) if plan is None else planned(chunk, decoded)
                 decoded += len(chunk)
                 for frame, found in pairs:
-                    boxes.append(found)
+                    n_src += 1
+                    if spill is not None:
+                        boxes.append(found)
                     if j < n_out:
                         yield _Item(j, frame, *found)
                     j += 1
@@ -375,11 +378,12 @@ class Dubber:
             if clip.cancelled:
                 return
             for frame, found in (framed(faces.flush()) if plan is None else ()):
-                boxes.append(found)
+                n_src += 1
+                if spill is not None:
+                    boxes.append(found)
                 if j < n_out:
                     yield _Item(j, frame, *found)
                 j += 1
-            n_src = len(boxes)
             if n_src == 0:
                 raise InputError(f"{clip.request.video}: no frame could be decoded")
             while j < n_out:
@@ -387,7 +391,7 @@ class Dubber:
                     s = source_index(j, n_src, opts.loop)
                     yield _Item(j, spill.read(s), *boxes[s])
                 else:  # the decoder gave a frame or two fewer than probed: hold the last one
-                    yield _Item(j, frame, *boxes[-1])
+                    yield _Item(j, frame, *found)
                 j += 1
         finally:
             if faces is not None and faces.seconds:

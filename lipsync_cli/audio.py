@@ -55,20 +55,47 @@ def load_audio(path: str) -> Audio:
     info = media.probe(path)
     if info.audio is None:
         raise InputError(f"{path}: no audio stream found")
-    raw = media.decode_audio_f32(path, info.audio.channels)
-    if raw.size == 0:
-        raise InputError(f"{path}: the audio stream is empty")
-    mono = raw.reshape(-1, info.audio.channels).mean(axis=1, dtype=np.float32)
+    # decoded, downmixed and resampled a piece at a time: soxr's stream gives the very samples
+    # its one-shot resample gives, and an hour never sits in memory at 48 kHz or in stereo
+    stream = None
     if info.audio.rate != SAMPLE_RATE:
         import soxr  # what librosa.resample(res_type="soxr_hq") calls, without librosa's slow import
 
-        mono = soxr.resample(mono, info.audio.rate, SAMPLE_RATE, quality="HQ")
-        want = int(np.ceil(len(raw) // info.audio.channels * SAMPLE_RATE / info.audio.rate))
-        mono = np.pad(mono, (0, max(0, want - len(mono))))[:want]  # librosa's length convention
+        stream = soxr.ResampleStream(info.audio.rate, SAMPLE_RATE, 1, dtype="float32", quality="HQ")
+    seconds = info.video.duration if info.video is not None and info.video.duration else 60.0  # grows if longer
+    expected = int(seconds * 1.01 * SAMPLE_RATE) + 10 * SAMPLE_RATE  # a track often runs a little longer
+    out, n, native = np.empty(max(expected, HOP), np.float32), 0, 0
+    pending = None
+    for chunk in media.decode_audio_mono(path, info.audio.channels):
+        native += len(chunk)
+        if stream is not None:  # one chunk behind, so the last one is fed with last=True
+            if pending is not None:
+                out, n = _append(out, n, stream.resample_chunk(pending))
+            pending = chunk
+        else:
+            out, n = _append(out, n, chunk)
+    if stream is not None and pending is not None:
+        out, n = _append(out, n, stream.resample_chunk(pending, last=True))
+    if native == 0:
+        raise InputError(f"{path}: the audio stream is empty")
+    mono = out[:n]
+    if stream is not None:
+        want = int(np.ceil(native * SAMPLE_RATE / info.audio.rate))  # librosa's length convention
+        mono = mono[:want] if len(mono) >= want else np.pad(mono, (0, want - len(mono)))
     mono = np.ascontiguousarray(mono, dtype=np.float32)
     if len(mono) < HOP:
         raise InputError(f"{path}: the audio is too short ({len(mono) / SAMPLE_RATE * 1000:.0f} ms)")
     return Audio(mono, info.audio.rate, info.audio.channels)
+
+
+def _append(out: np.ndarray, n: int, chunk: np.ndarray) -> tuple[np.ndarray, int]:
+    """`chunk` written into `out` from n on, `out` grown by half when it is full."""
+    if n + len(chunk) > len(out):
+        bigger = np.empty(max(n + len(chunk), len(out) * 3 // 2), np.float32)
+        bigger[:n] = out[:n]
+        out = bigger
+    out[n:n + len(chunk)] = chunk
+    return out, n + len(chunk)
 
 
 def write_wav(path, samples: np.ndarray):

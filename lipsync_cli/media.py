@@ -234,14 +234,38 @@ def _parse_video(header: str, listing: str) -> VideoInfo | None:
 # Decoding
 
 
-def decode_audio_f32(path: str, channels: int) -> np.ndarray:
-    """The first audio stream as interleaved float32 at its native rate and channel count."""
+AUDIO_CHUNK_FRAMES = 1 << 18  # samples per channel read at once (5.5 s at 48 kHz)
+
+
+def decode_audio_mono(path: str, channels: int) -> Iterator[np.ndarray]:
+    """The first audio stream at its native rate as float32 mono chunks, the mean of its channels:
+    a piece at a time, since an hour of 48 kHz stereo is 1.4 GB in one piece (and twice that while
+    a pipe's output is joined). Raises InputError when ffmpeg cannot decode it."""
     args = ffmpeg.input(path).output("pipe:1", format="f32le", acodec="pcm_f32le", map="0:a:0", ac=channels).get_args()
-    proc = _run_ffmpeg(["-v", "error", *args])
-    if proc.returncode != 0:
-        msg = proc.stderr.decode("utf-8", "replace").strip().splitlines()
-        raise InputError(f"{path}: cannot decode audio ({msg[-1] if msg else 'ffmpeg failed'})")
-    return np.frombuffer(proc.stdout, dtype=np.float32)
+    err = tempfile.TemporaryFile()
+    proc = subprocess.Popen([ffmpeg_binary(), "-hide_banner", "-nostdin", "-v", "error", *args],
+                            stdout=subprocess.PIPE, stderr=err, bufsize=0, **OWN_PROCESS_GROUP)
+    frame = 4 * channels
+    try:
+        buf = np.empty(AUDIO_CHUNK_FRAMES * channels, np.float32)
+        view = memoryview(buf).cast("B")
+        while True:
+            got = _read_into(proc.stdout, view)
+            whole = got - got % frame
+            if whole:
+                yield buf[:whole // 4].reshape(-1, channels).mean(axis=1, dtype=np.float32)
+            if got < len(view):
+                break
+        if proc.wait() != 0:
+            err.seek(0)
+            msg = err.read().decode("utf-8", "replace").strip().splitlines()
+            raise InputError(f"{path}: cannot decode audio ({msg[-1] if msg else 'ffmpeg failed'})")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        proc.stdout.close()
+        err.close()
 
 
 def read_image(path: str) -> np.ndarray:

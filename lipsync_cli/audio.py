@@ -232,24 +232,34 @@ def mfcc_100hz(samples: np.ndarray) -> np.ndarray:
     here in numpy: the package imports scipy.fft for its one DCT, a quarter of a second at the
     start of every dub, and is no longer maintained. Frames past the end are zero-padded, the
     last one included (n = 1 + ceil((len - 400) / 160))."""
-    x = np.clip(np.round(np.asarray(samples, np.float64).reshape(-1) * 32768.0), -32768, 32767)
+    x = np.asarray(samples).reshape(-1)
     if x.size == 0:
         x = np.zeros(1)
-    emphasized = np.concatenate([x[:1], x[1:] - MFCC_PREEMPHASIS * x[:-1]])
     count = 1 if len(x) <= MFCC_WINDOW else 1 + int(math.ceil((len(x) - MFCC_WINDOW) / MFCC_HOP))
-    padded = np.zeros((count - 1) * MFCC_HOP + MFCC_WINDOW)
-    padded[:len(x)] = emphasized
-    frames = np.lib.stride_tricks.sliding_window_view(padded, MFCC_WINDOW)[::MFCC_HOP]
-    power = np.square(np.abs(np.fft.rfft(frames, MFCC_NFFT))) * (1.0 / MFCC_NFFT)
+    out = np.empty((MFCC_CEPSTRA, count), np.float32)
+    lift = 1 + (MFCC_LIFTER / 2) * np.sin(np.pi * np.arange(MFCC_CEPSTRA) / MFCC_LIFTER)
     tiny = np.finfo(np.float64).eps  # a silent frame: log of the smallest step, not of zero
-    energy = power.sum(axis=1)
-    energy[energy == 0] = tiny
-    bands = power @ _mfcc_filters().T
-    bands[bands == 0] = tiny
-    cepstra = np.log(bands) @ _mfcc_dct()
-    cepstra *= 1 + (MFCC_LIFTER / 2) * np.sin(np.pi * np.arange(MFCC_CEPSTRA) / MFCC_LIFTER)
-    cepstra[:, 0] = np.log(energy)
-    return cepstra.T.astype(np.float32)
+    for first in range(0, count, STFT_BLOCK):  # a block of frames at a time: an hour at once took 3.7 GB
+        last = min(count, first + STFT_BLOCK)
+        lo = first * MFCC_HOP
+        hi = (last - 1) * MFCC_HOP + MFCC_WINDOW
+        pcm = np.clip(np.round(x[max(0, lo - 1):min(len(x), hi)].astype(np.float64) * 32768.0), -32768, 32767)
+        if lo == 0:
+            emphasized = np.concatenate([pcm[:1], pcm[1:] - MFCC_PREEMPHASIS * pcm[:-1]])
+        else:  # the sample before the block is there for the pre-emphasis
+            emphasized = pcm[1:] - MFCC_PREEMPHASIS * pcm[:-1]
+        padded = np.zeros(hi - lo)  # past the end: zeros, the last frame included
+        padded[:len(emphasized)] = emphasized
+        frames = np.lib.stride_tricks.sliding_window_view(padded, MFCC_WINDOW)[::MFCC_HOP]
+        power = np.square(np.abs(np.fft.rfft(frames, MFCC_NFFT))) * (1.0 / MFCC_NFFT)
+        energy = power.sum(axis=1)
+        energy[energy == 0] = tiny
+        bands = power @ _mfcc_filters().T
+        bands[bands == 0] = tiny
+        cepstra = (np.log(bands) @ _mfcc_dct()) * lift
+        cepstra[:, 0] = np.log(energy)
+        out[:, first:last] = cepstra.T
+    return out
 
 
 @lru_cache(maxsize=1)
@@ -294,17 +304,29 @@ def davs_mfcc_windows(samples: np.ndarray, n_frames: int, fps: float = 25.0) -> 
     return np.ascontiguousarray(ceps[:, idx].transpose(1, 0, 2))
 
 
-def speech_seconds(samples: np.ndarray) -> float:
+VAD_CHUNK_SECONDS = 60  # the voice activity detector reads this much at a time
+
+
+def speech_seconds(samples: np.ndarray, enough: float | None = None) -> float:
     """How many seconds of 16 kHz mono `samples` are speech, by Silero VAD (MIT; its ONNX network
     ships inside the silero-vad package, run by ONNX Runtime): speech, not music, noise or
-    silence, which the loudness alone cannot tell apart. About 15 ms per second of sound on a CPU."""
+    silence, which the loudness alone cannot tell apart. About 15 ms per second of sound on a CPU.
+    Read VAD_CHUNK_SECONDS at a time (it copies what it reads), and no further once `enough`
+    seconds are found."""
     from silero_vad import get_speech_timestamps
 
-    x = np.ascontiguousarray(np.asarray(samples, np.float32).reshape(-1))
-    if x.size < SAMPLE_RATE // 10:
-        return 0.0
-    spans = get_speech_timestamps(x, _voice_activity_detector(), sampling_rate=SAMPLE_RATE)
-    return sum(s["end"] - s["start"] for s in spans) / SAMPLE_RATE
+    x = np.asarray(samples).reshape(-1)
+    found = 0.0
+    step = VAD_CHUNK_SECONDS * SAMPLE_RATE
+    for lo in range(0, len(x), step):
+        piece = np.ascontiguousarray(x[lo:lo + step], np.float32)
+        if piece.size < SAMPLE_RATE // 10:
+            break
+        spans = get_speech_timestamps(piece, _voice_activity_detector(), sampling_rate=SAMPLE_RATE)
+        found += sum(s["end"] - s["start"] for s in spans) / SAMPLE_RATE
+        if enough is not None and found >= enough:
+            break
+    return found
 
 
 @lru_cache(maxsize=1)

@@ -630,7 +630,7 @@ def has_speech(samples_16k: np.ndarray, envelope: np.ndarray) -> bool:
     e = np.asarray(envelope, np.float64)
     if not e.size or float(np.percentile(e, 95)) <= synchrony.SILENCE_DBFS + 15.0:
         return False
-    return speech_seconds(samples_16k) >= MIN_SPEECH_SECONDS
+    return speech_seconds(samples_16k, enough=MIN_SPEECH_SECONDS) >= MIN_SPEECH_SECONDS
 
 
 def decide(tracks: Sequence[Track], frames: int, fps: float, shots: Sequence[int], envelope: np.ndarray | None = None,

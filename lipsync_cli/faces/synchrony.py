@@ -195,11 +195,12 @@ def speech_loudness(samples_16k: np.ndarray, frames: int, fps: float = FPS) -> n
     band = (freqs >= SPEECH_BAND[0]) & (freqs <= SPEECH_BAND[1])
     norm = 2.0 / (n * float((taper ** 2).sum()))  # a full-scale sine in the band: about 0 dB
     starts = np.round((np.arange(frames) - 0.5) * SAMPLE_RATE / fps - n / 2).astype(np.int64)
-    padded = np.pad(x, (n, max(0, int(starts[-1]) + 2 * n - len(x))))
     out = np.empty(frames, np.float64)
     for lo in range(0, frames, 2048):  # bounded memory for long clips
-        idx = starts[lo:lo + 2048, None] + n + np.arange(n)[None]
-        spec = np.fft.rfft(padded[np.clip(idx, 0, len(padded) - 1)] * taper, axis=1)
+        idx = starts[lo:lo + 2048, None] + np.arange(n)[None]
+        inside = (idx >= 0) & (idx < len(x))  # silence before and after the samples
+        window = np.where(inside, x[np.clip(idx, 0, max(0, len(x) - 1))] if len(x) else 0.0, 0.0).astype(np.float32)
+        spec = np.fft.rfft(window * taper, axis=1)
         out[lo:lo + 2048] = 10 * np.log10((np.abs(spec[:, band]) ** 2).sum(axis=1) * norm + 1e-12)
     return out
 

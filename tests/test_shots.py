@@ -153,3 +153,18 @@ def test_scores_from_the_one_decode_equal_crops_from_a_25_fps_decode(clips, tmp_
         crops = np.stack([light_asd.crop_face(again[a], *g) for a, g in zip(span, light_asd.crop_geometry(boxes))])
         want = light_asd.speaking_scores(net, crops, mfcc[4 * span[0]:4 * (span[-1] + 1)], SpeakerOptions().windows)
         np.testing.assert_allclose(t.asd, want, atol=1e-5)
+
+
+def test_a_shot_too_short_for_light_asd_is_left_unscored(clips, tmp_path):
+    """A 6-frame shot (the shortest there is) holds a face track too short for Light-ASD's
+    13-frame median: it is tracked but not scored, and the rest of the clip is."""
+    from lipsync_cli.faces.speakers import find_speakers
+
+    frames = np.concatenate([on_stage(clips["talk2"][:40], 112), on_stage(clips["talk"][:6], 200),
+                             on_stage(clips["talk2"][40:80], 20)])
+    video = write_frames(tmp_path / "flash.mp4", frames)
+    report = find_speakers(str(video), str(EXAMPLES / "speech.wav"), SpeakerOptions())
+    assert report.shots == [0, 40, 46]
+    short = [t for t in report.tracks if t.shot == 1]
+    assert len(short) == 1 and len(short[0].boxes) == 6 and np.isnan(short[0].score).all()
+    assert all(t.asd is not None and len(t.asd) == len(t.boxes) for t in report.tracks if t.shot != 1)

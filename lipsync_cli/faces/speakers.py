@@ -372,10 +372,13 @@ class _TrackScorer:
             a = self.next_a
             for tid, s in self.open.items():
                 detected = seen[tid][0]
-                if detected[0] <= index <= detected[-1]:
+                if detected[0] <= index <= detected[-1] and not s.get("short"):
+                    cx, cy, half = self._geometry(tid, s, a, frames)
+                    if half <= 0:  # the 13-frame median is more zeros than boxes: a track under 7 frames,
+                        s["short"] = True  # which Light-ASD does not score (light_asd.MIN_TRACK)
+                        continue
                     if s["first"] is None:
                         s["first"] = a
-                    cx, cy, half = self._geometry(tid, s, a, frames)
                     s["pending"].append(light_asd.crop_face(frame, cx, cy, half).copy())  # not a view of the frame
             self.next_a += 1
         if self.clock:

@@ -484,17 +484,29 @@ def combine_scores(tracks: Sequence[Track], motion: dict[int, tuple[np.ndarray, 
         for t in run:
             t.sync, t.evidence = sync[k:k + len(t.asd)], evidence[k:k + len(t.asd)]
             k += len(t.asd)
-    timeline = {t.index: (_on_timeline(t.scored_first, t.asd, scored_frames),
-                          _on_timeline(t.scored_first, t.sync, scored_frames),
-                          _on_timeline(t.scored_first, t.evidence, scored_frames)) for t in scored}
-    combined = synchrony.combine({k: v[0] for k, v in timeline.items()}, {k: v[1] for k, v in timeline.items()},
-                                 {k: v[2] for k, v in timeline.items()}) if scored else {}
+    # combined shot by shot, on the shot's own stretch of the timeline: only faces seen together
+    # compete, and a shot's faces are never seen in another (an hour of an edit has thousands of
+    # tracks: on the whole timeline each would take a row of every frame, 24 GB)
+    combined: dict[int, np.ndarray] = {}  # track index -> scores from its scored_first on
+    by_shot: dict[int, list[Track]] = {}
+    for t in scored:
+        by_shot.setdefault(t.shot, []).append(t)
+    for here in by_shot.values():
+        lo = min(t.scored_first for t in here)
+        hi = min(scored_frames, max(t.scored_first + len(t.asd) for t in here))
+        timeline = {t.index: (_on_timeline(t.scored_first - lo, t.asd, hi - lo),
+                              _on_timeline(t.scored_first - lo, t.sync, hi - lo),
+                              _on_timeline(t.scored_first - lo, t.evidence, hi - lo)) for t in here}
+        shot = synchrony.combine({k: v[0] for k, v in timeline.items()}, {k: v[1] for k, v in timeline.items()},
+                                 {k: v[2] for k, v in timeline.items()})
+        for t in here:
+            combined[t.index] = shot[t.index][t.scored_first - lo:]
     for t in tracks:
         t.score = np.full(len(t.boxes), np.nan, np.float32)
         if t.index in combined:
             a_of = np.clip(np.round(np.arange(t.first, t.last + 1) * FPS / t.fps).astype(np.int64),
                            t.scored_first, t.scored_first + len(t.asd) - 1)
-            t.score = combined[t.index][a_of].astype(np.float32)
+            t.score = combined[t.index][a_of - t.scored_first].astype(np.float32)
             t.raw = t.asd[a_of - t.scored_first].astype(np.float32)
 
 

@@ -335,9 +335,8 @@ class _TrackScorer:
         self.to_analysis = 1.0 / self.to_full
         lengths = [max(1, int(round(d * FPS))) for d in self.windows]
         self.block = math.lcm(*lengths) * max(1, round(BLOCK_SECONDS * FPS / math.lcm(*lengths)))
-        reach = light_asd.SMOOTHING // 2
-        self.reach = reach
-        self.hold = int(math.ceil((reach + 1) * fps / FPS)) + (collector.max_lost + 2) * collector.every
+        self.reach = light_asd.SMOOTHING // 2
+        self.hold = int(math.ceil((self.reach + 1) * fps / FPS)) + (collector.max_lost + 2) * collector.every
         self.held: deque[tuple[int, np.ndarray]] = deque()  # frames released, their crops not yet cut
         self.next_a = 0  # the next 25 fps frame to cut crops for
         self.next_tid = 0  # the next track id to open (ids count up in the order tracks start)

@@ -176,10 +176,7 @@ def speech_envelope(samples_16k: np.ndarray, frames: int, fps: float = FPS) -> n
     power in an 80 ms Hann window centred on the interval between frames t-1 and t (that of
     `lower_face_motion`'s value t), clipped FLOOR_DB below the loudest frame and at SILENCE_DBFS.
     Past the end of the samples: silence."""
-    if frames <= 0:
-        return np.zeros(0, np.float32)
-    out = speech_loudness(samples_16k, frames, fps)
-    return clip_loudness(out)
+    return clip_loudness(speech_loudness(samples_16k, frames, fps))
 
 
 def speech_loudness(samples_16k: np.ndarray, frames: int, fps: float = FPS) -> np.ndarray:

@@ -8,9 +8,11 @@ symmetric normalisation to [-4, 4]). 80 mel frames per second of audio.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from functools import lru_cache
 from fractions import Fraction
+from typing import Iterator
 
 import numpy as np
 
@@ -50,42 +52,70 @@ def load_audio(path: str) -> Audio:
     resampling is soxr "high quality": exactly what librosa.load does, so the mel matches the
     reference implementation for the same file.
     """
+    info, chunks = _decoded(path)
+    seconds = info.video.duration if info.video is not None and info.video.duration else 60.0  # grows if longer
+    expected = int(seconds * 1.01 * SAMPLE_RATE) + 10 * SAMPLE_RATE  # a track often runs a little longer
+    out, n = np.empty(max(expected, HOP), np.float32), 0
+    for chunk in chunks:
+        out, n = _append(out, n, chunk)
+    mono = np.ascontiguousarray(out[:n], dtype=np.float32)
+    _check_length(path, len(mono))
+    return Audio(mono, info.audio.rate, info.audio.channels)
+
+
+_TAIL = SAMPLE_RATE  # samples held back while decoding, to set the final length at the end
+
+
+def _decoded(path: str):
+    """(probe info, the sound as float32 16 kHz mono chunks in order): decoded, downmixed and
+    resampled a piece at a time, so that an hour never sits in memory at 48 kHz or in stereo.
+    soxr's stream gives the very samples its one-shot resample gives; the length is librosa's
+    (ceil of the native length times the ratio), set on the last second, which is held back."""
     from . import media  # local import: media imports nothing from here, keeps audio light
 
     info = media.probe(path)
     if info.audio is None:
         raise InputError(f"{path}: no audio stream found")
-    # decoded, downmixed and resampled a piece at a time: soxr's stream gives the very samples
-    # its one-shot resample gives, and an hour never sits in memory at 48 kHz or in stereo
-    stream = None
-    if info.audio.rate != SAMPLE_RATE:
-        import soxr  # what librosa.resample(res_type="soxr_hq") calls, without librosa's slow import
+    rate, channels = info.audio.rate, info.audio.channels
 
-        stream = soxr.ResampleStream(info.audio.rate, SAMPLE_RATE, 1, dtype="float32", quality="HQ")
-    seconds = info.video.duration if info.video is not None and info.video.duration else 60.0  # grows if longer
-    expected = int(seconds * 1.01 * SAMPLE_RATE) + 10 * SAMPLE_RATE  # a track often runs a little longer
-    out, n, native = np.empty(max(expected, HOP), np.float32), 0, 0
-    pending = None
-    for chunk in media.decode_audio_mono(path, info.audio.channels):
-        native += len(chunk)
-        if stream is not None:  # one chunk behind, so the last one is fed with last=True
-            if pending is not None:
-                out, n = _append(out, n, stream.resample_chunk(pending))
-            pending = chunk
-        else:
-            out, n = _append(out, n, chunk)
-    if stream is not None and pending is not None:
-        out, n = _append(out, n, stream.resample_chunk(pending, last=True))
-    if native == 0:
-        raise InputError(f"{path}: the audio stream is empty")
-    mono = out[:n]
-    if stream is not None:
-        want = int(np.ceil(native * SAMPLE_RATE / info.audio.rate))  # librosa's length convention
-        mono = mono[:want] if len(mono) >= want else np.pad(mono, (0, want - len(mono)))
-    mono = np.ascontiguousarray(mono, dtype=np.float32)
-    if len(mono) < HOP:
-        raise InputError(f"{path}: the audio is too short ({len(mono) / SAMPLE_RATE * 1000:.0f} ms)")
-    return Audio(mono, info.audio.rate, info.audio.channels)
+    def chunks():
+        stream = None
+        if rate != SAMPLE_RATE:
+            import soxr  # what librosa.resample(res_type="soxr_hq") calls, without librosa's slow import
+
+            stream = soxr.ResampleStream(rate, SAMPLE_RATE, 1, dtype="float32", quality="HQ")
+        native, given = 0, 0
+        tail, pending = np.empty(0, np.float32), None
+        for chunk in media.decode_audio_mono(path, channels):
+            native += len(chunk)
+            if stream is None:
+                piece = chunk
+            else:  # one chunk behind, so the last one is fed with last=True
+                piece, pending = (stream.resample_chunk(pending) if pending is not None else None), chunk
+            if piece is not None and len(piece):
+                tail = np.concatenate([tail, piece])
+                if len(tail) > _TAIL:
+                    yield tail[:-_TAIL]
+                    given += len(tail) - _TAIL
+                    tail = tail[-_TAIL:].copy()
+        if stream is not None and pending is not None:
+            tail = np.concatenate([tail, stream.resample_chunk(pending, last=True)])
+        if native == 0:
+            raise InputError(f"{path}: the audio stream is empty")
+        if stream is not None:
+            want = int(np.ceil(native * SAMPLE_RATE / rate)) - given  # librosa's length convention
+            if want < 0:  # a second held back covers soxr's few extra samples many times over
+                raise LipsyncError(f"{path}: the resampled sound is {-want} samples longer than expected")
+            tail = tail[:want] if len(tail) >= want else np.pad(tail, (0, want - len(tail)))
+        if len(tail):
+            yield tail
+
+    return info, chunks()
+
+
+def _check_length(path: str, n: int):
+    if n < HOP:
+        raise InputError(f"{path}: the audio is too short ({n / SAMPLE_RATE * 1000:.0f} ms)")
 
 
 def _append(out: np.ndarray, n: int, chunk: np.ndarray) -> tuple[np.ndarray, int]:
@@ -147,32 +177,42 @@ def _preemphasis(x: np.ndarray) -> np.ndarray:
 STFT_BLOCK = 2048  # STFT frames computed at once (25 s of audio, about 30 MB of float64 in flight)
 
 
-def _emphasized(x: np.ndarray, lo: int, hi: int) -> np.ndarray:
+def _emphasized(x: np.ndarray, lo: int, hi: int, offset: int = 0, n: int | None = None) -> np.ndarray:
     """Samples lo..hi-1 (float64) of the pre-emphasised signal padded by reflection at both ends
-    (indices below 0 or from len(x) on mirror it), as np.pad(_preemphasis(x), mode="reflect")
-    holds them: the centred STFT's input, a piece at a time."""
-    n = len(x)
+    (indices below 0 or from n on mirror it), as np.pad(_preemphasis(x), mode="reflect") holds
+    them: the centred STFT's input, a piece at a time. `x` may be a stretch of the signal that
+    starts at sample `offset` (holding every index asked for); n is the whole signal's length."""
+    n = offset + len(x) if n is None else n
     if n <= N_FFT:  # short: the padding may reflect more than once; np.pad does that
-        whole = np.pad(_preemphasis(x.astype(np.float64)), N_FFT // 2, mode="reflect")
+        whole = np.pad(_preemphasis(x[:n].astype(np.float64)), N_FFT // 2, mode="reflect")
         return whole[lo + N_FFT // 2:hi + N_FFT // 2]
     idx = np.arange(lo, hi)
     idx = np.where(idx < 0, -idx, idx)
     idx = np.where(idx >= n, 2 * (n - 1) - idx, idx)
-    cur = x[idx].astype(np.float64)
-    prev = x[np.maximum(idx - 1, 0)].astype(np.float64)
+    cur = x[idx - offset].astype(np.float64)
+    prev = x[np.maximum(idx - 1, 0) - offset].astype(np.float64)
     return np.where(idx == 0, cur, cur - PREEMPHASIS * prev)
 
 
-def _stft_magnitude(x: np.ndarray, first: int, last: int) -> np.ndarray:
+def _stft_magnitude(x: np.ndarray, first: int, last: int, offset: int = 0, n: int | None = None) -> np.ndarray:
     """|STFT| frames first..last-1 of the signal: a centred STFT with a periodic Hann window and
     reflection padding, as librosa.stft with pad_mode="reflect" computes it; plain numpy, which
     spares the second of import time that librosa's STFT costs on first use."""
-    padded = _emphasized(x, first * HOP - N_FFT // 2, (last - 1) * HOP + N_FFT - N_FFT // 2)
+    padded = _emphasized(x, first * HOP - N_FFT // 2, (last - 1) * HOP + N_FFT - N_FFT // 2, offset, n)
     frames = np.lib.stride_tricks.as_strided(
         padded, shape=(last - first, N_FFT), strides=(padded.strides[0] * HOP, padded.strides[0])
     )
     window = 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(WIN) / WIN)
     return np.abs(np.fft.rfft(frames * window, axis=1)).T
+
+
+def _mel_block(x: np.ndarray, first: int, last: int, offset: int = 0, n: int | None = None) -> np.ndarray:
+    """Mel frames first..last-1, normalised: (80, last - first) float32."""
+    min_level = np.exp(MIN_LEVEL_DB / 20.0 * np.log(10.0))
+    mel = _mel_basis() @ _stft_magnitude(x, first, last, offset, n)
+    db = 20.0 * np.log10(np.maximum(min_level, mel)) - REF_LEVEL_DB
+    norm = (2.0 * MAX_ABS_VALUE) * ((db - MIN_LEVEL_DB) / -MIN_LEVEL_DB) - MAX_ABS_VALUE
+    return np.clip(norm, -MAX_ABS_VALUE, MAX_ABS_VALUE).astype(np.float32)
 
 
 def melspectrogram(wav: np.ndarray) -> np.ndarray:
@@ -185,14 +225,87 @@ def melspectrogram(wav: np.ndarray) -> np.ndarray:
     x = np.asarray(wav).reshape(-1)
     n_frames = 1 + len(x) // HOP
     out = np.empty((N_MELS, n_frames), np.float32)
-    min_level = np.exp(MIN_LEVEL_DB / 20.0 * np.log(10.0))
     for first in range(0, n_frames, STFT_BLOCK):
         last = min(n_frames, first + STFT_BLOCK)
-        mel = _mel_basis() @ _stft_magnitude(x, first, last)
-        db = 20.0 * np.log10(np.maximum(min_level, mel)) - REF_LEVEL_DB
-        norm = (2.0 * MAX_ABS_VALUE) * ((db - MIN_LEVEL_DB) / -MIN_LEVEL_DB) - MAX_ABS_VALUE
-        out[:, first:last] = np.clip(norm, -MAX_ABS_VALUE, MAX_ABS_VALUE)
+        out[:, first:last] = _mel_block(x, first, last)
     return out
+
+
+class _MelBlocks:
+    """melspectrogram's blocks, computed as the samples arrive: a block as soon as every sample
+    it reads has come (none past the end, so the end's reflection is not needed yet), the rest
+    once the length is known. Holds only the samples the next block reads."""
+
+    def __init__(self):
+        self.samples, self.offset, self.n, self.next = np.empty(0, np.float32), 0, 0, 0
+
+    def feed(self, chunk: np.ndarray) -> Iterator[np.ndarray]:
+        self.samples = np.concatenate([self.samples, chunk])
+        self.n += len(chunk)
+        while (self.next + STFT_BLOCK - 1) * HOP + N_FFT - N_FFT // 2 <= self.n:
+            first, self.next = self.next, self.next + STFT_BLOCK
+            yield _mel_block(self.samples, first, self.next, self.offset)
+            keep = self.next * HOP - N_FFT // 2 - 1  # the next block's first sample and the one before it
+            self.samples = self.samples[keep - self.offset:].copy()
+            self.offset = keep
+
+    def finish(self) -> Iterator[np.ndarray]:
+        n_frames = 1 + self.n // HOP
+        for first in range(self.next, n_frames, STFT_BLOCK):
+            yield _mel_block(self.samples, first, min(n_frames, first + STFT_BLOCK), self.offset, self.n)
+        self.next = n_frames
+
+
+class MelFile:
+    """Wav2Lip's mel spectrogram of a file's sound, exactly melspectrogram(load_audio(path).samples),
+    computed while the sound decodes and kept in an unnamed temporary file: an hour's is 92 MB,
+    which a dub would otherwise hold to its end. Windows are read back as the frames need them."""
+
+    def __init__(self, path: str):
+        import tempfile
+
+        info, chunks = _decoded(path)
+        self.source_rate, self.source_channels = info.audio.rate, info.audio.channels
+        self._file = tempfile.TemporaryFile(prefix="lipsync-mel-")  # unlinked at once: nothing left by any signal
+        blocks = _MelBlocks()
+        try:
+            for chunk in chunks:
+                for block in blocks.feed(chunk):
+                    self._write(block)
+            _check_length(path, blocks.n)
+            for block in blocks.finish():
+                self._write(block)
+            self._file.flush()  # read back with os.pread, below Python's buffer
+        except BaseException:
+            self._file.close()
+            raise
+        self.samples, self.frames = blocks.n, blocks.next
+
+    def _write(self, block: np.ndarray):
+        self._file.write(np.ascontiguousarray(block.T).data)  # frame by frame: a window is one read
+
+    @property
+    def duration(self) -> float:
+        return self.samples / SAMPLE_RATE
+
+    def read(self, first: int, last: int) -> np.ndarray:
+        """Mel frames first..last-1 as (80, last - first)."""
+        size = N_MELS * 4
+        data = os.pread(self._file.fileno(), (last - first) * size, first * size)  # no shared file position
+        return np.frombuffer(data, np.float32).reshape(last - first, N_MELS).T
+
+    def windows(self, fps: Fraction | float, frame_indices) -> np.ndarray:
+        """mel_windows of the whole spectrogram, reading only the frames they span."""
+        frame_indices = list(frame_indices)
+        if self.frames < MEL_STEP:
+            return mel_windows(self.read(0, self.frames), fps, frame_indices)
+        starts = [window_start(i, fps, self.frames) for i in frame_indices]
+        lo = min(starts)
+        span = self.read(lo, max(starts) + MEL_STEP)
+        return np.stack([span[:, s - lo:s - lo + MEL_STEP] for s in starts])
+
+    def close(self):
+        self._file.close()
 
 
 def window_start(frame_index: int, fps: Fraction | float, n_mel_frames: int) -> int:

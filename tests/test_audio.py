@@ -245,3 +245,40 @@ def test_output_frame_count():
     assert audio.output_frame_count(5.0, NTSC) == 150
     assert audio.output_frame_count(3.0, Fraction(25)) == 75
     assert audio.output_frame_count(0.001, 25) == 1  # never zero frames
+
+
+@pytest.mark.parametrize("seconds,rate,layout", [(56.3, 44100, "stereo"), (0.04, 16000, "mono"), (1.0, 48000, "mono")])
+def test_mel_file_is_the_whole_mel_read_back(tmp_path, seconds, rate, layout):
+    """The dub's mel, computed as the sound decodes and kept on disk, is exactly the mel of the
+    whole decoded sound: across STFT blocks (56 s: three blocks), at the ends (reflection), and
+    for a sound shorter than one window; its windows are mel_windows' windows."""
+    import tempfile
+
+    path = tmp_path / "sound.wav"
+    # noise under two tones, different in each channel: every block sees a different signal
+    ffmpeg("-f", "lavfi", "-i", f"aevalsrc=0.3*sin(2*PI*220*t)+0.1*random(0)|0.2*sin(2*PI*1330*t)+0.1*random(1):s={rate}:d={seconds}",
+           "-ac", "2" if layout == "stereo" else "1", "-c:a", "pcm_s16le", str(path))
+    whole = audio.melspectrogram(audio.load_audio(str(path)).samples)
+    before = set(__import__("os").listdir(tempfile.gettempdir()))
+    mel = audio.MelFile(str(path))
+    try:
+        assert mel.frames == whole.shape[1] and mel.duration == pytest.approx(seconds, abs=1e-3)
+        assert np.array_equal(mel.read(0, mel.frames), whole)
+        for fps in (25, NTSC):
+            frames = list(range(0, int(seconds * float(fps)) + 3))  # windows past the end use the last 16 frames
+            for group in (g for g in (frames[:5], frames[5:13], frames[-4:]) if g):
+                assert np.array_equal(mel.windows(fps, group), audio.mel_windows(whole, fps, group))
+        assert not any("lipsync-mel" in f for f in set(__import__("os").listdir(tempfile.gettempdir())) - before)
+    finally:
+        mel.close()
+
+
+def test_mel_file_errors_as_loading_does(tmp_path):
+    silent = tmp_path / "silent.mp4"
+    ffmpeg("-f", "lavfi", "-i", "color=c=black:s=64x64:d=0.2", str(silent))
+    with pytest.raises(InputError, match="no audio stream"):
+        audio.MelFile(str(silent))
+    tiny = tmp_path / "tiny.wav"
+    ffmpeg("-f", "lavfi", "-i", "aevalsrc=0:s=16000:d=0.005", "-c:a", "pcm_s16le", str(tiny))
+    with pytest.raises(InputError, match="too short"):
+        audio.MelFile(str(tiny))

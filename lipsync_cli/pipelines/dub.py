@@ -157,6 +157,7 @@ class _Clip:
         self.cancelled = False  # set when the clip failed downstream: stop decoding it
         self.out: outputs.AtomicFile | None = None
         self.writer: media.FrameWriter | None = None
+        self.mel: audio_mod.MelFile | None = None
         video, audio_path = request.video, request.audio
 
         info = media.probe(video)
@@ -175,13 +176,16 @@ class _Clip:
         else:
             self.height, self.width = info.video.height, info.video.width
         t0 = time.perf_counter()
-        sound = audio_mod.load_audio(audio_path)
-        self.mel = audio_mod.melspectrogram(sound.samples)
+        self.mel = audio_mod.MelFile(audio_path)  # on disk: an hour's would stay in memory to the end
         self.clock.add("audio", t0)
-        self.n_out = audio_mod.output_frame_count(sound.duration, self.fps)
-        self.out = outputs.AtomicFile(request.output, force=request.force,
-                                      inputs=(video, audio_path, opts.checkpoint, opts.speaker_audio,
-                                              opts.enhance_weights if opts.enhance != "none" else None))
+        self.n_out = audio_mod.output_frame_count(self.mel.duration, self.fps)
+        try:
+            self.out = outputs.AtomicFile(request.output, force=request.force,
+                                          inputs=(video, audio_path, opts.checkpoint, opts.speaker_audio,
+                                                  opts.enhance_weights if opts.enhance != "none" else None))
+        except BaseException:
+            self.close_quietly()
+            raise
 
     def result(self, model: str, device: str, precision: str, isa: str = "", face_size: int = 96) -> DubResult:
         return DubResult(
@@ -195,6 +199,9 @@ class _Clip:
         )
 
     def close_quietly(self):
+        if self.mel is not None:
+            self.mel.close()
+            self.mel = None
         if self.writer is not None:
             self.writer.abort()
             self.writer = None
@@ -415,7 +422,7 @@ class Dubber:
             crops = np.stack([cv2.resize(it.frame[y1:y2, x1:x2], (size, size)) if head is None
                               else turned_crop(it.frame, head_warp(head[:4], head[4], self.opts.pads, size), size)
                               for it, (x1, y1, x2, y2), head in faces_in])
-            windows = audio_mod.mel_windows(clip.mel, clip.fps, [it.index for it, _, _ in faces_in])
+            windows = clip.mel.windows(clip.fps, [it.index for it, _, _ in faces_in])
             clip.clock.add("prepare", t)
             t = time.perf_counter()
             faces = self.runner(windows, crops, round_output=self.opts.paste != "hard",

@@ -813,11 +813,22 @@ def cmd_memory(args):
     header(f"Peak memory of a dub of a looped edited composite: {described}", args.argv)
     comps = {t.name: p for p, t in composites(args.work, [args.clip.split("-")[0]])}
     clip = comps[args.clip]
+    name = args.clip
+    if args.scale:  # a smaller picture dubs an hour within a session; what grows is per frame, not per pixel
+        name = f"{args.clip}-{args.scale}"
+        scaled = args.work / "memory" / f"{name}.mp4"
+        if not scaled.exists():
+            scaled.parent.mkdir(parents=True, exist_ok=True)
+            w, h = args.scale.split("x")
+            subprocess.run([ffmpeg_binary(), "-v", "error", "-y", "-i", str(clip), "-vf", f"scale={w}:{h}",
+                            "-c:v", "libx264", "-crf", "18", "-c:a", "copy", str(scaled)], check=True)
+        clip = scaled
     ckpt = checkpoint(args.work, code, args.width)
-    print(f"generator: {ckpt.name} (seeded random, {args.width:g} of the published width)\n")
+    print(f"generator: {ckpt.name} (seeded random, {args.width:g} of the published width)"
+          f"{f'; the composite scaled to {args.scale}' if args.scale else ''}\n")
     rows, peaks = [], {}
     for sec in args.seconds:
-        looped = args.work / "memory" / f"{args.clip}-{sec}s.mp4"
+        looped = args.work / "memory" / f"{name}-{sec}s.mp4"
         if not looped.exists():
             looped.parent.mkdir(parents=True, exist_ok=True)
             subprocess.run([ffmpeg_binary(), "-v", "error", "-y", "-stream_loop", "-1", "-i", str(clip), "-t", str(sec),
@@ -858,6 +869,7 @@ def main(argv=None):
     ap.add_argument("--runs", type=int, default=3, help="cost: paired runs per clip")
     ap.add_argument("--seconds", default="60,600", help="memory: lengths to loop the composite to")
     ap.add_argument("--clip", default="twoshot", help="memory: the composite to loop")
+    ap.add_argument("--scale", default=None, help="memory: WxH, the composite scaled to it before looping (e.g. 320x180)")
     ap.add_argument("--width", type=float, default=1.0,
                     help="memory: the random generator's width (0.25: a quarter of the channels, so an hour dubs in about an hour)")
     ap.add_argument("--rerun", action="store_true", help="dub: dub again even where a run of this code exists")

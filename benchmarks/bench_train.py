@@ -72,7 +72,7 @@ def cmd_expert(args, tmp: Path):
     print(f"\nbest held-out accuracy **{best['val_accuracy']:.3f}** at step {best['step']}")
 
 
-def _load_expert(path: str):
+def load_expert(path: str):
     """An expert built at the width and face size its file was saved at."""
     from lipsync_cli.checkpoints import load_network
 
@@ -87,7 +87,7 @@ def cmd_expert_test(args, tmp: Path):
     from lipsync_cli.train.syncnet import evaluate
 
     data = Path(args.data) if args.data else _corpus(tmp, 5)
-    expert = _load_expert(args.expert)
+    expert = load_expert(args.expert)
     ds = SyncPairs(PreprocessedData(data, "test"), seed=20_000)
     dtype = autocast_dtype(torch.device("cpu"), "auto")
     ev = evaluate(expert, ds, args.pairs // 64, 64, torch.device("cpu"), dtype, workers=1)
@@ -146,7 +146,7 @@ def _setup(args):
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     data = Path(args.data) if args.data else _corpus(work, 5)
-    return work, data, _load_expert(args.judge), PreprocessedData(data, "test"), \
+    return work, data, load_expert(args.judge), PreprocessedData(data, "test"), \
         autocast_dtype(torch.device("cpu"), "auto")
 
 
@@ -276,7 +276,7 @@ def _truth_frames(spec, truth_face: dict, truth_speech: dict, n: int):
     return np.stack(out)
 
 
-def _mouth_scores(dubbed, truth) -> tuple[float, float, float]:
+def mouth_scores(dubbed, truth) -> tuple[float, float, float]:
     """PSNR, SSIM and gradient energy relative to the truth's, on the mouth box of (n, S, S, 3) frames."""
     import cv2
     import numpy as np
@@ -337,7 +337,7 @@ def _score_hires(gen_path: Path | None, judge, test, spec, clips: int) -> dict:
         out = generate(gen, faces, faces, windows) if gen else faces
         if size != spec.size:
             out = np.stack([cv2.resize(f, (spec.size, spec.size), interpolation=cv2.INTER_CUBIC) for f in out])
-        psnr, ssim, sharp = _mouth_scores(out, truth)
+        psnr, ssim, sharp = mouth_scores(out, truth)
         lse = expert_sync_of_crops(judge, out, test.mel(other), str(test.clips[k].folder))
         sync = sync_score(mouth_opening(out), truth_opening(truth_o)[:n]).correlation
         rows.append({"psnr": psnr, "ssim": ssim, "sharpness": sharp, "sync": sync, "lse_d": lse.lse_d, "lse_c": lse.lse_c})
@@ -354,7 +354,7 @@ def _ceiling(spec, test, size: int, clips: int) -> dict:
     for _, _, _, truth in _dub_pairs(test, spec, clips):
         low = np.stack([cv2.resize(cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA), (spec.size, spec.size),
                                    interpolation=cv2.INTER_CUBIC) for f in truth])
-        rows.append(_mouth_scores(low, truth))
+        rows.append(mouth_scores(low, truth))
     return dict(zip(("psnr", "ssim", "sharpness"), np.mean(rows, axis=0)))
 
 
@@ -379,7 +379,7 @@ def cmd_hires(args, tmp: Path):
     if not judge_path.exists():  # independent: another corpus, another seed
         lipsync("train", "syncnet", judge_data, "-o", judge_path.parent, "--size", 96, "--steps", args.expert_steps,
                 "--batch-size", 16, "--eval-every", args.expert_steps, "--seed", 1, "--workers", 1, "-q", *width)
-    judge = _load_expert(str(judge_path))
+    judge = load_expert(str(judge_path))
     test = PreprocessedData(data, "test")
     experts = {}
     for size in args.sizes:

@@ -35,8 +35,9 @@ import typer  # noqa: E402
 from .. import interrupts  # noqa: E402
 from . import animate, data, dub, evaluate, speakers, train, weights  # noqa: E402
 from .common import err  # noqa: E402
+from .layout import App  # noqa: E402
 
-app = typer.Typer(
+app = App(
     help="Offline lip-sync dubbing (Wav2Lip / AttnWav2Lip) and portrait animation (DAVS) for the command line.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,

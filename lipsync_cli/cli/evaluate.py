@@ -9,8 +9,9 @@ from typing import List, Optional
 import typer
 
 from .common import DebugOpt, DetectorOpt, DeviceOpt, JsonOpt, out, report_errors
+from .layout import App
 
-app = typer.Typer(help="Evaluation: sync (LSE-D / LSE-C), davs (reconstruction, word accuracy, retrieval, disentangling).",
+app = App(help="Evaluation: sync (LSE-D / LSE-C), davs (reconstruction, word accuracy, retrieval, disentangling).",
                   no_args_is_help=True)
 
 
@@ -18,8 +19,8 @@ app = typer.Typer(help="Evaluation: sync (LSE-D / LSE-C), davs (reconstruction, 
 @report_errors
 def eval_sync(
     videos: List[Path] = typer.Argument(..., help="Videos to score (their own audio track, or --audio)."),
-    syncnet: Path = typer.Option(..., "--syncnet", help="The evaluation SyncNet (syncnet_v2.model) for published-comparable LSE, or a lip-sync expert of ours."),
-    audio: Optional[Path] = typer.Option(None, "--audio", help="Score against this audio instead of each video's own track."),
+    syncnet: Path = typer.Option(..., "--syncnet", metavar="FILE", help="The evaluation SyncNet (syncnet_v2.model) for published-comparable LSE, or a lip-sync expert of ours."),
+    audio: Optional[Path] = typer.Option(None, "--audio", metavar="PATH", help="Score against this audio instead of each video's own track."),
     detector: DetectorOpt = "retinaface",
     device: DeviceOpt = "auto",
     as_json: JsonOpt = False,
@@ -48,8 +49,8 @@ def eval_sync(
 @report_errors
 def eval_davs(
     data: Path = typer.Argument(..., help="Words-layout data folder (the split to score, and train for the probe)."),
-    checkpoint: Path = typer.Option(..., "-c", "--checkpoint", help="A DAVS checkpoint from `lipsync train davs`."),
-    split: str = typer.Option("test", help="The held-out split to score: test or val."),
+    checkpoint: Path = typer.Option(..., "-c", "--checkpoint", metavar="FILE", help="A DAVS checkpoint from `lipsync train davs`."),
+    split: str = typer.Option("test", metavar="test|val", help="The held-out split to score: test or val."),
     device: DeviceOpt = "auto",
     as_json: JsonOpt = False,
     debug: DebugOpt = False,

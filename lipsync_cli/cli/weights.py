@@ -10,8 +10,9 @@ import typer
 
 from ..errors import LipsyncError
 from .common import err, out, report_errors
+from .layout import App
 
-app = typer.Typer(help="The registry of known checkpoints: list, fetch, verify.", no_args_is_help=True)
+app = App(help="The registry of known checkpoints: list, fetch, verify.", no_args_is_help=True)
 
 
 @app.command("list")
@@ -66,9 +67,9 @@ def weights_verify(target: str = typer.Argument(..., help="A registry name or a 
 @report_errors
 def weights_init(
     path: Path = typer.Argument(..., help="Where to write the checkpoint (.pth)."),
-    model: str = typer.Option("wav2lip", help="wav2lip, attnwav2lip, attnwav2lip-spatial or attnwav2lip-channel."),
-    seed: int = typer.Option(0, min=0, help="Random seed."),
-    size: int = typer.Option(96, help="Face size: 96 (the published generators), 192 or 288."),
+    model: str = typer.Option("wav2lip", metavar="NAME", help="wav2lip, attnwav2lip, attnwav2lip-spatial or attnwav2lip-channel."),
+    seed: int = typer.Option(0, min=0, metavar="N", help="Random seed."),
+    size: int = typer.Option(96, metavar="PIXELS", help="Face size: 96 (the published generators), 192 or 288."),
     force: bool = typer.Option(False, "--force", help="Overwrite PATH if it exists."),
 ):
     """Write a seeded random-initialised generator in the published layout.

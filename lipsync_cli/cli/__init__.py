@@ -32,9 +32,9 @@ _cap_malloc_arenas()
 
 import typer  # noqa: E402
 
-from .. import interrupts  # noqa: E402
+from .. import interrupts, package_version  # noqa: E402
 from . import animate, data, dub, evaluate, speakers, train, weights  # noqa: E402
-from .common import err  # noqa: E402
+from .common import err, out  # noqa: E402
 from .layout import App  # noqa: E402
 
 app = App(
@@ -43,6 +43,20 @@ app = App(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+
+
+def show_version(value: bool) -> None:
+    if value:
+        out.print(f"lipsync {package_version()}", markup=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def lipsync(version: bool = typer.Option(False, "--version", is_eager=True, callback=show_version,
+                                         help="Print the version and exit.")):
+    pass  # the app's own options; its help is the app's
+
+
 app.command()(dub.dub)
 app.command()(animate.animate)
 app.command()(dub.batch)

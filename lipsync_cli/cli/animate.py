@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
@@ -10,8 +9,8 @@ import typer
 from rich.progress import TimeRemainingColumn
 
 from ..media import FPS
-from .common import (DebugOpt, DetectorOpt, DeviceOpt, FpsOpt, JsonOpt, QuietOpt, RateColumn, err, progress_bar,
-                     report_errors)
+from .common import (DebugOpt, DetectorOpt, DeviceOpt, FpsOpt, JsonOpt, QuietOpt, RateColumn, err, print_json,
+                     progress_bar, report_errors)
 
 
 @report_errors
@@ -41,9 +40,8 @@ def animate(
     with progress_bar("animating", quiet or as_json, RateColumn("frames"), TimeRemainingColumn()) as update:
         result = run_animate(str(photo), str(audio) if audio else None, str(output), opts, force=force, progress=update)
     if as_json:
-        print(json.dumps({"output": result.output, "frames": result.frames, "fps": float(result.fps),
-                          "width": result.width, "height": result.height, "driven_by": result.driven_by,
-                          "seconds": round(result.seconds, 3)}))
+        print_json({"output": result.output, "frames": result.frames, "fps": float(result.fps), "width": result.width,
+                    "height": result.height, "driven_by": result.driven_by, "seconds": round(result.seconds, 3)})
     elif not quiet:
         err.print(f"wrote {result.output}: {result.frames} frames at {float(result.fps):.3f} fps "
                   f"({result.frames / float(result.fps):.2f} s), {result.width}x{result.height}, driven by "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import json
 import os
 import traceback
 from contextlib import contextmanager
@@ -16,12 +17,17 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn
 from rich.text import Text
 
-from .. import interrupts
+from .. import interrupts, package_version
 from ..errors import LipsyncError
 from ..pipelines.options import PER_CLIP, ClipOption
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False, soft_wrap=True)
+
+
+def print_json(result: dict) -> None:
+    """A command's --json output: one JSON object on stdout, led by the version that wrote it."""
+    print(json.dumps({"version": package_version(), **result}))
 
 
 def interrupted(exc: KeyboardInterrupt, what_is_kept: str) -> typer.Exit:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Annotated, List, Optional, Tuple
@@ -13,8 +12,8 @@ from rich.progress import TimeElapsedColumn, TimeRemainingColumn
 from ..pipelines.options import MANIFEST_COLUMNS, PER_CLIP, DubOptions
 from ..weights import DEFAULT_CHECKPOINT
 from .common import (DebugOpt, DetectorOpt, DetectSizeOpt, DeviceOpt, FieldColumn, FpsOpt, JsonOpt, PadsOpt,
-                     QuietOpt, RateColumn, S3fdWeightsOpt, err, from_table, interrupted, out, progress_bar,
-                     report_errors, with_flags)
+                     QuietOpt, RateColumn, S3fdWeightsOpt, err, from_table, interrupted, out, print_json,
+                     progress_bar, report_errors, with_flags)
 from .layout import help_panels
 
 CheckpointOpt = Annotated[Optional[str], typer.Option("--checkpoint", "-c", metavar="NAME|PATH", help=f"Generator checkpoint: a path, or a name from `lipsync weights list` (default: {DEFAULT_CHECKPOINT}).")]
@@ -98,7 +97,7 @@ def dub(
     result.seconds = time.perf_counter() - started
     result.stage_seconds["load"] = generator.result().load_seconds
     if as_json:
-        print(json.dumps(result.as_dict()))
+        print_json(result.as_dict())
     elif not quiet:
         note = f", {result.frames_without_face} frames without a face left unchanged" if result.frames_without_face else ""
         err.print(
@@ -195,7 +194,7 @@ def batch(
     except KeyboardInterrupt as exc:
         raise interrupted(exc, "finished clips are kept; run the same command again to go on") from None
     if as_json:
-        print(json.dumps(summary.as_dict()))
+        print_json(summary.as_dict())
     elif not quiet:
         _print_summary(summary)
     return 1 if summary.failed else 0
@@ -224,7 +223,7 @@ def _print_report(rows: list[dict], as_json: bool) -> None:
     from rich.table import Table
 
     if as_json:
-        print(json.dumps({"items": rows, "counts": dict(Counter(r["state"] for r in rows))}))
+        print_json({"items": rows, "counts": dict(Counter(r["state"] for r in rows))})
         return
     table = Table(title="batch report (all shards)")
     for col in ("item", "state", "shard", "seconds", "reason"):

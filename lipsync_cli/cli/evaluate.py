@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
-from .common import DebugOpt, DetectorOpt, DeviceOpt, JsonOpt, out, report_errors
+from .common import DebugOpt, DetectorOpt, DeviceOpt, JsonOpt, out, print_json, report_errors
 from .layout import App
 
 app = App(help="Evaluation: sync (LSE-D / LSE-C), davs (reconstruction, word accuracy, retrieval, disentangling).",
@@ -34,7 +33,7 @@ def eval_sync(
 
     report = score_videos(str(syncnet), videos, str(audio) if audio else None, detector, resolve_device(device))
     if as_json:
-        print(json.dumps(report.as_dict()))
+        print_json(report.as_dict())
         return
     table = Table(title=f"sync ({'syncnet_v2' if report.published_syncnet else 'our expert'})")
     for col in ("video", "LSE-D", "LSE-C", "offset", "frames"):
@@ -65,7 +64,7 @@ def eval_davs(
     dev = resolve_device(device)
     result = evaluate_split(load_davs(str(checkpoint), dev), str(data), split, device=dev)
     if as_json:
-        print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in result.items()}))
+        print_json({k: round(v, 4) if isinstance(v, float) else v for k, v in result.items()})
         return
     table = Table(title=f"DAVS on {data} ({split}, {result['clips']} clips)")
     table.add_column("measure")

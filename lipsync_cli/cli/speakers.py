@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from .common import DebugOpt, DetectorOpt, DetectSizeOpt, DeviceOpt, JsonOpt, QuietOpt, err, out, report_errors
+from .common import (DebugOpt, DetectorOpt, DetectSizeOpt, DeviceOpt, JsonOpt, QuietOpt, err, out, print_json,
+                     report_errors)
 
 TIMELINE_COLUMNS = 20  # characters of the timeline column
 
@@ -47,7 +47,7 @@ def speakers(
     if preview is not None:
         write_preview(report, str(preview), force=force)
     if as_json:
-        print(json.dumps(report.as_dict()))
+        print_json(report.as_dict())
         return
     if quiet:
         return

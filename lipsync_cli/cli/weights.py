@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import typer
 
 from ..errors import LipsyncError
-from .common import err, out, report_errors
+from .common import JsonOpt, err, out, print_json, report_errors
 from .layout import App
 
 app = App(help="The registry of known checkpoints: list, fetch, verify.", no_args_is_help=True)
@@ -17,7 +16,7 @@ app = App(help="The registry of known checkpoints: list, fetch, verify.", no_arg
 
 @app.command("list")
 @report_errors
-def weights_list(as_json: bool = typer.Option(False, "--json", help="JSON on stdout.")):
+def weights_list(as_json: JsonOpt = False):
     """Known checkpoints, and which are present in the weights folder."""
     from rich.table import Table
 
@@ -26,7 +25,7 @@ def weights_list(as_json: bool = typer.Option(False, "--json", help="JSON on std
     rows = [dict(name=e.name, file=e.file, architecture=e.architecture, present=local_path(e).exists(),
                  path=str(local_path(e)), url=e.url, description=e.description) for e in registry()]
     if as_json:
-        print(json.dumps(rows))
+        print_json({"weights": rows})
         return
     table = Table(title=f"checkpoints (folder: {weights_dir()})")
     for col in ("name", "architecture", "present", "description"):

@@ -41,7 +41,9 @@ app = App(
     help="Offline lip-sync dubbing (Wav2Lip / AttnWav2Lip) and portrait animation (DAVS) for the command line.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    # --install-completion / --show-completion: free at start-up (Typer imports its completion
+    # code either way) and answered through main() like any command (exit status 0)
+    add_completion=True,
 )
 
 

@@ -62,17 +62,21 @@ class _HelpLayout:
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        for param in self.params:
-            _name_values(param)
         if self.help:
             self.help = "\n\n".join(" ".join(p.split()) for p in inspect.cleandoc(self.help).split("\n\n"))
+
+    def get_params(self, ctx):
+        # all of them: Typer adds the group's --install-completion after making the group
+        params = super().get_params(ctx)
+        for param in params:
+            _name_values(param)
+        return params
 
     def get_help_option(self, ctx):
         """`--help`, in the panel of the first option (with the input and output), not alone in
         a panel of its own."""
         option = super().get_help_option(ctx)
         if option is not None:
-            _name_values(option)
             first = next((p for p in self.params if isinstance(p, TyperOption)), None)
             option.rich_help_panel = first.rich_help_panel if first is not None else None
         return option

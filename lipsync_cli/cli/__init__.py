@@ -33,7 +33,7 @@ _cap_malloc_arenas()
 import typer  # noqa: E402
 
 from .. import interrupts, package_version  # noqa: E402
-from . import animate, data, dub, evaluate, speakers, train, weights  # noqa: E402
+from . import animate, data, doctor, dub, evaluate, speakers, train, weights  # noqa: E402
 from .common import err, out  # noqa: E402
 from .layout import App  # noqa: E402
 
@@ -65,6 +65,7 @@ app.command()(dub.batch)
 app.command()(speakers.speakers)
 app.command()(data.synth)
 app.command()(data.preprocess)
+app.command()(doctor.doctor)
 app.add_typer(weights.app, name="weights")
 app.add_typer(train.app, name="train")
 app.add_typer(evaluate.app, name="eval")

@@ -177,3 +177,24 @@ def test_doctor_without_ffmpeg_names_the_fix(capsys, monkeypatch, tmp_path):
     monkeypatch.setenv("LIPSYNC_FFMPEG", str(tmp_path / "no-such-ffmpeg"))  # set, but to nothing that runs
     code, out = doctor(capsys)
     assert code == 1 and "fix: unset LIPSYNC_FFMPEG" in out
+
+
+def test_doctor_names_the_gpus_torch_sees(capsys, monkeypatch, tmp_path):
+    """On a machine with a GPU (torch's answers stood in for here, on any machine): each GPU with
+    its memory, and dub's precision on it and on the CPU."""
+    import torch
+
+    from lipsync_cli.device import auto_precision
+
+    class H100:
+        name, total_memory, major, minor = "NVIDIA H100 80GB HBM3", 85_045_460_992, 9, 0
+
+    monkeypatch.setenv("LIPSYNC_WEIGHTS", str(tmp_path))
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda index: H100)
+    code, out = doctor(capsys)
+    assert code == 0
+    assert "cuda:0 NVIDIA H100 80GB HBM3, 79.2 GiB, compute capability 9.0" in out
+    assert f"--precision auto: fp16 on cuda (CUDA); on the CPU (--device cpu): {auto_precision(torch.device('cpu'))}" in out

@@ -3,13 +3,15 @@
 Typer gives each option a row of six columns two spaces apart (--long, -s, --no-long, -no-s, its
 value, its description) and the description what the other five leave: at 80 columns that was 20
 characters for `dub` (`--enhance-weights`, `--smooth/--no-smooth` and `<int,int,int,int>...` side
-by side), and Typer has no setting for it. So, here and nowhere else:
+by side), and Typer has no setting for it. So, here and nowhere else (tests/test_cli_help.py
+renders every command's help at 80 columns, which also guards against a Typer that fills its
+table differently):
 
 - `App` makes every command a `Command` (a group a `Group`), whose help lists an option's names
   and value in one column, as Click does ("-o, --output PATH", "--smooth / --no-smooth",
   "--pads TOP BOTTOM LEFT RIGHT"), at most NAMES_WIDTH wide, and gives the description the rest;
-- a flag (`--help` too) shows no value, Typer's `<bool>`; an argument is named in capitals as the
-  help text names it (VIDEO);
+- a flag (`--help` too) shows no value where Typer showed `<bool>`; an argument is named in
+  capitals as the help text names it (VIDEO);
 - `help_panels` lists a command's options in panels a reader scans (Faces, Encoding...);
 - a docstring's paragraphs are joined into lines (Typer joins the first paragraph's only).
 

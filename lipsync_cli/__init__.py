@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from .models.inference import GeneratorRunner
     from .pipelines.dub import ClipRequest, Dubber, DubOptions, DubResult
 
-__all__ = ["ClipRequest", "DubOptions", "DubResult", "Dubber", "dub", "load_model"]
+__all__ = ["ClipRequest", "DubOptions", "DubResult", "Dubber", "dub", "load_model", "package_version"]
 
 # What load_model decides; a loaded model brings them with it.
 _LOADING_OPTIONS = ("checkpoint", "model", "device", "precision", "batch_size")
@@ -52,7 +52,20 @@ def dub(model: "GeneratorRunner", video: str | os.PathLike, audio: str | os.Path
     return run(model, str(video), str(audio), str(output), opts, force=force, progress=progress)
 
 
+def package_version() -> str:
+    """This package's version, from its installed metadata (pyproject.toml's `version`); also
+    `lipsync_cli.__version__`. "unknown" for a copy that was never installed."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("lipsync-cli")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
 def __getattr__(name: str):
+    if name == "__version__":  # read when asked for: the metadata lookup costs a few milliseconds
+        return package_version()
     if name in ("ClipRequest", "DubOptions", "DubResult", "Dubber"):  # imported when first asked for
         from .pipelines import dub as engine
 

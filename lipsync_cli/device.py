@@ -6,7 +6,8 @@
   AMX (Intel Sapphire Rapids and later), where it runs several times faster than fp32; int8 on
   other CPUs (AVX2, AVX-512, AVX-512 VNNI), where bf16 is emulated and slower and the generator's
   int8 kernels are 1.5x (AVX2) to 3x (VNNI) faster than fp32 (benchmarks/README.md).
-- `cpu_isa`: the CPU's best matrix instructions as those choices see them, for the summary line.
+- `cpu_isa`: the CPU's best matrix instructions as those choices see them, for the summary line;
+  `cpu_flags` / CPU_INSTRUCTIONS: which of them the CPU has (`lipsync doctor`).
 - `autocast_dtype` / `autocast`: the same choice for training and evaluation (`--amp`), as an
   autocast context that does nothing when mixed precision is off.
 
@@ -40,6 +41,29 @@ def resolve_device(name: str):
     return torch.device(name)
 
 
+def cpu_info(field: str) -> str | None:
+    """A field of the first CPU in Linux's /proc/cpuinfo ("flags", "model name"); None elsewhere."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                name, _, value = line.partition(":")
+                if name.strip() == field:
+                    return value.strip()
+    except OSError:
+        pass
+    return None
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags as Linux lists them (avx2, avx512f, amx_bf16...); empty elsewhere."""
+    return set((cpu_info("flags") or "").split())
+
+
+# The instructions the choices below depend on: their names, and the flag that says a CPU has them.
+CPU_INSTRUCTIONS = {"AVX2": "avx2", "AVX-512": "avx512f", "AVX-512 VNNI": "avx512_vnni", "AVX-512 BF16": "avx512_bf16",
+                    "AMX": "amx_bf16"}
+
+
 def cpu_has_amx_bf16() -> bool:
     """True when the CPU multiplies bf16 matrices in hardware (AMX), where oneDNN's bf16
     convolutions beat fp32 several times over. Read from Linux's CPU flags; False elsewhere,
@@ -50,14 +74,7 @@ def cpu_has_amx_bf16() -> bool:
     isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper()
     if isa and "AMX" not in isa and isa not in ("ALL", "DEFAULT"):
         return False
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return "amx_bf16" in line.split()
-    except OSError:
-        pass
-    return False
+    return "amx_bf16" in cpu_flags()
 
 
 def cpu_has_bf16() -> bool:
@@ -71,11 +88,7 @@ def cpu_has_bf16() -> bool:
     isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper()
     if isa and not isa.startswith("AVX512") and isa not in ("ALL", "DEFAULT"):
         return False
-    try:
-        with open("/proc/cpuinfo") as f:
-            return any("avx512_bf16" in line.split() for line in f if line.startswith("flags"))
-    except OSError:
-        return False
+    return "avx512_bf16" in cpu_flags()
 
 
 def cpu_isa() -> str:
@@ -83,12 +96,7 @@ def cpu_isa() -> str:
     CPU that the libraries will use (ONEDNN_MAX_CPU_ISA=AVX2 / LIPSYNC_NO_AMX count, as above)."""
     if cpu_has_amx_bf16():
         return "AMX"
-    flags: set[str] = set()
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((set(line.split()) for line in f if line.startswith("flags")), set())
-    except OSError:
-        pass
+    flags = cpu_flags()
     isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper()
     if isa.startswith("AVX2") or isa in ("SSE41", "AVX"):
         flags -= {f for f in flags if f.startswith("avx512")}

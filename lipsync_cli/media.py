@@ -42,19 +42,29 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 FPS = Fraction(25)  # the training rate (Wav2Lip, DAVS, LSE) and a still image's default rate
 
 
-def ffmpeg_binary() -> str:
+FFMPEG_FIX = "pip install imageio-ffmpeg"  # a static ffmpeg in a wheel; or install the system's ffmpeg
+
+
+def find_ffmpeg() -> tuple[str, str]:
+    """The ffmpeg binary to run and where it was found: "LIPSYNC_FFMPEG" (the variable, which is
+    taken as given), "PATH", or "imageio-ffmpeg" (the wheel's static binary). LipsyncError when
+    there is none."""
     env = os.environ.get("LIPSYNC_FFMPEG")
     if env:
-        return env
+        return env, "LIPSYNC_FFMPEG"
     found = shutil.which("ffmpeg")
     if found:
-        return found
+        return found, "PATH"
     try:
         import imageio_ffmpeg
 
-        return imageio_ffmpeg.get_ffmpeg_exe()
-    except Exception as exc:  # pragma: no cover - only without the wheel
-        raise LipsyncError("ffmpeg not found: install ffmpeg or `pip install imageio-ffmpeg`") from exc
+        return imageio_ffmpeg.get_ffmpeg_exe(), "imageio-ffmpeg"
+    except Exception as exc:  # only without the wheel
+        raise LipsyncError(f"ffmpeg not found: install ffmpeg or `{FFMPEG_FIX}`") from exc
+
+
+def ffmpeg_binary() -> str:
+    return find_ffmpeg()[0]
 
 
 # ----------------------------------------------------------------------------------------------

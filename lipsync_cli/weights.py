@@ -97,11 +97,22 @@ def resolve_checkpoint(spec: str | None, default: str = DEFAULT_CHECKPOINT, flag
     path, e = locate(spec or default)
     if e is None or os.path.exists(path):
         return path
-    where = f"download it from {e.url}" if e.url else f"get {e.file} from {e.source}"
     raise InputError(
-        f"no checkpoint: {where} and save it as {path} (or pass {flag} PATH); "
+        f"no checkpoint: {by_hand(e)} and save it as {path} (or pass {flag} PATH); "
         f"`lipsync weights fetch {e.name}` does this when online"
     )
+
+
+def by_hand(e: WeightEntry) -> str:
+    """Where to get an entry's file without `lipsync weights fetch`."""
+    return f"download it from {e.url}" if e.url else f"get {e.file} from {e.source}"
+
+
+def how_to_get(e: WeightEntry) -> str:
+    """The one step that puts a missing entry's file where it is looked for."""
+    if e.url:
+        return f"lipsync weights fetch {e.name}"
+    return f"{by_hand(e)} and save it as {weights_dir() / e.file}"
 
 
 def sha256_of(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

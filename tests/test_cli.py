@@ -196,7 +196,7 @@ def test_weights_list_and_verify(capsys, workdir, checkpoint, expert_checkpoint,
     assert code == 0
     import json
 
-    names = {row["name"]: row for row in json.loads(out)}
+    names = {row["name"]: row for row in json.loads(out)["weights"]}
     assert {"wav2lip_gan", "wav2lip", "lipsync_expert", "visual_quality_disc", "s3fd"} <= set(names)
     assert names["wav2lip_gan"]["present"] is False
     code, _, err = cli(capsys, "weights", "verify", checkpoint)

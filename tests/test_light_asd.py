@@ -76,7 +76,7 @@ def test_the_shipped_file_is_listed_present_and_verifies(tmp_path, monkeypatch, 
     monkeypatch.setenv("LIPSYNC_WEIGHTS", str(tmp_path / "empty"))
     assert weights.local_path(weights.entry("light_asd_talkset")) == la.SHIPPED_WEIGHTS
     assert main(["weights", "list", "--json"]) == 0
-    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)["weights"]}
     assert rows["light_asd_talkset"]["present"] and not rows["light_asd_ava"]["present"]
     assert main(["weights", "verify", "light_asd_talkset"]) == 0
     assert "OK" in capsys.readouterr().err

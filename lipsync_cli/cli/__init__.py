@@ -45,22 +45,40 @@ _tune_malloc()
 
 import typer  # noqa: E402
 
-from .. import interrupts  # noqa: E402
-from . import animate, data, dub, evaluate, speakers, train, weights  # noqa: E402
-from .common import err  # noqa: E402
+from .. import interrupts, package_version  # noqa: E402
+from . import animate, data, doctor, dub, evaluate, speakers, train, weights  # noqa: E402
+from .common import err, out  # noqa: E402
+from .layout import App  # noqa: E402
 
-app = typer.Typer(
+app = App(
     help="Offline lip-sync dubbing (Wav2Lip / AttnWav2Lip) and portrait animation (DAVS) for the command line.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    # --install-completion / --show-completion: free at start-up (Typer imports its completion
+    # code either way) and answered through main() like any command (exit status 0)
+    add_completion=True,
 )
+
+
+def show_version(value: bool) -> None:
+    if value:
+        out.print(f"lipsync {package_version()}", markup=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def lipsync(version: bool = typer.Option(False, "--version", is_eager=True, callback=show_version,
+                                         help="Print the version and exit.")):
+    pass  # the app's own options; its help is the app's
+
+
 app.command()(dub.dub)
 app.command()(animate.animate)
 app.command()(dub.batch)
 app.command()(speakers.speakers)
 app.command()(data.synth)
 app.command()(data.preprocess)
+app.command()(doctor.doctor)
 app.add_typer(weights.app, name="weights")
 app.add_typer(train.app, name="train")
 app.add_typer(evaluate.app, name="eval")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import json
 import os
 import traceback
 from contextlib import contextmanager
@@ -16,12 +17,17 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn
 from rich.text import Text
 
-from .. import interrupts
+from .. import interrupts, package_version
 from ..errors import LipsyncError
 from ..pipelines.options import PER_CLIP, ClipOption
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False, soft_wrap=True)
+
+
+def print_json(result: dict) -> None:
+    """A command's --json output: one JSON object on stdout, led by the version that wrote it."""
+    print(json.dumps({"version": package_version(), **result}))
 
 
 def interrupted(exc: KeyboardInterrupt, what_is_kept: str) -> typer.Exit:
@@ -147,12 +153,12 @@ def from_table(option: ClipOption) -> Callable:
 
 
 # Options that several commands share, declared once.
-DetectorOpt = Annotated[str, typer.Option(help="Face detector: retinaface (built in, offline) or s3fd (face-alignment; needs its weights).")]
-PadsOpt = Annotated[Tuple[int, int, int, int], typer.Option("--pads", help=PER_CLIP["pads"].help)]
-FpsOpt = Annotated[Fraction, typer.Option(help=PER_CLIP["fps"].help, parser=from_table(PER_CLIP["fps"]), metavar="<rate>")]
-DetectSizeOpt = Annotated[int, typer.Option(min=0, help="Detect faces on frames downscaled to this longer side (pixels; 0: full size); frames where no face is found are searched again at twice the size.")]
-S3fdWeightsOpt = Annotated[Optional[Path], typer.Option(help="Local S3FD weights file (s3fd-619a316812.pth) for --detector s3fd.")]
-DeviceOpt = Annotated[str, typer.Option(help="auto, cpu or cuda (under torchrun, auto is the process's own GPU).")]
+DetectorOpt = Annotated[str, typer.Option(metavar="NAME", help="Face detector: retinaface (built in, offline) or s3fd (face-alignment; needs its weights).")]
+PadsOpt = Annotated[Tuple[int, int, int, int], typer.Option("--pads", metavar="TOP BOTTOM LEFT RIGHT", help=PER_CLIP["pads"].help)]
+FpsOpt = Annotated[Fraction, typer.Option(help=PER_CLIP["fps"].help, parser=from_table(PER_CLIP["fps"]), metavar="RATE")]
+DetectSizeOpt = Annotated[int, typer.Option(min=0, metavar="PIXELS", help="Detect faces on frames downscaled to this longer side (pixels; 0: full size); frames where no face is found are searched again at twice the size.")]
+S3fdWeightsOpt = Annotated[Optional[Path], typer.Option(metavar="FILE", help="Local S3FD weights file (s3fd-619a316812.pth) for --detector s3fd.")]
+DeviceOpt = Annotated[str, typer.Option(metavar="NAME", help="auto, cpu or cuda (under torchrun, auto is the process's own GPU).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as one JSON object on stdout.")]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks.")]

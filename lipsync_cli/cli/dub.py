@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Annotated, List, Optional, Tuple
@@ -13,28 +12,29 @@ from rich.progress import TimeElapsedColumn, TimeRemainingColumn
 from ..pipelines.options import MANIFEST_COLUMNS, PER_CLIP, DubOptions
 from ..weights import DEFAULT_CHECKPOINT
 from .common import (DebugOpt, DetectorOpt, DetectSizeOpt, DeviceOpt, FieldColumn, FpsOpt, JsonOpt, PadsOpt,
-                     QuietOpt, RateColumn, S3fdWeightsOpt, err, from_table, interrupted, out, progress_bar,
-                     report_errors, with_flags)
+                     QuietOpt, RateColumn, S3fdWeightsOpt, err, from_table, interrupted, out, print_json,
+                     progress_bar, report_errors, with_flags)
+from .layout import help_panels
 
-CheckpointOpt = Annotated[Optional[str], typer.Option("--checkpoint", "-c", help=f"Generator checkpoint: a path, or a name from `lipsync weights list` (default: {DEFAULT_CHECKPOINT}).")]
-ModelOpt = Annotated[Optional[str], typer.Option(help="Override the architecture read from the checkpoint: wav2lip, attnwav2lip, attnwav2lip-spatial, attnwav2lip-channel.")]
-BoxOpt = Annotated[Optional[Tuple[int, int, int, int]], typer.Option("--box", help=PER_CLIP["box"].help, callback=from_table(PER_CLIP["box"]), show_default=False)]
-FaceIndexOpt = Annotated[Optional[int], typer.Option(help=PER_CLIP["face_index"].help)]
+CheckpointOpt = Annotated[Optional[str], typer.Option("--checkpoint", "-c", metavar="NAME|PATH", help=f"Generator checkpoint: a path, or a name from `lipsync weights list` (default: {DEFAULT_CHECKPOINT}).")]
+ModelOpt = Annotated[Optional[str], typer.Option(metavar="NAME", help="Override the architecture read from the checkpoint: wav2lip, attnwav2lip, attnwav2lip-spatial, attnwav2lip-channel.")]
+BoxOpt = Annotated[Optional[Tuple[int, int, int, int]], typer.Option("--box", metavar="Y1 Y2 X1 X2", help=PER_CLIP["box"].help, callback=from_table(PER_CLIP["box"]), show_default=False)]
+FaceIndexOpt = Annotated[Optional[int], typer.Option(metavar="N", help=PER_CLIP["face_index"].help)]
 SpeakerOpt = Annotated[str, typer.Option(help=PER_CLIP["speaker"].help, callback=from_table(PER_CLIP["speaker"]), metavar="auto|largest|all|N")]
-SpeakerAudioOpt = Annotated[Optional[Path], typer.Option(help=PER_CLIP["speaker_audio"].help)]
-SpeakerWeightsOpt = Annotated[str, typer.Option(help="The active speaker detector's weights: light_asd_talkset (ships inside the package), light_asd_ava, or a file.")]
-OnNoFaceOpt = Annotated[str, typer.Option(help=PER_CLIP["on_no_face"].help, callback=from_table(PER_CLIP["on_no_face"]))]
-PasteOpt = Annotated[str, typer.Option(help="feather: blend the lower face softly into the frame; hard: paste the whole box back exactly like the reference Wav2Lip inference.")]
+SpeakerAudioOpt = Annotated[Optional[Path], typer.Option(metavar="PATH", help=PER_CLIP["speaker_audio"].help)]
+SpeakerWeightsOpt = Annotated[str, typer.Option(metavar="NAME|PATH", help="The active speaker detector's weights: light_asd_talkset (ships inside the package), light_asd_ava, or a file.")]
+OnNoFaceOpt = Annotated[str, typer.Option(help=PER_CLIP["on_no_face"].help, callback=from_table(PER_CLIP["on_no_face"]), metavar="skip|error")]
+PasteOpt = Annotated[str, typer.Option(metavar="feather|hard", help="feather: blend the lower face softly into the frame; hard: paste the whole box back exactly like the reference Wav2Lip inference.")]
 LoopOpt = Annotated[bool, typer.Option("--loop", help=PER_CLIP["loop"].help)]
 SmoothOpt = Annotated[bool, typer.Option("--smooth/--no-smooth", help=PER_CLIP["smooth"].help)]
 AlignOpt = Annotated[bool, typer.Option("--align/--no-align", help="Crop a tilted head along its tilt (its eye line, read from the detector's landmarks) so the generator sees it upright, and put the mouth back along it; --no-align: upright boxes, as Wav2Lip. --paste hard and --box never turn.")]
-DetectEveryOpt = Annotated[int, typer.Option(min=1, help="Detect faces on every N-th frame; boxes in between are interpolated.")]
-PrecisionOpt = Annotated[str, typer.Option(help="auto (fp16 on CUDA; bf16 on a CPU with AMX; int8 on other CPUs; fp32 with --paste hard), fp32, fp16 (CUDA), bf16 or int8 (CPU).")]
-BatchSizeOpt = Annotated[Optional[int], typer.Option(min=1, help="Frames per generator batch (default: 16 on CPU, 128 on CUDA, halved on out-of-memory).")]
+DetectEveryOpt = Annotated[int, typer.Option(min=1, metavar="N", help="Detect faces on every N-th frame; boxes in between are interpolated.")]
+PrecisionOpt = Annotated[str, typer.Option(metavar="NAME", help="auto (fp16 on CUDA; bf16 on a CPU with AMX; int8 on other CPUs; fp32 with --paste hard), fp32, fp16 (CUDA), bf16 or int8 (CPU).")]
+BatchSizeOpt = Annotated[Optional[int], typer.Option(min=1, metavar="FRAMES", help="Frames per generator batch (default: 16 on CPU, 128 on CUDA, halved on out-of-memory).")]
 EnhanceOpt = Annotated[str, typer.Option(help="gfpgan: restore the dubbed mouths with GFPGAN v1.4 (sharper; heavy: 1.3-5 s per face and frame on a 2-core CPU, so 10 s of 25 fps video takes 5-20 min there; milliseconds on a GPU); none: off.", metavar="none|gfpgan")]
-EnhanceWeightsOpt = Annotated[str, typer.Option(help="The restoration network: gfpgan_v1.4 (GFPGANv1.4.pth in the weights folder; see `lipsync weights list`) or a file.")]
+EnhanceWeightsOpt = Annotated[str, typer.Option(metavar="NAME|PATH", help="The restoration network: gfpgan_v1.4 (GFPGANv1.4.pth in the weights folder; see `lipsync weights list`) or a file.")]
 EnhanceRegionOpt = Annotated[str, typer.Option(help="mouth: blend the restored lower face only, where the generator drew (the rest of the frame stays exactly the dub's); face: the whole face.", metavar="mouth|face")]
-CrfOpt = Annotated[int, typer.Option(min=PER_CLIP["crf"].low, max=PER_CLIP["crf"].high, help=PER_CLIP["crf"].help)]
+CrfOpt = Annotated[int, typer.Option(min=PER_CLIP["crf"].low, max=PER_CLIP["crf"].high, metavar="N", help=PER_CLIP["crf"].help)]
 
 # The flags of `dub` and `batch`, declared once: one per DubOptions field, named as it, with its default.
 DUB_FLAGS = {
@@ -50,6 +50,16 @@ DUB_FLAGS = {
 }
 with_dub_flags = with_flags(DUB_FLAGS, before="force")
 
+# The panels of `dub`'s and `batch`'s help, after each command's own input and output.
+DUB_PANELS = {
+    "Model and speed": ("checkpoint", "model", "device", "precision", "batch_size"),
+    "Faces": ("detector", "box", "pads", "detect_size", "detect_every", "smooth", "align", "on_no_face", "paste",
+              "s3fd_weights"),
+    "Several faces": ("speaker", "face_index", "speaker_audio", "speaker_weights"),
+    "HD / restoration": ("enhance", "enhance_weights", "enhance_region"),
+    "Encoding": ("fps", "crf"),
+}
+
 
 def dub_options(flags: dict, **changes) -> DubOptions:
     """DubOptions from the dub flags, the checkpoint name or path resolved to its file."""
@@ -59,11 +69,12 @@ def dub_options(flags: dict, **changes) -> DubOptions:
 
 
 @report_errors
+@help_panels({"Input and output": ("output", "loop", "force", "quiet", "as_json", "debug"), **DUB_PANELS})
 @with_dub_flags
 def dub(
     video: Path = typer.Argument(..., help="Talking-head video, or a still image of a face."),
     audio: Path = typer.Argument(..., help="Speech: any audio ffmpeg reads (wav, mp3, m4a, or a video's audio track)."),
-    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output video (default: VIDEO_STEM_dubbed.mp4 in the current folder)."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", metavar="PATH", help="Output video (default: VIDEO_STEM_dubbed.mp4 in the current folder)."),
     force: bool = typer.Option(False, "--force", "-f", help="Overwrite OUTPUT if it exists."),
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
@@ -86,7 +97,7 @@ def dub(
     result.seconds = time.perf_counter() - started
     result.stage_seconds["load"] = generator.result().load_seconds
     if as_json:
-        print(json.dumps(result.as_dict()))
+        print_json(result.as_dict())
     elif not quiet:
         note = f", {result.frames_without_face} frames without a face left unchanged" if result.frames_without_face else ""
         err.print(
@@ -122,15 +133,17 @@ def enhance_estimate(video: str, audio: str, requested: str) -> str:
 
 
 @report_errors
+@help_panels({"Input and output": ("output_dir", "audio", "loop", "force", "quiet", "as_json", "debug"),
+              "Job": ("job", "shard", "retry_failed", "report_dir"), **DUB_PANELS})
 @with_dub_flags
 def batch(
     inputs: Optional[List[Path]] = typer.Argument(None, help=f"Folders of videos or images, single files, or CSV / JSON / JSON-lines manifests (columns: {', '.join(MANIFEST_COLUMNS)})."),
-    output_dir: Optional[Path] = typer.Option(None, "-o", "--output-dir", help="Folder for the dubbed clips (created if missing); each is named after its video."),
-    audio: Optional[Path] = typer.Option(None, "--audio", "-a", help="One audio file for every video, or a folder of audio files paired with the videos by file name."),
-    job: Optional[Path] = typer.Option(None, "--job", help="Job folder with the resumable log (default: OUTPUT_DIR/.lipsync-job)."),
-    shard: Optional[str] = typer.Option(None, "--shard", help="Process only shard K of N (K/N, from 0) (default: from torchrun's RANK/WORLD_SIZE or a SLURM array, else all)."),
+    output_dir: Optional[Path] = typer.Option(None, "-o", "--output-dir", metavar="DIR", help="Folder for the dubbed clips (created if missing); each is named after its video."),
+    audio: Optional[Path] = typer.Option(None, "--audio", "-a", metavar="PATH", help="One audio file for every video, or a folder of audio files paired with the videos by file name."),
+    job: Optional[Path] = typer.Option(None, "--job", metavar="DIR", help="Job folder with the resumable log (default: OUTPUT_DIR/.lipsync-job)."),
+    shard: Optional[str] = typer.Option(None, "--shard", metavar="K/N", help="Process only shard K of N (K/N, from 0) (default: from torchrun's RANK/WORLD_SIZE or a SLURM array, else all)."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Retry items that failed in an earlier run."),
-    report_dir: Optional[Path] = typer.Option(None, "--report", help="Print the merged report of a job (all shards) and exit: a job folder or a batch output folder."),
+    report_dir: Optional[Path] = typer.Option(None, "--report", metavar="DIR", help="Print the merged report of a job (all shards) and exit: a job folder or a batch output folder."),
     force: bool = typer.Option(False, "--force", "-f", help="Overwrite outputs that exist but were not made by this job."),
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
@@ -181,7 +194,7 @@ def batch(
     except KeyboardInterrupt as exc:
         raise interrupted(exc, "finished clips are kept; run the same command again to go on") from None
     if as_json:
-        print(json.dumps(summary.as_dict()))
+        print_json(summary.as_dict())
     elif not quiet:
         _print_summary(summary)
     return 1 if summary.failed else 0
@@ -210,7 +223,7 @@ def _print_report(rows: list[dict], as_json: bool) -> None:
     from rich.table import Table
 
     if as_json:
-        print(json.dumps({"items": rows, "counts": dict(Counter(r["state"] for r in rows))}))
+        print_json({"items": rows, "counts": dict(Counter(r["state"] for r in rows))})
         return
     table = Table(title="batch report (all shards)")
     for col in ("item", "state", "shard", "seconds", "reason"):

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
-from .common import DebugOpt, DetectorOpt, DeviceOpt, JsonOpt, out, report_errors
+from .common import DebugOpt, DetectorOpt, DeviceOpt, JsonOpt, out, print_json, report_errors
+from .layout import App
 
-app = typer.Typer(help="Evaluation: sync (LSE-D / LSE-C), davs (reconstruction, word accuracy, retrieval, disentangling).",
+app = App(help="Evaluation: sync (LSE-D / LSE-C), davs (reconstruction, word accuracy, retrieval, disentangling).",
                   no_args_is_help=True)
 
 
@@ -18,8 +18,8 @@ app = typer.Typer(help="Evaluation: sync (LSE-D / LSE-C), davs (reconstruction, 
 @report_errors
 def eval_sync(
     videos: List[Path] = typer.Argument(..., help="Videos to score (their own audio track, or --audio)."),
-    syncnet: Path = typer.Option(..., "--syncnet", help="The evaluation SyncNet (syncnet_v2.model) for published-comparable LSE, or a lip-sync expert of ours."),
-    audio: Optional[Path] = typer.Option(None, "--audio", help="Score against this audio instead of each video's own track."),
+    syncnet: Path = typer.Option(..., "--syncnet", metavar="FILE", help="The evaluation SyncNet (syncnet_v2.model) for published-comparable LSE, or a lip-sync expert of ours."),
+    audio: Optional[Path] = typer.Option(None, "--audio", metavar="PATH", help="Score against this audio instead of each video's own track."),
     detector: DetectorOpt = "retinaface",
     device: DeviceOpt = "auto",
     as_json: JsonOpt = False,
@@ -33,7 +33,7 @@ def eval_sync(
 
     report = score_videos(str(syncnet), videos, str(audio) if audio else None, detector, resolve_device(device))
     if as_json:
-        print(json.dumps(report.as_dict()))
+        print_json(report.as_dict())
         return
     table = Table(title=f"sync ({'syncnet_v2' if report.published_syncnet else 'our expert'})")
     for col in ("video", "LSE-D", "LSE-C", "offset", "frames"):
@@ -48,8 +48,8 @@ def eval_sync(
 @report_errors
 def eval_davs(
     data: Path = typer.Argument(..., help="Words-layout data folder (the split to score, and train for the probe)."),
-    checkpoint: Path = typer.Option(..., "-c", "--checkpoint", help="A DAVS checkpoint from `lipsync train davs`."),
-    split: str = typer.Option("test", help="The held-out split to score: test or val."),
+    checkpoint: Path = typer.Option(..., "-c", "--checkpoint", metavar="FILE", help="A DAVS checkpoint from `lipsync train davs`."),
+    split: str = typer.Option("test", metavar="test|val", help="The held-out split to score: test or val."),
     device: DeviceOpt = "auto",
     as_json: JsonOpt = False,
     debug: DebugOpt = False,
@@ -64,7 +64,7 @@ def eval_davs(
     dev = resolve_device(device)
     result = evaluate_split(load_davs(str(checkpoint), dev), str(data), split, device=dev)
     if as_json:
-        print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in result.items()}))
+        print_json({k: round(v, 4) if isinstance(v, float) else v for k, v in result.items()})
         return
     table = Table(title=f"DAVS on {data} ({split}, {result['clips']} clips)")
     table.add_column("measure")

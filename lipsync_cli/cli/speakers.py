@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from .common import DebugOpt, DetectorOpt, DetectSizeOpt, DeviceOpt, JsonOpt, QuietOpt, err, out, report_errors
+from .common import (DebugOpt, DetectorOpt, DetectSizeOpt, DeviceOpt, JsonOpt, QuietOpt, err, out, print_json,
+                     report_errors)
 
 TIMELINE_COLUMNS = 20  # characters of the timeline column
 
@@ -17,11 +17,11 @@ TIMELINE_COLUMNS = 20  # characters of the timeline column
 def speakers(
     video: Path = typer.Argument(..., help="A video with one or more faces."),
     audio: Optional[Path] = typer.Argument(None, help="The speech to compare the faces with (default: the video's own sound)."),
-    preview: Optional[Path] = typer.Option(None, "--preview", help="Also write the video with each face's box drawn: green while it speaks, red while it does not, thicker for the face `dub --speaker auto` dubs."),
-    weights: str = typer.Option("light_asd_talkset", help="The active speaker detector's weights: light_asd_talkset (ships inside the package), light_asd_ava, or a file."),
+    preview: Optional[Path] = typer.Option(None, "--preview", metavar="PATH", help="Also write the video with each face's box drawn: green while it speaks, red while it does not, thicker for the face `dub --speaker auto` dubs."),
+    weights: str = typer.Option("light_asd_talkset", metavar="NAME|PATH", help="The active speaker detector's weights: light_asd_talkset (ships inside the package), light_asd_ava, or a file."),
     detector: DetectorOpt = "retinaface",
     detect_size: DetectSizeOpt = 320,
-    detect_every: int = typer.Option(2, min=1, help="Detect faces on every N-th frame of the 25 fps analysis; boxes in between are interpolated."),
+    detect_every: int = typer.Option(2, min=1, metavar="N", help="Detect faces on every N-th frame of the 25 fps analysis; boxes in between are interpolated."),
     device: DeviceOpt = "auto",
     force: bool = typer.Option(False, "--force", "-f", help="Overwrite the preview if it exists."),
     quiet: QuietOpt = False,
@@ -47,7 +47,7 @@ def speakers(
     if preview is not None:
         write_preview(report, str(preview), force=force)
     if as_json:
-        print(json.dumps(report.as_dict()))
+        print_json(report.as_dict())
         return
     if quiet:
         return

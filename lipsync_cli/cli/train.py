@@ -14,35 +14,43 @@ from .. import interrupts
 from ..train.config import DavsTrainConfig, TrainConfig, Wav2LipConfig
 from .common import (DebugOpt, FieldColumn, QuietOpt, SpeedColumn, err, interrupted, progress_bar, report_errors,
                      with_flags)
+from .layout import App, help_panels
 
-app = typer.Typer(help="The training loops: syncnet (the lip-sync expert), wav2lip (the generator), davs.",
+app = App(help="The training loops: syncnet (the lip-sync expert), wav2lip (the generator), davs.",
                   no_args_is_help=True)
 
 # Each setting's default is declared once, in its loop's config class; a flag left out is None,
 # so the config file (or that default) wins.
-ConfigFileOpt = Annotated[Optional[Path], typer.Option("--config", help="JSON or TOML file of settings; flags given here win.")]
+ConfigFileOpt = Annotated[Optional[Path], typer.Option("--config", metavar="FILE", help="JSON or TOML file of settings; flags given here win.")]
 FreshOpt = Annotated[bool, typer.Option("--fresh", help="Start from scratch even if OUT/last.pth exists (default: resume).")]
 
 
-# The settings every loop shares, as flags: type and help (what one sample of a batch is depends
-# on the loop). What each accepts is in the config classes' LIMITS: from_sources refuses a value
-# out of its range, naming the flag, before anything runs.
+# The settings every loop shares, as flags: type, what the value is called in the help, and help
+# (what one sample of a batch is depends on the loop). What each accepts is in the config
+# classes' LIMITS: from_sources refuses a value out of its range, naming the flag, before anything
+# runs.
 LOOP_SETTINGS = {
-    "steps": (Optional[int], "Total optimisation steps"),
-    "batch_size": (Optional[int], "{sample} per step"),
-    "lr": (Optional[float], "Adam learning rate"),
-    "eval_every": (Optional[int], "Evaluate on the val split every N steps"),
-    "eval_batches": (Optional[int], "Batches per evaluation"),
-    "checkpoint_every": (Optional[int], "Save a checkpoint every N steps"),
-    "seed": (Optional[int], "Seed of the initialisation and of the samples"),
-    "device": (Optional[str], "auto, cpu or cuda (under torchrun, auto is the process's own GPU)"),
-    "amp": (Optional[str], "auto (fp16 on CUDA, bf16 on a CPU with AMX), on or off"),
-    "workers": (Optional[int], "Data loading processes (0: in the training process)"),
-    "width": (Optional[float], "Channel multiplier of the networks (1: the published sizes; narrower: quick CPU runs)"),
+    "steps": (Optional[int], "N", "Total optimisation steps"),
+    "batch_size": (Optional[int], "N", "{sample} per step"),
+    "lr": (Optional[float], "RATE", "Adam learning rate"),
+    "eval_every": (Optional[int], "N", "Evaluate on the val split every N steps"),
+    "eval_batches": (Optional[int], "N", "Batches per evaluation"),
+    "checkpoint_every": (Optional[int], "N", "Save a checkpoint every N steps"),
+    "seed": (Optional[int], "N", "Seed of the initialisation and of the samples"),
+    "device": (Optional[str], "NAME", "auto, cpu or cuda (under torchrun, auto is the process's own GPU)"),
+    "amp": (Optional[str], "auto|on|off", "auto (fp16 on CUDA, bf16 on a CPU with AMX), on or off"),
+    "workers": (Optional[int], "N", "Data loading processes (0: in the training process)"),
+    "width": (Optional[float], "FACTOR", "Channel multiplier of the networks (1: the published sizes; narrower: quick CPU runs)"),
 }
+# Their panels in the help, after each loop's own.
+LOOP_PANELS = {
+    "Steps and evaluation": ("steps", "batch_size", "lr", "seed", "eval_every", "eval_batches", "checkpoint_every"),
+    "Device": ("device", "amp", "workers"),
+}
+RUN_PANEL = ("out", "config", "fresh", "quiet", "debug")  # "Run": where it goes and how it reports
 
 
-def setting(cls, name: str, help: str):
+def setting(cls, name: str, metavar: str, help: str):
     """The flag of setting `name` of config class `cls`: None when not given (then the config
     file or the class's default wins). Its help ends with the range and the default, both read
     from the class."""
@@ -50,23 +58,24 @@ def setting(cls, name: str, help: str):
     shown = f"{default:g}" if isinstance(default, float) else str(default)
     limit = cls.limit(name)
     bounds = f", {limit.text()}" if limit is not None and (limit.min is not None or limit.max is not None) else ""
-    return typer.Option(None, help=f"{help}{bounds} (default: {shown}).")
+    return typer.Option(None, metavar=metavar, help=f"{help}{bounds} (default: {shown}).")
 
 
 def with_loop_settings(cls, sample: str):
     """Give a training command the flags of LOOP_SETTINGS with the defaults of its config class
     (listed before --fresh); the command takes them as **settings."""
-    return with_flags({name: (annotation, setting(cls, name, help.format(sample=sample)))
-                       for name, (annotation, help) in LOOP_SETTINGS.items()}, before="fresh")
+    return with_flags({name: (annotation, setting(cls, name, metavar, help.format(sample=sample)))
+                       for name, (annotation, metavar, help) in LOOP_SETTINGS.items()}, before="fresh")
 
 
 @app.command("syncnet")
 @report_errors
+@help_panels({"Run": RUN_PANEL, "Model": ("size", "width"), **LOOP_PANELS})
 @with_loop_settings(TrainConfig, sample="Samples")
 def train_syncnet(
     data: Path = typer.Argument(..., help="Preprocessed data folder (filelists/ and clip folders), e.g. from `lipsync synth`."),
-    out: Path = typer.Option(..., "-o", "--out", help="Run folder: checkpoints (published layout), last.pth, metrics.jsonl, TensorBoard logs."),
-    size: Optional[int] = setting(TrainConfig, "size", "Face side in pixels: 96 (the published expert), 192 or 288 (the data's crops are resized to it)"),
+    out: Path = typer.Option(..., "-o", "--out", metavar="DIR", help="Run folder: checkpoints (published layout), last.pth, metrics.jsonl, TensorBoard logs."),
+    size: Optional[int] = setting(TrainConfig, "size", "PIXELS", "Face side in pixels: 96 (the published expert), 192 or 288 (the data's crops are resized to it)"),
     config: ConfigFileOpt = None,
     fresh: FreshOpt = False,
     quiet: QuietOpt = False,
@@ -84,18 +93,20 @@ def train_syncnet(
 
 @app.command("wav2lip")
 @report_errors
+@help_panels({"Run": RUN_PANEL, "Model": ("model", "attention", "size", "width", "init"),
+              "Losses": ("expert", "no_gan", "sync_switch", "sync_weight"), **LOOP_PANELS})
 @with_loop_settings(Wav2LipConfig, sample="Windows of 5 frames")
 def train_wav2lip(
     data: Path = typer.Argument(..., help="Preprocessed data folder (filelists/ and clip folders), e.g. from `lipsync synth`."),
-    out: Path = typer.Option(..., "-o", "--out", help="Run folder: generator and discriminator checkpoints (published layout), metrics, TensorBoard."),
-    expert: Optional[Path] = typer.Option(None, "--expert", help="The frozen lip-sync expert: from `lipsync train syncnet`, or lipsync_expert.pth."),
-    model: Optional[str] = setting(Wav2LipConfig, "model", "wav2lip, attnwav2lip, attnwav2lip-spatial or attnwav2lip-channel"),
+    out: Path = typer.Option(..., "-o", "--out", metavar="DIR", help="Run folder: generator and discriminator checkpoints (published layout), metrics, TensorBoard."),
+    expert: Optional[Path] = typer.Option(None, "--expert", metavar="FILE", help="The frozen lip-sync expert: from `lipsync train syncnet`, or lipsync_expert.pth."),
+    model: Optional[str] = setting(Wav2LipConfig, "model", "NAME", "wav2lip, attnwav2lip, attnwav2lip-spatial or attnwav2lip-channel"),
     attention: bool = typer.Option(False, "--attention", help="Same as --model attnwav2lip (channel + spatial attention)."),
     no_gan: bool = typer.Option(False, "--no-gan", help="No visual-quality discriminator (the plain Wav2Lip stage): b = 0."),
-    sync_switch: Optional[float] = setting(Wav2LipConfig, "sync_switch", f"Evaluation sync loss below which the sync weight switches from 0 to {Wav2LipConfig.sync_weight:g}; inf: from the first step"),
-    sync_weight: Optional[float] = setting(Wav2LipConfig, "sync_weight", "a, the expert's weight once switched on; 0 trains on L1 (and GAN) alone"),
-    init: Optional[Path] = typer.Option(None, "--init", help="Start from these generator weights (fine-tune; e.g. a run trained on L1 alone). Ignored when resuming."),
-    size: Optional[int] = setting(Wav2LipConfig, "size", "Face side in pixels: 96 (the published generator), 192 or 288; the expert must be of the same size"),
+    sync_switch: Optional[float] = setting(Wav2LipConfig, "sync_switch", "LOSS", f"Evaluation sync loss below which the sync weight switches from 0 to {Wav2LipConfig.sync_weight:g}; inf: from the first step"),
+    sync_weight: Optional[float] = setting(Wav2LipConfig, "sync_weight", "WEIGHT", "a, the expert's weight once switched on; 0 trains on L1 (and GAN) alone"),
+    init: Optional[Path] = typer.Option(None, "--init", metavar="FILE", help="Start from these generator weights (fine-tune; e.g. a run trained on L1 alone). Ignored when resuming."),
+    size: Optional[int] = setting(Wav2LipConfig, "size", "PIXELS", "Face side in pixels: 96 (the published generator), 192 or 288; the expert must be of the same size"),
     config: ConfigFileOpt = None,
     fresh: FreshOpt = False,
     quiet: QuietOpt = False,
@@ -117,20 +128,23 @@ def train_wav2lip(
 
 @app.command("davs")
 @report_errors
+@help_panels({"Run": RUN_PANEL, "Model": ("size", "width", "word_classifier"),
+              "Losses and stages": ("disentangle_from", "generate_from", "no_domain", "no_disentangle",
+                                    "contrastive_weight", "uniform_weight", "gan_weight"), **LOOP_PANELS})
 @with_loop_settings(DavsTrainConfig, sample="Clips")
 def train_davs(
     data: Path = typer.Argument(..., help="Words-layout data folder (one word per clip; file lists with word and person), e.g. `lipsync synth --layout words`."),
-    out: Path = typer.Option(..., "-o", "--out", help="Run folder: checkpoints, last.pth, metrics.jsonl, TensorBoard logs."),
+    out: Path = typer.Option(..., "-o", "--out", metavar="DIR", help="Run folder: checkpoints, last.pth, metrics.jsonl, TensorBoard logs."),
     config: ConfigFileOpt = None,
-    size: Optional[int] = setting(DavsTrainConfig, "size", "Aligned face side: 64, 128 or 256 (the paper)"),
-    disentangle_from: Optional[int] = setting(DavsTrainConfig, "disentangle_from", "Step at which the adversarial disentangling starts"),
-    generate_from: Optional[int] = setting(DavsTrainConfig, "generate_from", "Step at which generation training starts"),
-    word_classifier: Optional[str] = setting(DavsTrainConfig, "word_classifier", "shared (one C_w for audio and video), separate, or none (contrastive loss alone)"),
+    size: Optional[int] = setting(DavsTrainConfig, "size", "PIXELS", "Aligned face side: 64, 128 or 256 (the paper)"),
+    disentangle_from: Optional[int] = setting(DavsTrainConfig, "disentangle_from", "STEP", "Step at which the adversarial disentangling starts"),
+    generate_from: Optional[int] = setting(DavsTrainConfig, "generate_from", "STEP", "Step at which generation training starts"),
+    word_classifier: Optional[str] = setting(DavsTrainConfig, "word_classifier", "MODE", "shared (one C_w for audio and video), separate, or none (contrastive loss alone)"),
     no_domain: bool = typer.Option(False, "--no-domain", help="Without the domain-adversarial loss (an ablation)."),
     no_disentangle: bool = typer.Option(False, "--no-disentangle", help="Without the adversarial disentangling (an ablation)."),
-    contrastive_weight: Optional[float] = setting(DavsTrainConfig, "contrastive_weight", "Weight of the audio-video contrastive loss beside the word classifier's"),
-    uniform_weight: Optional[float] = setting(DavsTrainConfig, "uniform_weight", "Weight of the push of the encoders towards the critics' uniform softmax"),
-    gan_weight: Optional[float] = setting(DavsTrainConfig, "gan_weight", "alpha, the temporal GAN loss's weight beside L1"),
+    contrastive_weight: Optional[float] = setting(DavsTrainConfig, "contrastive_weight", "WEIGHT", "Weight of the audio-video contrastive loss beside the word classifier's"),
+    uniform_weight: Optional[float] = setting(DavsTrainConfig, "uniform_weight", "WEIGHT", "Weight of the push of the encoders towards the critics' uniform softmax"),
+    gan_weight: Optional[float] = setting(DavsTrainConfig, "gan_weight", "WEIGHT", "alpha, the temporal GAN loss's weight beside L1"),
     fresh: FreshOpt = False,
     quiet: QuietOpt = False,
     debug: DebugOpt = False,

@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import typer
 
 from ..errors import LipsyncError
-from .common import err, out, report_errors
+from .common import JsonOpt, err, out, print_json, report_errors
+from .layout import App
 
-app = typer.Typer(help="The registry of known checkpoints: list, fetch, verify.", no_args_is_help=True)
+app = App(help="The registry of known checkpoints: list, fetch, verify.", no_args_is_help=True)
 
 
 @app.command("list")
 @report_errors
-def weights_list(as_json: bool = typer.Option(False, "--json", help="JSON on stdout.")):
+def weights_list(as_json: JsonOpt = False):
     """Known checkpoints, and which are present in the weights folder."""
     from rich.table import Table
 
@@ -25,7 +25,7 @@ def weights_list(as_json: bool = typer.Option(False, "--json", help="JSON on std
     rows = [dict(name=e.name, file=e.file, architecture=e.architecture, present=local_path(e).exists(),
                  path=str(local_path(e)), url=e.url, description=e.description) for e in registry()]
     if as_json:
-        print(json.dumps(rows))
+        print_json({"weights": rows})
         return
     table = Table(title=f"checkpoints (folder: {weights_dir()})")
     for col in ("name", "architecture", "present", "description"):
@@ -66,9 +66,9 @@ def weights_verify(target: str = typer.Argument(..., help="A registry name or a 
 @report_errors
 def weights_init(
     path: Path = typer.Argument(..., help="Where to write the checkpoint (.pth)."),
-    model: str = typer.Option("wav2lip", help="wav2lip, attnwav2lip, attnwav2lip-spatial or attnwav2lip-channel."),
-    seed: int = typer.Option(0, min=0, help="Random seed."),
-    size: int = typer.Option(96, help="Face size: 96 (the published generators), 192 or 288."),
+    model: str = typer.Option("wav2lip", metavar="NAME", help="wav2lip, attnwav2lip, attnwav2lip-spatial or attnwav2lip-channel."),
+    seed: int = typer.Option(0, min=0, metavar="N", help="Random seed."),
+    size: int = typer.Option(96, metavar="PIXELS", help="Face size: 96 (the published generators), 192 or 288."),
     force: bool = typer.Option(False, "--force", help="Overwrite PATH if it exists."),
 ):
     """Write a seeded random-initialised generator in the published layout.

@@ -169,7 +169,7 @@ def test_a_single_long_video_gives_separated_train_and_val_clips(tmp_path):
 
 
 def test_clip_rules_on_a_timeline():
-    """Runs of one track, margins at cuts, a pause cut, a cut in speech without pause, scraps."""
+    """Runs of one track, margins at cuts, a pause cut, a cut in speech without a pause, scraps."""
     n = 600
     track = np.zeros(n, int)
     track[100:130] = -1  # no face for 1.2 s
@@ -186,6 +186,8 @@ def test_clip_rules_on_a_timeline():
     # no sound past frame 500; a piece under a second is left out
     cut = clips.cut_clips(track, voiced, frames_with_sound=500)
     assert cut.clips[-1] == (408, 497) and cut.skipped[-1] == (500, 600, "no sound")
+    # 6.56 s of speech without a pause: two halves, rather than 6 s and a scrap
+    assert clips.cut_clips(np.zeros(164, int), np.ones(164, bool)).clips == [(0, 79), (84, 164)]
     short = clips.cut_clips(np.array([0] * 20 + [-1] * 10 + [0] * 40), np.ones(70, bool))
     assert short.clips == [(33, 70)] and short.skipped == [(0, 17, "too short"), (20, 30, "no face")]
 

@@ -14,7 +14,8 @@ The rules, on the 25 fps timeline of the training crops (frame n is the video's 
   stretches of speech of at least GAP_FRAMES; VAD pads each stretch by 30 ms, so that is a
   silence of about a quarter of a second): the longest pause that leaves a piece of
   MIN_CLIP_SECONDS to MAX_CLIP_SECONDS before it, the pause itself left out; where the speech runs
-  on without such a pause, at MAX_CLIP_SECONDS, GAP_FRAMES left out.
+  on without such a pause, at MAX_CLIP_SECONDS (or halfway, where the rest would be shorter than
+  MIN_CLIP_SECONDS), GAP_FRAMES left out.
 - Pieces shorter than MIN_CLIP_SECONDS are left out.
 
 So no two clips of a video touch: at least GAP_FRAMES (0.2 s, the span of one of the expert's
@@ -91,8 +92,7 @@ def cut_clips(track: np.ndarray, voiced: np.ndarray, frames_with_sound: int | No
     track[heard:] = -2
     for a, b in runs(track == -1):
         out.leave_out(NO_FACE, a, b, listed=True)
-    changes = np.flatnonzero(track[1:] != track[:-1]) + 1
-    edges = np.concatenate([[0], changes, [n]]).astype(int)
+    edges = [0, *(np.flatnonzero(track[1:] != track[:-1]) + 1).tolist(), n]
     for a, b in zip(edges[:-1], edges[1:]):
         if track[a] < 0:
             continue
@@ -129,10 +129,13 @@ def _split_at_pauses(first: int, end: int, voiced: np.ndarray, min_clip: int, ma
             pieces.append((pos, s))
             out.leave_out(PAUSE, s, e)
             pos = e
-        else:  # speech without a pause: cut anyway, a gap left out
-            pieces.append((pos, pos + max_clip))
-            out.leave_out(MARGIN, pos + max_clip, min(end, pos + max_clip + GAP_FRAMES))
-            pos = min(end, pos + max_clip + GAP_FRAMES)
+        else:  # speech without a pause: cut anyway, a gap left out; in two halves where the rest would be a scrap
+            length = max_clip
+            if end - (pos + max_clip + GAP_FRAMES) < min_clip:
+                length = (end - pos - GAP_FRAMES) // 2
+            pieces.append((pos, pos + length))
+            out.leave_out(MARGIN, pos + length, min(end, pos + length + GAP_FRAMES))
+            pos = min(end, pos + length + GAP_FRAMES)
     if pos < end:
         pieces.append((pos, end))
     return pieces

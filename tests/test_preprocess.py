@@ -247,6 +247,31 @@ def test_sync_filter_reports_each_offset_and_leaves_out_the_clips_beyond(footage
     assert all(not (data / k).exists() for k in measured.keys() - kept)
 
 
+def test_sync_filter_with_syncnet_v2_measures_as_eval_sync_does(tmp_path, capsys):
+    """The evaluation SyncNet on the published pipeline's crops of each clip: on a clip that is the
+    whole video, the figures of `lipsync eval sync` (its own face track: within a few hundredths)."""
+    from lipsync_cli.models.syncnet_v2 import EvalSyncNet
+
+    torch.manual_seed(0)
+    v2 = tmp_path / "syncnet_v2.model"
+    torch.save(EvalSyncNet().state_dict(), v2)  # the published file is a bare state_dict
+    (tmp_path / "src").mkdir()
+    shutil.copy(EXAMPLES / "talk.mp4", tmp_path / "src" / "talk.mp4")
+    data = tmp_path / "data"
+    assert main(["preprocess", str(tmp_path / "src"), str(data), "-q", "--device", "cpu", "--sync-filter", str(v2),
+                 "--max-offset", "15"]) == 0
+    videos, _ = report_of(data)
+    assert videos["_/talk"]["sync_model"] == {"kind": "syncnet_v2_evaluation", "max_offset": 15}
+    (clip,) = videos["_/talk"]["clips"]
+    assert (clip["start"], clip["end"]) == (0, 2)
+    capsys.readouterr()
+    assert main(["eval", "sync", str(tmp_path / "src" / "talk.mp4"), "--syncnet", str(v2), "--json"]) == 0
+    evaluated = json.loads(capsys.readouterr().out)["videos"][0]
+    assert clip["sync"]["offset"] == evaluated["offset"]
+    assert clip["sync"]["distance"] == pytest.approx(evaluated["lse_d"], abs=0.05)
+    assert clip["sync"]["confidence"] == pytest.approx(evaluated["lse_c"], abs=0.02)
+
+
 def test_a_missing_sync_model_or_recipe_is_one_line_and_writes_nothing(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("LIPSYNC_WEIGHTS", str(tmp_path / "weights"))
     (tmp_path / "src").mkdir()

@@ -90,5 +90,5 @@ def preprocess(
         raise interrupted(exc, f"finished videos are kept in {data}; run the same command again to go on") from None
     videos = f"{counts['done']} video{'s' if counts['done'] != 1 else ''}"
     err.print(f"{data}: {videos} done, {counts['kept']} kept from before, {counts['skipped']} skipped "
-              f"(see preprocess_report.jsonl); {counts['clips']} clips: {counts['train']} train ({counts['train_seconds']:g} s), "
+              f"(see preprocess_report.jsonl); {counts['clips']} clip{'s' if counts['clips'] != 1 else ''}: {counts['train']} train ({counts['train_seconds']:g} s), "
               f"{counts['val']} val ({counts['val_seconds']:g} s), split {counts['why']}")

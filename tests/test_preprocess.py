@@ -54,12 +54,6 @@ def check_clip_folders(data: Path, report: dict):
         assert c["frames"] / 25 <= seconds <= (c["frames"] + clips.TAIL_FRAMES) / 25 + 1e-6
 
 
-@contextlib.contextmanager
-def inside(folder: Path):
-    with contextlib.chdir(folder):
-        yield
-
-
 def readme_commands() -> list[list[str]]:
     """The three commands of the README's fine-tuning recipe, as argument lists after `lipsync`."""
     text = (ROOT / "README.md").read_text()
@@ -78,7 +72,7 @@ def footage(tmp_path_factory) -> Path:
     (folder / "my_videos").mkdir()
     shutil.copy(EXAMPLES / "talk.mp4", folder / "my_videos" / "talk.mp4")
     shutil.copy(EXAMPLES / "talk2.mp4", folder / "my_videos" / "talk2.mp4")
-    with inside(folder):
+    with contextlib.chdir(folder):
         assert main([*readme_commands()[0], "-q", "--device", "cpu"]) == 0
     return folder
 
@@ -101,7 +95,7 @@ def test_a_flat_folder_of_real_clips_gets_a_val_clip_and_the_split_is_named(foot
     assert len(PreprocessedData(data, "val")) == len(val)  # what `train` evaluates on
 
     # a rerun keeps both videos and says again how the split was made
-    with inside(footage):
+    with contextlib.chdir(footage):
         assert main([*readme_commands()[0], "--device", "cpu"]) == 0
     err = capsys.readouterr().err
     assert "2 kept from before" in err and "split by time" in err and f"{len(val)} val" in err
@@ -300,7 +294,7 @@ def test_the_readme_fine_tuning_commands_run_end_to_end(footage, narrow_checkpoi
     _, train, dub = readme_commands()
     tiny = ["--width", "0.125", "--steps", "2", "--batch-size", "2", "--eval-every", "1", "--eval-batches", "1",
             "--workers", "0", "--device", "cpu", "-q"]
-    with inside(footage):
+    with contextlib.chdir(footage):
         assert main([*train, *tiny]) == 0
         run = Path(train[train.index("-o") + 1])
         config = json.loads((run / "config.json").read_text())

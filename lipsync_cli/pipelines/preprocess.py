@@ -225,6 +225,8 @@ def _process_video(path: Path, key: str, dest: Path, opts: PreprocessOptions, de
                                                            detect_every=1, device=opts.device,
                                                            s3fd_weights=opts.s3fd_weights, align=opts.align),
                            score=False, detectors=detectors)
+    if report.frames == 0:
+        raise InputError("no video frames")
     plan = FacePlan(report, "largest")
     scale = float(info.video.fps) / RATE  # clip frames per 25 fps frame
     frames = max(1, int(round(report.frames / scale)))  # 25 fps frames, as the decoder's fps filter gives them

@@ -420,26 +420,35 @@ def davs_mfcc_windows(samples: np.ndarray, n_frames: int, fps: float = 25.0) -> 
 VAD_CHUNK_SECONDS = 60  # the voice activity detector reads this much at a time
 
 
-def speech_seconds(samples: np.ndarray, enough: float | None = None) -> float:
-    """How many seconds of 16 kHz mono `samples` are speech, by Silero VAD (MIT; its ONNX network
-    ships inside the silero-vad package, run by ONNX Runtime): speech, not music, noise or
-    silence, which the loudness alone cannot tell apart. About 15 ms per second of sound on a CPU.
-    Read VAD_CHUNK_SECONDS at a time (it copies what it reads), and no further once `enough`
-    seconds are found."""
+def speech_spans(samples: np.ndarray, enough: float | None = None) -> list[tuple[float, float]]:
+    """The stretches of 16 kHz mono `samples` that are speech, (start, end) in seconds, in order, by
+    Silero VAD (MIT; its ONNX network ships inside the silero-vad package, run by ONNX Runtime):
+    speech, not music, noise or silence, which the loudness alone cannot tell apart; the gaps
+    between them are the pauses. About 15 ms per second of sound on a CPU. Read VAD_CHUNK_SECONDS
+    at a time (it copies what it reads; a stretch that crosses a chunk's end comes as two that
+    touch), and no further once `enough` seconds of speech are found."""
     from silero_vad import get_speech_timestamps
 
     x = np.asarray(samples).reshape(-1)
+    spans: list[tuple[float, float]] = []
     found = 0.0
     step = VAD_CHUNK_SECONDS * SAMPLE_RATE
     for lo in range(0, len(x), step):
         piece = np.ascontiguousarray(x[lo:lo + step], np.float32)
         if piece.size < SAMPLE_RATE // 10:
             break
-        spans = get_speech_timestamps(piece, _voice_activity_detector(), sampling_rate=SAMPLE_RATE)
-        found += sum(s["end"] - s["start"] for s in spans) / SAMPLE_RATE
+        for s in get_speech_timestamps(piece, _voice_activity_detector(), sampling_rate=SAMPLE_RATE):
+            spans.append(((lo + s["start"]) / SAMPLE_RATE, (lo + s["end"]) / SAMPLE_RATE))
+            found += (s["end"] - s["start"]) / SAMPLE_RATE
         if enough is not None and found >= enough:
             break
-    return found
+    return spans
+
+
+def speech_seconds(samples: np.ndarray, enough: float | None = None) -> float:
+    """How many seconds of 16 kHz mono `samples` are speech (`speech_spans`), reading no further
+    once `enough` seconds are found."""
+    return sum(b - a for a, b in speech_spans(samples, enough))
 
 
 @lru_cache(maxsize=1)

@@ -233,7 +233,7 @@ OUT_OF_RANGE = {
     "animate": {"--fps": ["0"], "--smooth": ["-0.5"]},
     "synth": {"--clips": ["0"], "--seed": ["-1"], "--identities": ["2"], "--voices": ["2"], "--size": ["31", "1025"],
               "--scene": ["31 256", "256 31"], "--words": ["0 2", "3 2"], "--workers": ["0"]},
-    "preprocess": {"--size": ["0"], "--detect-size": ["-1"], "--val": ["-0.1", "1.1"]},
+    "preprocess": {"--size": ["0"], "--detect-size": ["-1"], "--val": ["-0.1", "1.1"], "--max-offset": ["-1", "16"]},
     "train syncnet": {**TRAIN_OUT_OF_RANGE, "--size": ["100"]},
     "train wav2lip": {**TRAIN_OUT_OF_RANGE, "--sync-switch": ["-0.1"], "--sync-weight": ["-0.1"], "--size": ["128"]},
     "train davs": {**TRAIN_OUT_OF_RANGE, "--size": ["100"], "--disentangle-from": ["-1"],

@@ -447,10 +447,10 @@ def test_preprocess_stopped_by_sigterm_removes_its_partial_clip(tmp_path, exampl
     (src / "spk").mkdir(parents=True)
     ffmpeg("-stream_loop", "9", "-i", str(example_video), "-c", "copy", str(src / "spk" / "long.mp4"))  # 20 s
     proc = start("preprocess", src, data, "--device", "cpu", "-q")
-    wait_for(proc, lambda: list(data.glob("spk/.long.partial*/*.jpg")), "face crops")
+    wait_for(proc, lambda: list(data.glob("spk/.long.partial*/*/*.jpg")), "face crops")
     err = stop(proc, signal.SIGTERM)
     assert_stopped(proc, err, signal.SIGTERM,
-                   f"finished clips are kept in {data}; run the same command again to go on", tmp_path)
+                   f"finished videos are kept in {data}; run the same command again to go on", tmp_path)
     assert not (data / "spk" / "long").exists()
 
 

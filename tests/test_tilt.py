@@ -198,7 +198,7 @@ def test_preprocess_crops_a_rolled_head_as_it_crops_it_upright(tmp_path, talk):
                "-c:v", "copy", "-c:a", "aac", str(src / "clip.mp4"))
         data = tmp_path / f"data{degrees}{''.join(flags)}"
         assert main(["preprocess", str(src.parent), str(data), "--quiet", *flags]) == 0
-        folder = data / "person" / "clip"
+        folder = data / "person" / "clip" / "000"
         return np.stack([cv2.imread(str(folder / f"{i}.jpg")).astype(np.float32) for i in range(0, 30, 5)])
 
     upright = crops(6)

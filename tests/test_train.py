@@ -303,21 +303,25 @@ def test_preprocess_lrs2_layout_resume_and_report(tmp_path, example_video, examp
     (src / "val.txt").write_text("spk2/00002\n")
     data = tmp_path / "data"
     assert main(["preprocess", str(src), str(data), "-q"]) == 0
-    report = {r["clip"]: r for r in map(json.loads, (data / "preprocess_report.jsonl").read_text().splitlines())}
+    lines = [json.loads(x) for x in (data / "preprocess_report.jsonl").read_text().splitlines()]
+    report = {r["video"]: r for r in lines if "video" in r}
     assert report["spk1/00001"]["state"] == report["spk2/00002"]["state"] == "done"
-    assert report["spk1/00001"]["frames"] == 25 and report["spk2/00002"]["frames"] == 25  # resampled to 25 fps
-    assert "no face in frame 0" in report["spk1/00003"]["reason"] and "no audio" in report["spk2/00004"]["reason"]
-    assert (data / "filelists" / "train.txt").read_text() == "spk1/00001\n"
-    assert (data / "filelists" / "val.txt").read_text() == "spk2/00002\n"
+    for key in ("spk1/00001", "spk2/00002"):  # one clip each, the whole second, resampled to 25 fps
+        assert [(c["clip"], c["start"], c["end"], c["frames"]) for c in report[key]["clips"]] == [(f"{key}/000", 0, 1, 25)]
+    assert "no usable clip (left out: no face 0.4 s)" in report["spk1/00003"]["reason"]
+    assert "no audio" in report["spk2/00004"]["reason"]
+    assert lines[-1]["split"] == "lrs2 lists" and lines[-1]["val"] == {"clips": 1, "seconds": 1.0}
+    assert (data / "filelists" / "train.txt").read_text() == "spk1/00001/000\n"
+    assert (data / "filelists" / "val.txt").read_text() == "spk2/00002/000\n"
     assert not list(data.rglob(".*partial*"))
     train = PreprocessedData(data, "train")
-    assert train.clips[0].frames == 25 and cv2_shape(data / "spk1" / "00001" / "0.jpg") == (96, 96, 3)
+    assert train.clips[0].frames == 25 and cv2_shape(data / "spk1" / "00001" / "000" / "0.jpg") == (96, 96, 3)
     assert SyncPairs(train, seed=0)[0][0].shape == (15, 48, 96)
 
-    before = (data / "spk1" / "00001" / "0.jpg").stat().st_mtime_ns
+    before = (data / "spk1" / "00001" / "000" / "0.jpg").stat().st_mtime_ns
     assert main(["preprocess", str(src), str(data)]) == 0
     assert "2 kept from before" in capsys.readouterr().err
-    assert (data / "spk1" / "00001" / "0.jpg").stat().st_mtime_ns == before
+    assert (data / "spk1" / "00001" / "000" / "0.jpg").stat().st_mtime_ns == before
 
 
 def cv2_shape(path: Path):

@@ -108,3 +108,17 @@ def test_the_config_module_imports_no_torch():
     code = "import sys, lipsync_cli.train.config; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_a_shipped_recipe_by_name_flags_win_and_a_file_of_that_name_wins_over_it(tmp_path, monkeypatch):
+    from lipsync_cli.train.config import recipes
+
+    assert "finetune" in recipes()
+    cfg = Wav2LipConfig.from_sources("finetune", data="d", out="o", steps=7)
+    assert (cfg.lr, cfg.batch_size, cfg.eval_every, cfg.gan, cfg.sync_switch) == (1e-5, 16, 100, False, float("inf"))
+    assert cfg.steps == 7  # a flag beside the recipe wins
+    with pytest.raises(InputError, match="finetune: unknown setting 'sync_switch'"):
+        TrainConfig.from_sources("finetune", data="d", out="o")  # the expert's loop has no such setting
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "finetune").write_text('{"steps": 3}')
+    assert Wav2LipConfig.from_sources("finetune", data="d", out="o").lr == 1e-4  # the user's own file

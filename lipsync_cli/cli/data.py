@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Tuple
+from typing import Optional, Tuple
 
 import typer
 from rich.progress import TimeRemainingColumn
 
 from ..faces.track import DEFAULT_PADS
+from ..pipelines.clips import MAX_OFFSET
 from .common import (DebugOpt, DetectorOpt, DetectSizeOpt, DeviceOpt, PadsOpt, QuietOpt, RateColumn, S3fdWeightsOpt,
                      err, interrupted, progress_bar, report_errors)
 
@@ -55,31 +56,39 @@ def synth(
 @report_errors
 def preprocess(
     src: Path = typer.Argument(..., help="Folder of talking videos (any depth; LRS2's layout with its train/val/test lists is understood)."),
-    data: Path = typer.Argument(..., help="Output folder: <speaker>/<clip>/{0..n}.jpg + audio.wav, filelists/, preprocess_report.jsonl."),
+    data: Path = typer.Argument(..., help="Output folder: <speaker>/<video>/<clip>/{0..n}.jpg + audio.wav, filelists/, preprocess_report.jsonl."),
     size: int = typer.Option(96, min=1, metavar="PIXELS", help="Side of the saved face crops."),
     detector: DetectorOpt = "retinaface",
     detect_size: DetectSizeOpt = 320,
     pads: PadsOpt = DEFAULT_PADS,
     s3fd_weights: S3fdWeightsOpt = None,
     device: DeviceOpt = "auto",
-    val: float = typer.Option(0.1, min=0, max=1, metavar="SHARE", help="Share of speakers for the val split (without LRS2 lists)."),
+    val: float = typer.Option(0.1, min=0, max=1, metavar="SHARE", help="Share for the val split: of the speakers when there are several (folders), else of one speaker's seconds (the end of the footage, in name order). At least one clip goes to val whenever there are two; LRS2's lists are used as they are."),
+    sync_filter: Optional[str] = typer.Option(None, "--sync-filter", metavar="CKPT", help="Leave out clips whose sound and mouth are out of sync, as this model measures them: a lip-sync expert (lipsync_expert.pth, or one from `lipsync train syncnet`) or syncnet_v2. Each clip's offset goes in the report."),
+    max_offset: int = typer.Option(MAX_OFFSET, min=0, max=15, metavar="FRAMES", help="With --sync-filter: the largest offset kept, in frames (25 fps)."),
     align: bool = typer.Option(True, "--align/--no-align", help="Crop a tilted head along its tilt, as `dub` does by default, so a model trained here sees what dub gives it; --no-align: upright boxes."),
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
 ):
-    """Turn raw talking videos into a training set: 25 fps face crops + 16 kHz audio + file lists.
+    """Turn raw talking videos into a training set: clips of 1-6 s of one face, 25 fps face crops +
+    16 kHz audio, and file lists split train/val.
 
-    Resumable: finished clips are kept on a rerun; skipped clips and why are in the report."""
+    Each video is cut at shot boundaries, around frames without a face or where another face takes
+    over, and at pauses of the speech; each clip's source and time span are in the report.
+    Resumable: finished videos are kept on a rerun; skipped ones and why are in the report."""
     from ..device import resolve_device
     from ..pipelines.preprocess import PreprocessOptions, preprocess as run
 
     opts = PreprocessOptions(size=size, detector=detector, detect_size=detect_size, pads=tuple(pads),
                              s3fd_weights=str(s3fd_weights) if s3fd_weights else None,
-                             device=resolve_device(device).type, val_share=val, align=align)
+                             device=resolve_device(device).type, val_share=val, align=align,
+                             sync_model=sync_filter, max_offset=max_offset)
     try:
-        with progress_bar("preprocess", quiet, RateColumn("clips"), TimeRemainingColumn()) as update:
+        with progress_bar("preprocess", quiet, RateColumn("videos"), TimeRemainingColumn()) as update:
             counts = run(src, data, opts, progress=(lambda i, n, key: update(i, n)) if update else None)
     except KeyboardInterrupt as exc:
-        raise interrupted(exc, f"finished clips are kept in {data}; run the same command again to go on") from None
-    err.print(f"{data}: {counts['done']} clips done, {counts['kept']} kept from before, {counts['skipped']} skipped "
-              f"(see preprocess_report.jsonl); {counts['train']} train, {counts['val']} val")
+        raise interrupted(exc, f"finished videos are kept in {data}; run the same command again to go on") from None
+    videos = f"{counts['done']} video{'s' if counts['done'] != 1 else ''}"
+    err.print(f"{data}: {videos} done, {counts['kept']} kept from before, {counts['skipped']} skipped "
+              f"(see preprocess_report.jsonl); {counts['clips']} clip{'s' if counts['clips'] != 1 else ''}: {counts['train']} train ({counts['train_seconds']:g} s), "
+              f"{counts['val']} val ({counts['val_seconds']:g} s), split {counts['why']}")

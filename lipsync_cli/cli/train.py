@@ -21,7 +21,7 @@ app = App(help="The training loops: syncnet (the lip-sync expert), wav2lip (the 
 
 # Each setting's default is declared once, in its loop's config class; a flag left out is None,
 # so the config file (or that default) wins.
-ConfigFileOpt = Annotated[Optional[Path], typer.Option("--config", metavar="FILE", help="JSON or TOML file of settings; flags given here win.")]
+ConfigFileOpt = Annotated[Optional[Path], typer.Option("--config", metavar="FILE|NAME", help="JSON or TOML file of settings, or a shipped one by name (finetune: the published generator fine-tuned on a small set); flags given here win.")]
 FreshOpt = Annotated[bool, typer.Option("--fresh", help="Start from scratch even if OUT/last.pth exists (default: resume).")]
 
 
@@ -99,13 +99,13 @@ def train_syncnet(
 def train_wav2lip(
     data: Path = typer.Argument(..., help="Preprocessed data folder (filelists/ and clip folders), e.g. from `lipsync synth`."),
     out: Path = typer.Option(..., "-o", "--out", metavar="DIR", help="Run folder: generator and discriminator checkpoints (published layout), metrics, TensorBoard."),
-    expert: Optional[Path] = typer.Option(None, "--expert", metavar="FILE", help="The frozen lip-sync expert: from `lipsync train syncnet`, or lipsync_expert.pth."),
+    expert: Optional[Path] = typer.Option(None, "--expert", metavar="FILE|NAME", help="The frozen lip-sync expert: from `lipsync train syncnet`, or lipsync_expert.pth (a file, or the registry name lipsync_expert)."),
     model: Optional[str] = setting(Wav2LipConfig, "model", "NAME", "wav2lip, attnwav2lip, attnwav2lip-spatial or attnwav2lip-channel"),
     attention: bool = typer.Option(False, "--attention", help="Same as --model attnwav2lip (channel + spatial attention)."),
     no_gan: bool = typer.Option(False, "--no-gan", help="No visual-quality discriminator (the plain Wav2Lip stage): b = 0."),
     sync_switch: Optional[float] = setting(Wav2LipConfig, "sync_switch", "LOSS", f"Evaluation sync loss below which the sync weight switches from 0 to {Wav2LipConfig.sync_weight:g}; inf: from the first step"),
     sync_weight: Optional[float] = setting(Wav2LipConfig, "sync_weight", "WEIGHT", "a, the expert's weight once switched on; 0 trains on L1 (and GAN) alone"),
-    init: Optional[Path] = typer.Option(None, "--init", metavar="FILE", help="Start from these generator weights (fine-tune; e.g. a run trained on L1 alone). Ignored when resuming."),
+    init: Optional[Path] = typer.Option(None, "--init", metavar="FILE|NAME", help="Start from these generator weights (fine-tune: e.g. wav2lip_gan, a file or a registry name; or a run trained on L1 alone). Ignored when resuming."),
     size: Optional[int] = setting(Wav2LipConfig, "size", "PIXELS", "Face side in pixels: 96 (the published generator), 192 or 288; the expert must be of the same size"),
     config: ConfigFileOpt = None,
     fresh: FreshOpt = False,

@@ -84,23 +84,35 @@ def face_track(video: str, detector: str = "retinaface", device: str = "cpu") ->
     return frames, filled
 
 
-def crops_224(frames: list[np.ndarray], boxes: list) -> np.ndarray:
-    """The published pipeline's face crops: smoothed box, 40% margin below and at the sides."""
+def crop_geometry(boxes) -> np.ndarray:
+    """(n, 3): the published pipeline's crop centre x, centre y and half-size for each frame's box
+    (x1, y1, x2, y2), each median-filtered over SMOOTH_KERNEL frames."""
     from scipy.signal import medfilt
 
-    b = np.asarray(boxes, np.float64)
+    b = np.asarray(boxes, np.float64).reshape(-1, 4)
     size = medfilt(np.maximum(b[:, 3] - b[:, 1], b[:, 2] - b[:, 0]) / 2, SMOOTH_KERNEL)
     cy = medfilt((b[:, 1] + b[:, 3]) / 2, SMOOTH_KERNEL)
     cx = medfilt((b[:, 0] + b[:, 2]) / 2, SMOOTH_KERNEL)
+    return np.stack([cx, cy, size], axis=1)
+
+
+def crop_224(frame: np.ndarray, cx: float, cy: float, bs: float) -> np.ndarray:
+    """One frame's published-pipeline crop (`crop_geometry`): 40% margin below and at the sides,
+    the frame padded with grey 110, resized to 224x224."""
+    pad = int(bs * (1 + 2 * CROP_SCALE))
+    padded = cv2.copyMakeBorder(frame, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(110, 110, 110))
+    my, mx = cy + pad, cx + pad
+    face = padded[int(my - bs):int(my + bs * (1 + 2 * CROP_SCALE)),
+                  int(mx - bs * (1 + CROP_SCALE)):int(mx + bs * (1 + CROP_SCALE))]
+    return cv2.resize(face, (224, 224))
+
+
+def crops_224(frames: list[np.ndarray], boxes: list) -> np.ndarray:
+    """The published pipeline's face crops: smoothed box, 40% margin below and at the sides."""
+    geometry = crop_geometry(boxes)
     out = np.empty((len(frames), 224, 224, 3), np.uint8)
     for i, frame in enumerate(frames):
-        bs = size[i]
-        pad = int(bs * (1 + 2 * CROP_SCALE))
-        padded = cv2.copyMakeBorder(frame, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(110, 110, 110))
-        my, mx = cy[i] + pad, cx[i] + pad
-        face = padded[int(my - bs):int(my + bs * (1 + 2 * CROP_SCALE)),
-                      int(mx - bs * (1 + CROP_SCALE)):int(mx + bs * (1 + CROP_SCALE))]
-        out[i] = cv2.resize(face, (224, 224))
+        out[i] = crop_224(frame, *geometry[i])
     return out
 
 
@@ -121,10 +133,18 @@ def evaluate_syncnet_v2(net, video: str, audio_path: str | None = None, detector
     frames, boxes = face_track(video, detector, device)
     crops = crops_224(frames, boxes)
     samples = audio_mod.load_audio(audio_path or video).samples
+    return syncnet_v2_sync_of_crops(net, crops, samples, video, batch, device)
+
+
+@torch.no_grad()
+def syncnet_v2_sync_of_crops(net, crops: np.ndarray, samples: np.ndarray, name: str = "", batch: int = 20,
+                             device: str = "cpu") -> SyncResult:
+    """LSE-D / LSE-C from the evaluation SyncNet for the published pipeline's 224x224 crops (n, 224,
+    224, 3) uint8 at 25 fps (`crops_224`) and the 16 kHz speech they should follow."""
     mfcc = audio_mod.mfcc_100hz(samples)
     usable = min(len(crops), len(samples) // 640) - FRAMES
     if usable < 1:
-        raise InputError(f"{video}: too short to measure sync (needs more than {FRAMES} frames with audio)")
+        raise InputError(f"{name}: too short to measure sync (needs more than {FRAMES} frames with audio)")
     net.eval()
 
     def embed(idx):
@@ -132,7 +152,7 @@ def evaluate_syncnet_v2(net, video: str, audio_path: str | None = None, detector
         a = torch.from_numpy(np.stack([mfcc[:, 4 * i:4 * i + 20] for i in idx])).unsqueeze(1)
         return net.lip_features(v.permute(0, 4, 1, 2, 3).float().to(device)), net.audio_features(a.to(device))
 
-    return _score_windows(video, usable, batch, embed)
+    return _score_windows(name, usable, batch, embed)
 
 
 @torch.no_grad()

@@ -118,7 +118,7 @@ class TrainConfig:
         values: dict[str, Any] = {}
         where: dict[str, str] = {}  # how a message names each value's origin
         if config_file:
-            for name, value in _read_config_file(Path(config_file)).items():
+            for name, value in _read_config_file(config_path(config_file)).items():
                 values[name], where[name] = value, f"{config_file}: {name} = {_shown(value)}"
         for name, value in flags.items():
             if value is not None:
@@ -256,10 +256,27 @@ def _kind_of(value: Any) -> str:
     return type(value).__name__
 
 
+RECIPES = Path(__file__).resolve().parent / "recipes"  # config files that ship with the package
+
+
+def recipes() -> list[str]:
+    """The names of the shipped config files (`--config finetune`)."""
+    return sorted(p.stem for p in RECIPES.glob("*.toml"))
+
+
+def config_path(spec: str) -> Path:
+    """A --config argument: a file, or the name of a config file that ships with the package
+    (recipes/NAME.toml: `finetune`) when no file of that name is here."""
+    path = Path(spec)
+    if not path.exists() and path.name == spec and not path.suffix and (RECIPES / f"{spec}.toml").exists():
+        return RECIPES / f"{spec}.toml"
+    return path
+
+
 def _read_config_file(path: Path) -> dict:
     """The settings of a JSON or TOML file (by suffix: .toml, else JSON), as one object."""
     if not path.exists():
-        raise InputError(f"{path}: no such config file")
+        raise InputError(f"{path}: no such config file (nor a shipped one: {', '.join(recipes())})")
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:

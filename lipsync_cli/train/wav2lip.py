@@ -27,6 +27,7 @@ from ..models import syncnet
 from ..models.discriminator import VisualQualityDiscriminator
 from ..models.syncnet import SyncNetColor, lower_half_stack, sync_loss
 from ..models.wav2lip import build_generator
+from ..weights import resolve_checkpoint
 from . import loop
 from .config import Wav2LipConfig
 
@@ -41,6 +42,7 @@ def loss_weights(cfg: Wav2LipConfig, sync_on: bool) -> tuple[float, float, float
 def load_expert(path: str, device, dtype: torch.dtype | None = None, size: int = 96) -> SyncNetColor:
     if not path:
         raise InputError("--expert CKPT is required: a lip-sync expert from `lipsync train syncnet` or lipsync_expert.pth")
+    path = resolve_checkpoint(path, flag="--expert")  # a file, or a registry name: lipsync_expert
     # built at the width and face size the file was saved at (the published expert's, or another)
     expert = load_network(path, (syncnet.SIGNATURE.kind,), "not a lip-sync expert (SyncNet colour) checkpoint").net
     if expert.size != size:
@@ -97,9 +99,10 @@ class Wav2LipTrainer(loop.Trainer):
 
     def fresh(self) -> int:
         if self.cfg.init:
-            if not Path(self.cfg.init).exists():
+            init = resolve_checkpoint(self.cfg.init, flag="--init")  # a file, or a registry name: wav2lip_gan
+            if not Path(init).exists():
                 raise InputError(f"--init {self.cfg.init}: no such checkpoint")
-            load_weights(self.gen, self.cfg.init)  # weights only: a fresh optimiser, step 0, a = 0 until switched
+            load_weights(self.gen, init)  # weights only: a fresh optimiser, step 0, a = 0 until switched
         return 0
 
     def parallel(self):

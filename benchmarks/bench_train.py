@@ -259,7 +259,7 @@ def cmd_sizes(args, tmp: Path):
               f"{_step_seconds(gen):.2f} | {g_mb:.0f} |", flush=True)
 
 
-def _truth_frames(spec, truth_face: dict, truth_speech: dict, n: int):
+def truth_frames(spec, truth_face: dict, truth_speech: dict, n: int):
     """Clip A's face (identity, placement, blinks) with clip B's mouth track, rendered at the
     corpus's size: the ground truth of A dubbed with B's speech."""
     import numpy as np
@@ -308,7 +308,7 @@ def _dub_pairs(test, spec, clips: int):
         truth_k = json.loads((test.clips[k].folder / "truth.json").read_text())
         truth_o = json.loads((test.clips[other].folder / "truth.json").read_text())
         n = min(test.clips[k].frames, test.usable_frames(other, 1), truth_o["frames"])
-        yield k, other, truth_o, _truth_frames(spec, truth_k, truth_o, n)
+        yield k, other, truth_o, truth_frames(spec, truth_k, truth_o, n)
 
 
 def _score_hires(gen_path: Path | None, judge, test, spec, clips: int) -> dict:

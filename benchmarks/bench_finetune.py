@@ -1,0 +1,224 @@
+"""Fine-tuning on one person's footage (issue 30), proven on synthetic truth.
+
+    python benchmarks/bench_finetune.py [--models /tmp/lipsync-tilt-synth] [--work /tmp/lipsync-finetune]
+                                        [--videos 3] [--shots 14] [--steps 300] [--seeds 0,1] [--eval-clips 16]
+
+The base models: the generators, expert and judge that bench_tilt_synth.py trains (in --models:
+quarter-width AttnWav2Lip at 96 trained 800 steps on 400 clips of the synthetic corpus, seed 5,
+its many identities; one generator per seed; the expert it was trained with; the judge, another
+expert trained on another corpus, for LSE).
+
+The person: the first identity and the first voice of the corpus's test split, never seen in
+training. Their footage: --videos talking videos (256x256, 25 fps, with sound), each of --shots
+shots of 1.5-3 s (2-4 words each; the face at another place in every shot, so every shot change
+is a hard cut), with 1.2 s of b-roll (no face, no speech) after every fourth shot and a title card
+(1 s, black, text) in the middle. Their held-out clips: --eval-clips other renders of the same
+person (same face, same voice, other words), as 96x96 face crops (the corpus's train layout).
+
+The steps, each with the real command: `lipsync preprocess FOOTAGE DATA` (one speaker: the split
+by time); for each seed, `lipsync train wav2lip DATA --config finetune --init BASE --expert
+EXPERT` with the CPU's scale given as flags (--width 0.25, --steps, --batch-size 4, --lr 1e-4,
+--eval-every 100); then every model, base and fine-tuned, scored on the held-out clips, each clip
+dubbed with the next one's speech (the generator on the crops, as `dub` feeds it), against the
+truth rendering of that speech on the clip's face: mouth PSNR / SSIM, the synthetic sync
+measure, LSE-D / LSE-C from the judge. A row: mean over seeds of the mean over clips, +- the
+standard deviation over seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_train import load_expert, mouth_scores, truth_frames  # noqa: E402
+from lipsync_cli import audio as audio_mod  # noqa: E402
+from lipsync_cli import media  # noqa: E402
+from lipsync_cli.synth import corpus  # noqa: E402
+
+SCENE = (256, 256)
+BROLL_EVERY, BROLL_SECONDS, TITLE_SECONDS = 4, 1.2, 1.0
+FOOTAGE_INDEX, EVAL_INDEX = 100_000, 200_000  # plan indices far from the corpus's own
+
+
+def lipsync(*args) -> None:
+    subprocess.run([sys.executable, "-m", "lipsync_cli.cli", *map(str, args)], check=True, cwd=ROOT)
+
+
+def the_person(spec) -> tuple[int, int]:
+    return corpus.split_members(spec.identities)["test"][0], corpus.split_members(spec.voices)["test"][0]
+
+
+def render(spec, layout: str, index: int, person: tuple[int, int], rng) -> corpus.Clip:
+    words = tuple(str(w) for w in rng.choice(corpus.WORDS, size=int(rng.integers(2, 5))))
+    s = corpus.CorpusSpec(**{**spec.__dict__, "layout": layout, "scene": SCENE})
+    return corpus.render_clip(s, corpus.ClipPlan(index, f"p{index}", "test", person[0], person[1], words))
+
+
+def faceless(rng, n: int) -> np.ndarray:
+    """b-roll: a slow pan over soft colour blobs, no face."""
+    h, w = SCENE
+    field = cv2.GaussianBlur(rng.integers(0, 255, (h // 8, w // 4, 3), dtype=np.uint8), (0, 0), 2)
+    big = cv2.resize(field, (w * 2, h), interpolation=cv2.INTER_CUBIC)
+    return np.stack([big[:, i * 2:i * 2 + w] for i in range(n)])
+
+
+def title(n: int, text: str) -> np.ndarray:
+    card = np.zeros((*SCENE, 3), np.uint8)
+    cv2.putText(card, text, (20, SCENE[0] // 2), cv2.FONT_HERSHEY_SIMPLEX, 0.8, (230, 230, 230), 2, cv2.LINE_AA)
+    return np.repeat(card[None], n, axis=0)
+
+
+def write_video(frames: list[np.ndarray], sound: list[np.ndarray], out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    wav = out.with_suffix(".wav")
+    audio_mod.write_wav(wav, np.concatenate(sound))
+    video = np.concatenate(frames)
+    writer = media.FrameWriter(str(out), SCENE[1], SCENE[0], media.FPS, str(wav), crf=18)
+    for f in video:
+        writer.write(f)
+    writer.close()
+    wav.unlink()
+
+
+def footage(spec, person, folder: Path, videos: int, shots: int) -> float:
+    """The person's edited videos; returns their seconds."""
+    seconds = 0.0
+    for v in range(videos):
+        out = folder / f"vlog{v + 1}.mp4"
+        rng = np.random.default_rng([9, v])
+        frames, sound = [], []
+        for s in range(shots):
+            clip = render(spec, "videos", FOOTAGE_INDEX + v * 1000 + s, person, rng)
+            n = len(clip.frames)
+            frames.append(clip.frames)
+            sound.append(np.pad(clip.audio, (0, max(0, n * 640 - len(clip.audio))))[:n * 640])  # 640 samples a frame
+            if s == shots // 2:
+                k = int(TITLE_SECONDS * 25)
+                frames.append(title(k, f"Part {v + 1}"))
+                sound.append(np.zeros(k * 640, np.float32))
+            elif (s + 1) % BROLL_EVERY == 0:
+                k = int(BROLL_SECONDS * 25)
+                frames.append(faceless(rng, k))
+                sound.append(np.zeros(k * 640, np.float32))
+        seconds += sum(len(f) for f in frames) / 25
+        if not out.exists():
+            write_video(frames, sound, out)
+    return seconds
+
+
+def eval_clips(spec, person, count: int) -> list[corpus.Clip]:
+    rng = np.random.default_rng(12)
+    s96 = corpus.CorpusSpec(**{**spec.__dict__, "size": 96})
+    return [render(s96, "train", EVAL_INDEX + j, person, rng) for j in range(count)]
+
+
+def score(gen_path: Path | None, clips, spec, judge) -> dict:
+    """Each held-out clip dubbed with the next one's speech against the truth (no generator: the
+    clip's own mouth, for scale)."""
+    from lipsync_cli.checkpoints import load_network
+    from lipsync_cli.eval.generator import generate
+    from lipsync_cli.eval.lse import expert_sync_of_crops
+    from lipsync_cli.synth.sync import mouth_opening, sync_score
+
+    gen = load_network(gen_path, ["wav2lip_generator"]).net if gen_path else None
+    s96 = corpus.CorpusSpec(**{**spec.__dict__, "size": 96})
+    rows = []
+    for k, clip in enumerate(clips):
+        other = clips[(k + 1) % len(clips)]
+        mel = audio_mod.melspectrogram(other.audio)
+        usable = int((mel.shape[1] - audio_mod.MEL_STEP) * 25 / audio_mod.MEL_FPS) + 1
+        n = min(len(clip.frames), len(other.frames), usable)
+        faces = np.ascontiguousarray(clip.frames[:n])
+        truth = truth_frames(s96, clip.truth, other.truth, n)
+        out = generate(gen, faces, faces, audio_mod.mel_windows(mel, media.FPS, range(n))) if gen else faces
+        psnr, ssim, _ = mouth_scores(out, truth)
+        lse = expert_sync_of_crops(judge, out, mel)
+        sync = sync_score(mouth_opening(out), corpus.truth_opening(other.truth)[:n]).correlation
+        rows.append({"psnr": psnr, "ssim": ssim, "sync": sync, "lse_d": lse.lse_d, "lse_c": lse.lse_c})
+    return {key: float(np.mean([r[key] for r in rows])) for key in rows[0]}
+
+
+def step_seconds(run: Path) -> float:
+    times = [json.loads(line)["time"] for line in (run / "metrics.jsonl").read_text().splitlines()
+             if "train_loss" in line]
+    return float(np.median(np.diff(times))) if len(times) > 2 else float("nan")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", type=Path, default=Path("/tmp/lipsync-tilt-synth"))
+    ap.add_argument("--work", type=Path, default=Path("/tmp/lipsync-finetune"))
+    ap.add_argument("--videos", type=int, default=3)
+    ap.add_argument("--shots", type=int, default=14)
+    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--seeds", default="0,1")
+    ap.add_argument("--eval-clips", type=int, default=16)
+    args = ap.parse_args(argv)
+    t0 = time.perf_counter()
+    seeds = [int(s) for s in args.seeds.split(",")]
+    data0 = args.models / "data"
+    spec = corpus.CorpusSpec(**{k: tuple(v) if isinstance(v, list) else v
+                                for k, v in json.loads((data0 / "corpus.json").read_text())["spec"].items()})
+    person = the_person(spec)
+    seconds = footage(spec, person, args.work / "footage", args.videos, args.shots)
+    data = args.work / "data"
+    if not (data / "filelists" / "val.txt").exists():
+        lipsync("preprocess", args.work / "footage", data, "-q")
+    report = [json.loads(line) for line in (data / "preprocess_report.jsonl").read_text().splitlines()]
+    split = report[-1]
+    runs = {}
+    for s in seeds:
+        run = args.work / f"ft_seed{s}"
+        if not (run / "last.pth").exists():
+            t = time.perf_counter()
+            lipsync("train", "wav2lip", data, "-o", run, "--config", "finetune", "--init",
+                    args.models / f"gen_seed{s}" / "last.pth", "--expert", args.models / "expert" / "last.pth",
+                    "--model", "attnwav2lip", "--width", 0.25, "--steps", args.steps, "--batch-size", 4, "--lr", 1e-4,
+                    "--eval-every", 100, "--eval-batches", 4, "--seed", s, "--workers", 1, "-q")
+            (run / "bench_minutes.txt").write_text(f"{(time.perf_counter() - t) / 60:.1f}")
+        runs[s] = run
+    judge = load_expert(str(args.models / "judge" / "last.pth"))
+    clips = eval_clips(spec, person, args.eval_clips)
+    results = {"base": [score(args.models / f"gen_seed{s}" / "last.pth", clips, spec, judge) for s in seeds],
+               "fine-tuned": [score(runs[s] / "last.pth", clips, spec, judge) for s in seeds],
+               "undubbed (the clip's own mouth)": [score(None, clips, spec, judge)]}
+    for name, rs in results.items():
+        print(f"<!-- {json.dumps({'model': name, 'per_seed': rs})} -->", flush=True)
+
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True).stdout.strip()
+    print(f"\n# Fine-tuning on one person's footage (synthetic truth)\n\n{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
+          f"{cpu}, {os.cpu_count()} cores; lipsync at {commit}; {(time.perf_counter() - t0) / 60:.0f} min\n"
+          f"`python benchmarks/bench_finetune.py {' '.join(argv if argv is not None else sys.argv[1:])}`\n")
+    clipped = sum(len(r.get("clips", [])) for r in report[:-1])
+    print(f"The person: identity {person[0]}, voice {person[1]} (test split). Footage: {args.videos} videos, "
+          f"{seconds:.0f} s in all. `preprocess`: {clipped} clips; split: {split.get('split')} "
+          f"({split.get('why', '')}); train {split.get('train')}, val {split.get('val')}, gap "
+          f"{split.get('gap_seconds')} s.\n")
+    for s in seeds:
+        minutes = (runs[s] / "bench_minutes.txt").read_text() if (runs[s] / "bench_minutes.txt").exists() else "?"
+        print(f"- seed {s}: {args.steps} steps, {step_seconds(runs[s]):.2f} s a step (median), {minutes} min in all")
+    keys = ("psnr", "ssim", "sync", "lse_d", "lse_c")
+    print("\n| model | seeds | mouth PSNR dB | mouth SSIM | sync measure | LSE-D | LSE-C |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for name, rs in results.items():
+        cells = [f"{np.mean([r[k] for r in rs]):.3f}" + (f" ± {np.std([r[k] for r in rs]):.3f}" if len(rs) > 1 else "")
+                 for k in keys]
+        print(f"| {name} | {len(rs)} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()

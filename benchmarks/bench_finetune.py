@@ -13,14 +13,15 @@ training. Their footage: --videos talking videos (256x256, 25 fps, with sound), 
 shots of 1.5-3 s (2-4 words each; the face at another place in every shot, so every shot change
 is a hard cut), with 1.2 s of b-roll (no face, no speech) after every fourth shot and a title card
 (1 s, black, text) in the middle. Their held-out clips: --eval-clips other renders of the same
-person (same face, same voice, other words), as 96x96 face crops (the corpus's train layout).
+person (same face, same voice, other words), as 256x256 talking videos.
 
 The steps, each with the real command: `lipsync preprocess FOOTAGE DATA` (one speaker: the split
 by time); for each seed, `lipsync train wav2lip DATA --config finetune --init BASE --expert
 EXPERT` with the CPU's scale given as flags (--width 0.25, --steps, --batch-size 4, --lr 1e-4,
 --eval-every 100); then every model, base and fine-tuned, scored on the held-out clips, each clip
-dubbed with the next one's speech (the generator on the crops, as `dub` feeds it), against the
-truth rendering of that speech on the clip's face: mouth PSNR / SSIM, the synthetic sync
+dubbed through the real pipeline (`lipsync_cli.Dubber`: the crops dub takes, framed as preprocess
+framed the fine-tuning set) with the next one's speech, against the truth rendering of that speech
+on the clip's face, cropped upright as the corpus's crops are: mouth PSNR / SSIM, the synthetic sync
 measure, LSE-D / LSE-C from the judge. A row: mean over seeds of the mean over clips, +- the
 standard deviation over seeds.
 """
@@ -42,7 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_train import load_expert, mouth_scores, truth_frames  # noqa: E402
+from bench_train import load_expert  # noqa: E402
 from lipsync_cli import audio as audio_mod  # noqa: E402
 from lipsync_cli import media  # noqa: E402
 from lipsync_cli.synth import corpus  # noqa: E402
@@ -124,29 +125,39 @@ def eval_clips(spec, person, count: int) -> list[corpus.Clip]:
     return [render(s96, "train", EVAL_INDEX + j, person, rng) for j in range(count)]
 
 
-def score(gen_path: Path | None, clips, spec, judge) -> dict:
-    """Each held-out clip dubbed with the next one's speech against the truth (no generator: the
-    clip's own mouth, for scale)."""
-    from lipsync_cli.checkpoints import load_network
-    from lipsync_cli.eval.generator import generate
-    from lipsync_cli.eval.lse import expert_sync_of_crops
-    from lipsync_cli.synth.sync import mouth_opening, sync_score
+def score(gen_path: Path | None, clips, spec, judge, work: Path) -> dict:
+    """Each held-out clip, rendered as a video of the person (256x256, the face upright at the
+    place bench_tilt_synth.py renders it), dubbed through the real pipeline (`lipsync_cli.Dubber`,
+    the crops `dub` takes, as preprocess took the fine-tuning set's) with the next clip's speech,
+    and scored against the truth rendering of that speech on the clip's face (no generator: the
+    video as it was, for scale)."""
+    import lipsync_cli
+    from bench_tilt_synth import dub, read_frames, scene_frames, score as score_crops, upright_crops, write_video
 
-    gen = load_network(gen_path, ["wav2lip_generator"]).net if gen_path else None
-    s96 = corpus.CorpusSpec(**{**spec.__dict__, "size": 96})
+    ident = corpus.identity_of(spec, clips[0].plan.identity)
+    model = lipsync_cli.load_model(gen_path, device="cpu", precision="fp32") if gen_path else None
     rows = []
     for k, clip in enumerate(clips):
         other = clips[(k + 1) % len(clips)]
+        roll = np.zeros(len(clip.frames))
+        video, speech = work / "eval" / f"e{k}.mp4", work / "eval" / f"e{k}-speech.wav"
+        if not video.exists():
+            own = work / "eval" / f"e{k}-own.wav"
+            own.parent.mkdir(parents=True, exist_ok=True)
+            audio_mod.write_wav(own, clip.audio)
+            write_video(scene_frames(ident, clip.truth["mouth"], clip.truth["blink"], roll), own, video)
+            audio_mod.write_wav(speech, other.audio)
+        inp = upright_crops(read_frames(video, len(other.frames)), roll)
+        n = len(inp)
+        truth = upright_crops(scene_frames(ident, other.truth["mouth"][:n], clip.truth["blink"][:n], roll[:n]), roll)
         mel = audio_mod.melspectrogram(other.audio)
-        usable = int((mel.shape[1] - audio_mod.MEL_STEP) * 25 / audio_mod.MEL_FPS) + 1
-        n = min(len(clip.frames), len(other.frames), usable)
-        faces = np.ascontiguousarray(clip.frames[:n])
-        truth = truth_frames(s96, clip.truth, other.truth, n)
-        out = generate(gen, faces, faces, audio_mod.mel_windows(mel, media.FPS, range(n))) if gen else faces
-        psnr, ssim, _ = mouth_scores(out, truth)
-        lse = expert_sync_of_crops(judge, out, mel)
-        sync = sync_score(mouth_opening(out), corpus.truth_opening(other.truth)[:n]).correlation
-        rows.append({"psnr": psnr, "ssim": ssim, "sync": sync, "lse_d": lse.lse_d, "lse_c": lse.lse_c})
+        if model is None:
+            crops = inp
+        else:
+            out = work / "eval" / f"e{k}-{Path(gen_path).parent.name}.mp4"
+            dub(model, video, speech, out, align=True)
+            crops = upright_crops(read_frames(out, n), roll)
+        rows.append(score_crops(crops, truth, other.truth, mel, judge))
     return {key: float(np.mean([r[key] for r in rows])) for key in rows[0]}
 
 
@@ -191,9 +202,9 @@ def main(argv=None):
         runs[s] = run
     judge = load_expert(str(args.models / "judge" / "last.pth"))
     clips = eval_clips(spec, person, args.eval_clips)
-    results = {"base": [score(args.models / f"gen_seed{s}" / "last.pth", clips, spec, judge) for s in seeds],
-               "fine-tuned": [score(runs[s] / "last.pth", clips, spec, judge) for s in seeds],
-               "undubbed (the clip's own mouth)": [score(None, clips, spec, judge)]}
+    results = {"base": [score(args.models / f"gen_seed{s}" / "last.pth", clips, spec, judge, args.work) for s in seeds],
+               "fine-tuned": [score(runs[s] / "last.pth", clips, spec, judge, args.work) for s in seeds],
+               "undubbed (the clip's own mouth)": [score(None, clips, spec, judge, args.work)]}
     for name, rs in results.items():
         print(f"<!-- {json.dumps({'model': name, 'per_seed': rs})} -->", flush=True)
 

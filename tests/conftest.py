@@ -120,6 +120,18 @@ def narrow_checkpoint(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def random_expert(tmp_path_factory) -> Path:
+    """A seeded random quarter-width lip-sync expert in the published layout, named as the published
+    one (the generator's loop and preprocess's sync filter load it at the file's width)."""
+    from lipsync_cli.models.syncnet import SyncNetColor
+
+    torch.manual_seed(1)
+    path = tmp_path_factory.mktemp("expert") / "lipsync_expert.pth"
+    save_published(SyncNetColor(width=0.25), path)
+    return path
+
+
+@pytest.fixture(scope="session")
 def legacy_checkpoint(checkpoint, tmp_path_factory) -> Path:
     """The `checkpoint` generator saved as the published wav2lip.pth is: legacy format."""
     return made_once(tmp_path_factory, "ckpt", "wav2lip_random_legacy.pth", lambda p: save_legacy(checkpoint, p))

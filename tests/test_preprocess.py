@@ -209,18 +209,6 @@ def test_the_split_rules():
     assert split.rule == "lrs2 lists" and split.of_clip == {"spk0/v0/000": "val", "spk0/v1/000": "train"}
 
 
-@pytest.fixture(scope="module")
-def random_expert(tmp_path_factory) -> Path:
-    """A seeded random quarter-width lip-sync expert (its checkpoint in the published layout)."""
-    from lipsync_cli.checkpoints import save_published
-    from lipsync_cli.models.syncnet import SyncNetColor
-
-    torch.manual_seed(1)
-    path = tmp_path_factory.mktemp("expert") / "lipsync_expert.pth"
-    save_published(SyncNetColor(width=0.25), path)
-    return path
-
-
 def test_sync_filter_reports_each_offset_and_leaves_out_the_clips_beyond(footage, random_expert, tmp_path):
     data = tmp_path / "data"
     args = ["preprocess", str(footage / "my_videos"), str(data), "-q", "--device", "cpu",

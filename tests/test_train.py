@@ -176,17 +176,6 @@ def test_train_syncnet_command(corpus, tmp_path, capsys):
 # ------------------------------------------------------------------------------- the generator
 
 
-@pytest.fixture(scope="module")
-def random_expert(tmp_path_factory) -> Path:
-    """A seeded random quarter-width expert (the generator's loop loads it at the file's width)."""
-    from lipsync_cli.checkpoints import save_published
-
-    torch.manual_seed(1)
-    path = tmp_path_factory.mktemp("expert") / "expert.pth"
-    save_published(SyncNetColor(width=0.25), path)
-    return path
-
-
 def test_generator_loss_weights_and_schedule():
     from lipsync_cli.train.wav2lip import Wav2LipConfig, loss_weights
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 
 from .errors import InputError, LipsyncError
 
@@ -143,3 +144,20 @@ def autocast(device, dtype):
     import torch
 
     return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
+def give_back_free_memory() -> None:
+    """Hand the C heap's free pages back to the system (glibc's malloc_trim; nothing elsewhere).
+    glibc keeps what a long analysis freed: each freed block over its mmap threshold raises the
+    threshold, later arrays of a few MB come from the heap, and its holes stay resident; an hour
+    of edited footage left 130 MB more behind than ten minutes did (benchmarks/edits.md). Called
+    once the analysis is done: a few milliseconds, against a per-allocation cost for the whole
+    dub had the threshold been fixed instead."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    try:
+        ctypes.CDLL(None).malloc_trim(ctypes.c_size_t(0))
+    except (OSError, AttributeError):
+        pass

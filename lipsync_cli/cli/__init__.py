@@ -13,30 +13,20 @@ import sys
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
-MMAP_THRESHOLD = 4 << 20  # bytes: larger blocks get pages of their own, given back when freed
-
-
 def _tune_malloc(arenas: int = 2) -> None:
-    """Two glibc settings, made before any other thread has allocated (numpy's BLAS threads at
-    import), hence here, first; the user's own environment variables win.
-
-    - At most `arenas` malloc arenas: glibc gives each allocating thread one of its own, up to 8
-      per core, and the int8 generator's maps of many sizes fragment them: peak memory crept 11%
-      from a 10 s to a 60 s dub with two generator threads (benchmarks/README.md).
-    - A fixed mmap threshold: by default each freed block over the threshold raises it (up to
-      32 MB), so that later arrays of a few MB (the audio's STFT blocks, frames, crops) come from
-      the heap, whose holes are never given back; the analysis of an edited clip then grew by
-      34 MB from 2 to 6 minutes of footage, 9 MB with the threshold fixed (benchmarks/edits.md)."""
-    if not sys.platform.startswith("linux"):
+    """At most `arenas` glibc malloc arenas: glibc gives each allocating thread one of its own, up
+    to 8 per core, and the int8 generator's maps of many sizes fragment them: peak memory crept
+    11% from a 10 s to a 60 s dub with two generator threads (benchmarks/README.md). The cap only
+    counts if it is set before any other thread has allocated (numpy's BLAS threads at import),
+    hence here, first; the user's own MALLOC_ARENA_MAX wins. (A fixed mmap threshold also kept
+    the analysis from fragmenting the heap, but cost 4-12% of a dub's time: the analysis gives
+    its free pages back instead, device.give_back_free_memory.)"""
+    if "MALLOC_ARENA_MAX" in os.environ or not sys.platform.startswith("linux"):
         return
     import ctypes
 
     try:
-        libc = ctypes.CDLL(None)
-        if "MALLOC_ARENA_MAX" not in os.environ:
-            libc.mallopt(ctypes.c_int(-8), ctypes.c_int(arenas))  # M_ARENA_MAX
-        if "MALLOC_MMAP_THRESHOLD_" not in os.environ:
-            libc.mallopt(ctypes.c_int(-3), ctypes.c_int(MMAP_THRESHOLD))  # M_MMAP_THRESHOLD
+        ctypes.CDLL(None).mallopt(ctypes.c_int(-8), ctypes.c_int(arenas))  # M_ARENA_MAX
     except (OSError, AttributeError):
         pass
 

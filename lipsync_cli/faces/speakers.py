@@ -768,6 +768,7 @@ def find_speakers(video: str, audio: str | None, opts: SpeakerOptions, *, score:
     marked speaking). Raises InputError for a still image or a video without frames, and when
     there is no speech to compare with."""
     from .. import audio as audio_mod
+    from ..device import give_back_free_memory
     from ..timing import StageClock
 
     started = time.perf_counter()
@@ -813,6 +814,7 @@ def find_speakers(video: str, audio: str | None, opts: SpeakerOptions, *, score:
         envelope = synchrony.clip_loudness(_extended(loudness, frames))
         window = max(int(round(d * FPS)) for d in opts.windows)
         dubbed = decide(tracks, frames, fps, shots, envelope if spoken else None, window=window)
+    give_back_free_memory()  # what the analysis freed, before the frames are dubbed
     return SpeakerReport(video=video, audio=speech if score else None, weights=opts.weights, frames=frames,
                          fps=info.video.fps, width=info.video.width, height=info.video.height, tracks=tracks,
                          shots=shots, dubbed=dubbed, speech=spoken, seconds=time.perf_counter() - started,

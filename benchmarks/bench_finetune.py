@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
@@ -43,6 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from bench_dub import machine  # noqa: E402
 from bench_train import load_expert  # noqa: E402
 from lipsync_cli import audio as audio_mod  # noqa: E402
 from lipsync_cli import media  # noqa: E402
@@ -208,11 +208,10 @@ def main(argv=None):
     for name, rs in results.items():
         print(f"<!-- {json.dumps({'model': name, 'per_seed': rs})} -->", flush=True)
 
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
     commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip()
     print(f"\n# Fine-tuning on one person's footage (synthetic truth)\n\n{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
-          f"{cpu}, {os.cpu_count()} cores; lipsync at {commit}; {(time.perf_counter() - t0) / 60:.0f} min\n"
+          f"{machine()}; lipsync at {commit}; {(time.perf_counter() - t0) / 60:.0f} min\n"
           f"`python benchmarks/bench_finetune.py {' '.join(argv if argv is not None else sys.argv[1:])}`\n")
     clipped = sum(len(r.get("clips", [])) for r in report[:-1])
     print(f"The person: identity {person[0]}, voice {person[1]} (test split). Footage: {args.videos} videos, "

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
@@ -46,6 +45,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from bench_dub import machine  # noqa: E402
 from bench_train import load_expert, mouth_scores  # noqa: E402
 from lipsync_cli import audio as audio_mod  # noqa: E402
 from lipsync_cli import media  # noqa: E402
@@ -260,11 +260,10 @@ def main(argv=None):
                 print(f"<!-- {json.dumps({'angle': angle, 'motion': motion, 'method': method, 'seeds': per_seed})} -->",
                       flush=True)
 
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
     commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip()
-    print(f"\n# Tilted heads on synthetic truth\n\n{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {cpu}, "
-          f"{os.cpu_count()} cores; lipsync at {commit}; {len(clips)} test clips, generators of seeds {seeds}; "
+    print(f"\n# Tilted heads on synthetic truth\n\n{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {machine()}; "
+          f"lipsync at {commit}; {len(clips)} test clips, generators of seeds {seeds}; "
           f"{(time.perf_counter() - t0) / 60:.0f} min\n`python benchmarks/bench_tilt_synth.py "
           f"{' '.join(argv if argv is not None else sys.argv[1:])}`\n")
     keys = ("psnr", "ssim", "sync", "lse_d", "lse_c")

@@ -10,7 +10,7 @@ import pytest
 from lipsync_cli import media
 from lipsync_cli.faces import DetectorPool
 from lipsync_cli.faces.shots import ShotDetector, shot_index
-from lipsync_cli.faces.speakers import FacePlan, SpeakerOptions, SpeakerReport, Track, find_tracks, same_place_runs
+from lipsync_cli.faces.speakers import FacePlan, SpeakerOptions, SpeakerReport, Track, find_tracks, same_place_groups, same_place_runs
 
 from conftest import EXAMPLES, decode_frames, write_frames
 
@@ -116,8 +116,17 @@ def test_faces_at_one_place_over_jump_cuts_form_one_run_for_the_synchrony_cues()
     a1, b1 = track(2, 40, 30, 2, 1), track(3, 40, 30, 200, 1)  # the same places after the cut at 40
     c2 = track(4, 70, 30, 100, 2)  # someone else, elsewhere, after the cut at 70
     a3 = track(5, 105, 20, 2, 3)  # back at the first place, but not on the frame after a track ended
-    runs = [[t.index for t in run] for run in same_place_runs([c2, a1, b0, a3, a0, b1])]
-    assert sorted(runs) == [[0, 2], [1, 3], [4], [5]]
+    tracks = [c2, a1, b0, a3, a0, b1]
+    runs = same_place_runs(tracks)
+    assert sorted([t.index for t in run] for run in runs) == [[0, 2], [1, 3], [4], [5]]
+    # shots 0 and 1 (a jump cut, both faces at their places) are one stretch for who leads;
+    # the cut to someone else, and the return after a gap, are not
+    groups = same_place_groups(tracks, runs)
+    faces = sorted(sorted([t.index for t in face] for face in group) for group in groups)
+    assert faces == [[[0, 2], [1, 3]], [[4]], [[5]]]
+    lone = track(6, 40, 30, 2, 1)  # after the cut only one of the two faces goes on: not joined
+    runs = same_place_runs([a0, b0, lone])
+    assert sorted(len(g) for g in same_place_groups([a0, b0, lone], runs)) == [1, 2]
 
 
 @pytest.mark.parametrize("fps", ["25", "30"])

@@ -259,6 +259,28 @@ def test_combine_follows_who_is_there_and_the_turns():
         sy.combine({"a": a, "b": b[:-1]}, {"a": a, "b": b[:-1]}, {"a": a, "b": b[:-1]})
 
 
+def test_combine_follows_a_turn_across_a_jump_cut_and_stops_the_light_asd_mean_there():
+    """A turn that starts 12 frames before a jump cut (every face at its place on both sides) and
+    goes on after it: measured on both sides, its face leads from the turn's frame; cut at the
+    jump cut into two stretches, 12 weak frames cannot repay the change of leader. Light-ASD's
+    9-frame mean stops at the break: a face that looks silent up to the cut gets nothing of the
+    talking frames after it."""
+    t, cut = 100, 50
+    asd = {"a": np.full(t, 3.0), "b": np.full(t, 3.0)}
+    ev_a, ev_b = np.full(t, 0.0), np.full(t, 0.5)
+    ev_a[38:], ev_b[38:] = 0.45, 0.05  # A's turn from frame 38
+    ev = {"a": ev_a, "b": ev_b}
+    joined = sy.combine(asd, _flat(t, a=0.3, b=0.3), ev, breaks=[cut])
+    assert (joined["a"][38:] > 0).all() and (joined["b"][38:] < 0).all()
+    before = sy.combine({k: v[:cut] for k, v in asd.items()}, _flat(cut, a=0.3, b=0.3),
+                        {k: v[:cut] for k, v in ev.items()})
+    assert (before["a"][38:cut] < 0).all()  # what the jump cut cost when the shots were apart
+    looks = {"a": np.r_[np.full(cut, -2.0), np.full(t - cut, 4.0)], "b": np.full(t, -3.0)}
+    quiet = _flat(t, a=0.0, b=0.0)
+    assert (sy.combine(looks, quiet, quiet, breaks=[cut])["a"][:cut] == -2.0).all()
+    assert sy.combine(looks, quiet, quiet)["a"][cut - 1] > -2.0  # without the break the mean crosses
+
+
 def test_combine_on_the_clip_demotes_the_talking_face_out_of_sync(clip, motion):
     """The hard case, on the example: the face talking to its speech, beside the same face
     played backwards (lips moving just as much, out of step). Light-ASD calls both speaking;

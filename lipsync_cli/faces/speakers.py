@@ -19,7 +19,10 @@ The analysis streams over frames decoded at most ANALYSIS_SIDE pixels on their l
    clip's length whatever the number of shots. The same crops give each face's lower-face
    motion and mouth opening, which faces.synchrony compares with the speech's loudness; the cues
    are combined per frame (synchrony.combine: above 0, speaking) and brought back to the clip's
-   timeline (`combine_scores`).
+   timeline (`combine_scores`). A face that goes on at its place after a jump cut keeps its
+   speech cues' context across it (`same_place_runs`), and when every face of both shots does, who
+   leads is followed across the cut too (`same_place_groups`); tracks, boxes and Light-ASD's
+   scores stop at it.
 3. decisions (`decide`), shot by shot: speaking runs shorter than MIN_RUN_SECONDS dropped and
    pauses shorter than MIN_PAUSE_SECONDS bridged; then per frame the faces that speak are dubbed;
    a frame where no face in the shot speaks but a voice is heard (someone off screen, a
@@ -474,7 +477,8 @@ def combine_scores(tracks: Sequence[Track], motion: dict[int, tuple[np.ndarray, 
     `same_place_runs`), combined with Light-ASD's per frame (synchrony.combine: above 0, speaking)
     and brought to the clip's timeline: sets .sync, .evidence, .score and .raw."""
     scored = [t for t in tracks if t.index in motion]
-    for run in same_place_runs(scored):
+    runs = same_place_runs(scored)
+    for run in runs:
         moved = np.concatenate([motion[t.index][0] for t in run])
         dark = np.concatenate([motion[t.index][1] for t in run])
         loudness = envelope[run[0].scored_first:run[0].scored_first + len(moved)]
@@ -485,21 +489,24 @@ def combine_scores(tracks: Sequence[Track], motion: dict[int, tuple[np.ndarray, 
             k += len(t.asd)
     # combined shot by shot, on the shot's own stretch of the timeline: only faces seen together
     # compete, and a shot's faces are never seen in another (an hour of an edit has thousands of
-    # tracks: on the whole timeline each would take a row of every frame, 24 GB)
+    # tracks: on the whole timeline each would take a row of every frame, 24 GB). Consecutive shots
+    # joined by jump cuts that keep every face at its place are one stretch, each face one row:
+    # who leads is followed across such a cut as the evidence is (a turn that starts just before
+    # it is measured on both sides); the Light-ASD mean stops at it.
     combined: dict[int, np.ndarray] = {}  # track index -> scores from its scored_first on
-    by_shot: dict[int, list[Track]] = {}
-    for t in scored:
-        by_shot.setdefault(t.shot, []).append(t)
-    for here in by_shot.values():
+    for group in same_place_groups(scored, runs):
+        faces = {i: run for i, run in enumerate(group)}
+        here = [t for run in group for t in run]
         lo = min(t.scored_first for t in here)
         hi = min(scored_frames, max(t.scored_first + len(t.asd) for t in here))
-        timeline = {t.index: (_on_timeline(t.scored_first - lo, t.asd, hi - lo),
-                              _on_timeline(t.scored_first - lo, t.sync, hi - lo),
-                              _on_timeline(t.scored_first - lo, t.evidence, hi - lo)) for t in here}
-        shot = synchrony.combine({k: v[0] for k, v in timeline.items()}, {k: v[1] for k, v in timeline.items()},
-                                 {k: v[2] for k, v in timeline.items()})
-        for t in here:
-            combined[t.index] = shot[t.index][t.scored_first - lo:]
+        timeline = {i: tuple(_runs_on_timeline(run, lo, hi, field) for field in ("asd", "sync", "evidence"))
+                    for i, run in faces.items()}
+        breaks = sorted({t.scored_first - lo for t in here} - {0})
+        scores = synchrony.combine({k: v[0] for k, v in timeline.items()}, {k: v[1] for k, v in timeline.items()},
+                                   {k: v[2] for k, v in timeline.items()}, breaks)
+        for i, run in faces.items():
+            for t in run:
+                combined[t.index] = scores[i][t.scored_first - lo:t.scored_first - lo + len(t.asd)]
     for t in tracks:
         t.score = np.full(len(t.boxes), np.nan, np.float32)
         if t.index in combined:
@@ -629,6 +636,44 @@ def same_place_runs(tracks: Sequence[Track]) -> list[list[Track]]:
             run.append(follows[run[-1].index])
         runs.append(run)
     return runs
+
+
+def same_place_groups(tracks: Sequence[Track], runs: Sequence[Sequence[Track]]) -> list[list[list[Track]]]:
+    """The tracks (scored) by stretches of consecutive shots joined by jump cuts that keep every
+    face at its place: shots s and s + 1 are joined when each track of s is followed in s + 1 (its
+    same-place run, `runs`) and each track of s + 1 follows one of s. Per stretch, its faces: each
+    a list of tracks, one per shot. A shot joined to no other is a stretch of its own."""
+    run_of = {t.index: k for k, run in enumerate(runs) for t in run}
+    shots: dict[int, list[Track]] = {}
+    for t in tracks:
+        shots.setdefault(t.shot, []).append(t)
+    groups: list[list[int]] = []
+    for shot in sorted(shots):
+        if groups and groups[-1][-1] == shot - 1:
+            before, now = shots[shot - 1], shots[shot]
+            pairs = {run_of[t.index] for t in before}
+            if len(before) == len(now) == len(pairs) and pairs == {run_of[t.index] for t in now}:
+                groups[-1].append(shot)
+                continue
+        groups.append([shot])
+    out = []
+    for group in groups:
+        faces: dict[int, list[Track]] = {}
+        for shot in group:
+            for t in sorted(shots[shot], key=lambda t: t.index):
+                faces.setdefault(run_of[t.index], []).append(t)
+        out.append(list(faces.values()))
+    return out
+
+
+def _runs_on_timeline(run: Sequence[Track], lo: int, hi: int, field: str) -> np.ndarray:
+    """One face's scores (the Track attribute `field`) over its tracks, on the timeline [lo, hi)."""
+    out = np.full(hi - lo, np.nan, np.float32)
+    for t in run:
+        v = np.asarray(getattr(t, field), np.float32)
+        a = t.scored_first - lo
+        out[a:a + len(v)] = v[:max(0, hi - lo - a)]
+    return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -974,12 +1019,6 @@ def _extended(loudness: np.ndarray, frames: int) -> np.ndarray:
     return np.concatenate([loudness, np.full(frames - len(loudness), -120.0)])
 
 
-def _on_timeline(first: int, values: np.ndarray, frames: int) -> np.ndarray:
-    out = np.full(frames, np.nan, np.float32)
-    out[first:first + len(values)] = values[:max(0, frames - first)]
-    return out
-
-
 def trim_to_raw(speaking: np.ndarray, raw: np.ndarray, reach: int, alone: np.ndarray | None = None) -> None:
     """Each speaking run's ends pulled in, by up to `reach` frames, over frames where Light-ASD's
     own score is not above 0: the mean over ASD_SMOOTH frames that decides who speaks spreads a
@@ -1013,6 +1052,6 @@ def clean_runs(mask: np.ndarray, min_run: int, min_pause: int) -> np.ndarray:
 
 
 __all__ = ["FacePlan", "SpeakerOptions", "SpeakerReport", "Track", "analysis_size", "clean_runs", "decide",
-           "faces_per_frame", "find_speakers", "find_tracks", "has_speech", "load_detector", "place_turns_at_pauses", "same_place_runs",
+           "faces_per_frame", "find_speakers", "find_tracks", "has_speech", "load_detector", "place_turns_at_pauses", "same_place_groups", "same_place_runs",
            "combine_scores",
            "trim_to_raw", "turns_in_shot"]

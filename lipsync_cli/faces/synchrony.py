@@ -75,7 +75,7 @@ costs about 4 ms per second of video per face on one core (Light-ASD with one wi
 
 from __future__ import annotations
 
-from typing import Hashable, Mapping
+from typing import Hashable, Mapping, Sequence
 
 import numpy as np
 
@@ -413,11 +413,13 @@ def _pieces(path: np.ndarray) -> list[tuple[int, int]]:
 
 
 def combine(asd: Mapping[Hashable, np.ndarray], sync: Mapping[Hashable, np.ndarray],
-            evidence: Mapping[Hashable, np.ndarray]) -> dict[Hashable, np.ndarray]:
-    """Per track (the same keys in all three), Light-ASD's (T,) score, the (T,) `synchrony` cue and
-    the (T,) per-frame `evidence`, on one timeline (NaN where the track is absent) -> (T,) float32
-    combined speaking scores, above 0 speaking, NaN where the track is absent. The rule is in the
-    module's docstring."""
+            evidence: Mapping[Hashable, np.ndarray], breaks: Sequence[int] = ()) -> dict[Hashable, np.ndarray]:
+    """Per face (the same keys in all three), Light-ASD's (T,) score, the (T,) `synchrony` cue and
+    the (T,) per-frame `evidence`, on one timeline (NaN where the face is absent) -> (T,) float32
+    combined speaking scores, above 0 speaking, NaN where the face is absent. The rule is in the
+    module's docstring. `breaks`: frames where a jump cut starts a new shot with every face at its
+    place (each key one face on both sides): the mean over Light-ASD's score stops there, the
+    choice of the leading face and its runs go across (as the evidence itself does)."""
     keys = list(asd)
     if set(keys) != set(sync) or set(keys) != set(evidence):
         raise ValueError(f"asd, sync and evidence must hold the same tracks; got {sorted(map(str, asd))}, "
@@ -433,7 +435,9 @@ def combine(asd: Mapping[Hashable, np.ndarray], sync: Mapping[Hashable, np.ndarr
     present = np.isfinite(a)
     s = np.where(present & np.isfinite(s), s, 0.0)
     ev = np.where(present & np.isfinite(ev), ev, 0.0)
-    looks = np.stack([_nan_mean_filter(v, ASD_SMOOTH) for v in a])
+    edges = [0, *sorted(b for b in set(breaks) if 0 < b < a.shape[1]), a.shape[1]]
+    looks = np.concatenate([np.stack([_nan_mean_filter(v, ASD_SMOOTH) for v in a[:, lo:hi]])
+                            for lo, hi in zip(edges[:-1], edges[1:])], axis=1)
     competes = present & (looks > COMPETES)
     several = competes.sum(axis=0) >= 2
     has_evidence = (competes & (np.abs(s) > NO_EVIDENCE)).any(axis=0)

@@ -2,6 +2,7 @@
 
     python benchmarks/bench_finetune.py [--models /tmp/lipsync-tilt-synth] [--work /tmp/lipsync-finetune]
                                         [--videos 3] [--shots 14] [--steps 300] [--seeds 0,1] [--eval-clips 16]
+                                        [--lr 1e-4] [--batch-size 4]
 
 The base models: the generators, expert and judge that bench_tilt_synth.py trains (in --models:
 quarter-width AttnWav2Lip at 96 trained 800 steps on 400 clips of the synthetic corpus, seed 5,
@@ -17,7 +18,7 @@ person (same face, same voice, other words), as 256x256 talking videos.
 
 The steps, each with the real command: `lipsync preprocess FOOTAGE DATA` (one speaker: the split
 by time); for each seed, `lipsync train wav2lip DATA --config finetune --init BASE --expert
-EXPERT` with the CPU's scale given as flags (--width 0.25, --steps, --batch-size 4, --lr 1e-4,
+EXPERT` with the CPU's scale given as flags (--width 0.25, --steps, --batch-size, --lr,
 --eval-every 100); then every model, base and fine-tuned, scored on the held-out clips, each clip
 dubbed through the real pipeline (`lipsync_cli.Dubber`: the crops dub takes, framed as preprocess
 framed the fine-tuning set) with the next one's speech, against the truth rendering of that speech
@@ -176,6 +177,8 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--seeds", default="0,1")
     ap.add_argument("--eval-clips", type=int, default=16)
+    ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--batch-size", type=int, default=4)
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -196,7 +199,7 @@ def main(argv=None):
             t = time.perf_counter()
             lipsync("train", "wav2lip", data, "-o", run, "--config", "finetune", "--init",
                     args.models / f"gen_seed{s}" / "last.pth", "--expert", args.models / "expert" / "last.pth",
-                    "--model", "attnwav2lip", "--width", 0.25, "--steps", args.steps, "--batch-size", 4, "--lr", 1e-4,
+                    "--model", "attnwav2lip", "--width", 0.25, "--steps", args.steps, "--batch-size", args.batch_size, "--lr", args.lr,
                     "--eval-every", 100, "--eval-batches", 4, "--seed", s, "--workers", 1, "-q")
             (run / "bench_minutes.txt").write_text(f"{(time.perf_counter() - t) / 60:.1f}")
         runs[s] = run
@@ -220,7 +223,7 @@ def main(argv=None):
           f"{split.get('gap_seconds')} s.\n")
     for s in seeds:
         minutes = (runs[s] / "bench_minutes.txt").read_text() if (runs[s] / "bench_minutes.txt").exists() else "?"
-        print(f"- seed {s}: {args.steps} steps, {step_seconds(runs[s]):.2f} s a step (median), {minutes} min in all")
+        print(f"- seed {s}: {args.steps} steps of batch {args.batch_size} at lr {args.lr:g}, {step_seconds(runs[s]):.2f} s a step (median), {minutes} min in all")
     keys = ("psnr", "ssim", "sync", "lse_d", "lse_c")
     print("\n| model | seeds | mouth PSNR dB | mouth SSIM | sync measure | LSE-D | LSE-C |")
     print("| --- | --- | --- | --- | --- | --- | --- |")

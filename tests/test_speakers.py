@@ -248,6 +248,31 @@ def test_within_a_shot_pauses_go_to_the_last_speaker_and_a_voice_off_screen_to_n
     assert sp.turns_in_shot(speaking, present, voiced, off_screen=4)[4:6] == [(1,), (1,)]
 
 
+def test_a_voice_whose_face_follows_it_is_that_face_speaking_not_a_voice_off_screen():
+    """Light-ASD may call a talking face silent (AVA's weights on talk1's first seconds): while a
+    voice is heard, the face whose mouth follows it clearly better than the others' is its
+    speaker; with one face, or when no mouth stands out, the voice stays off screen."""
+    def track(index, sync):
+        t = sp.Track(index=index, first=0, boxes=np.zeros((len(sync), 4), np.float32))
+        t.scored_first, t.sync = 0, np.asarray(sync, np.float32)
+        return t
+
+    n = 18
+    talker, listener = track(0, np.full(n, 0.42)), track(1, np.full(n, 0.18))
+    assert sp.voice_owner([talker, listener], 2, 12) == 0
+    assert sp.voice_owner([talker], 2, 12) is None  # no other mouth to tell chance from
+    assert sp.voice_owner([track(0, np.full(n, 0.30)), track(1, np.full(n, 0.22))], 2, 12) is None  # none stands out
+    assert sp.voice_owner([track(0, np.full(n, 0.20)), track(1, np.full(n, 0.0))], 2, 12) is None  # none in sync
+    speaking = [(0,), (0,)] + [()] * 14 + [(0,), (0,)]
+    voiced = np.ones(n, bool)
+    present = [(0, 1)] * n
+    off = sp.turns_in_shot(speaking, present, voiced, off_screen=4)
+    assert off[2:16] == [()] * 14  # a voice off screen: nobody
+    owned = sp.turns_in_shot(speaking, present, voiced, off_screen=4,
+                             owner=lambda a, b: sp.voice_owner([talker, listener], a, b))
+    assert owned == [(0,)] * n
+
+
 def test_a_speaking_run_ends_where_light_asd_itself_turns():
     """The 9-frame mean spreads a loud turn's end over the voice that follows: its ends are pulled
     in to Light-ASD's own score, by 4 frames at most, never past the run."""

@@ -27,7 +27,8 @@ The analysis streams over frames decoded at most ANALYSIS_SIDE pixels on their l
    pauses shorter than MIN_PAUSE_SECONDS bridged; then per frame the faces that speak are dubbed;
    a frame where no face in the shot speaks but a voice is heard (someone off screen, a
    narrator, the speaker of a reaction shot) dubs nobody, unless that voice lasts less than
-   OFF_SCREEN_SECONDS (a few frames Light-ASD missed); a pause of the speech goes to the shot's
+   OFF_SCREEN_SECONDS (a few frames Light-ASD missed) or one face's mouth follows it clearly
+   better than the other faces' (`voice_owner`: its speaker, whom Light-ASD missed); a pause of the speech goes to the shot's
    last speaker, or before its first turn to its first one. Light-ASD gives one verdict per
    window, so a change of speaker shows up at a window's edge: each such change moves to the end
    of the nearest pause of the speech (`place_turns_at_pauses`), where the new voice starts.
@@ -722,7 +723,8 @@ def decide(tracks: Sequence[Track], frames: int, fps: float, shots: Sequence[int
     ends = list(shots[1:]) + [frames]
     for a, b in zip(shots, ends):
         here = present[a:b]
-        chosen = turns_in_shot(speaking[a:b], here, voiced[a:b], off_screen, turn_pause)
+        chosen = turns_in_shot(speaking[a:b], here, voiced[a:b], off_screen, turn_pause,
+                               owner=lambda i, j, a=a: voice_owner(tracks, a + i, a + j))
         if envelope is not None:
             chosen = place_turns_at_pauses(chosen, here, voiced[a:b],
                                            reach_back=int(round((window + synchrony.ASD_SMOOTH // 2 + 1) * per)),
@@ -733,14 +735,41 @@ def decide(tracks: Sequence[Track], frames: int, fps: float, shots: Sequence[int
     return dubbed
 
 
+def voice_owner(tracks: Sequence[Track], a: int, b: int) -> int | None:
+    """The face whose mouth follows a voice heard over clip frames a..b (end exclusive) while
+    Light-ASD calls every face silent: among the faces there all along with synchrony cues (at
+    least two: the others' cue is the level a mouth reaches by chance), the one whose mean cue
+    is in sync (above synchrony.BOTH) and ahead of every other by synchrony.MARGIN; else None
+    (a voice off screen, a narrator: nobody's mouth follows it more than the others')."""
+    means = {}
+    for t in tracks:
+        if t.sync is None or not (t.first <= a and b - 1 <= t.last):
+            continue
+        frames = np.arange(a, b)
+        k = np.round(frames * FPS / t.fps).astype(np.int64) - t.scored_first
+        k = k[(k >= 0) & (k < len(t.sync))]
+        if len(k):
+            means[t.index] = float(np.nanmean(t.sync[k])) if np.isfinite(t.sync[k]).any() else 0.0
+    if len(means) < 2:
+        return None
+    ranked = sorted(means.items(), key=lambda kv: kv[1], reverse=True)
+    (best, top), (_, second) = ranked[0], ranked[1]
+    if top > synchrony.BOTH and top - second >= synchrony.MARGIN:
+        return best
+    return None
+
+
 def turns_in_shot(speaking: Sequence[tuple[int, ...]], present: Sequence[tuple[int, ...]], voiced: np.ndarray,
-                  off_screen: int, min_pause: int = 0) -> list[tuple[int, ...]]:
+                  off_screen: int, min_pause: int = 0,
+                  owner: Callable[[int, int], int | None] | None = None) -> list[tuple[int, ...]]:
     """One shot's faces to dub per frame: those speaking; where none speaks, nobody while a voice
     is heard for at least `off_screen` frames (someone off screen; its dips shorter than
-    `min_pause` bridged), else (a pause, or a voice too short to be another's) the last speakers
-    of the shot still present, or before the shot's first turn, or after a voice off screen, the
-    next ones."""
+    `min_pause` bridged), unless `owner(a, b)` names a face whose mouth follows that voice over
+    frames a..b (its speaker, missed by Light-ASD: it speaks there); else (a pause, or a voice too
+    short to be another's) the last speakers of the shot still present, or before the shot's
+    first turn, or after a voice off screen, the next ones."""
     n = len(speaking)
+    speaking = list(speaking)
     label = ["turn" if s else ("voice" if voiced[i] else "pause") for i, s in enumerate(speaking)]
     # one voice goes on through its own short dips; only then is it measured against off_screen
     heard = np.array([x != "turn" for x in label], bool) & np.asarray(voiced, bool)
@@ -750,6 +779,10 @@ def turns_in_shot(speaking: Sequence[tuple[int, ...]], present: Sequence[tuple[i
     for a, b in synchrony.runs(heard):
         if b - a < off_screen and (a > 0 or b < n):
             heard[a:b] = False
+        elif owner is not None and (k := owner(a, b)) is not None:
+            heard[a:b] = False
+            for i in range(a, b):
+                speaking[i], label[i] = (k,), "turn"
     label = ["turn" if x == "turn" else ("voice" if heard[i] else "pause") for i, x in enumerate(label)]
     out: list[tuple[int, ...]] = [()] * n
     last: tuple[int, ...] = ()

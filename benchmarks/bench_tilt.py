@@ -111,7 +111,7 @@ def landmarks(detectors, frame: np.ndarray):
     if not found:
         return None
     det = max(found, key=lambda d: d.area)
-    upright = align.upright_face(detectors, frame, det)
+    upright = align.upright_face(detectors, frame, det, 640)
     roll = upright[0] if upright else align.roll_degrees(det.landmarks)
     lm = det.landmarks
     return roll, lm[:2], lm[3:5].mean(axis=0)

@@ -41,7 +41,7 @@ def detectors():
 def read_face(detectors, frame):
     """(roll, eyes (2, 2), mouth centre) of the largest face, the roll read again upright."""
     det = max(detectors(SIDE).detect([frame])[0], key=lambda d: d.area)
-    upright = align.upright_face(detectors, frame, det)
+    upright = align.upright_face(detectors, frame, det, SIDE)
     roll = upright[0] if upright else align.roll_degrees(det.landmarks)
     return roll, det.landmarks[:2], det.landmarks[3:5].mean(axis=0)
 
@@ -63,7 +63,7 @@ def test_the_roll_of_a_face_found_without_landmarks_is_read_too(talk, detectors,
     frames = talk[::10]
     def reading(f):
         det = max(detectors(SIDE).detect([f])[0], key=lambda d: d.area)
-        return align.upright_face(detectors, f, Detection(det.box, det.score))[0]  # the box only
+        return align.upright_face(detectors, f, Detection(det.box, det.score), SIDE)[0]  # the box only
 
     upright = np.median([read_face(detectors, f)[0] for f in turned(frames, 0)])
     assert abs(np.median([reading(f) for f in turned(frames, degrees)]) - upright - degrees) <= 2.0
@@ -77,7 +77,7 @@ def test_only_a_leaning_face_is_looked_at_twice_and_a_small_roll_turns_nothing()
 
     eyes = np.array([[100.0, 100.0], [140.0, 103.0], [120.0, 120.0], [105.0, 140.0], [135.0, 141.0]])  # 4.3 degrees
     face = Detection((80.0, 60.0, 160.0, 160.0), 0.99, eyes)
-    assert align.upright_face(refused, np.zeros((200, 200, 3), np.uint8), face) is None
+    assert align.upright_face(refused, np.zeros((200, 200, 3), np.uint8), face, 200) is None
     below, full = align.UPRIGHT_BELOW, align.TURNED_FROM
     assert align.applied_roll(below - 0.5) == 0.0 and align.applied_roll(-full - 10) == -full - 10
     middle = (below + full) / 2

@@ -284,7 +284,7 @@ class _TrackCollector:
         if leans:
             self.looked[tid] = index
         t = time.perf_counter()
-        upright = align.upright_face(self.landmarks, frame, det)
+        upright = align.upright_face(self.landmarks, frame, det, self.detect_size)
         if self.clock:
             self.clock.add("roll", t)
         if upright is None:

@@ -261,7 +261,7 @@ def test_a_voice_whose_face_follows_it_is_that_face_speaking_not_a_voice_off_scr
     talker, listener = track(0, np.full(n, 0.42)), track(1, np.full(n, 0.18))
     assert sp.voice_owner([talker, listener], 2, 12) == 0
     assert sp.voice_owner([talker], 2, 12) is None  # no other mouth to tell chance from
-    assert sp.voice_owner([track(0, np.full(n, 0.30)), track(1, np.full(n, 0.22))], 2, 12) is None  # none stands out
+    assert sp.voice_owner([track(0, np.full(n, 0.32)), track(1, np.full(n, 0.25))], 2, 12) is None  # none stands out
     assert sp.voice_owner([track(0, np.full(n, 0.20)), track(1, np.full(n, 0.0))], 2, 12) is None  # none in sync
     speaking = [(0,), (0,)] + [()] * 14 + [(0,), (0,)]
     voiced = np.ones(n, bool)

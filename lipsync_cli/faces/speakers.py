@@ -75,6 +75,8 @@ MIN_PAUSE_SECONDS = 0.3  # shorter pauses inside a face's speech do not end its 
 OFF_SCREEN_SECONDS = 0.5  # a voice heard while no face speaks, at least this long: someone off screen
 TURN_PAUSE_SECONDS = 0.2  # a change of speaker moves to the end of a pause at least this long ...
 TURN_AHEAD_SECONDS = 0.3  # ... from a Light-ASD window before the change to this after it
+VOICE_OWNER_SYNC = 0.25  # a face whose 3 s synchrony with a voice nobody speaks is above this ...
+VOICE_OWNER_AHEAD = 0.1  # ... and ahead of every other face's by this is that voice's speaker
 MIN_SPEECH_SECONDS = 0.5  # less speech than this in the sound: none to find a speaker by
 DEFAULT_WINDOWS = (1.0,)  # Light-ASD window lengths (seconds) averaged; see benchmarks/speakers.md
 
@@ -739,8 +741,8 @@ def voice_owner(tracks: Sequence[Track], a: int, b: int) -> int | None:
     """The face whose mouth follows a voice heard over clip frames a..b (end exclusive) while
     Light-ASD calls every face silent: among the faces there all along with synchrony cues (at
     least two: the others' cue is the level a mouth reaches by chance), the one whose mean cue
-    is in sync (above synchrony.BOTH) and ahead of every other by synchrony.MARGIN; else None
-    (a voice off screen, a narrator: nobody's mouth follows it more than the others')."""
+    is above VOICE_OWNER_SYNC and ahead of every other by VOICE_OWNER_AHEAD; else None (a voice
+    off screen, a narrator: nobody's mouth follows it more than the others')."""
     means = {}
     for t in tracks:
         if t.sync is None or not (t.first <= a and b - 1 <= t.last):
@@ -754,7 +756,7 @@ def voice_owner(tracks: Sequence[Track], a: int, b: int) -> int | None:
         return None
     ranked = sorted(means.items(), key=lambda kv: kv[1], reverse=True)
     (best, top), (_, second) = ranked[0], ranked[1]
-    if top > synchrony.BOTH and top - second >= synchrony.MARGIN:
+    if top > VOICE_OWNER_SYNC and top - second >= VOICE_OWNER_AHEAD:
         return best
     return None
 

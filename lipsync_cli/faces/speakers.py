@@ -28,8 +28,8 @@ The analysis streams over frames decoded at most ANALYSIS_SIDE pixels on their l
    a frame where no face in the shot speaks but a voice is heard (someone off screen, a
    narrator, the speaker of a reaction shot) dubs nobody, unless that voice lasts less than
    OFF_SCREEN_SECONDS (a few frames Light-ASD missed) or one face's mouth follows it clearly
-   better than the other faces' (`voice_owner`: its speaker, whom Light-ASD missed); a pause of the speech goes to the shot's
-   last speaker, or before its first turn to its first one. Light-ASD gives one verdict per
+   better than the other faces' (`voice_owner`: its speaker, whom Light-ASD missed); a pause of
+   the speech goes to the shot's last speaker, or before its first turn to its first one. Light-ASD gives one verdict per
    window, so a change of speaker shows up at a window's edge: each such change moves to the end
    of the nearest pause of the speech (`place_turns_at_pauses`), where the new voice starts.
    When the sound holds no speech at all (silence, music, noise: a voice activity detector

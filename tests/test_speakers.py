@@ -271,6 +271,15 @@ def test_a_voice_whose_face_follows_it_is_that_face_speaking_not_a_voice_off_scr
     owned = sp.turns_in_shot(speaking, present, voiced, off_screen=4,
                              owner=lambda a, b: sp.voice_owner([talker, listener], a, b))
     assert owned == [(0,)] * n
+    # through `decide`: Light-ASD calls both silent all along while a voice is heard; the face
+    # that follows it is dubbed and reported speaking, the other not
+    frames = 50
+    talker, listener = track(0, np.full(frames, 0.42)), track(1, np.full(frames, 0.18))
+    for t in (talker, listener):
+        t.score = np.full(frames, -1.5, np.float32)
+    dubbed = sp.decide([talker, listener], frames, 25.0, [0], envelope=np.full(frames, -20.0))
+    assert dubbed == [(0,)] * frames
+    assert talker.speaking.all() and not listener.speaking.any()
 
 
 def test_a_speaking_run_ends_where_light_asd_itself_turns():

@@ -723,10 +723,21 @@ def decide(tracks: Sequence[Track], frames: int, fps: float, shots: Sequence[int
     off_screen, turn_pause = int(round(OFF_SCREEN_SECONDS * fps)), int(round(TURN_PAUSE_SECONDS * fps))
     dubbed: list[tuple[int, ...]] = []
     ends = list(shots[1:]) + [frames]
+    by_index = {t.index: t for t in tracks}
+
+    def owner(i: int, j: int) -> int | None:
+        """The face that speaks a voice nobody was found speaking (clip frames i..j); it is
+        then speaking there in the report too."""
+        k = voice_owner(tracks, i, j)
+        if k is not None and by_index[k].speaking is not None:
+            t = by_index[k]
+            t.speaking[i - t.first:j - t.first] = True
+        return k
+
     for a, b in zip(shots, ends):
         here = present[a:b]
         chosen = turns_in_shot(speaking[a:b], here, voiced[a:b], off_screen, turn_pause,
-                               owner=lambda i, j, a=a: voice_owner(tracks, a + i, a + j))
+                               owner=lambda i, j, a=a: owner(a + i, a + j))
         if envelope is not None:
             chosen = place_turns_at_pauses(chosen, here, voiced[a:b],
                                            reach_back=int(round((window + synchrony.ASD_SMOOTH // 2 + 1) * per)),

@@ -164,11 +164,11 @@ def upright_face(detect: Callable[[int], FaceDetector], frame: np.ndarray, det: 
         h, w = frame.shape[:2]
         turn = cv2.getRotationMatrix2D((cx, cy), roll, 1.0)
         view = cv2.warpAffine(frame, turn, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        near = np.array(turn @ np.array([head[0], head[1], 1.0]))  # the close view's centre, upright
-        found = [d for d in detect(size).detect([view])[0]
-                 if np.hypot(*(np.array(d.center) - near)) < 0.5 * max(head[2], head[3])]
+        near = turn @ np.array([head[0], head[1], 1.0])  # the close view's centre, upright
+        found = [(float(np.hypot(*(np.array(d.center) - near))), d) for d in detect(size).detect([view])[0]]
+        found = [(dist, d) for dist, d in found if dist < 0.5 * max(head[2], head[3])]
         if found:
-            again = min(found, key=lambda d: np.hypot(*(np.array(d.center) - near)))
+            again = min(found, key=lambda pair: pair[0])[1]
             x, y = cv2.invertAffineTransform(turn) @ np.array([*again.center, 1.0])
             head = (float(x), float(y), float(again.width), float(again.height))
     return roll, head

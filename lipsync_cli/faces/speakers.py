@@ -29,9 +29,10 @@ The analysis streams over frames decoded at most ANALYSIS_SIDE pixels on their l
    narrator, the speaker of a reaction shot) dubs nobody, unless that voice lasts less than
    OFF_SCREEN_SECONDS (a few frames Light-ASD missed) or one face's mouth follows it clearly
    better than the other faces' (`voice_owner`: its speaker, whom Light-ASD missed); a pause of
-   the speech goes to the shot's last speaker, or before its first turn to its first one. Light-ASD gives one verdict per
-   window, so a change of speaker shows up at a window's edge: each such change moves to the end
-   of the nearest pause of the speech (`place_turns_at_pauses`), where the new voice starts.
+   the speech goes to the shot's last speaker, or before its first turn to its first one.
+   Light-ASD gives one verdict per window, so a change of speaker shows up at a window's edge:
+   each such change moves to the end of the nearest pause of the speech
+   (`place_turns_at_pauses`), where the new voice starts.
    When the sound holds no speech at all (silence, music, noise: a voice activity detector
    decides), nobody speaks: `FacePlan` then dubs the largest face.
 
@@ -497,17 +498,15 @@ def combine_scores(tracks: Sequence[Track], motion: dict[int, tuple[np.ndarray, 
     # who leads is followed across such a cut as the evidence is (a turn that starts just before
     # it is measured on both sides); the Light-ASD mean stops at it.
     combined: dict[int, np.ndarray] = {}  # track index -> scores from its scored_first on
-    for group in same_place_groups(scored, runs):
-        faces = {i: run for i, run in enumerate(group)}
+    for group in same_place_groups(scored, runs):  # each face of the stretch: its tracks, one per shot
         here = [t for run in group for t in run]
         lo = min(t.scored_first for t in here)
         hi = min(scored_frames, max(t.scored_first + len(t.asd) for t in here))
-        timeline = {i: tuple(_runs_on_timeline(run, lo, hi, field) for field in ("asd", "sync", "evidence"))
-                    for i, run in faces.items()}
+        asd_of, sync_of, evidence_of = ({i: _runs_on_timeline(run, lo, hi, field) for i, run in enumerate(group)}
+                                        for field in ("asd", "sync", "evidence"))
         breaks = sorted({t.scored_first - lo for t in here} - {0})
-        scores = synchrony.combine({k: v[0] for k, v in timeline.items()}, {k: v[1] for k, v in timeline.items()},
-                                   {k: v[2] for k, v in timeline.items()}, breaks)
-        for i, run in faces.items():
+        scores = synchrony.combine(asd_of, sync_of, evidence_of, breaks)
+        for i, run in enumerate(group):
             for t in run:
                 combined[t.index] = scores[i][t.scored_first - lo:t.scored_first - lo + len(t.asd)]
     for t in tracks:
@@ -724,11 +723,14 @@ def decide(tracks: Sequence[Track], frames: int, fps: float, shots: Sequence[int
     dubbed: list[tuple[int, ...]] = []
     ends = list(shots[1:]) + [frames]
     by_index = {t.index: t for t in tracks}
+    in_shot: dict[int, list[Track]] = {}  # shot start -> its tracks (a track never crosses a shot)
+    for t in tracks:
+        in_shot.setdefault(shots[bisect.bisect_right(shots, t.first) - 1], []).append(t)
 
-    def owner(i: int, j: int) -> int | None:
+    def owner(shot_tracks: list[Track], i: int, j: int) -> int | None:
         """The face that speaks a voice nobody was found speaking (clip frames i..j); it is
         then speaking there in the report too."""
-        k = voice_owner(tracks, i, j)
+        k = voice_owner(shot_tracks, i, j)
         if k is not None and by_index[k].speaking is not None:
             t = by_index[k]
             t.speaking[i - t.first:j - t.first] = True
@@ -737,7 +739,7 @@ def decide(tracks: Sequence[Track], frames: int, fps: float, shots: Sequence[int
     for a, b in zip(shots, ends):
         here = present[a:b]
         chosen = turns_in_shot(speaking[a:b], here, voiced[a:b], off_screen, turn_pause,
-                               owner=lambda i, j, a=a: owner(a + i, a + j))
+                               owner=lambda i, j, a=a: owner(in_shot.get(a, []), a + i, a + j))
         if envelope is not None:
             chosen = place_turns_at_pauses(chosen, here, voiced[a:b],
                                            reach_back=int(round((window + synchrony.ASD_SMOOTH // 2 + 1) * per)),
@@ -755,10 +757,10 @@ def voice_owner(tracks: Sequence[Track], a: int, b: int) -> int | None:
     is above VOICE_OWNER_SYNC and ahead of every other by VOICE_OWNER_AHEAD; else None (a voice
     off screen, a narrator: nobody's mouth follows it more than the others')."""
     means = {}
+    frames = np.arange(a, b)
     for t in tracks:
         if t.sync is None or not (t.first <= a and b - 1 <= t.last):
             continue
-        frames = np.arange(a, b)
         k = np.round(frames * FPS / t.fps).astype(np.int64) - t.scored_first
         k = k[(k >= 0) & (k < len(t.sync))]
         if len(k):

@@ -52,13 +52,16 @@ def dub(model: "GeneratorRunner", video: str | os.PathLike, audio: str | os.Path
     return run(model, str(video), str(audio), str(output), opts, force=force, progress=progress)
 
 
+DISTRIBUTION = "lipsync-cli"  # the name pip knows this package by (pyproject.toml)
+
+
 def package_version() -> str:
     """This package's version, from its installed metadata (pyproject.toml's `version`); also
     `lipsync_cli.__version__`. "unknown" for a copy that was never installed."""
     from importlib import metadata
 
     try:
-        return metadata.version("lipsync-cli")
+        return metadata.version(DISTRIBUTION)
     except metadata.PackageNotFoundError:
         return "unknown"
 

@@ -21,7 +21,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Callable
 
-DISTRIBUTION = "lipsync-cli"
+from . import DISTRIBUTION, package_version
 
 
 @dataclass
@@ -59,8 +59,6 @@ def diagnose() -> Diagnosis:
 
 
 def _package(problems: list[Problem]) -> dict:
-    from . import package_version
-
     return {"name": DISTRIBUTION, "version": package_version(), "location": str(Path(__file__).resolve().parent)}
 
 

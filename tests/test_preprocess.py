@@ -162,6 +162,46 @@ def test_a_single_long_video_gives_separated_train_and_val_clips(tmp_path):
     assert split["split"] == "time" and split["gap_seconds"] == pytest.approx(first_val - last_train, abs=1e-3)
 
 
+def test_a_jump_cut_against_one_wall_ends_a_clip(tmp_path):
+    """Two takes of one synthetic person before the same background, the face elsewhere and
+    larger in the second: the shot detector cannot see that cut (asserted), the face's jump ends
+    the clip, so no clip holds frames of both takes."""
+    from lipsync_cli.faces.shots import ShotDetector
+    from lipsync_cli.synth import corpus
+
+    spec = corpus.CorpusSpec(clips=2, layout="videos", scene=(256, 256))
+    takes = [corpus.render_clip(spec, corpus.ClipPlan(i, f"take{i}", "train", 0, 0, tuple(corpus.WORDS[:4])))
+             for i in (1, 6)]
+    frames = np.concatenate([t.frames for t in takes])
+    cut = len(takes[0].frames)
+    shots = ShotDetector(fps=25)
+    assert [s for f in frames for s in shots.push(f)] + shots.flush() == []
+    sound = np.concatenate([np.pad(t.audio, (0, len(t.frames) * 640))[:len(t.frames) * 640] for t in takes])
+    (tmp_path / "src").mkdir()
+    audio_mod.write_wav(tmp_path / "takes.wav", sound)
+    write_frames(tmp_path / "silent.mp4", frames)
+    ffmpeg("-i", str(tmp_path / "silent.mp4"), "-i", str(tmp_path / "takes.wav"), "-c:v", "copy", "-c:a", "aac",
+           str(tmp_path / "src" / "vlog.mp4"))
+    data = tmp_path / "data"
+    assert main(["preprocess", str(tmp_path / "src"), str(data), "-q", "--device", "cpu"]) == 0
+    videos, _ = report_of(data)
+    r = videos["_/vlog"]
+    check_clip_folders(data, r)
+    found = [(round(c["start"] * 25), round(c["end"] * 25)) for c in r["clips"]]
+    assert all(end <= cut - clips.MARGIN_FRAMES or start >= cut + clips.MARGIN_FRAMES for start, end in found), found
+    assert any(end <= cut for _, end in found) and any(start >= cut for start, _ in found), found  # a clip of each take
+
+
+def test_jumps_of_the_followed_face_split_its_track():
+    box = np.array([100.0, 100.0, 200.0, 200.0])
+    boxes = np.stack([box + [1.5 * i, 0, 1.5 * i, 0] for i in range(12)])  # a face drifting 1.5% a frame
+    boxes[6:] += [30, 0, 30, 0]  # then 30% of its width in one frame: a jump cut
+    boxes[9:] = [80, 80, 230, 230]  # and bigger by 1.5 (a punch-in)
+    track = np.array([0] * 10 + [-1, 1])
+    assert clips.split_at_jumps(track, boxes).tolist() == [0] * 6 + [2] * 3 + [3, -1, 1]
+    assert clips.split_at_jumps(np.zeros(12, int), np.tile(box, (12, 1))).tolist() == [0] * 12
+
+
 def test_clip_rules_on_a_timeline():
     """Runs of one track, margins at cuts, a pause cut, a cut in speech without a pause, scraps."""
     n = 600

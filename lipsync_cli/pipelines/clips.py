@@ -7,6 +7,13 @@ The rules, on the 25 fps timeline of the training crops (frame n is the video's 
   the shot ends (no track crosses a shot boundary), where the face is lost, and where another
   face takes over as the largest; frames without a face, or past the end of the sound, are left
   out. Nothing else about the video matters: a faceless second costs that second, not the video.
+- A clip also ends where the followed face jumps from one frame to the next (its centre moves
+  JUMP_SHARE of its box or more, or its size changes by JUMP_SCALE): a jump cut the shot detector
+  cannot see, because the picture around the face stays the same (a vlogger cut between takes
+  against one wall). The tracker still follows such a face, since detection every n-th frame
+  lets a face move half a box between detections; here faces are detected on every frame, and a
+  talking head moves a few hundredths of its box in 40 ms, so a jump that size is an edit. A clip
+  across it would teach the generator from windows whose frames come from two takes.
 - MARGIN_FRAMES are left out on either side of such a cut: the frames next to a cut, a face
   entering or leaving, or a change of face hold the least certain boxes (a dissolve's blend, a
   face half out of the frame), and the two margins keep clips on either side apart.
@@ -46,6 +53,8 @@ TAIL_FRAMES = 2  # a clip's sound runs this far past its last frame (less than h
 # with a sync model: a clip whose mouth and sound are further apart than this (frames; 120 ms, where
 # viewers begin to notice sound late) is left out, as the field filters its sets
 MAX_OFFSET = 3
+JUMP_SHARE = 0.15  # the followed face's centre moving this share of its box width in one frame ...
+JUMP_SCALE = 1.25  # ... or its width changing by this factor: a cut between takes (see above)
 
 # why frames were left out, as the report names it
 NO_FACE, NO_SOUND, MARGIN, PAUSE, TOO_SHORT, OUT_OF_SYNC = (
@@ -76,6 +85,30 @@ def voiced_frames(spans: list[tuple[float, float]], frames: int) -> np.ndarray:
     for a, b in spans:
         lo, hi = int(np.floor(a * FPS)), int(np.ceil(b * FPS))
         out[max(0, lo):max(0, min(frames, hi))] = True
+    return out
+
+
+def split_at_jumps(track: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """`track` (the followed track per 25 fps frame, negative where none) with a new id from every
+    frame where the followed face jumped since the frame before; `boxes` (frames, 4), the
+    followed face's detected box in each frame (x1, y1, x2, y2; anything where there is none)."""
+    track = np.asarray(track).copy()
+    boxes = np.asarray(boxes, np.float64)
+    if len(track) < 2:
+        return track
+    width = np.maximum(boxes[:, 2] - boxes[:, 0], 1e-6)
+    centre = (boxes[:, :2] + boxes[:, 2:]) / 2
+    moved = np.hypot(*(centre[1:] - centre[:-1]).T) / width[:-1]
+    scale = width[1:] / width[:-1]
+    same = (track[1:] == track[:-1]) & (track[1:] >= 0)
+    jumps = np.flatnonzero(same & ((moved >= JUMP_SHARE) | (scale >= JUMP_SCALE) | (scale <= 1 / JUMP_SCALE))) + 1
+    out, fresh = track.copy(), int(track.max()) + 1
+    for a in jumps:  # the run of the same track from a jump on takes an id of its own
+        b = a + 1
+        while b < len(track) and track[b] == track[a]:
+            b += 1
+        out[a:b] = fresh
+        fresh += 1
     return out
 
 

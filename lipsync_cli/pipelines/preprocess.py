@@ -232,6 +232,11 @@ def _process_video(path: Path, key: str, dest: Path, opts: PreprocessOptions, de
     frames = max(1, int(round(report.frames / scale)))  # 25 fps frames, as the decoder's fps filter gives them
     source = [min(report.frames - 1, int(round(n * scale))) for n in range(frames)]
     track = np.array([plan.chosen[j][0] if plan.chosen[j] else -1 for j in source])
+    detected = np.zeros((frames, 4))  # the followed face's box as detected (not smoothed): its jumps
+    for n, (t, j) in enumerate(zip(track, source)):
+        if t >= 0:
+            detected[n] = plan.tracks[t].boxes[j - plan.tracks[t].first]
+    track = cutting.split_at_jumps(track, detected)
     voiced = cutting.voiced_frames(audio_mod.speech_spans(sound), frames)
     cut = cutting.cut_clips(track, voiced, len(sound) // SAMPLES_PER_FRAME)
 

@@ -282,6 +282,42 @@ def test_a_voice_whose_face_follows_it_is_that_face_speaking_not_a_voice_off_scr
     assert talker.speaking.all() and not listener.speaking.any()
 
 
+def test_a_voice_that_runs_into_a_turn_is_that_turn_starting_late_with_two_faces():
+    """Light-ASD answers late at a change of speaker (AVA's weights: a second): face 0 speaks, a
+    pause, then a voice nobody is found speaking that runs without a pause into face 1's turn.
+    With two faces there, those are face 1's first words (and reported so); with one face (an
+    off-screen question answered at once), after a pause, or longer than lead_in, the voice
+    stays off screen."""
+    speaking = [(0,)] * 4 + [()] * 3 + [()] * 6 + [(1,)] * 5  # 4-6 a pause, 7-12 the voice
+    voiced = np.array([1] * 4 + [0] * 3 + [1] * 6 + [1] * 5, bool)
+    two = [(0, 1)] * 18
+    heard = []
+    chosen = sp.turns_in_shot(speaking, two, voiced, off_screen=4, lead_in=10, spoke=lambda *a: heard.append(a))
+    assert chosen == [(0,)] * 7 + [(1,)] * 11 and heard == [((1,), 7, 13)]
+    assert sp.turns_in_shot(speaking, two, voiced, off_screen=4, lead_in=5)[7:13] == [()] * 6  # too long
+    one = [(1,)] * 18
+    alone = [()] * 13 + [(1,)] * 5
+    assert sp.turns_in_shot(alone, one, voiced, off_screen=4, lead_in=10)[7:13] == [()] * 6  # one face
+    paused = voiced.copy()
+    paused[11:13] = False  # the voice ends before the turn: someone else's
+    assert sp.turns_in_shot(speaking, two, paused, off_screen=4, min_pause=2, lead_in=10)[7:11] == [()] * 4
+    # through `decide`: the late turn starts at the end of the pause, and the report says so
+    frames, fps = 90, 25.0
+
+    def track(index, score):
+        t = sp.Track(index=index, first=0, boxes=np.zeros((frames, 4), np.float32))
+        t.score = np.asarray(score, np.float32)
+        return t
+
+    a = track(0, [1.0] * 30 + [-1.0] * 60)
+    b = track(1, [-1.0] * 60 + [1.0] * 30)
+    envelope = np.full(frames, -20.0)
+    envelope[30:40] = -80.0  # a pause; the voice from frame 40 is b's, Light-ASD sees it from 60
+    dubbed = sp.decide([a, b], frames, fps, [0], envelope=envelope)
+    assert dubbed[:30] == [(0,)] * 30 and dubbed[45:] == [(1,)] * 45
+    assert b.speaking[45:].all() and not a.speaking[45:].any()
+
+
 def test_a_speaking_run_ends_where_light_asd_itself_turns():
     """The 9-frame mean spreads a loud turn's end over the voice that follows: its ends are pulled
     in to Light-ASD's own score, by 4 frames at most, never past the run."""

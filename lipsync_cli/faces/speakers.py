@@ -28,8 +28,10 @@ The analysis streams over frames decoded at most ANALYSIS_SIDE pixels on their l
    a frame where no face in the shot speaks but a voice is heard (someone off screen, a
    narrator, the speaker of a reaction shot) dubs nobody, unless that voice lasts less than
    OFF_SCREEN_SECONDS (a few frames Light-ASD missed) or one face's mouth follows it clearly
-   better than the other faces' (`voice_owner`: its speaker, whom Light-ASD missed); a pause of
-   the speech goes to the shot's last speaker, or before its first turn to its first one.
+   better than the other faces' (`voice_owner`: its speaker, whom Light-ASD missed), or it runs
+   without a pause into a turn of one of two faces or more within LEAD_IN_SECONDS (that turn's
+   start, which Light-ASD saw late); a pause of the speech goes to the shot's last speaker, or
+   before its first turn to its first one.
    Light-ASD gives one verdict per window, so a change of speaker shows up at a window's edge:
    each such change moves to the end of the nearest pause of the speech
    (`place_turns_at_pauses`), where the new voice starts.
@@ -78,6 +80,9 @@ TURN_PAUSE_SECONDS = 0.2  # a change of speaker moves to the end of a pause at l
 TURN_AHEAD_SECONDS = 0.3  # ... from a Light-ASD window before the change to this after it
 VOICE_OWNER_SYNC = 0.25  # a face whose 3 s synchrony with a voice nobody speaks is above this ...
 VOICE_OWNER_AHEAD = 0.1  # ... and ahead of every other face's by this is that voice's speaker
+# a voice nobody speaks that runs without a pause into a turn of one of two faces or more, and
+# lasts at most this, is the start of that turn: Light-ASD answers late (see `turns_in_shot`)
+LEAD_IN_SECONDS = 2.0
 MIN_SPEECH_SECONDS = 0.5  # less speech than this in the sound: none to find a speaker by
 DEFAULT_WINDOWS = (1.0,)  # Light-ASD window lengths (seconds) averaged; see benchmarks/speakers.md
 
@@ -727,19 +732,20 @@ def decide(tracks: Sequence[Track], frames: int, fps: float, shots: Sequence[int
     for t in tracks:
         in_shot.setdefault(shots[bisect.bisect_right(shots, t.first) - 1], []).append(t)
 
-    def owner(shot_tracks: list[Track], i: int, j: int) -> int | None:
-        """The face that speaks a voice nobody was found speaking (clip frames i..j); it is
-        then speaking there in the report too."""
-        k = voice_owner(shot_tracks, i, j)
-        if k is not None and by_index[k].speaking is not None:
+    def spoke(faces: tuple[int, ...], i: int, j: int):
+        """Faces found to speak a voice Light-ASD gave nobody (clip frames i..j): speaking there
+        in the report too."""
+        for k in faces:
             t = by_index[k]
-            t.speaking[i - t.first:j - t.first] = True
-        return k
+            if t.speaking is not None:
+                t.speaking[max(0, i - t.first):max(0, j - t.first)] = True
 
     for a, b in zip(shots, ends):
         here = present[a:b]
         chosen = turns_in_shot(speaking[a:b], here, voiced[a:b], off_screen, turn_pause,
-                               owner=lambda i, j, a=a: owner(in_shot.get(a, []), a + i, a + j))
+                               owner=lambda i, j, a=a: voice_owner(in_shot.get(a, []), a + i, a + j),
+                               lead_in=int(round(LEAD_IN_SECONDS * fps)),
+                               spoke=lambda k, i, j, a=a: spoke(k, a + i, a + j))
         if envelope is not None:
             chosen = place_turns_at_pauses(chosen, here, voiced[a:b],
                                            reach_back=int(round((window + synchrony.ASD_SMOOTH // 2 + 1) * per)),
@@ -776,13 +782,18 @@ def voice_owner(tracks: Sequence[Track], a: int, b: int) -> int | None:
 
 def turns_in_shot(speaking: Sequence[tuple[int, ...]], present: Sequence[tuple[int, ...]], voiced: np.ndarray,
                   off_screen: int, min_pause: int = 0,
-                  owner: Callable[[int, int], int | None] | None = None) -> list[tuple[int, ...]]:
+                  owner: Callable[[int, int], int | None] | None = None, lead_in: int = 0,
+                  spoke: Callable[[tuple[int, ...], int, int], None] | None = None) -> list[tuple[int, ...]]:
     """One shot's faces to dub per frame: those speaking; where none speaks, nobody while a voice
     is heard for at least `off_screen` frames (someone off screen; its dips shorter than
     `min_pause` bridged), unless `owner(a, b)` names a face whose mouth follows that voice over
-    frames a..b (its speaker, missed by Light-ASD: it speaks there); else (a pause, or a voice too
-    short to be another's) the last speakers of the shot still present, or before the shot's
-    first turn, or after a voice off screen, the next ones."""
+    frames a..b (its speaker, missed by Light-ASD: it speaks there), or the voice runs without a
+    pause into a turn and lasts at most `lead_in` frames while two faces or more are there (the
+    turn's first words: Light-ASD's verdict comes up to a window late, most of all at a change of
+    speaker; with one face, an off-screen question answered at once stays off screen); else (a
+    pause, or a voice too short to be another's) the last speakers of the shot still present, or
+    before the shot's first turn, or after a voice off screen, the next ones. `spoke(faces, a, b)`
+    hears of every voice given to faces that way."""
     n = len(speaking)
     speaking = list(speaking)
     label = ["turn" if s else ("voice" if voiced[i] else "pause") for i, s in enumerate(speaking)]
@@ -791,13 +802,22 @@ def turns_in_shot(speaking: Sequence[tuple[int, ...]], present: Sequence[tuple[i
     nobody = np.array([x != "turn" for x in label], bool)
     for a, b in synchrony.runs(nobody):
         heard[a:b] = clean_runs(heard[a:b], 0, min_pause)
+
+    def claim(a: int, b: int, faces: tuple[int, ...]):
+        heard[a:b] = False
+        speaking[a:b] = [faces] * (b - a)
+        label[a:b] = ["turn"] * (b - a)
+        if spoke is not None:
+            spoke(faces, a, b)
+
     for a, b in synchrony.runs(heard):
         if b - a < off_screen and (a > 0 or b < n):
             heard[a:b] = False
         elif owner is not None and (k := owner(a, b)) is not None:
-            heard[a:b] = False
-            for i in range(a, b):
-                speaking[i], label[i] = (k,), "turn"
+            claim(a, b, (k,))
+        elif (b - a <= lead_in and b < n and label[b] == "turn"
+              and all(len(present[i]) >= 2 and set(speaking[b]) <= set(present[i]) for i in range(a, b))):
+            claim(a, b, speaking[b])
     label = ["turn" if x == "turn" else ("voice" if heard[i] else "pause") for i, x in enumerate(label)]
     out: list[tuple[int, ...]] = [()] * n
     last: tuple[int, ...] = ()

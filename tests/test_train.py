@@ -251,6 +251,15 @@ def test_generator_training_schedule_resume_and_dub(corpus, random_expert, tmp_p
 
     other = build_generator("attnwav2lip", width=0.125).state_dict()
     assert max(float((other[k] - a[k]).abs().max()) for k in learned) > 1e-2  # a fresh start would be far
+    # the batch-norm statistics follow the fine-tuning batches, unless frozen (the finetune recipe's
+    # freeze_norm): then they stay as --init brought them, while the weights still learn
+    stats = [k for k in a if k.endswith(("running_mean", "running_var"))]
+    assert stats and max(float((c[k] - a[k]).abs().max()) for k in stats) > 1e-3
+    train_wav2lip(cfg(tmp_path / "d", 2, model="attnwav2lip", gan=False, init=str(tmp_path / "a" / "last.pth"),
+                      sync_switch=float("inf"), freeze_norm=True))
+    d = _params(tmp_path / "d" / "last.pth")
+    assert all(torch.equal(d[k], a[k]) for k in stats)
+    assert max(float((d[k] - a[k]).abs().max()) for k in learned) > 1e-5
 
     # the generator checkpoint is a published-layout AttnWav2Lip (at an eighth of the width) that
     # `dub` loads and runs

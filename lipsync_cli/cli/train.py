@@ -93,7 +93,7 @@ def train_syncnet(
 
 @app.command("wav2lip")
 @report_errors
-@help_panels({"Run": RUN_PANEL, "Model": ("model", "attention", "size", "width", "init"),
+@help_panels({"Run": RUN_PANEL, "Model": ("model", "attention", "size", "width", "init", "freeze_norm"),
               "Losses": ("expert", "no_gan", "sync_switch", "sync_weight"), **LOOP_PANELS})
 @with_loop_settings(Wav2LipConfig, sample="Windows of 5 frames")
 def train_wav2lip(
@@ -106,6 +106,7 @@ def train_wav2lip(
     sync_switch: Optional[float] = setting(Wav2LipConfig, "sync_switch", "LOSS", f"Evaluation sync loss below which the sync weight switches from 0 to {Wav2LipConfig.sync_weight:g}; inf: from the first step"),
     sync_weight: Optional[float] = setting(Wav2LipConfig, "sync_weight", "WEIGHT", "a, the expert's weight once switched on; 0 trains on L1 (and GAN) alone"),
     init: Optional[Path] = typer.Option(None, "--init", metavar="FILE|NAME", help="Start from these generator weights (fine-tune: e.g. wav2lip_gan, a file or a registry name; or a run trained on L1 alone). Ignored when resuming."),
+    freeze_norm: Optional[bool] = typer.Option(None, "--freeze-norm/--train-norm", help="Keep the generator's batch-norm statistics as --init brought them (fine-tuning on one person: its batches hold one face) or let them follow the batches (default: --train-norm; the finetune recipe: --freeze-norm)."),
     size: Optional[int] = setting(Wav2LipConfig, "size", "PIXELS", "Face side in pixels: 96 (the published generator), 192 or 288; the expert must be of the same size"),
     config: ConfigFileOpt = None,
     fresh: FreshOpt = False,
@@ -122,7 +123,7 @@ def train_wav2lip(
         str(config) if config else None, data=str(data), out=str(out), resume=False if fresh else None, **settings,
         expert=str(expert) if expert else None, model="attnwav2lip" if attention else model,
         gan=False if no_gan else None, sync_switch=sync_switch, sync_weight=sync_weight,
-        init=str(init) if init else None, size=size)
+        init=str(init) if init else None, freeze_norm=freeze_norm, size=size)
     _run_training(run, cfg, quiet, cfg.model)
 
 

@@ -149,6 +149,10 @@ class Wav2LipConfig(TrainConfig):
     sync_switch: float = 0.75  # inf: use the sync loss from the first step
     t: int = 5
     init: str = ""  # generator weights to start from (fine-tuning), when not resuming
+    # the generator's batch-norm layers keep the statistics they came with (--init's) and use them
+    # in training too: fine-tuning on one person, every batch holds one face, whose statistics
+    # are not those of the many faces the generator was trained on and dubs with
+    freeze_norm: bool = False
 
     LIMITS: ClassVar[dict[str, Limit]] = {
         "model": Limit(choices=GENERATOR_NAMES), "sync_weight": NOT_NEGATIVE, "gan_weight": NOT_NEGATIVE,

@@ -100,6 +100,10 @@ class Trainer:
         """Set up a run from step 0 (not resumed); returns 0."""
         return 0
 
+    def train_mode(self) -> None:
+        """Put the networks in training mode (before the first step, after each evaluation)."""
+        self.model.train()
+
     def parallel(self) -> None:
         """Wrap the networks for data-parallel steps, once their starting weights are in place."""
 
@@ -139,7 +143,7 @@ def train(trainer: Trainer, run: Run, data, progress: Callable[[int, int, dict],
     metrics = Metrics(run.out) if ddp.main else None
     last_eval: dict = {}
     step = start
-    trainer.model.train()
+    trainer.train_mode()
     with finishing(ddp, metrics, trainer.save, start, lambda: step):
         for batch in batches(data, range(start, cfg.steps), cfg.batch_size, cfg.workers, run.device, ddp):
             logs = trainer.step(batch, step)

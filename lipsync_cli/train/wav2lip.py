@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+from torch import nn
 from torch.nn import functional as F
 
 from ..checkpoints import load_network, load_weights
@@ -57,8 +58,23 @@ def expert_sync_loss(expert: SyncNetColor, generated: torch.Tensor, sync_mel: to
     return sync_loss(a.float(), v.float(), torch.ones(len(a), device=a.device))
 
 
+NORM_LAYERS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+
+
+def training_mode(gen: nn.Module, freeze_norm: bool) -> None:
+    """`gen` in training mode; with `freeze_norm`, its batch-norm layers normalise with their
+    running statistics and leave them as they are (their scale and shift still learn)."""
+    gen.train()
+    if freeze_norm:
+        for m in gen.modules():
+            if isinstance(m, NORM_LAYERS):
+                m.eval()
+
+
 @torch.no_grad()
 def evaluate(gen, expert, disc, ds, cfg: Wav2LipConfig, device, dtype) -> dict:
+    """The validation means (L1, the expert's sync loss, the discriminator's realism), `gen` in
+    evaluation mode; the caller puts it back in training mode."""
     gen.eval()
     sums = {"l1": 0.0, "sync": 0.0, "gen_realism": 0.0}
     n = 0
@@ -72,7 +88,6 @@ def evaluate(gen, expert, disc, ds, cfg: Wav2LipConfig, device, dtype) -> dict:
         sums["sync"] += float(s) * k
         sums["gen_realism"] += float(r) * k
         n += k
-    gen.train()
     return {f"val_{key}": v / n for key, v in sums.items()}
 
 
@@ -137,8 +152,12 @@ class Wav2LipTrainer(loop.Trainer):
         self.shown = torch.cat([target[:4, :, 0], g[:4, :, 0].detach()], dim=0)
         return {**logged, "sync_weight": w_sync}
 
+    def train_mode(self):
+        training_mode(self.gen, self.cfg.freeze_norm)
+
     def evaluate(self) -> dict:
         result = evaluate(self.gen, self.expert, self.disc, self.val_data, self.cfg, self.run.device, self.run.dtype)
+        self.train_mode()
         if not self.sync_on and result["val_sync"] < self.cfg.sync_switch:
             self.sync_on = True  # a: 0 -> sync_weight from the next step on
         return result

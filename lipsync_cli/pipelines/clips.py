@@ -92,10 +92,10 @@ def split_at_jumps(track: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     """`track` (the followed track per 25 fps frame, negative where none) with a new id from every
     frame where the followed face jumped since the frame before; `boxes` (frames, 4), the
     followed face's detected box in each frame (x1, y1, x2, y2; anything where there is none)."""
-    track = np.asarray(track).copy()
+    track = np.asarray(track)
     boxes = np.asarray(boxes, np.float64)
     if len(track) < 2:
-        return track
+        return track.copy()
     width = np.maximum(boxes[:, 2] - boxes[:, 0], 1e-6)
     centre = (boxes[:, :2] + boxes[:, 2:]) / 2
     moved = np.hypot(*(centre[1:] - centre[:-1]).T) / width[:-1]

@@ -1,8 +1,8 @@
 """Fine-tuning on one person's footage (issue 30), proven on synthetic truth.
 
     python benchmarks/bench_finetune.py [--models /tmp/lipsync-tilt-synth] [--work /tmp/lipsync-finetune]
-                                        [--videos 3] [--shots 14] [--steps 300] [--seeds 0,1] [--eval-clips 16]
-                                        [--lr 1e-4] [--batch-size 4]
+                                        [--videos 8] [--shots 14] [--steps 500] [--seeds 0,1] [--eval-clips 16]
+                                        [--lr 3e-5] [--batch-size 4]
 
 The base models: the generators, expert and judge that bench_tilt_synth.py trains (in --models:
 quarter-width AttnWav2Lip at 96 trained 800 steps on 400 clips of the synthetic corpus, seed 5,
@@ -24,7 +24,9 @@ dubbed through the real pipeline (`lipsync_cli.Dubber`: the crops dub takes, fra
 framed the fine-tuning set) with the next one's speech, against the truth rendering of that speech
 on the clip's face, cropped upright as the corpus's crops are: mouth PSNR / SSIM, the synthetic sync
 measure, LSE-D / LSE-C from the judge. A row: mean over seeds of the mean over clips, +- the
-standard deviation over seeds.
+standard deviation over seeds. Also reported: how many of preprocess's clips hold a cut of their
+video, and each generator's L1 and lower-face tone on windows of the footage's val clips (what
+found the batch-norm drift: benchmarks/finetune.md).
 """
 
 from __future__ import annotations
@@ -162,6 +164,47 @@ def score(gen_path: Path | None, clips, spec, judge, work: Path) -> dict:
     return {key: float(np.mean([r[key] for r in rows])) for key in rows[0]}
 
 
+def val_windows(gen_path: Path, data: Path, windows: int = 48) -> dict:
+    """The generator in evaluation mode on `windows` windows of the footage's val clips, as the
+    training's evaluation feeds them (a random reference of the same clip): L1, and the mean
+    difference of the generated lower half from the true one in grey levels (a tone the mouths are
+    painted in)."""
+    import torch
+
+    from lipsync_cli.checkpoints import load_generator
+    from lipsync_cli.datasets import GeneratorWindows, PreprocessedData
+
+    gen = load_generator(gen_path)[0].eval()
+    ds = GeneratorWindows(PreprocessedData(data, "val"), seed=3)
+    l1, bias = [], []
+    with torch.no_grad():
+        for i in range(windows):
+            faces_in, mels, _, target = ds[i]
+            g = gen(mels[None], faces_in[None])[0]
+            half = g.shape[2] // 2
+            l1.append(float((g - target).abs().mean()))
+            bias.append(float((g[:, :, half:] - target[:, :, half:]).mean()) * 255)
+    return {"l1": float(np.mean(l1)), "bias": float(np.mean(bias))}
+
+
+def clips_across_a_cut(report: list[dict]) -> int:
+    """Clips of `preprocess` holding a cut of their video (two frames in a row more than 5 grey
+    levels apart on average: the footage's cuts, never its head motion or b-roll pans)."""
+    across = 0
+    for r in report:
+        cuts, prev, n = [], None, 0
+        for chunk in media.FrameReader(media.probe(r["source"]), chunk=64, fps=media.FPS):
+            for f in chunk:
+                g = f.astype(np.int16)
+                if prev is not None and np.abs(g - prev).mean() > 5:
+                    cuts.append(n)
+                prev, n = g, n + 1
+        for c in r.get("clips", []):
+            a, b = round(c["start"] * media.FPS), round(c["end"] * media.FPS)
+            across += any(a < k < b for k in cuts)
+    return across
+
+
 def step_seconds(run: Path) -> float:
     times = [json.loads(line)["time"] for line in (run / "metrics.jsonl").read_text().splitlines()
              if "train_loss" in line]
@@ -172,12 +215,12 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", type=Path, default=Path("/tmp/lipsync-tilt-synth"))
     ap.add_argument("--work", type=Path, default=Path("/tmp/lipsync-finetune"))
-    ap.add_argument("--videos", type=int, default=3)
+    ap.add_argument("--videos", type=int, default=8)
     ap.add_argument("--shots", type=int, default=14)
-    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--steps", type=int, default=500)
     ap.add_argument("--seeds", default="0,1")
     ap.add_argument("--eval-clips", type=int, default=16)
-    ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--lr", type=float, default=3e-5)
     ap.add_argument("--batch-size", type=int, default=4)
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
@@ -210,6 +253,10 @@ def main(argv=None):
                "undubbed (the clip's own mouth)": [score(None, clips, spec, judge, args.work)]}
     for name, rs in results.items():
         print(f"<!-- {json.dumps({'model': name, 'per_seed': rs})} -->", flush=True)
+    windows = {name: [val_windows(p, data) for p in paths] for name, paths in
+               (("base", [args.models / f"gen_seed{s}" / "last.pth" for s in seeds]),
+                ("fine-tuned", [runs[s] / "last.pth" for s in seeds]))}
+    across = clips_across_a_cut(report[:-1])
 
     commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip()
@@ -218,7 +265,7 @@ def main(argv=None):
           f"`python benchmarks/bench_finetune.py {' '.join(argv if argv is not None else sys.argv[1:])}`\n")
     clipped = sum(len(r.get("clips", [])) for r in report[:-1])
     print(f"The person: identity {person[0]}, voice {person[1]} (test split). Footage: {args.videos} videos, "
-          f"{seconds:.0f} s in all. `preprocess`: {clipped} clips; split: {split.get('split')} "
+          f"{seconds:.0f} s in all. `preprocess`: {clipped} clips, {across} of them across a cut; split: {split.get('split')} "
           f"({split.get('why', '')}); train {split.get('train')}, val {split.get('val')}, gap "
           f"{split.get('gap_seconds')} s.\n")
     for s in seeds:
@@ -231,6 +278,12 @@ def main(argv=None):
         cells = [f"{np.mean([r[k] for r in rs]):.3f}" + (f" ± {np.std([r[k] for r in rs]):.3f}" if len(rs) > 1 else "")
                  for k in keys]
         print(f"| {name} | {len(rs)} | " + " | ".join(cells) + " |")
+    print("\nOn the footage's val clips (48 windows, evaluation mode; the generated lower half's mean "
+          "difference from the true one, grey levels):\n")
+    print("| model | " + " | ".join(f"seed {s}: L1, bias" for s in seeds) + " |")
+    print("| --- |" + " --- |" * len(seeds))
+    for name, ws in windows.items():
+        print(f"| {name} | " + " | ".join(f"{w['l1']:.3f}, {w['bias']:+.1f}" for w in ws) + " |")
 
 
 if __name__ == "__main__":

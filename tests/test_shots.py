@@ -177,3 +177,39 @@ def test_a_shot_too_short_for_light_asd_is_left_unscored(clips, tmp_path):
     short = [t for t in report.tracks if t.shot == 1]
     assert len(short) == 1 and len(short[0].boxes) == 6 and np.isnan(short[0].score).all()
     assert all(t.asd is not None and len(t.asd) == len(t.boxes) for t in report.tracks if t.shot != 1)
+
+
+def test_the_plan_does_not_smooth_across_a_jump_the_shot_detector_missed(tmp_path):
+    """Two takes of one synthetic person before one background, the face elsewhere and larger in
+    the second: no shot boundary is found (asserted), one track follows the face across; the boxes
+    dub pastes stop their smoothing at the jump, so the frames before it stay on the face."""
+    from lipsync_cli.faces.track import jump_starts, smooth_boxes
+    from lipsync_cli.synth import corpus
+
+    spec = corpus.CorpusSpec(clips=2, layout="videos", scene=(256, 256))
+    takes = [corpus.render_clip(spec, corpus.ClipPlan(i, f"take{i}", "train", 0, 0, tuple(corpus.WORDS[:4])))
+             for i in (1, 6)]
+    cut = len(takes[0].frames)
+    video = write_frames(tmp_path / "takes.mp4", np.concatenate([t.frames for t in takes]))
+    info = media.probe(str(video))
+    tracks, shots, frames, _ = find_tracks(info, DetectorPool("retinaface"), SpeakerOptions())
+    assert shots == [0] and len(tracks) == 1  # the cut is not seen, the face followed across it
+    report = SpeakerReport(video=str(video), audio=None, weights="", frames=frames, fps=info.video.fps,
+                           width=256, height=256, tracks=tracks, shots=shots, dubbed=[()] * frames, speech=False)
+    plan = FacePlan(report, "largest")
+    truth = [t.truth["boxes"][k] for t in takes for k in range(len(t.frames))]
+
+    def off(box, j):  # the box's centre from the rendered face's, in face widths (a detected box sits 0.08-0.12 off it)
+        x1, y1, x2, y2 = truth[j]
+        return np.hypot((box[0] + box[2] - x1 - x2) / 2, (box[1] + box[3] - y1 - y2) / 2) / (x2 - x1)
+
+    raw = [tuple(b) for b in tracks[0].boxes]
+    unbroken = smooth_boxes(raw)  # as before: the window of the last frames reaches over the cut
+    assert max(off(unbroken[j], j) for j in range(cut - 4, cut - 1)) > 0.3
+    assert any(cut - 2 <= j <= cut for j in jump_starts(raw))
+    assert max(off(plan.boxes(j)[0], j) for j in range(cut - 4, cut - 1)) < 0.15  # the frames before it
+    assert max(off(plan.boxes(j)[0], j) for j in range(cut + 1, cut + 5)) < 0.15  # and after it
+    # a talking head's own motion is no jump: the sample clip, detected every 2nd frame
+    talk = write_frames(tmp_path / "talk.mp4", decode_frames(EXAMPLES / "talk2.mp4"))
+    tracks, *_ = find_tracks(media.probe(str(talk)), DetectorPool("retinaface"), SpeakerOptions())
+    assert [jump_starts([tuple(b) for b in t.boxes]) for t in tracks] == [[]]

@@ -65,7 +65,7 @@ from ..models import light_asd
 from . import align, synchrony
 from .detectors import DetectorPool, detect_looking_twice
 from .shots import ShotDetector
-from .track import SMOOTH_WINDOW, MultiFaceTracker, box_area, smooth_boxes
+from .track import SMOOTH_WINDOW, MultiFaceTracker, box_area, jump_starts, smooth_boxes
 
 FPS = light_asd.FPS  # the scoring timeline
 ANALYSIS_SIDE = 640  # longer side of the frames the analysis decodes
@@ -974,7 +974,8 @@ class FacePlan:
       the right), the faces ordered by their track's median box.
 
     `boxes(j)` gives {track index: box} for frame j, boxes smoothed over each track (never across
-    a shot: a track ends at its shot's boundary)."""
+    a shot: a track ends at its shot's boundary; nor across a jump of the face, a cut the shot
+    detector missed: track.jump_starts)."""
 
     report: SpeakerReport
     mode: str = "auto"
@@ -989,13 +990,15 @@ class FacePlan:
         window = SMOOTH_WINDOW if self.smooth else 1
         self.turns: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # track -> (heads, applied roll), smoothed alike
         for t in report.tracks:
-            self.smoothed[t.index] = np.array(smooth_boxes([tuple(b) for b in t.boxes], window), np.float32)
+            raw = [tuple(b) for b in t.boxes]
+            jumps = jump_starts(raw) if self.smooth else []
+            self.smoothed[t.index] = np.array(smooth_boxes(raw, window, jumps), np.float32)
             if t.roll is not None and t.heads is not None:
                 # the roll smoothed as the boxes are (smooth_boxes averages 4-tuples)
-                roll = np.array([r[0] for r in smooth_boxes([(float(r),) * 4 for r in t.roll], window)])
+                roll = np.array([r[0] for r in smooth_boxes([(float(r),) * 4 for r in t.roll], window, jumps)])
                 applied = np.array([align.applied_roll(r) for r in roll], np.float32)
                 if applied.any():
-                    heads = np.array(smooth_boxes([tuple(h) for h in t.heads], window), np.float32)
+                    heads = np.array(smooth_boxes([tuple(h) for h in t.heads], window, jumps), np.float32)
                     # the head's own box where it leans, the plain box where it does not, a blend in between
                     share = np.clip(np.abs(applied) / np.maximum(np.abs(roll), 1e-6), 0, 1)[:, None].astype(np.float32)
                     b = self.smoothed[t.index]

@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..faces.synchrony import runs
+from ..faces.track import jump_starts
 from ..media import FPS
 
 MIN_CLIP_SECONDS = 1.0
@@ -90,25 +91,17 @@ def voiced_frames(spans: list[tuple[float, float]], frames: int) -> np.ndarray:
 
 def split_at_jumps(track: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     """`track` (the followed track per 25 fps frame, negative where none) with a new id from every
-    frame where the followed face jumped since the frame before; `boxes` (frames, 4), the
-    followed face's detected box in each frame (x1, y1, x2, y2; anything where there is none)."""
+    frame where the followed face jumped since the frame before (faces.track.jump_starts, at this
+    module's thresholds: boxes detected on every frame, none interpolated); `boxes` (frames, 4),
+    the followed face's detected box in each frame (x1, y1, x2, y2; anything where there is none)."""
     track = np.asarray(track)
-    boxes = np.asarray(boxes, np.float64)
-    if len(track) < 2:
-        return track.copy()
-    width = np.maximum(boxes[:, 2] - boxes[:, 0], 1e-6)
-    centre = (boxes[:, :2] + boxes[:, 2:]) / 2
-    moved = np.hypot(*(centre[1:] - centre[:-1]).T) / width[:-1]
-    scale = width[1:] / width[:-1]
-    same = (track[1:] == track[:-1]) & (track[1:] >= 0)
-    jumps = np.flatnonzero(same & ((moved >= JUMP_SHARE) | (scale >= JUMP_SCALE) | (scale <= 1 / JUMP_SCALE))) + 1
-    out, fresh = track.copy(), int(track.max()) + 1
-    for a in jumps:  # the run of the same track from a jump on takes an id of its own
-        b = a + 1
-        while b < len(track) and track[b] == track[a]:
-            b += 1
-        out[a:b] = fresh
-        fresh += 1
+    out, fresh = track.copy(), int(track.max(initial=-1)) + 1
+    for a, b in runs(track >= 0):
+        edges = [a, *(a + np.flatnonzero(np.diff(track[a:b])) + 1).tolist(), b]
+        for p, q in zip(edges[:-1], edges[1:]):  # one track's run of frames
+            for i in jump_starts(boxes[p:q].tolist(), JUMP_SHARE, JUMP_SCALE):
+                out[p + i:q] = fresh  # from the jump on, an id of its own (a later jump takes another)
+                fresh += 1
     return out
 
 

@@ -990,9 +990,8 @@ class FacePlan:
         window = SMOOTH_WINDOW if self.smooth else 1
         self.turns: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # track -> (heads, applied roll), smoothed alike
         for t in report.tracks:
-            raw = [tuple(b) for b in t.boxes]
-            jumps = jump_starts(raw) if self.smooth else []
-            self.smoothed[t.index] = np.array(smooth_boxes(raw, window, jumps), np.float32)
+            jumps = jump_starts(t.boxes) if self.smooth else []
+            self.smoothed[t.index] = np.array(smooth_boxes([tuple(b) for b in t.boxes], window, jumps), np.float32)
             if t.roll is not None and t.heads is not None:
                 # the roll smoothed as the boxes are (smooth_boxes averages 4-tuples)
                 roll = np.array([r[0] for r in smooth_boxes([(float(r),) * 4 for r in t.roll], window, jumps)])

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from typing import Iterable, Sequence
 
+import numpy as np
+
 from .base import Detection
 
 Box = tuple[float, float, float, float]  # (x1, y1, x2, y2)
@@ -284,17 +286,15 @@ def smooth_boxes(
     return out
 
 
-def jump_starts(boxes: Sequence[Sequence[float]], share: float = JUMP_SHARE, scale: float = JUMP_SCALE) -> list[int]:
-    """The indices i of a run of boxes (x1, y1, x2, y2) where the box jumped from box i - 1: its
-    centre moved `share` of its width or more, or its width changed by the factor `scale`."""
-    out = []
-    for i in range(1, len(boxes)):
-        a, b = boxes[i - 1], boxes[i]
-        wa, wb = max(a[2] - a[0], 1e-6), max(b[2] - b[0], 1e-6)
-        moved = ((a[0] + a[2] - b[0] - b[2]) ** 2 + (a[1] + a[3] - b[1] - b[3]) ** 2) ** 0.5 / 2 / wa
-        if moved >= share or max(wa, wb) / min(wa, wb) >= scale:
-            out.append(i)
-    return out
+def jump_starts(boxes, share: float = JUMP_SHARE, scale: float = JUMP_SCALE) -> list[int]:
+    """The indices i of a run of boxes ((n, 4) x1, y1, x2, y2) where the box jumped from box i - 1:
+    its centre moved `share` of its width or more, or its width changed by the factor `scale`."""
+    b = np.asarray(boxes, np.float64).reshape(-1, 4)
+    width = np.maximum(b[:, 2] - b[:, 0], 1e-6)
+    centre = (b[:, :2] + b[:, 2:]) / 2
+    moved = np.hypot(*(centre[1:] - centre[:-1]).T) / width[:-1]
+    ratio = np.maximum(width[1:], width[:-1]) / np.minimum(width[1:], width[:-1])
+    return (np.flatnonzero((moved >= share) | (ratio >= scale)) + 1).tolist()
 
 
 def pad_box(

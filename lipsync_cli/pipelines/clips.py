@@ -99,7 +99,7 @@ def split_at_jumps(track: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     for a, b in runs(track >= 0):
         edges = [a, *(a + np.flatnonzero(np.diff(track[a:b])) + 1).tolist(), b]
         for p, q in zip(edges[:-1], edges[1:]):  # one track's run of frames
-            for i in jump_starts(boxes[p:q].tolist(), JUMP_SHARE, JUMP_SCALE):
+            for i in jump_starts(boxes[p:q], JUMP_SHARE, JUMP_SCALE):
                 out[p + i:q] = fresh  # from the jump on, an id of its own (a later jump takes another)
                 fresh += 1
     return out

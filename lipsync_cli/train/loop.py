@@ -101,7 +101,8 @@ class Trainer:
         return 0
 
     def train_mode(self) -> None:
-        """Put the networks in training mode (before the first step, after each evaluation)."""
+        """Put the networks in training mode: the loop calls it before the first step and after
+        each evaluation (which may leave them in evaluation mode)."""
         self.model.train()
 
     def parallel(self) -> None:
@@ -153,6 +154,7 @@ def train(trainer: Trainer, run: Run, data, progress: Callable[[int, int, dict],
                 metrics.scalars(step, **logs)
                 if evaluate_now:
                     last_eval = trainer.evaluate()
+                    trainer.train_mode()
                     metrics.scalars(step, **last_eval)
                     for tag, image in trainer.images().items():
                         metrics.images(step, tag, image)

@@ -74,7 +74,7 @@ def training_mode(gen: nn.Module, freeze_norm: bool) -> None:
 @torch.no_grad()
 def evaluate(gen, expert, disc, ds, cfg: Wav2LipConfig, device, dtype) -> dict:
     """The validation means (L1, the expert's sync loss, the discriminator's realism), `gen` in
-    evaluation mode; the caller puts it back in training mode."""
+    evaluation mode (the training loop puts it back in training mode: Trainer.train_mode)."""
     gen.eval()
     sums = {"l1": 0.0, "sync": 0.0, "gen_realism": 0.0}
     n = 0
@@ -157,7 +157,6 @@ class Wav2LipTrainer(loop.Trainer):
 
     def evaluate(self) -> dict:
         result = evaluate(self.gen, self.expert, self.disc, self.val_data, self.cfg, self.run.device, self.run.dtype)
-        self.train_mode()
         if not self.sync_on and result["val_sync"] < self.cfg.sync_switch:
             self.sync_on = True  # a: 0 -> sync_weight from the next step on
         return result
